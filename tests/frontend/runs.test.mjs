@@ -1,0 +1,53 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  applyRuns, coverageToRuns, guardedRuns, labelsToRuns, runsArea, runsRowSpan, validateRuns,
+} from '../../frontend/js/canvas/runs.js';
+
+test('coverageToRuns merges covered neighbours into runs', () => {
+  const coverage = Uint8Array.from([0, 1, 1, 0, 1, 0, 0, 1]);
+  assert.deepEqual(coverageToRuns(coverage, 5), [[1, 2, 5], [4, 1, 5], [7, 1, 5]]);
+});
+
+test('labelsToRuns splits where the label changes', () => {
+  assert.deepEqual(labelsToRuns([0, 0, 3, 3, 3, 1]), [[0, 2, 0], [2, 3, 3], [5, 1, 1]]);
+});
+
+test('applyRuns writes labels and its inverse restores the mask exactly', () => {
+  const data = Uint8Array.from([0, 1, 1, 2, 2, 0]);
+  const before = data.slice();
+  const inverse = applyRuns(data, [[1, 4, 7]]);
+  assert.deepEqual([...data], [0, 7, 7, 7, 7, 0]);
+  assert.deepEqual(inverse, [[1, 2, 1], [3, 2, 2]]);
+  applyRuns(data, inverse);
+  assert.deepEqual(data, before);
+});
+
+test('validateRuns rejects overlaps, out-of-range runs and bad labels with a message', () => {
+  assert.doesNotThrow(() => validateRuns([[0, 2, 1], [2, 2, 3]], 4, 4));
+  assert.throws(() => validateRuns([[0, 3, 1], [2, 1, 1]], 10), /overlaps/);
+  assert.throws(() => validateRuns([[8, 3, 1]], 10), /leaves the 10-pixel mask/);
+  assert.throws(() => validateRuns([[0, 1, 9]], 10, 4), /labels go from 0 to 3/);
+  assert.throws(() => validateRuns([[0, 1.5, 1]], 10), /integers/);
+  assert.throws(() => validateRuns('x', 10), /array/);
+});
+
+test('runsArea and runsRowSpan', () => {
+  const runs = [[3, 2, 1], [9, 4, 1]];
+  assert.equal(runsArea(runs), 6);
+  assert.deepEqual(runsRowSpan(runs, 4), { y0: 0, y1: 3 });
+  assert.equal(runsRowSpan([], 4), null);
+});
+
+test('guardedRuns writes the target only where the expected labels are still there', () => {
+  const data = Uint8Array.from([0, 0, 0, 0]);
+  const op = [[0, 4, 5]];
+  const inverse = applyRuns(data, op);
+  data[2] = 9; // someone else painted pixel 2 afterwards
+  const undo = guardedRuns(data, inverse, op);
+  assert.deepEqual(undo, [[0, 2, 0], [3, 1, 0]]);
+});
+
+test('guardedRuns throws when target and expected do not cover the same pixels', () => {
+  assert.throws(() => guardedRuns(new Uint8Array(4), [[0, 2, 1]], [[1, 1, 0]]), /not in the expected runs/);
+});
