@@ -51,3 +51,11 @@ test('guardedRuns writes the target only where the expected labels are still the
 test('guardedRuns throws when target and expected do not cover the same pixels', () => {
   assert.throws(() => guardedRuns(new Uint8Array(4), [[0, 2, 1]], [[1, 1, 0]]), /not in the expected runs/);
 });
+
+import { mergeDisjointRuns } from '../../frontend/js/canvas/runs.js';
+
+test('mergeDisjointRuns sorts the chunks of one stroke into one valid op', () => {
+  const merged = mergeDisjointRuns([[10, 2, 1]], [[0, 3, 1], [20, 1, 1]]);
+  assert.deepEqual(merged, [[0, 3, 1], [10, 2, 1], [20, 1, 1]]);
+  assert.doesNotThrow(() => validateRuns(merged, 30));
+});

@@ -60,3 +60,11 @@ test('uncertainty heat-map: sure pixels transparent, the most uncertain opaque r
   compositeUncertainty(rgba, Float32Array.from([0, 0.4]));
   assert.deepEqual([...rgba], [255, 255, 0, 0, 255, 0, 0, 220]);
 });
+
+test('overlay shows a stroke in progress over the mask', () => {
+  const lookup = overlayLookup(['#000000', '#ff0000', '#00ff00'], new Set(), 1);
+  const rgba = new Uint8ClampedArray(12);
+  compositeOverlay(rgba, Uint8Array.from([1, 1, 0]), 3, lookup, 0, 0,
+    { coverage: Uint8Array.from([0, 1, 1]), label: 2 });
+  assert.deepEqual([...rgba], [255, 0, 0, 255, 0, 255, 0, 255, 0, 255, 0, 255]);
+});

@@ -32,16 +32,26 @@ export function overlayLookup(colours, hidden, opacity) {
 }
 
 /**
- * Writes the overlay of rows y0..y1 (inclusive) of `mask` into `rgba`.
+ * Writes the overlay of rows y0..y1 (inclusive) of `mask` into `rgba`. With a `stroke` ({coverage, label}), covered
+ * pixels show the stroke's label: the preview of a stroke still being drawn, before it becomes an operation.
  * @param {Uint8ClampedArray} rgba  width*height*4
  * @param {Uint8Array} mask
  * @param {number} width
  * @param {Uint8ClampedArray} lookup  from overlayLookup
+ * @param {number} [y0]
+ * @param {number} [y1]
+ * @param {{coverage: Uint8Array, label: number} | null} [stroke]
  */
-export function compositeOverlay(rgba, mask, width, lookup, y0 = 0, y1 = mask.length / width - 1) {
+export function compositeOverlay(rgba, mask, width, lookup, y0 = 0, y1 = mask.length / width - 1, stroke = null) {
   const rgba32 = new Uint32Array(rgba.buffer, rgba.byteOffset, rgba.length / 4);
   const lookup32 = new Uint32Array(lookup.buffer, lookup.byteOffset, 256);
-  for (let i = y0 * width, end = (y1 + 1) * width; i < end; i++) rgba32[i] = lookup32[mask[i]];
+  const end = (y1 + 1) * width;
+  if (stroke) {
+    const { coverage, label } = stroke;
+    for (let i = y0 * width; i < end; i++) rgba32[i] = lookup32[coverage[i] ? label : mask[i]];
+  } else {
+    for (let i = y0 * width; i < end; i++) rgba32[i] = lookup32[mask[i]];
+  }
 }
 
 /**

@@ -133,3 +133,11 @@ export function guardedRuns(data, target, expected) {
   }
   return out;
 }
+
+/**
+ * One operation from several with disjoint pixels (the chunks of one stroke sent while it was drawn), sorted by
+ * start so it is a valid operation again.
+ */
+export function mergeDisjointRuns(...lists) {
+  return lists.flat().sort((a, b) => a[0] - b[0]);
+}

@@ -1,0 +1,54 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ApiError, errorMessage } from '../../frontend/js/errors.js';
+import { eventMatches, parseShortcut } from '../../frontend/js/ui/shortcut-keys.js';
+
+test('errorMessage reads ninja details, validation lists and plain text, never HTML', () => {
+  assert.equal(errorMessage(400, { detail: 'image is not a PNG or JPEG' }),
+    'The server could not use that input: image is not a PNG or JPEG');
+  assert.equal(errorMessage(422, { detail: [{ loc: ['body', 'payload', 'steps'], msg: 'must be > 0' }] }),
+    'Some fields are not valid: steps: must be > 0');
+  assert.equal(errorMessage(500, '<html><body>Server Error</body></html>'), 'The server hit an error.');
+  assert.equal(errorMessage(0, null), 'The server did not answer.');
+  assert.equal(errorMessage(418, 'short and stout'), 'Request failed (HTTP 418): short and stout');
+  const error = new ApiError(403, { detail: 'your role may not do this' });
+  assert.equal(error.status, 403);
+  assert.match(error.message, /not allowed.*your role/);
+});
+
+test('shortcuts: modifiers must match exactly; shifted symbols match by key', () => {
+  const undo = parseShortcut('ctrl+z');
+  const redo = parseShortcut('ctrl+shift+z');
+  assert.ok(eventMatches(undo, { key: 'z', ctrlKey: true }));
+  assert.ok(!eventMatches(undo, { key: 'Z', ctrlKey: true, shiftKey: true }));
+  assert.ok(eventMatches(redo, { key: 'Z', ctrlKey: true, shiftKey: true }));
+  assert.ok(eventMatches(redo, { key: 'z', metaKey: true, shiftKey: true }));
+  assert.ok(eventMatches(parseShortcut('?'), { key: '?', shiftKey: true }));
+  assert.ok(eventMatches(parseShortcut('space'), { key: ' ' }));
+  assert.ok(!eventMatches(parseShortcut('b'), { key: 'b', altKey: true }));
+  assert.throws(() => parseShortcut('hyper+x'), /unknown modifier/);
+});
+
+import { reconnectDelay } from '../../frontend/js/backoff.js';
+
+test('reconnect delays grow exponentially to a 10 s cap, with jitter', () => {
+  assert.equal(reconnectDelay(0, () => 0.5), 500);
+  assert.equal(reconnectDelay(3, () => 0.5), 4000);
+  assert.equal(reconnectDelay(20, () => 0.5), 10000);
+  assert.equal(reconnectDelay(0, () => 0), 375);
+  assert.equal(reconnectDelay(0, () => 1), 625);
+});
+
+import { DigitPicker } from '../../frontend/js/ui/digit-picker.js';
+
+test('digit picker: single digits, two-digit classes within the window, restarts outside it', () => {
+  const picker = new DigitPicker(34);
+  assert.equal(picker.push('3', 0), 3);
+  assert.equal(picker.push('2', 100), 32);
+  assert.equal(picker.push('5', 5000), 5);
+  assert.equal(picker.push('0', 9000), 10);
+  assert.equal(picker.push('9', 9100), 9, '109 is no class: restart from 9');
+  const small = new DigitPicker(5);
+  assert.equal(small.push('7', 0), null);
+  assert.equal(small.push('1', 100), 1);
+});
