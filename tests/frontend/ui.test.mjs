@@ -52,3 +52,14 @@ test('digit picker: single digits, two-digit classes within the window, restarts
   assert.equal(small.push('7', 0), null);
   assert.equal(small.push('1', 100), 1);
 });
+
+import { parseRoute, routeHash } from '../../frontend/js/router.js';
+
+test('routes parse to a view and an optional id', () => {
+  assert.deepEqual(parseRoute('#/annotate/12'), { view: 'annotate', id: 12 });
+  assert.deepEqual(parseRoute('#/library'), { view: 'library', id: null });
+  assert.deepEqual(parseRoute(''), { view: 'annotate', id: null });
+  assert.deepEqual(parseRoute('#/nope/x'), { view: 'annotate', id: null });
+  assert.equal(routeHash('edit', 4), '#/edit/4');
+  assert.equal(routeHash('admin'), '#/admin');
+});

@@ -1,0 +1,106 @@
+// Boots the studio: who am I (or the login form), the workspace router, global shortcuts, and a last-resort error
+// handler so a failure shows as a message, never as a blank page.
+
+import * as api from './api.js';
+import { h, replaceChildren } from './ui/dom.js';
+import { bindKey, installKeyboard, setKeyScope } from './ui/keyboard.js';
+import { closeHelp, toggleHelp } from './ui/help.js';
+import { showError, toast } from './ui/toast.js';
+import { parseRoute, routeHash, VIEWS } from './router.js';
+import { AnnotateView } from './views/annotate.js';
+import { EditView } from './views/edit.js';
+import { LibraryView } from './views/library.js';
+import { AdminView } from './views/admin.js';
+
+const VIEW_CLASSES = { annotate: AnnotateView, edit: EditView, library: LibraryView, admin: AdminView };
+
+window.addEventListener('error', (event) => showError(event.error ?? event.message, 'Unexpected error'));
+window.addEventListener('unhandledrejection', (event) => showError(event.reason, 'Unexpected error'));
+
+const app = document.getElementById('app');
+const connection = document.getElementById('connection');
+
+/** The badge in the top bar: 'open' | 'connecting' | 'closed' | 'offline'. */
+function setConnection(status) {
+  connection.className = `connection ${status}`;
+  connection.textContent = { open: 'live', connecting: 'connecting…', closed: 'reconnecting…' }[status] ?? status;
+}
+
+function loginForm() {
+  return new Promise((resolve) => {
+    const username = h('input', { type: 'text', name: 'username', autocomplete: 'username', required: true });
+    const password = h('input', { type: 'password', name: 'password', autocomplete: 'current-password',
+      required: true });
+    const error = h('p', { class: 'login-error', role: 'alert' });
+    const form = h('form', { class: 'form panel login' },
+      h('h2', {}, 'Sign in to EditGAN Studio'),
+      h('label', {}, 'Username', username), h('label', {}, 'Password', password), error,
+      h('button', { type: 'submit', class: 'primary', title: 'Sign in' }, 'Sign in'));
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      try {
+        resolve(await api.login(username.value, password.value));
+      } catch (failure) {
+        error.textContent = failure.message;
+      }
+    });
+    replaceChildren(app, form);
+    username.focus();
+  });
+}
+
+async function whoAmI() {
+  try {
+    return await api.me();
+  } catch (error) {
+    if (error.status === 401) return loginForm();
+    throw error;
+  }
+}
+
+async function boot() {
+  installKeyboard();
+  const user = await whoAmI();
+  const context = { me: user, setConnection };
+  document.getElementById('user').textContent = `${user.username} · ${user.role ?? 'no role'}`;
+  if (!user.role) {
+    replaceChildren(app, h('p', { class: 'empty' }, 'Your account has no studio role yet: ask an admin to give you one.'));
+    return;
+  }
+  replaceChildren(app);
+  const views = {};
+  let current = null;
+
+  async function show() {
+    const { view, id } = parseRoute(location.hash, user.role === 'artist' ? 'edit' : 'annotate');
+    if (!views[view]) {
+      views[view] = new VIEW_CLASSES[view](context);
+      views[view].element.hidden = true;
+      app.append(views[view].element);
+    }
+    if (current && current !== views[view]) { current.element.hidden = true; current.deactivate?.(); }
+    current = views[view];
+    current.element.hidden = false;
+    setKeyScope(view);
+    for (const link of document.querySelectorAll('.tabs a')) link.classList.toggle('current', link.dataset.view === view);
+    try {
+      await current.activate(id);
+    } catch (error) {
+      showError(error, `Could not open ${view}`);
+    }
+  }
+
+  window.addEventListener('hashchange', show);
+  document.getElementById('help-button').addEventListener('click', toggleHelp);
+  bindKey('?', 'Show or hide this help', toggleHelp);
+  bindKey('escape', 'Close dialogs', closeHelp);
+  VIEWS.forEach((view, k) => bindKey(`alt+${k + 1}`, `Go to ${view}`, () => { location.hash = routeHash(view); }));
+  await show();
+}
+
+boot().catch((error) => {
+  replaceChildren(app, h('div', { class: 'empty' }, h('h2', {}, 'The studio could not start'),
+    h('p', {}, error.message ?? String(error)), h('button', { type: 'button', onclick: () => location.reload() },
+      'Try again')));
+  toast(error.message ?? String(error), 'error');
+});
