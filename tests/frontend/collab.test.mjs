@@ -10,7 +10,7 @@ const W = 8;
 const H = 1;
 
 test('my pending op shows at once and leaves pending on its echo', () => {
-  const shared = new SharedMask(new LabelMask(W, H));
+  const shared = new SharedMask(new LabelMask(W, H), 0);
   const { opId } = shared.applyLocal([[0, 2, 1]]);
   assert.deepEqual([...shared.displayed.data].slice(0, 3), [1, 1, 0]);
   assert.deepEqual([...shared.confirmed.data].slice(0, 3), [0, 0, 0]);
@@ -29,8 +29,8 @@ test('a remote op lands under my pending paint until the server orders mine afte
 });
 
 test('two clients replaying the same server order end with the same mask', () => {
-  const a = new SharedMask(new LabelMask(W, H));
-  const b = new SharedMask(new LabelMask(W, H));
+  const a = new SharedMask(new LabelMask(W, H), 0);
+  const b = new SharedMask(new LabelMask(W, H), 0);
   const opA = a.applyLocal([[0, 5, 1]]);
   const opB = b.applyLocal([[3, 5, 2]]);
   // The server orders B's op first, then A's.
@@ -46,11 +46,22 @@ test('two clients replaying the same server order end with the same mask', () =>
   assert.deepEqual(a.displayed.data, b.displayed.data);
 });
 
-test('stale ops are ignored and a gap asks for a resync', () => {
+test('stale ops are ignored; an early op waits for the ones before it', () => {
   const shared = new SharedMask(new LabelMask(W, H), 5);
   assert.equal(shared.applyServer({ seq: 5, runs: [[0, 1, 1]] }), 'stale');
-  assert.equal(shared.applyServer({ seq: 7, runs: [[0, 1, 1]] }), 'gap');
+  assert.equal(shared.applyServer({ seq: 7, runs: [[0, 2, 7]] }), 'held');
   assert.equal(shared.confirmed.data[0], 0);
+  assert.ok(shared.hasGap);
+  assert.equal(shared.applyServer({ seq: 6, runs: [[0, 3, 6]] }), 'applied');
+  assert.deepEqual([...shared.confirmed.data].slice(0, 4), [7, 7, 6, 0]);
+  assert.equal(shared.seq, 7);
+  assert.ok(!shared.hasGap);
+});
+
+test('an unknown starting seq is set by the first op', () => {
+  const shared = new SharedMask(new LabelMask(W, H));
+  assert.equal(shared.applyServer({ seq: 41, runs: [[0, 1, 1]] }), 'applied');
+  assert.equal(shared.applyServer({ seq: 43, runs: [[0, 1, 1]] }), 'held');
 });
 
 test('resync replaces the confirmed mask and keeps my pending ops on top', () => {

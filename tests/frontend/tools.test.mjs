@@ -147,3 +147,13 @@ test('eyedropper reads the class under a continuous position', () => {
   assert.equal(pickLabel(mask, 1.7, 1.2), 3);
   assert.equal(pickLabel(mask, -0.1, 0), null);
 });
+
+import { centredSquare, moveSquare, squareFromDrag } from '../../frontend/js/canvas/crop.js';
+
+test('crop box: centred square, drag in any direction, clipped and moved inside the image', () => {
+  assert.deepEqual(centredSquare(400, 300), [50, 0, 300]);
+  assert.deepEqual(squareFromDrag([10, 10], [60, 30], 400, 300), [10, 10, 50]);
+  assert.deepEqual(squareFromDrag([100, 100], [40, 90], 400, 300), [40, 40, 60]);
+  assert.deepEqual(squareFromDrag([350, 10], [600, 600], 400, 300), [350, 10, 50]);
+  assert.deepEqual(moveSquare([50, 0, 300], 500, -20, 400, 300), [100, 0, 300]);
+});

@@ -22,6 +22,7 @@ export function setKeyScope(scope) { activeScope = scope; }
 export function listBindings() {
   const groups = new Map();
   for (const { keys, description, scope } of bindings) {
+    if (!description) continue; // bound, but summarised by another entry
     if (!groups.has(scope)) groups.set(scope, []);
     groups.get(scope).push({ keys, description });
   }

@@ -1,0 +1,70 @@
+// Following a job live (ws/jobs/<id>/): `job.status` on join and on every change, `job.progress` with step, total
+// and losses. A reconnect gets a fresh `job.status`, so a dropped socket loses nothing that matters.
+
+import { StudioSocket } from './socket.js';
+
+export const FINISHED = ['succeeded', 'failed', 'cancelled'];
+
+/**
+ * @param {number} jobId
+ * @param {{onStatus?: (status: object) => void, onProgress?: (progress: object) => void}} handlers
+ * @returns {{done: Promise<object>, cancel: () => void, close: () => void}} done resolves with the final status
+ */
+export function watchJob(jobId, handlers = {}) {
+  let socket;
+  const done = new Promise((resolve) => {
+    socket = new StudioSocket(`/ws/jobs/${jobId}/`, {
+      onMessage: (message) => {
+        if (message.type === 'job.status') {
+          handlers.onStatus?.(message);
+          if (FINISHED.includes(message.status)) {
+            socket.close();
+            resolve(message);
+          }
+        } else if (message.type === 'job.progress') {
+          handlers.onProgress?.(message);
+        }
+      },
+      onFatal: (reason) => resolve({ job: jobId, status: 'failed', error: reason }),
+    });
+  });
+  return { done, cancel: () => socket.send({ type: 'cancel' }), close: () => socket.close() };
+}
+
+/** A readable line for a job's state. */
+export function describeJob(status) {
+  const pct = Math.round((status.progress ?? 0) * 100);
+  if (status.status === 'failed') return `failed: ${status.error || 'no reason given'}`;
+  if (status.status === 'running') return `${status.stage || 'running'} ${pct}%${status.message ? ` — ${status.message}` : ''}`;
+  return status.status;
+}
+
+/**
+ * Following an edit (ws/edits/<id>/): `edit.state` on join, `edit.preview` {step, total, image, mask} as data URLs,
+ * `edit.result`, and its job's `job.status` / `job.progress`.
+ * @returns {{done: Promise<object>, cancel: () => void, close: () => void}} done resolves with the final job status
+ */
+export function watchEdit(sessionId, handlers = {}) {
+  let socket;
+  const done = new Promise((resolve) => {
+    socket = new StudioSocket(`/ws/edits/${sessionId}/`, {
+      onMessage: (message) => {
+        if (message.type === 'edit.preview') handlers.onPreview?.(message);
+        else if (message.type === 'job.progress') handlers.onProgress?.(message);
+        else if (message.type === 'edit.result') handlers.onResult?.(message);
+        else if (message.type === 'edit.state' && FINISHED.includes(message.job_status)) {
+          socket.close();
+          resolve({ status: message.job_status });
+        } else if (message.type === 'job.status') {
+          handlers.onStatus?.(message);
+          if (FINISHED.includes(message.status)) {
+            socket.close();
+            resolve(message);
+          }
+        }
+      },
+      onFatal: (reason) => resolve({ status: 'failed', error: reason }),
+    });
+  });
+  return { done, cancel: () => socket.send({ type: 'cancel' }), close: () => socket.close() };
+}
