@@ -63,3 +63,27 @@ test('routes parse to a view and an optional id', () => {
   assert.equal(routeHash('edit', 4), '#/edit/4');
   assert.equal(routeHash('admin'), '#/admin');
 });
+
+import { matchesFilters } from '../../frontend/js/library-filter.js';
+
+test('library filters: text in name or description, tag, edited class, author', () => {
+  const vector = { name: 'Big smile', description: 'wider mouth', tags: ['mouth', 'happy'], edited_classes: [5, 6],
+    author: 'ann' };
+  const none = { text: '', tag: '', classIndex: '', author: '' };
+  assert.ok(matchesFilters(vector, none));
+  assert.ok(matchesFilters(vector, { ...none, text: 'WIDER' }));
+  assert.ok(!matchesFilters(vector, { ...none, text: 'eyes' }));
+  assert.ok(matchesFilters(vector, { ...none, tag: 'happy', classIndex: '6', author: 'ann' }));
+  assert.ok(!matchesFilters(vector, { ...none, classIndex: '2' }));
+  assert.ok(!matchesFilters(vector, { ...none, author: 'bob' }));
+});
+
+import { perClassIou, scalarMetrics } from '../../frontend/js/metrics.js';
+
+test('metrics: per-class IoU from a dict or a class-indexed list; scalars summarised', () => {
+  assert.deepEqual(perClassIou({ per_class_iou: { eye: 0.5, mouth: null } }), [['eye', 0.5]]);
+  assert.deepEqual(perClassIou({ class_iou: [0.9, 0.25] }, ['bg', 'skin']), [['bg', 0.9], ['skin', 0.25]]);
+  assert.equal(perClassIou({ mean_iou: 0.4 }), null);
+  assert.deepEqual(scalarMetrics({ mean_iou: 0.123456, steps: 200, member_pixel_acc: [0.9] }),
+    ['mean iou 0.1235', 'steps 200']);
+});

@@ -1,0 +1,187 @@
+// Admin: model versions with metrics (import, activate), retraining the segmentation branch with a live loss curve
+// and per-class IoU, the job list with cancel/retry, and a link to user roles in Django admin.
+
+import * as api from '../api.js';
+import { h, button, replaceChildren, formatTime } from '../ui/dom.js';
+import { showError, toast } from '../ui/toast.js';
+import { LossChart } from '../chart/loss-chart.js';
+import { describeJob, watchJob } from '../jobs.js';
+import { perClassIou, scalarMetrics } from '../metrics.js';
+
+const JOB_REFRESH_MS = 3000;
+
+export class AdminView {
+  constructor(context) {
+    this.context = context;
+    this.models = h('div', { class: 'models' });
+    this.kindFilter = h('select', { title: 'Kind', 'aria-label': 'Checkpoint kind', onchange: () => this.loadModels() },
+      ['', 'generator', 'encoder', 'segmentation'].map((k) => h('option', { value: k }, k || 'All kinds')));
+    this.importForm = this.buildImportForm();
+    this.trainDataset = h('select', { title: 'Dataset to train on', 'aria-label': 'Training dataset',
+      onchange: () => this.describeDataset() });
+    this.trainInfo = h('p', { class: 'who' });
+    this.trainSteps = h('input', { type: 'number', min: '1', max: '200000', value: '300', title: 'Training steps',
+      'aria-label': 'Training steps' });
+    this.trainName = h('input', { type: 'text', placeholder: 'name (optional)', title: 'Name of the new version',
+      'aria-label': 'Version name' });
+    this.trainActivate = h('input', { type: 'checkbox', checked: true, title: 'Make it the active branch when done' });
+    this.trainButton = button('Start training', { className: 'primary', title: 'Retrain the segmentation branch',
+      onclick: () => this.train() });
+    this.trainStatus = h('p', { class: 'train-status' });
+    this.trainProgress = h('div', { class: 'progress' }, h('div', { style: { width: '0%' } }));
+    this.chart = new LossChart('Training loss');
+    this.iou = h('div', { class: 'iou' });
+    this.jobs = h('div', { class: 'jobs' });
+    this.element = h('div', { class: 'view admin-view' }, h('div', { class: 'admin' },
+      h('section', { class: 'panel' }, h('h2', {}, 'Model versions'), h('div', { class: 'row' }, this.kindFilter),
+        this.models, h('h3', {}, 'Import a checkpoint'), this.importForm),
+      h('section', { class: 'panel train-panel' }, h('h2', {}, 'Retrain the segmentation branch'),
+        h('div', { class: 'form' },
+          h('label', {}, 'Annotated samples of dataset', this.trainDataset), this.trainInfo,
+          h('div', { class: 'row' }, h('label', {}, 'Steps', this.trainSteps), h('label', {}, 'Name', this.trainName)),
+          h('label', { style: { flexDirection: 'row', gap: '6px' } }, this.trainActivate, 'activate when done'),
+          h('div', { class: 'row' }, this.trainButton)),
+        this.trainStatus, this.trainProgress, this.chart.element, this.iou),
+      h('section', { class: 'panel wide' }, h('h2', {}, 'Jobs'),
+        h('div', { class: 'row' }, button('Refresh', { title: 'Reload the job list', onclick: () => this.loadJobs() }),
+          h('a', { href: '/admin/auth/user/', target: '_blank', rel: 'noopener', title: 'Users and roles in Django admin' },
+            'User roles (Django admin)')),
+        this.jobs)));
+  }
+
+  buildImportForm() {
+    const kind = h('select', { name: 'kind', 'aria-label': 'Kind', title: 'Kind' },
+      h('option', { value: 'generator' }, 'generator'), h('option', { value: 'segmentation' }, 'segmentation'));
+    const name = h('input', { type: 'text', name: 'name', placeholder: 'name', 'aria-label': 'Name', required: true });
+    const path = h('input', { type: 'text', name: 'server_path', placeholder: 'server path, or choose a file',
+      'aria-label': 'Server path' });
+    const file = h('input', { type: 'file', name: 'file', accept: '.pkl,.pt,.safetensors', 'aria-label': 'Checkpoint file' });
+    const generator = h('input', { type: 'number', name: 'generator_id', placeholder: 'generator id (segmentation)',
+      'aria-label': 'Generator id' });
+    const form = h('form', { class: 'form' }, h('div', { class: 'row' }, kind, name), path, file, generator,
+      h('button', { type: 'submit', title: 'Import the checkpoint' }, 'Import'));
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      const fields = { kind: kind.value, name: name.value, generator_id: generator.value ? Number(generator.value) : null };
+      try {
+        if (file.files[0]) await api.uploadCheckpoint({ ...fields, file: file.files[0] });
+        else await api.importCheckpoint({ ...fields, server_path: path.value });
+        toast(`Imported ${name.value}`, 'success');
+        form.reset();
+        await this.loadModels();
+      } catch (error) {
+        showError(error, 'Import failed');
+      }
+    });
+    return form;
+  }
+
+  async activate() {
+    const datasets = await api.listDatasets();
+    this.datasets = datasets;
+    replaceChildren(this.trainDataset, datasets.map((d) => h('option', { value: d.id }, d.name)));
+    this.describeDataset();
+    await Promise.all([this.loadModels(), this.loadJobs()]);
+    clearInterval(this.timer);
+    this.timer = setInterval(() => this.loadJobs().catch(() => {}), JOB_REFRESH_MS);
+  }
+
+  deactivate() {
+    clearInterval(this.timer);
+  }
+
+  describeDataset() {
+    const dataset = this.datasets?.find((d) => String(d.id) === this.trainDataset.value);
+    this.trainInfo.textContent = dataset ? `${dataset.num_labelled} of ${dataset.num_samples} samples annotated` : '';
+  }
+
+  async loadModels() {
+    const checkpoints = await api.listCheckpoints(this.kindFilter.value || undefined);
+    replaceChildren(this.models, h('table', { class: 'data' },
+      h('tr', {}, ['', 'Kind', 'Name', 'Metrics', 'Created', ''].map((t) => h('th', {}, t))),
+      checkpoints.map((c) => h('tr', { dataset: { checkpointId: c.id } },
+        h('td', {}, c.active ? h('span', { class: 'badge reviewed', title: 'active' }, 'active') : ''),
+        h('td', {}, c.kind), h('td', {}, `${c.name} #${c.id}`),
+        h('td', {}, scalarMetrics(c.metrics).join(' · ')),
+        h('td', {}, formatTime(c.created)),
+        h('td', {}, c.active ? '' : button('Activate', {
+          title: `Make ${c.name} the active ${c.kind}`,
+          onclick: async () => {
+            try { await api.activateCheckpoint(c.id); toast(`${c.name} is active`, 'success'); await this.loadModels(); } catch (error) { showError(error, 'Activate failed'); }
+          } }))))));
+  }
+
+  async loadJobs() {
+    const jobs = await api.listJobs({ limit: 30 });
+    replaceChildren(this.jobs, h('table', { class: 'data' },
+      h('tr', {}, ['#', 'Kind', 'Status', 'Progress', 'Created', ''].map((t) => h('th', {}, t))),
+      jobs.map((job) => h('tr', { dataset: { jobId: job.id } },
+        h('td', {}, job.id), h('td', {}, job.kind),
+        h('td', { class: `status-${job.status}`, title: job.error || '' }, job.status, job.error ? ` — ${job.error.split('\n')[0]}` : ''),
+        h('td', {}, `${Math.round(job.progress * 100)}% ${job.stage}`),
+        h('td', {}, formatTime(job.created)),
+        h('td', {},
+          ['queued', 'running'].includes(job.status) ? button('Cancel', { className: 'danger', title: `Cancel job #${job.id}`,
+            onclick: () => this.jobAction(() => api.cancelJob(job.id), 'Cancel') }) : null,
+          ['failed', 'cancelled'].includes(job.status) ? button('Retry', { title: `Run job #${job.id} again`,
+            onclick: () => this.jobAction(() => api.retryJob(job.id), 'Retry') }) : null)))));
+  }
+
+  async jobAction(action, what) {
+    try {
+      await action();
+      await this.loadJobs();
+    } catch (error) {
+      showError(error, `${what} failed`);
+    }
+  }
+
+  async train() {
+    const datasetId = Number(this.trainDataset.value);
+    if (!datasetId) { toast('Choose a dataset first', 'info'); return; }
+    const bar = this.trainProgress.firstChild;
+    this.trainButton.disabled = true;
+    this.chart.setAll({});
+    replaceChildren(this.iou);
+    try {
+      const job = await api.trainSegmentation({ dataset_id: datasetId, steps: Number(this.trainSteps.value),
+        name: this.trainName.value, activate: this.trainActivate.checked });
+      this.trainStatus.textContent = `job #${job.id} queued`;
+      await this.loadJobs();
+      const final = await watchJob(job.id, {
+        onStatus: (s) => { this.trainStatus.textContent = `job #${job.id}: ${describeJob(s)}`; },
+        onProgress: (p) => {
+          bar.style.width = `${Math.round(p.progress * 100)}%`;
+          this.chart.append(p.step, p.losses);
+          this.trainStatus.textContent = `job #${job.id}: ${p.stage} ${p.step}/${p.total}`;
+        },
+      }).done;
+      const detail = await api.getJob(job.id);
+      if (Object.keys(detail.metrics ?? {}).length) this.chart.setAll(detail.metrics);
+      if (final.status !== 'succeeded') throw new Error(`training ${describeJob(final)}`);
+      bar.style.width = '100%';
+      const checkpoint = (await api.listCheckpoints('segmentation')).find((c) => c.id === final.result?.checkpoint_id);
+      this.showMetrics(checkpoint, final.result);
+      toast('Training finished', 'success');
+      await this.loadModels();
+    } catch (error) {
+      showError(error, 'Training failed');
+    } finally {
+      this.trainButton.disabled = false;
+      await this.loadJobs();
+    }
+  }
+
+  async showMetrics(checkpoint, result) {
+    const metrics = checkpoint?.metrics ?? result ?? {};
+    let names = [];
+    if (checkpoint?.schema_id) names = (await api.getSchema(checkpoint.schema_id)).classes.map((c) => c.name);
+    const perClass = perClassIou(metrics, names);
+    replaceChildren(this.iou,
+      h('h3', {}, 'Held-out metrics'),
+      h('p', { class: 'metrics-summary' }, scalarMetrics(metrics).join(' · ')),
+      perClass ? h('div', { class: 'iou-bars' }, perClass.map(([name, value]) => [
+        h('span', {}, name), h('div', {}, h('div', { class: 'bar', style: { width: `${Math.round(value * 100)}%` } })),
+        h('span', {}, value.toFixed(2))])) : h('p', { class: 'who' }, 'No per-class IoU in these metrics.'));
+  }
+}

@@ -1,0 +1,223 @@
+// The vector library: a filterable grid of shared edit vectors with before/after thumbnails, a detail view, and
+// applying vectors to the current image with one slider each (mode 1, newest slider position wins), refining the
+// composition (mode 2, 10 or 30 steps) and saving it.
+
+import * as api from '../api.js';
+import { h, button, replaceChildren, formatTime } from '../ui/dom.js';
+import { bindKey } from '../ui/keyboard.js';
+import { showError, toast } from '../ui/toast.js';
+import { askForm } from '../ui/modal.js';
+import { routeHash } from '../router.js';
+import { LatestOnly } from '../latest.js';
+import { describeJob, watchEdit } from '../jobs.js';
+import { CompareView } from './edit.js';
+import { matchesFilters } from '../library-filter.js';
+
+/** Runs one edit (mode 1 or 2) to its end and returns the finished EditOut. */
+async function runEdit(body, onProgress) {
+  const session = await api.startEdit(body);
+  const final = await watchEdit(session.id, { onProgress }).done;
+  if (final.status !== 'succeeded') throw new Error(`the edit ${describeJob(final)}`);
+  return api.getEdit(session.id);
+}
+
+export class LibraryView {
+  constructor(context) {
+    this.context = context;
+    this.vectors = [];
+    this.chosen = new Map(); // vector id → {vector, scale, slider, readout}
+    this.classes = [];
+    this.search = h('input', { type: 'search', placeholder: 'Search name or description', title: 'Search (/)',
+      'aria-label': 'Search vectors', oninput: () => this.renderGrid() });
+    this.tag = h('select', { title: 'Filter by tag', 'aria-label': 'Tag', onchange: () => this.renderGrid() });
+    this.classFilter = h('select', { title: 'Filter by edited class', 'aria-label': 'Class', onchange: () => this.renderGrid() });
+    this.author = h('select', { title: 'Filter by author', 'aria-label': 'Author', onchange: () => this.renderGrid() });
+    this.grid = h('div', { class: 'grid', 'aria-label': 'Vectors' });
+    this.target = h('p', { class: 'who' }, 'No image chosen: open one in Edit first.');
+    this.compare = new CompareView();
+    this.sliders = h('div', { class: 'sliders' });
+    this.applyState = h('span', { class: 'who apply-state' });
+    this.compositions = h('select', { title: 'Load a saved composition', 'aria-label': 'Saved compositions',
+      onchange: () => this.loadComposition() });
+    this.element = h('div', { class: 'view library-view' },
+      h('section', { class: 'library' },
+        h('div', { class: 'filters' }, this.search, this.tag, this.classFilter, this.author,
+          button('Refresh', { title: 'Reload the library', onclick: () => this.load() })),
+        this.grid),
+      h('aside', { class: 'sidebar right apply-panel', style: { width: '340px' } },
+        h('h2', {}, 'Apply to image'), this.target,
+        h('div', { class: 'compare-box', style: { height: '260px', display: 'flex', flexDirection: 'column' } },
+          this.compare.frame), this.compare.slider,
+        this.applyState,
+        h('h3', {}, 'Vectors (one slider each)'), this.sliders,
+        h('div', { class: 'row' },
+          button('Refine 10', { title: 'Apply and optimise 10 steps (mode 2)', onclick: () => this.refine(10) }),
+          button('Refine 30', { title: 'Apply and optimise 30 steps (mode 2)', onclick: () => this.refine(30) }),
+          button('Save composition…', { title: 'Save these vectors and scales', onclick: () => this.saveComposition() })),
+        h('h3', {}, 'Saved compositions'), this.compositions));
+    this.applier = new LatestOnly(
+      (items) => runEdit({ sample_id: this.sample.id, mode: 1, vectors: items }),
+      (edit) => this.showResult(edit, 'applied'),
+      (error) => showError(error, 'Apply failed'));
+    bindKey('/', 'Search the library', () => this.search.focus(), 'library');
+  }
+
+  async activate() {
+    this.sample = this.context.currentSample ?? null;
+    if (this.sample) {
+      this.target.textContent = `Sample #${this.sample.id}`;
+      this.compare.setBefore(this.sample.image_url);
+      this.compare.setAfter(this.sample.image_url);
+      if (!this.classes.length) {
+        const dataset = (await api.listDatasets()).find((d) => d.id === this.sample.dataset_id);
+        if (dataset) this.classes = (await api.getSchema(dataset.schema_id)).classes;
+      }
+    }
+    await this.load();
+  }
+
+  async load() {
+    this.vectors = await api.listVectors(this.sample ? { generator_id: undefined } : {});
+    const tags = [...new Set(this.vectors.flatMap((v) => v.tags))].sort();
+    const authors = [...new Set(this.vectors.map((v) => v.author).filter(Boolean))].sort();
+    const classIds = [...new Set(this.vectors.flatMap((v) => v.edited_classes))].sort((a, b) => a - b);
+    const keep = (select, options, all) => {
+      const value = select.value;
+      replaceChildren(select, h('option', { value: '' }, all), options.map(([v, label]) => h('option', { value: v }, label)));
+      select.value = options.some(([v]) => String(v) === value) ? value : '';
+    };
+    keep(this.tag, tags.map((t) => [t, t]), 'All tags');
+    keep(this.author, authors.map((a) => [a, a]), 'All authors');
+    keep(this.classFilter, classIds.map((c) => [c, this.classes[c]?.name ?? `class ${c}`]), 'All classes');
+    this.renderGrid();
+    const compositions = await api.listCompositions();
+    replaceChildren(this.compositions, h('option', { value: '' }, compositions.length ? 'Choose…' : 'none yet'),
+      compositions.map((c) => h('option', { value: c.id }, `${c.name} (${c.items.length})`)));
+    this.savedCompositions = compositions;
+  }
+
+  renderGrid() {
+    const filters = { text: this.search.value, tag: this.tag.value, classIndex: this.classFilter.value,
+      author: this.author.value };
+    const shown = this.vectors.filter((v) => matchesFilters(v, filters));
+    if (!shown.length) {
+      replaceChildren(this.grid, h('p', { class: 'empty' }, this.vectors.length ? 'No vector matches the filters.'
+        : 'The library is empty: save a vector from the Edit studio.'));
+      return;
+    }
+    replaceChildren(this.grid, shown.map((vector) => h('article', { class: 'card', dataset: { vectorId: vector.id } },
+      h('div', { class: 'thumbs' },
+        h('img', { src: vector.thumb_before_url ?? '', alt: `${vector.name} before`, loading: 'lazy' }),
+        h('img', { src: vector.thumb_after_url ?? '', alt: `${vector.name} after`, loading: 'lazy' })),
+      h('div', { class: 'name' }, vector.name),
+      h('div', { class: 'desc' }, vector.description),
+      h('div', { class: 'tags' }, vector.tags.map((t) => h('span', { class: 'tag' }, t))),
+      h('div', { class: 'row' },
+        button('Apply', { className: 'primary', title: `Add “${vector.name}” with a slider`, onclick: () => this.choose(vector) }),
+        button('Details', { title: 'Show everything about this vector', onclick: () => this.details(vector) })))));
+  }
+
+  details(vector) {
+    const close = h('button', { type: 'button', title: 'Close' }, 'Close');
+    const backdrop = h('div', { class: 'modal-backdrop' }, h('div', { class: 'modal', role: 'dialog' },
+      h('h2', {}, vector.name),
+      h('div', { class: 'thumbs', style: { display: 'flex', gap: '8px' } },
+        h('img', { src: vector.thumb_before_url ?? '', alt: 'before', width: 192 }),
+        h('img', { src: vector.thumb_after_url ?? '', alt: 'after', width: 192 })),
+      h('p', {}, vector.description || '(no description)'),
+      h('table', {},
+        h('tr', {}, h('td', {}, 'Author'), h('td', {}, vector.author ?? '—')),
+        h('tr', {}, h('td', {}, 'Created'), h('td', {}, formatTime(vector.created))),
+        h('tr', {}, h('td', {}, 'Tags'), h('td', {}, vector.tags.join(', ') || '—')),
+        h('tr', {}, h('td', {}, 'Edited classes'), h('td', {}, vector.edited_classes.map((c) => this.classes[c]?.name ?? c).join(', ') || '—')),
+        h('tr', {}, h('td', {}, 'Scale range'), h('td', {}, `${vector.scale_min} … ${vector.scale_max}`)),
+        h('tr', {}, h('td', {}, 'Generator'), h('td', {}, `#${vector.generator_id}`))),
+      h('p', { class: 'row' }, h('a', { href: vector.file_url, download: '' }, 'Download vector'), ' ', close)));
+    const dismiss = () => backdrop.remove();
+    close.addEventListener('click', dismiss);
+    backdrop.addEventListener('click', (event) => { if (event.target === backdrop) dismiss(); });
+    document.body.append(backdrop);
+  }
+
+  choose(vector, scale = 1) {
+    if (!this.sample) {
+      toast('Open an image in the Edit studio first; the library applies vectors to it.', 'error');
+      location.hash = routeHash('edit');
+      return;
+    }
+    if (this.chosen.has(vector.id)) return;
+    const slider = h('input', { type: 'range', min: String(vector.scale_min), max: String(vector.scale_max),
+      step: '0.05', value: String(scale), title: `Scale of ${vector.name}`, 'aria-label': `Scale of ${vector.name}`,
+      dataset: { vectorId: vector.id } });
+    const readout = h('span', {}, Number(scale).toFixed(2));
+    const remove = button('×', { title: `Remove ${vector.name}`, onclick: () => {
+      this.chosen.delete(vector.id);
+      row.remove();
+      this.applyNow();
+    } });
+    const row = h('div', { class: 'slider-row' }, h('span', {}, vector.name), h('span', {}, readout, ' ', remove), slider);
+    slider.addEventListener('input', () => {
+      readout.textContent = Number(slider.value).toFixed(2);
+      this.applyNow();
+    });
+    this.chosen.set(vector.id, { vector, slider });
+    this.sliders.append(row);
+    this.applyNow();
+  }
+
+  items() {
+    return [...this.chosen.values()].map(({ vector, slider }) => ({ vector_id: vector.id, scale: Number(slider.value) }));
+  }
+
+  applyNow() {
+    const items = this.items().filter((item) => item.scale !== 0);
+    if (!items.length) { this.compare.setAfter(this.sample.image_url); return; }
+    this.applyState.textContent = 'applying…';
+    this.applier.request(items);
+  }
+
+  showResult(edit, how) {
+    if (edit.result) this.compare.setAfter(edit.result.image_url);
+    this.applyState.textContent = this.applier.busy ? 'applying…' : `${how} (${edit.params.vectors?.length ?? 0} vectors)`;
+  }
+
+  async refine(steps) {
+    const items = this.items();
+    if (!items.length) { toast('Apply at least one vector first', 'info'); return; }
+    this.applyState.textContent = `refining ${steps} steps…`;
+    try {
+      const edit = await runEdit({ sample_id: this.sample.id, mode: 2, vectors: items, steps },
+        (p) => { this.applyState.textContent = `refining ${p.step}/${p.total}`; });
+      this.showResult(edit, `refined ${steps} steps`);
+    } catch (error) {
+      this.applyState.textContent = '';
+      showError(error, 'Refine failed');
+    }
+  }
+
+  async saveComposition() {
+    const items = this.items();
+    if (!items.length) { toast('Apply at least one vector first', 'info'); return; }
+    const answer = await askForm('Save composition', [{ name: 'name', label: 'Name', required: true }], 'Save');
+    if (!answer) return;
+    try {
+      const generatorId = [...this.chosen.values()][0].vector.generator_id;
+      await api.saveComposition({ name: answer.name, generator_id: generatorId, items });
+      toast(`Saved composition “${answer.name}”`, 'success');
+      await this.load();
+    } catch (error) {
+      showError(error, 'Could not save the composition');
+    }
+  }
+
+  loadComposition() {
+    const composition = this.savedCompositions?.find((c) => String(c.id) === this.compositions.value);
+    if (!composition) return;
+    this.chosen.clear();
+    this.sliders.replaceChildren();
+    for (const item of composition.items) {
+      const vector = this.vectors.find((v) => v.id === item.vector_id);
+      if (vector) this.choose(vector, item.scale);
+    }
+  }
+}
