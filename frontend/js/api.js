@@ -140,15 +140,12 @@ export const saveVector = ({ edit_id, name, description, tags }) =>
 export const listCompositions = (generatorId) => get('/compositions', { generator_id: generatorId });
 export const saveComposition = ({ name, generator_id, items }) => post('/compositions', { name, generator_id, items });
 
-/**
- * The active segmentation branch's prediction for a sample, as an index PNG. Falls back to the sample's stored
- * annotation when the server has no prediction route.
- */
-export async function startingMaskBytes(sample) {
-  try {
-    return await requestBytes(`/samples/${sample.id}/segmentation.png`);
-  } catch (error) {
-    if (error.status !== 404 && error.status !== 405) throw error;
-  }
-  return annotationMaskBytes(sample.id, null);
+/** The active segmentation branch's prediction for a sample (index PNG); ApiError 404 where the server lacks it. */
+export const predictedMaskBytes = (sampleId) => requestBytes(`/samples/${sampleId}/segmentation.png`);
+
+/** Bytes of a media URL the API handed out (edit results). */
+export async function urlBytes(url) {
+  const response = await fetch(url, { credentials: 'same-origin' });
+  if (!response.ok) throw new ApiError(response.status, await response.text());
+  return new Uint8Array(await response.arrayBuffer());
 }

@@ -177,7 +177,7 @@ export class EditView {
   async resetMask() {
     if (!this.sample) return;
     try {
-      const decoded = await decodeIndexPng(await api.startingMaskBytes(this.sample));
+      const decoded = await decodeIndexPng(await this.predictedMask());
       this.startMask = new LabelMask(decoded.width, decoded.height, decoded.data);
     } catch (error) {
       showError(error, 'Could not load the segmentation');
@@ -186,6 +186,27 @@ export class EditView {
     this.history.clear();
     this.canvas.setContent({ image: this.image, shared: new SharedMask(this.startMask.clone(), 0),
       colours: this.classes.map((c) => c.colour) });
+  }
+
+  // The segmentation the edit starts from must be the model's own prediction for this image (mode 3 compares the
+  // painted mask with it). Where the server has no prediction route yet, a mode-1 edit with any vector at scale 0
+  // renders and segments the unchanged image, which is the same thing.
+  async predictedMask() {
+    try {
+      return await api.predictedMaskBytes(this.sample.id);
+    } catch (error) {
+      if (error.status !== 404) throw error;
+    }
+    if (!this.sample.has_latent) return api.annotationMaskBytes(this.sample.id, null);
+    const vector = (await api.listVectors({ generator_id: this.dataset.generator_id }))[0];
+    if (!vector) return api.annotationMaskBytes(this.sample.id, null);
+    this.previewInfo.textContent = 'segmenting the image…';
+    const session = await api.startEdit({ sample_id: this.sample.id, mode: 1, vectors: [{ vector_id: vector.id, scale: 0 }] });
+    const final = await watchEdit(session.id).done;
+    if (final.status !== 'succeeded') throw new Error(`segmenting the image ${describeJob(final)}`);
+    const edit = await api.getEdit(session.id);
+    this.previewInfo.textContent = 'paint on the segmentation, then Edit';
+    return api.urlBytes(edit.result.mask_url);
   }
 
   undo() {

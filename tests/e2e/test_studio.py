@@ -1,0 +1,174 @@
+"""End-to-end stories of issue 7, each in real Chromium against the real studio."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.e2e.conftest import screenshot
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
+
+
+def stored_mask(client, sample_id: int) -> np.ndarray:
+    response = client.get(f"/api/samples/{sample_id}/annotation/mask.png")
+    assert response.status_code == 200, response.content[:300]
+    return np.asarray(Image.open(io.BytesIO(response.content)))
+
+
+def canvas_box(page, view: str):
+    canvas = page.locator(f".{view}-view .paint-canvas")
+    canvas.wait_for()
+    return canvas.bounding_box()
+
+
+def drag(page, points):
+    page.mouse.move(*points[0])
+    page.mouse.down()
+    for point in points[1:]:
+        page.mouse.move(*point, steps=8)
+    page.mouse.up()
+
+
+def canvas_pixel(page, view: str, x: float, y: float) -> list[int]:
+    """RGBA of the painting canvas at page point (x, y)."""
+    return page.evaluate("""([selector, x, y]) => {
+        const canvas = document.querySelector(selector);
+        const rect = canvas.getBoundingClientRect();
+        const ratio = canvas.width / rect.width;
+        const data = canvas.getContext('2d').getImageData(Math.round((x - rect.left) * ratio),
+                                                          Math.round((y - rect.top) * ratio), 1, 1).data;
+        return Array.from(data);
+    }""", [f".{view}-view .paint-canvas", x, y])
+
+
+def mask_point(box, mask_size: int, mx: float, my: float):
+    """Page coordinates of mask point (mx, my) when the mask is fitted into the canvas box (16 px margin)."""
+    scale = min((box["width"] - 32) / mask_size, (box["height"] - 32) / mask_size)
+    left = box["x"] + (box["width"] - mask_size * scale) / 2
+    top = box["y"] + (box["height"] - mask_size * scale) / 2
+    return left + mx * scale, top + my * scale
+
+
+def wait_ready(page, view: str = "annotate"):
+    page.locator(f".{view}-view .save-state").filter(has_text="saved").wait_for(timeout=30_000)
+
+
+def test_two_annotators_paint_together_and_both_strokes_are_stored(open_as, live_studio, client_for):
+    sample = live_studio.samples[3]  # unannotated
+    size = sample.width
+    first = open_as("ann", f"/annotate/{sample.pk}")
+    second = open_as("ann2", f"/annotate/{sample.pk}")
+    wait_ready(first)
+    wait_ready(second)
+    first.locator(".presence").filter(has_text="ann2").wait_for()
+
+    box = canvas_box(first, "annotate")
+    first.locator('.annotate-view .palette li[data-label="1"]').click()
+    row_a = [mask_point(box, size, x, 8.5) for x in (4, 12, 20)]
+    before = canvas_pixel(second, "annotate", *row_a[1])
+    drag(first, row_a)
+    # The second annotator sees the first one's stroke appear without reloading.
+    second.wait_for_function("""([x, y, before]) => {
+        const canvas = document.querySelector('.annotate-view .paint-canvas');
+        const rect = canvas.getBoundingClientRect();
+        const d = canvas.getContext('2d').getImageData(Math.round(x - rect.left), Math.round(y - rect.top), 1, 1).data;
+        return Math.abs(d[0] - before[0]) + Math.abs(d[1] - before[1]) + Math.abs(d[2] - before[2]) > 30;
+    }""", arg=[*row_a[1], before], timeout=10_000)
+
+    second.locator('.annotate-view .palette li[data-label="2"]').click()
+    row_b = [mask_point(box, size, x, 22.5) for x in (6, 16, 26)]
+    drag(second, row_b)
+    first.keyboard.press("Control+s")
+    second.get_by_role("button", name="Save").click()
+    first.locator(".toast-success").filter(has_text="Saved").first.wait_for()
+    screenshot(second, "collaboration")
+
+    admin = client_for(live_studio.users.admin)
+    for _ in range(50):
+        mask = stored_mask(admin, sample.pk)
+        if mask[8, 12] == 1 and mask[22, 16] == 2:
+            break
+        first.wait_for_timeout(200)
+    assert mask[8, 12] == 1, "the first annotator's stroke was not stored"
+    assert mask[22, 16] == 2, "the second annotator's stroke was not stored"
+    assert mask[15, 16] == 0, "paint leaked between the strokes"
+
+
+def test_prelabel_fills_the_mask_from_the_model(open_as, live_studio, client_for):
+    sample = live_studio.samples[2]
+    page = open_as("ann", f"/annotate/{sample.pk}")
+    wait_ready(page)
+    page.get_by_role("button", name="Pre-label").click()
+    page.locator(".toast-success").filter(has_text="Pre-label ready").wait_for(timeout=60_000)
+    wait_ready(page)
+    screenshot(page, "prelabel")
+    revisions = client_for(live_studio.users.admin).get(f"/api/samples/{sample.pk}/annotation/revisions").json()
+    assert any(r["reason"] == "prelabel" for r in revisions), revisions
+
+
+def test_artist_samples_edits_saves_applies_and_composes(open_as, live_studio):
+    page = open_as("art", "/edit")
+    page.get_by_role("button", name="Random sample").click()
+    page.locator(".edit-view .mask-pane .paint-canvas").wait_for()
+    page.wait_for_function("() => /#\\/edit\\/\\d+/.test(location.hash)", timeout=60_000)
+    page.wait_for_timeout(500)
+    box = page.locator(".edit-view .paint-canvas").bounding_box()
+    size = 32
+    page.locator('.edit-view .palette li[data-label="2"]').click()
+    drag(page, [mask_point(box, size, x, y) for x, y in ((6, 4), (26, 4), (26, 10), (6, 10))])
+    page.locator(".edit-view input[aria-label='Optimisation steps']").fill("12")
+    page.get_by_role("button", name="Edit", exact=True).click()
+    page.locator(".edit-view .loss-readout").filter(has_text="step").wait_for(timeout=60_000)
+    page.locator(".edit-view .loss-readout").filter(has_text="done").wait_for(timeout=120_000)
+    screenshot(page, "edit")
+
+    page.get_by_role("button", name="Save vector…").click()
+    page.get_by_label("Name").fill("taller hair")
+    page.get_by_label("Description").fill("painted in the e2e test")
+    page.get_by_label("Tags (comma separated)").fill("hair, e2e")
+    page.get_by_role("button", name="Save", exact=True).click()
+    page.locator(".toast-success").filter(has_text="taller hair").wait_for()
+
+    page.get_by_role("link", name="Library").click()
+    card = page.locator(".card").filter(has_text="taller hair")
+    card.wait_for()
+    card.get_by_role("button", name="Apply").click()
+    slider = page.get_by_label("Scale of taller hair")
+    slider.wait_for()
+    for value in ("1.5", "2", "2.5"):  # a drag: several positions quickly, the newest wins
+        slider.fill(value)
+    page.locator(".apply-state").filter(has_text="applied").wait_for(timeout=60_000)
+    page.locator(".card").filter(has_text="bigger hair").get_by_role("button", name="Apply").click()
+    page.get_by_label("Scale of bigger hair").fill("-1")
+    page.locator(".apply-state").filter(has_text="applied (2 vectors)").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Save composition…").click()
+    page.get_by_label("Name").fill("hair mix")
+    page.get_by_role("button", name="Save", exact=True).click()
+    page.locator(".toast-success").filter(has_text="hair mix").wait_for()
+    screenshot(page, "library")
+
+
+def test_admin_retrains_the_segmentation_branch(open_as, live_studio):
+    page = open_as("boss", "/admin")
+    page.get_by_label("Training steps").fill("30")
+    page.get_by_label("Version name").fill("retrained in e2e")
+    page.get_by_role("button", name="Start training").click()
+    page.locator(".toast-success").filter(has_text="Training finished").wait_for(timeout=180_000)
+    page.locator(".metrics-summary").filter(has_text="mean iou").wait_for()
+    page.locator("table.data").filter(has_text="retrained in e2e").wait_for()
+    screenshot(page, "admin_retrain")
+
+
+def test_bad_upload_shows_a_readable_error(open_as, live_studio, tmp_path):
+    page = open_as("art", "/edit")
+    page.locator(".edit-view .sample-list li").first.wait_for()
+    bad = tmp_path / "holiday.png"
+    bad.write_text("this is not an image")
+    page.locator(".edit-view input[type=file]").set_input_files(str(bad))
+    error = page.locator(".toast-error").filter(has_text="Upload failed")
+    error.wait_for()
+    assert "could not use that input" in error.inner_text() or "not" in error.inner_text()
+    screenshot(page, "bad_upload")
