@@ -1,0 +1,1 @@
+"""Celery workers: thin tasks that adapt jobs to the engine (editor_core)."""

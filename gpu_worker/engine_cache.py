@@ -1,0 +1,78 @@
+"""Models loaded once per worker process, keyed by the checkpoint file's sha256 (a new version gets a new key)."""
+from __future__ import annotations
+
+import functools
+import shutil
+from pathlib import Path
+
+import torch
+from django.conf import settings
+from django.core.files.storage import default_storage
+
+from editor_core.checkpoints import load_generator
+from editor_core.editing import EditingModels
+from editor_core.perceptual import get_perceptual_loss
+from editor_core.segmentation import load_segmentation
+from editor_core.vectors import EditVector
+
+GENERATORS_KEPT = 4  # a GPU holds a few generators; older ones are dropped (least recently used)
+
+
+def device() -> torch.device:
+    """STUDIO_DEVICE: ``auto`` (CUDA when there is one), ``cpu``, ``cuda`` or ``cuda:N``."""
+    if settings.STUDIO_DEVICE == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(settings.STUDIO_DEVICE)
+
+
+def local_path(name: str, cache_key: str) -> Path:
+    """A local file for a stored checkpoint: the media file itself, or a copy cached from S3 by its hash."""
+    try:
+        return Path(default_storage.path(name))
+    except NotImplementedError:  # remote storage
+        cached = Path(settings.VAR_DIR) / "cache" / "files" / f"{cache_key}{Path(name).suffix}"
+        if not cached.exists():
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            partial = cached.with_suffix(".partial")
+            with default_storage.open(name, "rb") as source, open(partial, "wb") as target:
+                shutil.copyfileobj(source, target)
+            partial.rename(cached)
+        return cached
+
+
+@functools.lru_cache(maxsize=GENERATORS_KEPT)
+def _generator(name: str, sha256: str, device_name: str):
+    return load_generator(local_path(name, sha256), device=device_name)
+
+
+@functools.lru_cache(maxsize=GENERATORS_KEPT * 2)
+def _segmenter(name: str, sha256: str, device_name: str):
+    ensemble, schema, _meta = load_segmentation(local_path(name, sha256), device=device_name)
+    return ensemble, schema
+
+
+@functools.lru_cache(maxsize=256)
+def _vector(name: str) -> EditVector:
+    return EditVector.load(local_path(name, name.replace("/", "_")))
+
+
+def generator(checkpoint):
+    """The ``Generator`` of a registry Checkpoint row (eval mode, on this worker's device)."""
+    return _generator(checkpoint.file.name, checkpoint.sha256, str(device()))
+
+
+def segmenter(checkpoint):
+    """``(SegmentationEnsemble, engine LabelSchema)`` of a segmentation Checkpoint row."""
+    return _segmenter(checkpoint.file.name, checkpoint.sha256, str(device()))
+
+
+def vector(row) -> EditVector:
+    """The engine ``EditVector`` of a library row (files never change once written, so the name is the key)."""
+    return _vector(row.file.name)
+
+
+def editing_models(generator_checkpoint, segmentation_checkpoint) -> EditingModels:
+    ensemble, _schema = segmenter(segmentation_checkpoint)
+    return EditingModels(generator=generator(generator_checkpoint), segmenter=ensemble,
+                         perceptual=get_perceptual_loss("vgg", device()),
+                         generator_id=generator_checkpoint.fingerprint)

@@ -1,0 +1,414 @@
+"""One thin task per job kind: claim the job, get models from the engine cache, call editor_core, store results.
+
+Every task takes only a job id; parameters live in the Job row. A message delivered twice (worker lost, broker
+redelivery) is harmless: ``jobs.claim`` lets exactly one live worker run a job.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import secrets
+import socket
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from PIL import Image
+
+from editor_core.bundle import load_latents, save_latents
+from editor_core.editing import EditConfig, apply_vectors, optimize_edit, refine_config, refine_vectors, \
+    render_and_segment, resize_mask
+from editor_core.embedding import Encoder, EncoderConfig, EncoderTrainConfig, EmbedConfig, embed_image, \
+    load_encoder, save_encoder, train_encoder as train_encoder_engine
+from editor_core.images import load_image, tensor_to_pil
+from editor_core.progress import Cancelled, ProgressEvent, report
+from editor_core.segmentation import SegmentationConfig, SegmentationEnsemble, SegTrainConfig, image_uncertainty, \
+    save_segmentation, train_segmentation as train_segmentation_engine
+from editor_core.vectors import EditVector, EditVectorInfo
+from gpu_worker import engine_cache
+from gpu_worker.celery_app import app
+from gpu_worker.progress import JobReporter, png_data_url
+from webapp.datasets import services as datasets
+from webapp.datasets.models import AnnotationRevision, Dataset, Sample
+from webapp.editing import services as editing
+from webapp.editing.models import EditSession, EditVector as VectorRow
+from webapp.errors import Conflict
+from webapp.jobs import services as jobs
+from webapp.jobs.models import Job
+from webapp.realtime.groups import annotation_group, edit_group, publish
+from webapp.registry import services as registry
+from webapp.registry.models import Checkpoint
+from webapp.storage import read_bytes
+
+log = logging.getLogger(__name__)
+RANK_BATCH = 8
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_job(job_id: int, body: Callable[[Job, JobReporter], dict]) -> str:
+    """Claim the job, run ``body`` with a reporter (heartbeat, cancel, progress), record how it ended."""
+    job = jobs.claim(job_id, worker_name())
+    if job is None:
+        return "skipped"
+    try:
+        with JobReporter(job) as reporter:
+            result = body(job, reporter)
+        jobs.finish(job, Job.Status.SUCCEEDED, result=result, metrics=reporter.metrics)
+        return "succeeded"
+    except Cancelled:
+        jobs.finish(job, Job.Status.CANCELLED)
+        return "cancelled"
+    except SoftTimeLimitExceeded:
+        jobs.finish(job, Job.Status.FAILED, error=f"ran past the {jobs.time_limit(job.queue)} s time limit")
+    except ValidationError as exc:
+        jobs.finish(job, Job.Status.FAILED, error=" ".join(exc.messages))
+    except Conflict as exc:
+        jobs.finish(job, Job.Status.FAILED, error=exc.detail)
+    except (ValueError, FileNotFoundError) as exc:  # the engine refused the input: a clear message, no traceback
+        jobs.finish(job, Job.Status.FAILED, error=str(exc))
+    except Exception as exc:
+        log.exception("job %s (%s) failed", job.pk, job.kind)
+        jobs.append_log(job, traceback.format_exc())
+        jobs.finish(job, Job.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+    return "failed"
+
+
+# --- conversions between engine tensors and stored files -------------------------------------------------------------
+def image_png(image: torch.Tensor) -> bytes:
+    """``[3, H, W]`` in [-1, 1] → PNG bytes."""
+    buffer = io.BytesIO()
+    tensor_to_pil(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def mask_array(mask: torch.Tensor, sample: Sample) -> np.ndarray:
+    """``int64 [h, w]`` at the segmentation resolution → ``uint8 [H, W]`` at the sample's size (nearest)."""
+    return resize_mask(mask[None], sample.width)[0].to(torch.uint8).cpu().numpy()
+
+
+def latent_bytes(ws: torch.Tensor, generator_id: str) -> bytes:
+    """One W+ latent ``[num_ws, w_dim]`` as a project-format latents file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "latent.safetensors"
+        save_latents(path, ws[None], generator_id)
+        return path.read_bytes()
+
+
+def sample_latent(sample: Sample) -> torch.Tensor:
+    """``[1, num_ws, w_dim]`` on the worker's device; refuses latents of another generator."""
+    if not sample.latent:
+        raise ValidationError(f"sample #{sample.pk} has no latent yet: embed it first")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "latent.safetensors"
+        path.write_bytes(read_bytes(sample.latent.name))
+        return load_latents(path, sample.dataset.generator.fingerprint).to(engine_cache.device())
+
+
+def _segment(generator, ensemble, ws: torch.Tensor):
+    with torch.no_grad():
+        image, features = generator.synthesis(ws, noise_mode="const", return_features=True)
+        return image, ensemble.predict(features)
+
+
+def _active_segmentation_or_none(dataset: Dataset):
+    try:
+        return registry.active_segmentation(dataset.generator, dataset.schema)
+    except ValidationError:
+        return None
+
+
+# --- datasets ---------------------------------------------------------------------------------------------------------
+@app.task(name="gpu_worker.sample")
+def sample(job_id: int) -> str:
+    return run_job(job_id, _sample)
+
+
+def _sample(job: Job, reporter: JobReporter) -> dict:
+    dataset = Dataset.objects.select_related("generator", "schema").get(pk=job.params["dataset_id"])
+    generator = engine_cache.generator(dataset.generator)
+    segmentation = _active_segmentation_or_none(dataset)
+    ensemble = engine_cache.segmenter(segmentation)[0] if segmentation else None
+    count, psi = int(job.params["count"]), float(job.params.get("truncation_psi", 0.7))
+    first_seed = job.params.get("seed")
+    first_seed = secrets.randbelow(2 ** 31 - count) if first_seed is None else int(first_seed)
+    created = []
+    for index in range(count):
+        seed = first_seed + index
+        z = torch.randn(1, generator.z_dim, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            ws = generator.mapping(z.to(engine_cache.device()), truncation_psi=psi)
+        image, prediction = _segment(generator, ensemble, ws) if ensemble else (
+            generator.synthesis(ws, noise_mode="const"), None)
+        row = datasets.add_sample(dataset, source=Sample.Source.GENERATED, image_png=image_png(image[0]),
+                                  latent=latent_bytes(ws[0], dataset.generator.fingerprint), seed=seed,
+                                  user=job.requested_by)
+        if prediction is not None:  # new samples join the active-learning ranking right away
+            datasets.store_uncertainties(dataset, segmentation, {row.pk: float(image_uncertainty(prediction)[0])})
+        created.append(row.pk)
+        report(reporter, ProgressEvent("sample", index + 1, count))
+    return {"sample_ids": created, "first_seed": first_seed}
+
+
+@app.task(name="gpu_worker.prelabel")
+def prelabel(job_id: int) -> str:
+    return run_job(job_id, _prelabel)
+
+
+def _prelabel(job: Job, reporter: JobReporter) -> dict:
+    sample_row = Sample.objects.select_related("dataset__generator", "dataset__schema").get(pk=job.params["sample_id"])
+    segmentation = Checkpoint.objects.get(pk=job.params["segmentation_id"])
+    generator = engine_cache.generator(sample_row.dataset.generator)
+    ensemble, _schema = engine_cache.segmenter(segmentation)
+    _image, prediction = _segment(generator, ensemble, sample_latent(sample_row))
+    report(reporter, ProgressEvent("prelabel", 1, 1))
+    annotation = datasets.save_mask(sample_row, job.requested_by, mask_array(prediction.labels[0], sample_row),
+                                    job.params["base_version"], AnnotationRevision.Reason.PRELABEL,
+                                    note=f"pre-label by segmentation checkpoint #{segmentation.pk}")
+    publish(annotation_group(sample_row.pk), {"type": "saved", "version": annotation.version, "seq": None,
+                                              "reason": "prelabel"})
+    return {"sample_id": sample_row.pk, "version": annotation.version}
+
+
+@app.task(name="gpu_worker.rank")
+def rank(job_id: int) -> str:
+    return run_job(job_id, _rank)
+
+
+def _rank(job: Job, reporter: JobReporter) -> dict:
+    dataset = Dataset.objects.select_related("generator").get(pk=job.params["dataset_id"])
+    return {"ranked": rank_dataset(dataset, Checkpoint.objects.get(pk=job.params["segmentation_id"]), reporter)}
+
+
+def rank_dataset(dataset: Dataset, segmentation: Checkpoint, reporter: JobReporter) -> int:
+    """Score every sample with a latent by ensemble disagreement (``image_uncertainty``)."""
+    generator = engine_cache.generator(dataset.generator)
+    ensemble, _schema = engine_cache.segmenter(segmentation)
+    rows = list(dataset.samples.exclude(latent="").select_related("dataset__generator"))
+    values = {}
+    for start in range(0, len(rows), RANK_BATCH):
+        chunk = rows[start:start + RANK_BATCH]
+        _image, prediction = _segment(generator, ensemble, torch.cat([sample_latent(s) for s in chunk]))
+        values.update(zip((s.pk for s in chunk), image_uncertainty(prediction).tolist()))
+        report(reporter, ProgressEvent("rank", start + len(chunk), len(rows)))
+    return datasets.store_uncertainties(dataset, segmentation, values)
+
+
+@app.task(name="gpu_worker.embed")
+def embed(job_id: int) -> str:
+    return run_job(job_id, _embed)
+
+
+def _active_encoder(generator_row: Checkpoint, generator):
+    row = Checkpoint.objects.filter(kind=Checkpoint.Kind.ENCODER, generator=generator_row, active=True).first()
+    if row is None:
+        return None
+    return load_encoder(engine_cache.local_path(row.file.name, row.sha256), generator)
+
+
+def _embed(job: Job, reporter: JobReporter) -> dict:
+    sample_row = Sample.objects.select_related("dataset__generator").get(pk=job.params["sample_id"])
+    generator_row = sample_row.dataset.generator
+    generator = engine_cache.generator(generator_row)
+    image = load_image(read_bytes(sample_row.image.name), size=generator.img_resolution)
+    encoder = _active_encoder(generator_row, generator)
+    config = EmbedConfig(steps=int(job.params.get("steps") or EmbedConfig.steps))
+    result = embed_image(generator, encoder, image.to(engine_cache.device()), config, progress=reporter)
+    datasets.set_sample_latent(sample_row, latent_bytes(result.ws[0], generator_row.fingerprint))
+    return {"sample_id": sample_row.pk, "lpips": float(result.lpips[0]), "psnr": float(result.psnr[0]),
+            "used_encoder": encoder is not None}
+
+
+# --- training ---------------------------------------------------------------------------------------------------------
+@app.task(name="gpu_worker.train_segmentation")
+def train_segmentation(job_id: int) -> str:
+    return run_job(job_id, _train_segmentation)
+
+
+def _train_segmentation(job: Job, reporter: JobReporter) -> dict:
+    dataset = Dataset.objects.select_related("generator", "schema").get(pk=job.params["dataset_id"])
+    generator = engine_cache.generator(dataset.generator)
+    schema = registry.engine_schema(dataset.schema)
+    labelled = list(dataset.samples.filter(**datasets.labelled_filter()).exclude(latent="")
+                    .select_related("dataset__generator"))
+    if len(labelled) < 2:
+        raise ValidationError(f"dataset '{dataset.name}' has {len(labelled)} annotated samples with latents; "
+                              "training needs at least 2")
+    latents = torch.cat([sample_latent(s) for s in labelled])
+    masks = torch.stack([torch.from_numpy(datasets.read_mask(s).astype(np.int64)) for s in labelled])
+    options = {k: job.params[k] for k in ("ensemble_size", "hidden") if k in job.params}
+    ensemble = SegmentationEnsemble(SegmentationConfig.from_generator(generator, schema.num_classes, **options))
+    steps = int(job.params["steps"])
+    config = SegTrainConfig(max_steps=steps, min_steps=min(200, steps), device=str(engine_cache.device()))
+    outcome = train_segmentation_engine(generator, ensemble, latents, masks.to(engine_cache.device()), config,
+                                        progress=reporter)
+    metrics = {"mean_iou": outcome.mean_iou, "steps": outcome.steps, "stopped_early": outcome.stopped_early,
+               "evaluated_on": outcome.evaluated_on, "num_samples": len(labelled),
+               "member_pixel_acc": outcome.member_pixel_acc}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "segmentation.safetensors"
+        save_segmentation(path, ensemble.cpu(), schema, meta={"generator_id": dataset.generator.fingerprint,
+                                                              "metrics": metrics, "job": job.pk})
+        checkpoint = registry.register_file(
+            path, kind=Checkpoint.Kind.SEGMENTATION, name=job.params["name"],
+            source_format=Checkpoint.SourceFormat.TRAINED, user=job.requested_by, generator=dataset.generator,
+            schema=dataset.schema, fingerprint=dataset.generator.fingerprint, config=ensemble.config.to_dict(),
+            metrics=metrics)
+    if job.params.get("activate", True):
+        checkpoint = registry.activate(checkpoint)
+    if checkpoint.active:  # the active-learning ranking follows the branch annotators now work with
+        rank_dataset(dataset, checkpoint, reporter)
+    return {"checkpoint_id": checkpoint.pk, "mean_iou": outcome.mean_iou, "active": checkpoint.active}
+
+
+@app.task(name="gpu_worker.train_encoder")
+def train_encoder(job_id: int) -> str:
+    return run_job(job_id, _train_encoder)
+
+
+def _train_encoder(job: Job, reporter: JobReporter) -> dict:
+    generator_row = Checkpoint.objects.get(pk=job.params["generator_id"], kind=Checkpoint.Kind.GENERATOR)
+    generator = engine_cache.generator(generator_row)
+    encoder = Encoder(EncoderConfig.for_generator(generator)).to(engine_cache.device())
+    config = EncoderTrainConfig(steps=int(job.params["steps"]), lpips_weight=float(job.params.get("lpips_weight",
+                                                                                                   10.0)))
+    history = train_encoder_engine(generator, encoder, None, config, progress=reporter)
+    metrics = {k: v for k, v in (history[-1] if history else {}).items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "encoder.safetensors"
+        save_encoder(path, encoder, generator, meta={"metrics": metrics, "job": job.pk})
+        checkpoint = registry.register_file(
+            path, kind=Checkpoint.Kind.ENCODER, name=job.params["name"], source_format=Checkpoint.SourceFormat.TRAINED,
+            user=job.requested_by, generator=generator_row, fingerprint=generator_row.fingerprint,
+            config=encoder.config.to_dict(), metrics=metrics)
+    if job.params.get("activate", True):
+        checkpoint = registry.activate(checkpoint)
+    return {"checkpoint_id": checkpoint.pk, "active": checkpoint.active, "final_losses": metrics}
+
+
+# --- edits ------------------------------------------------------------------------------------------------------------
+def _session(job: Job) -> EditSession:
+    return EditSession.objects.select_related("sample__dataset__generator", "sample__dataset__schema", "generator",
+                                              "segmentation").get(pk=job.params["session_id"])
+
+
+def _library_vectors(session: EditSession) -> list[tuple[int, EditVector, float]]:
+    """``(library id, engine vector, scale)`` for each vector of a mode 1/2 edit."""
+    wanted = session.params["vectors"]
+    rows = {row.pk: row for row in VectorRow.objects.filter(pk__in=[v["vector_id"] for v in wanted])}
+    missing = [v["vector_id"] for v in wanted if v["vector_id"] not in rows]
+    if missing:
+        raise ValidationError(f"edit vectors {missing} were deleted after the edit was requested")
+    return [(v["vector_id"], engine_cache.vector(rows[v["vector_id"]]), float(v["scale"])) for v in wanted]
+
+
+def _store_edit(session: EditSession, image: torch.Tensor, mask: torch.Tensor, ws: torch.Tensor,
+                delta: torch.Tensor | None = None, edited_classes=(), metrics: dict | None = None) -> dict:
+    sample_row = session.sample
+    vector_file = b""
+    if delta is not None:
+        info = EditVectorInfo(name=f"edit {session.pk}", generator_id=session.generator.fingerprint,
+                              edited_classes=list(edited_classes), source={"kind": "edit", "session": session.pk},
+                              author=session.user.get_username() if session.user else "")
+        with tempfile.TemporaryDirectory() as tmp:
+            vector_file = EditVector(delta=delta.detach().cpu(), info=info).save(Path(tmp) / "v.safetensors") \
+                .read_bytes()
+    result = editing.store_result(session, image_png=image_png(image),
+                                  mask_png=datasets.mask_png(sample_row, mask_array(mask, sample_row)),
+                                  latent=latent_bytes(ws, session.generator.fingerprint), delta=vector_file,
+                                  edited_classes=edited_classes, metrics=metrics or {})
+    out = editing.session_out(EditSession.objects.select_related("job", "result").get(pk=session.pk))["result"]
+    publish(edit_group(session.pk), {"type": "edit.result", "session": session.pk, **out,
+                                     "image": png_data_url(read_bytes(result.image.name))})
+    return {"session_id": session.pk, **out}
+
+
+@app.task(name="gpu_worker.apply")
+def apply(job_id: int) -> str:
+    """Mode 1. Requests for the same generator and segmentation branch that are queued together are claimed here
+    too and rendered in one forward pass (``scales`` [B, V] over the union of their vectors)."""
+    job = jobs.claim(job_id, worker_name())
+    if job is None:
+        return "skipped"
+    batch = [job] + jobs.claim_batch(job.batch_key, worker_name(), settings.STUDIO_MODE1_MAX_BATCH - 1,
+                                     exclude=job.pk)
+    prepared = []
+    for member in batch:  # one bad request fails alone, not the whole batch
+        try:
+            session = _session(member)
+            prepared.append((member, session, _library_vectors(session), sample_latent(session.sample)))
+        except (ValidationError, ValueError, EditSession.DoesNotExist) as exc:
+            message = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+            jobs.finish(member, Job.Status.FAILED, error=message)
+    if not prepared:
+        return "failed"
+    try:
+        with JobReporter(job):
+            union = {vector_id: vector for _m, _s, chosen, _ws in prepared for vector_id, vector, _scale in chosen}
+            columns = {vector_id: column for column, vector_id in enumerate(union)}
+            scales = torch.zeros(len(prepared), len(union))  # a request's unused vectors get scale 0
+            for row, (_member, _session, chosen, _ws) in enumerate(prepared):
+                for vector_id, _vector, scale in chosen:
+                    scales[row, columns[vector_id]] += scale
+            leader = prepared[0][1]
+            models = engine_cache.editing_models(leader.generator, leader.segmentation)
+            applied = apply_vectors(models, torch.cat([p[3] for p in prepared]), list(union.values()), scales)
+            for index, (member, session, _chosen, _ws) in enumerate(prepared):
+                result = _store_edit(session, applied.image[index], applied.mask[index], applied.ws[index],
+                                     metrics={"batch_size": len(prepared), "batch_leader": job.pk})
+                jobs.finish(member, Job.Status.SUCCEEDED, result=result)
+    except Exception as exc:
+        log.exception("mode-1 batch led by job %s failed", job.pk)
+        for member, *_rest in prepared:
+            if not Job.objects.filter(pk=member.pk, status=Job.Status.SUCCEEDED).exists():
+                jobs.finish(member, Job.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+        return "failed"
+    return "succeeded"
+
+
+@app.task(name="gpu_worker.refine")
+def refine(job_id: int) -> str:
+    return run_job(job_id, _refine)
+
+
+def _refine(job: Job, reporter: JobReporter) -> dict:
+    session = _session(job)
+    chosen = _library_vectors(session)
+    models = engine_cache.editing_models(session.generator, session.segmentation)
+    reporter.preview_group = edit_group(session.pk)
+    reporter.mask_png = lambda mask: datasets.mask_png(session.sample, mask_array(mask, session.sample))
+    config = refine_config(steps=int(session.params.get("steps", 10)))
+    outcome = refine_vectors(models, sample_latent(session.sample), [v for _id, v, _s in chosen],
+                             [s for _id, _v, s in chosen], config, progress=reporter)
+    return _store_edit(session, outcome.image[0], outcome.mask[0], outcome.ws[0], outcome.delta[0],
+                       outcome.edited_classes, metrics=outcome.final_losses)
+
+
+@app.task(name="gpu_worker.optimize")
+def optimize(job_id: int) -> str:
+    return run_job(job_id, _optimize)
+
+
+def _optimize(job: Job, reporter: JobReporter) -> dict:
+    session = _session(job)
+    models = engine_cache.editing_models(session.generator, session.segmentation)
+    ws = sample_latent(session.sample)
+    with Image.open(io.BytesIO(read_bytes(session.target_mask.name))) as picture:
+        target = torch.from_numpy(np.asarray(picture, dtype=np.int64).copy())[None]
+    _image, original = render_and_segment(models, ws)
+    reporter.preview_group = edit_group(session.pk)
+    reporter.mask_png = lambda mask: datasets.mask_png(session.sample, mask_array(mask, session.sample))
+    config = EditConfig(steps=int(session.params.get("steps") or EditConfig.steps))
+    outcome = optimize_edit(models, ws, original, target, config, session.params.get("edited_classes") or None,
+                            progress=reporter)
+    return _store_edit(session, outcome.image[0], outcome.mask[0], outcome.ws[0], outcome.delta[0],
+                       outcome.edited_classes, metrics=outcome.final_losses)

@@ -1,0 +1,297 @@
+"""REST API behaviour (in-process Django test client): data flows, optimistic versions, validation, exports."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import luminance_mask, png_bytes  # noqa: F401  (tests/webapp/conftest.py helpers)
+from webapp.datasets.masks import decode_coco_rle
+
+pytestmark = pytest.mark.django_db
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def current_mask(client, sample_id: int) -> np.ndarray:
+    response = client.get(f"/api/samples/{sample_id}/annotation/mask.png")
+    assert response.status_code == 200
+    return np.asarray(Image.open(io.BytesIO(response.content)))
+
+
+def test_me_reports_role_and_permissions(studio, client_for):
+    body = client_for(studio.users.artist).get("/api/me").json()
+    assert body["role"] == "artist"
+    assert "editing.run_edit" in body["permissions"] and "datasets.annotate" not in body["permissions"]
+
+
+def test_schema_creation_validates_classes(studio, client_for):
+    admin = client_for(studio.users.admin)
+    classes = [{"name": f"part {i}", "colour": f"#{i:02x}{i:02x}{i:02x}"} for i in range(20)]
+    created = admin.post("/api/schemas", {"name": "car", "classes": classes}, content_type="application/json")
+    assert created.status_code == 201 and len(created.json()["classes"]) == 20
+    duplicate = admin.post("/api/schemas", {"name": "dup", "classes": [classes[0], classes[0]]},
+                           content_type="application/json")
+    assert duplicate.status_code == 400 and "repeated" in duplicate.json()["detail"]
+    bad_colour = admin.post("/api/schemas", {"name": "x", "classes": [{"name": "a", "colour": "red"}] * 2},
+                            content_type="application/json")
+    assert bad_colour.status_code == 422
+
+
+def test_save_annotation_versions_and_409_on_stale_base(studio, client_for):
+    sample = studio.samples[2]  # not annotated yet
+    alice, bob = client_for(studio.users.annotator), client_for(studio.users.annotator2)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[4:10, 4:10] = 1
+    first = alice.put(f"/api/samples/{sample.pk}/annotation", {"base_version": 0, "mask_png": b64(png_bytes(mask))},
+                      content_type="application/json")
+    assert first.status_code == 200 and first.json()["version"] == 1 and first.json()["status"] == "draft"
+
+    bob_mask = mask.copy()
+    bob_mask[20:30, 20:30] = 2
+    stale = bob.put(f"/api/samples/{sample.pk}/annotation", {"base_version": 0, "mask_png": b64(png_bytes(bob_mask))},
+                    content_type="application/json")
+    assert stale.status_code == 409
+    assert stale.json()["current_version"] == 1  # the client learns what to reload
+    assert (current_mask(alice, sample.pk) == mask).all()  # nothing was overwritten
+
+    rebased = bob.put(f"/api/samples/{sample.pk}/annotation",
+                      {"base_version": 1, "mask_png": b64(png_bytes(bob_mask))}, content_type="application/json")
+    assert rebased.status_code == 200 and rebased.json()["version"] == 2
+    revisions = alice.get(f"/api/samples/{sample.pk}/annotation/revisions").json()
+    assert [(r["version"], r["author"]) for r in revisions] == [(2, "ann2"), (1, "ann")]
+    old = alice.get(f"/api/samples/{sample.pk}/annotation/mask.png?version=1")
+    assert (np.asarray(Image.open(io.BytesIO(old.content))) == mask).all()  # history keeps every revision
+
+
+def test_submit_then_review_workflow(studio, client_for):
+    sample = studio.samples[0]  # annotated at version 1 by the fixture
+    annotator, admin = client_for(studio.users.annotator), client_for(studio.users.admin)
+    submitted = annotator.post(f"/api/samples/{sample.pk}/annotation/submit", {"base_version": 1},
+                               content_type="application/json")
+    assert submitted.status_code == 200 and submitted.json() == {**submitted.json(), "status": "submitted",
+                                                                 "version": 2}
+    again = annotator.post(f"/api/samples/{sample.pk}/annotation/submit", {"base_version": 2},
+                           content_type="application/json")
+    assert again.status_code == 409 and "submitted" in again.json()["detail"]
+    rejected = admin.post(f"/api/samples/{sample.pk}/annotation/review",
+                          {"base_version": 2, "decision": "rejected", "note": "hair spills onto skin"},
+                          content_type="application/json")
+    assert rejected.status_code == 200 and rejected.json()["status"] == "rejected"
+    history = admin.get(f"/api/samples/{sample.pk}/annotation/revisions").json()
+    assert [r["reason"] for r in history] == ["review", "submit", "save"]
+    assert history[0]["note"] == "hair spills onto skin"
+
+
+@pytest.mark.parametrize("problem, make, reason", [
+    ("wrong size", lambda: png_bytes(np.zeros((16, 32), np.uint8)), "the sample is 32×32"),
+    ("unknown class", lambda: png_bytes(np.full((32, 32), 7, np.uint8)), "unknown class indices [7]"),
+    ("rgb image", lambda: png_bytes(np.zeros((32, 32, 3), np.uint8), mode="RGB"), "mode RGB"),
+    ("not a png", lambda: b"GIF89a not really", "not a readable PNG"),
+])
+def test_bad_masks_are_refused_with_the_reason(studio, client_for, problem, make, reason):
+    sample = studio.samples[0]
+    response = client_for(studio.users.annotator).put(
+        f"/api/samples/{sample.pk}/annotation", {"base_version": 1, "mask_png": b64(make())},
+        content_type="application/json")
+    assert response.status_code == 400, problem
+    assert reason in response.json()["detail"]
+    assert client_for(studio.users.annotator).get(f"/api/samples/{sample.pk}/annotation").json()["version"] == 1
+
+
+def test_mask_that_is_not_base64_is_a_400(studio, client_for):
+    response = client_for(studio.users.annotator).put(
+        f"/api/samples/{studio.samples[0].pk}/annotation", {"base_version": 1, "mask_png": "***"},
+        content_type="application/json")
+    assert response.status_code == 400 and "base64" in response.json()["detail"]
+
+
+def _image_file(fmt: str, size=(40, 30)) -> io.BytesIO:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 30)).save(buffer, format=fmt)
+    buffer.seek(0)
+    buffer.name = f"photo.{fmt.lower()}"
+    return buffer
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_upload_accepts_png_jpeg_webp_and_fits_the_generator(studio, client_for, fmt):
+    response = client_for(studio.users.artist).post(f"/api/datasets/{studio.dataset.pk}/samples/upload",
+                                                    {"file": _image_file(fmt)})
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert (body["width"], body["height"], body["source"], body["has_latent"]) == (32, 32, "uploaded", False)
+
+
+def test_upload_refuses_other_formats_bombs_and_oversize(studio, client_for, settings):
+    artist = client_for(studio.users.artist)
+    url = f"/api/datasets/{studio.dataset.pk}/samples/upload"
+    gif = artist.post(url, {"file": _image_file("GIF")})
+    assert gif.status_code == 400 and "GIF images are not accepted" in gif.json()["detail"]
+    garbage = io.BytesIO(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
+    garbage.name = "broken.png"
+    assert artist.post(url, {"file": garbage}).status_code == 400
+    settings.STUDIO_MAX_UPLOAD_PIXELS = 1000  # a 4000×4000 PNG of one colour is tiny on disk: a decompression bomb
+    bomb = artist.post(url, {"file": _image_file("PNG", size=(4000, 4000))})
+    assert bomb.status_code == 400 and "the limit is 1000 pixels" in bomb.json()["detail"]
+    settings.STUDIO_MAX_UPLOAD_BYTES = 100
+    big = artist.post(url, {"file": _image_file("JPEG")})
+    assert big.status_code == 400 and "the limit is 100 bytes" in big.json()["detail"]
+    assert studio.dataset.samples.count() == 4
+
+
+def test_exports_png_coco_rle_and_zip(studio, client_for):
+    viewer = client_for(studio.users.artist)
+    sample = studio.samples[0]
+    mask = current_mask(viewer, sample.pk)
+    coco = viewer.get(f"/api/samples/{sample.pk}/annotation/coco").json()
+    assert {c["id"] for c in coco["categories"]} == {1, 2}
+    rebuilt = np.zeros_like(mask)
+    for annotation in coco["annotations"]:
+        rebuilt[decode_coco_rle(annotation["segmentation"])] = annotation["category_id"]
+        assert annotation["area"] == int((mask == annotation["category_id"]).sum())
+    assert (rebuilt == mask).all()
+
+    archive = zipfile.ZipFile(io.BytesIO(viewer.get(f"/api/datasets/{studio.dataset.pk}/export.zip").content))
+    names = set(archive.namelist())
+    assert {"schema.json", "annotations.coco.json"} <= names
+    assert {f"images/{s.pk}.png" for s in studio.samples} <= names
+    assert {n for n in names if n.startswith("masks/")} == {f"masks/{s.pk}.png" for s in studio.samples[:2]}
+    schema = json.loads(archive.read("schema.json"))
+    assert [c["name"] for c in schema["classes"]] == ["background", "skin", "hair"]
+
+
+def test_vector_library_and_compositions(studio, client_for):
+    artist, admin = client_for(studio.users.artist), client_for(studio.users.admin)
+    vector = artist.get(f"/api/vectors?tag=hair").json()
+    assert [v["name"] for v in vector] == ["bigger hair"] and vector[0]["edited_classes"] == [2]
+    vector_id = vector[0]["id"]
+    patched = artist.patch(f"/api/vectors/{vector_id}", {"scale_min": -2, "scale_max": 3, "tags": ["Hair", "long"]},
+                           content_type="application/json")
+    assert patched.status_code == 200 and patched.json()["tags"] == ["hair", "long"]
+    wrong_range = artist.patch(f"/api/vectors/{vector_id}", {"scale_min": 5}, content_type="application/json")
+    assert wrong_range.status_code == 400
+
+    downloaded = artist.get(f"/api/vectors/{vector_id}/file").content
+    again = artist.post("/api/vectors/upload", {"file": io.BytesIO(downloaded), "generator_id": studio.generator.pk})
+    assert again.status_code == 409  # same name on the same generator
+    composition = artist.post("/api/compositions", {"name": "look", "generator_id": studio.generator.pk,
+                                                    "items": [{"vector_id": vector_id, "scale": 1.5}]},
+                              content_type="application/json")
+    assert composition.status_code == 201
+    in_use = artist.delete(f"/api/vectors/{vector_id}")
+    assert in_use.status_code == 409 and "look" in in_use.json()["detail"]
+    other_artist_vector = admin.delete(f"/api/compositions/{composition.json()['id']}")
+    assert other_artist_vector.status_code == 204  # admins may delete anyone's
+    assert artist.delete(f"/api/vectors/{vector_id}").status_code == 204
+
+
+def test_vector_from_another_generator_is_refused(studio, client_for, tiny_models, tmp_path):
+    import torch
+
+    from editor_core.vectors import EditVector, EditVectorInfo
+
+    path = tmp_path / "foreign.safetensors"
+    EditVector(torch.zeros(studio.generator.config["num_ws"], 32),
+               EditVectorInfo(name="foreign", generator_id="0123456789abcdef", edited_classes=[1])).save(path)
+    response = client_for(studio.users.artist).post(
+        "/api/vectors/upload", {"file": io.BytesIO(path.read_bytes()), "generator_id": studio.generator.pk})
+    assert response.status_code == 400 and "learned on generator 0123456789abcdef" in response.json()["detail"]
+
+
+def test_checkpoint_import_checks_format_and_paths(studio, client_for, tiny_models, settings):
+    admin = client_for(studio.users.admin)
+    junk = io.BytesIO(b"this is not a checkpoint at all")
+    junk.name = "model.pkl"
+    refused = admin.post("/api/checkpoints/upload", {"file": junk, "kind": "generator", "name": "junk"})
+    assert refused.status_code == 400 and "supported formats" in refused.json()["detail"]
+    duplicate = admin.post("/api/checkpoints/upload", {
+        "file": io.BytesIO((tiny_models.folder / "generator.safetensors").read_bytes()), "kind": "generator",
+        "name": "again"})
+    assert duplicate.status_code == 409 and duplicate.json()["existing_id"] == studio.generator.pk
+    outside = admin.post("/api/checkpoints/import", {"kind": "generator", "name": "x", "server_path": "/etc/passwd"},
+                         content_type="application/json")
+    assert outside.status_code == 400 and "outside the import folders" in outside.json()["detail"]
+    settings.STUDIO_IMPORT_ROOTS = [tiny_models.folder]
+    segmentation = admin.post("/api/checkpoints/import", {
+        "kind": "segmentation", "name": "second", "generator_id": studio.generator.pk,
+        "server_path": str(tiny_models.folder / "segmentation.safetensors")}, content_type="application/json")
+    assert segmentation.status_code == 409  # the same file is already registered
+    active = admin.post(f"/api/checkpoints/{studio.segmentation.pk}/activate").json()
+    assert active["active"] is True
+    used = admin.delete(f"/api/checkpoints/{studio.generator.pk}")
+    assert used.status_code == 409 and "still used" in used.json()["detail"]
+
+
+def test_job_cancel_retry_and_per_user_limit(studio, client_for, settings):
+    from webapp.jobs import services as jobs
+    from webapp.jobs.models import Job
+
+    settings.STUDIO_MAX_QUEUED_JOBS_PER_USER = 2
+    admin = client_for(studio.users.admin)
+    first = admin.post(f"/api/datasets/{studio.dataset.pk}/samples/generate", {"count": 2},
+                       content_type="application/json")
+    second = admin.post(f"/api/datasets/{studio.dataset.pk}/samples/generate", {"count": 2},
+                        content_type="application/json")
+    assert first.status_code == second.status_code == 202
+    third = admin.post(f"/api/datasets/{studio.dataset.pk}/samples/generate", {"count": 2},
+                       content_type="application/json")
+    assert third.status_code == 429 and "limit 2" in third.json()["detail"]
+    # Mode-1-like cheap jobs are not limited: a pre-label still goes through.
+    assert client_for(studio.users.annotator).post(f"/api/samples/{studio.samples[3].pk}/prelabel").status_code == 202
+
+    cancelled = admin.post(f"/api/jobs/{first.json()['id']}/cancel").json()
+    assert cancelled["status"] == "cancelled"
+    assert admin.post(f"/api/jobs/{first.json()['id']}/cancel").status_code == 409
+    retried = admin.post(f"/api/jobs/{first.json()['id']}/retry")
+    assert retried.status_code == 202 and retried.json()["retry_of_id"] == first.json()["id"]
+    assert retried.json()["params"] == first.json()["params"]
+    others_job = client_for(studio.users.annotator).post(f"/api/jobs/{second.json()['id']}/cancel")
+    assert others_job.status_code == 404  # annotators do not even see the admin's jobs
+    running = Job.objects.get(pk=second.json()["id"])
+    Job.objects.filter(pk=running.pk).update(status=Job.Status.RUNNING)
+    assert jobs.cancel(running, studio.users.admin).cancel_requested  # a running job is told to stop
+
+
+def test_token_auth_for_scripts_and_csrf_for_browsers(studio, client_for):
+    from django.test import Client
+
+    browser = client_for(studio.users.annotator)
+    token = browser.post("/api/tokens", {"name": "my script"}, content_type="application/json").json()
+    assert token["key"].startswith("egs_")
+    script = Client()
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {token['key']}"}
+    assert script.get("/api/me", **headers).json()["username"] == "ann"
+    assert script.get("/api/me", HTTP_AUTHORIZATION="Bearer egs_wrong").status_code == 401
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(studio.users.annotator)
+    url = f"/api/samples/{studio.samples[0].pk}/annotation/submit"
+    no_csrf = strict.post(url, {"base_version": 1}, content_type="application/json")
+    assert no_csrf.status_code == 403 and "CSRF" in no_csrf.json()["detail"]
+    csrf = strict.get("/api/auth/csrf").json()["csrftoken"]
+    with_csrf = strict.post(url, {"base_version": 1}, content_type="application/json", HTTP_X_CSRFTOKEN=csrf)
+    assert with_csrf.status_code == 200
+    assert script.post(url, {"base_version": 2}, content_type="application/json", **headers).status_code == 409
+
+
+def test_login_and_active_learning_order(studio, client_for):
+    from django.test import Client
+
+    from webapp.datasets.models import Sample
+
+    client = Client()
+    assert client.post("/api/auth/login", {"username": "ann", "password": "nope"},
+                       content_type="application/json").status_code == 401
+    assert client.post("/api/auth/login", {"username": "ann", "password": "correct horse battery staple"},
+                       content_type="application/json").json()["role"] == "annotator"
+    Sample.objects.filter(pk=studio.samples[2].pk).update(uncertainty=0.1)
+    Sample.objects.filter(pk=studio.samples[3].pk).update(uncertainty=0.9)
+    order = [s["id"] for s in client.get(f"/api/datasets/{studio.dataset.pk}/next-to-label").json()]
+    assert order == [studio.samples[3].pk, studio.samples[2].pk]  # labelled samples 0, 1 are not offered

@@ -1,0 +1,60 @@
+"""Who is calling, and may they: the API's authentication and role checks.
+
+Browsers use the Django session cookie (CSRF-checked on unsafe methods); scripts send ``Authorization: Bearer
+<token>`` (no CSRF: a token is never sent by a browser on its own). ``role_auth(permission)`` is a ninja auth
+callable: anonymous → 401, logged in without the permission → 403; it runs before the request body is parsed, so a
+forbidden caller learns nothing about the payload format.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from django.contrib.auth.models import AnonymousUser
+from django.utils import timezone
+from ninja.errors import HttpError
+from ninja.utils import check_csrf
+
+from webapp.accounts.models import ApiToken, hash_token
+
+
+def user_from_token(authorization: str | None):
+    """The active user whose token is in an ``Authorization: Bearer|Token <key>`` header, else None."""
+    if not authorization:
+        return None
+    scheme, _, key = authorization.partition(" ")
+    if scheme.lower() not in {"bearer", "token"} or not key.strip():
+        return None
+    token = ApiToken.objects.select_related("user").filter(key_hash=hash_token(key.strip())).first()
+    if token is None or not token.user.is_active:
+        return None
+    ApiToken.objects.filter(pk=token.pk).update(last_used=timezone.now())
+    return token.user
+
+
+class RoleAuth:
+    """ninja auth callable: a logged-in user (session or token) holding ``permission`` (any role if None)."""
+
+    def __init__(self, permission: Optional[str] = None):
+        self.permission = permission
+
+    def __call__(self, request):
+        user = user_from_token(request.headers.get("Authorization"))
+        if user is None:
+            session_user = getattr(request, "user", AnonymousUser())
+            if not session_user.is_authenticated:
+                return None
+            if request.method not in {"GET", "HEAD", "OPTIONS"} and check_csrf(request) is not None:
+                raise HttpError(403, "CSRF check failed: send the csrftoken cookie's value in the X-CSRFToken header")
+            user = session_user
+        from webapp.accounts.roles import role_of
+
+        if role_of(user) is None:
+            raise HttpError(403, "your account has no studio role yet: ask an admin to give you one")
+        if self.permission and not user.has_perm(self.permission):
+            raise HttpError(403, f"your role may not do this (needs permission {self.permission})")
+        request.user = user
+        return user
+
+
+def role_auth(permission: Optional[str] = None) -> RoleAuth:
+    return RoleAuth(permission)

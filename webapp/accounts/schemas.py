@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Optional
+
+from ninja import Schema
+
+
+class LoginIn(Schema):
+    username: str
+    password: str
+
+
+class MeOut(Schema):
+    id: int
+    username: str
+    role: Optional[str]
+    permissions: list[str]
+
+
+class TokenIn(Schema):
+    name: str
+
+
+class TokenOut(Schema):
+    id: int
+    name: str
+    prefix: str
+    created: dt.datetime
+    last_used: Optional[dt.datetime]
+
+
+class NewTokenOut(TokenOut):
+    key: str

@@ -1,0 +1,191 @@
+import base64
+import binascii
+
+from django.core.exceptions import ValidationError
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
+from ninja import File, Router, UploadedFile, Status
+
+from webapp.accounts import roles
+from webapp.accounts.auth import role_auth
+from webapp.datasets import services
+from webapp.datasets.models import Dataset, LabelSchema, Sample
+from webapp.datasets.schemas import (AnnotationOut, DatasetIn, DatasetOut, GenerateIn, MaskIn, RankIn, ReviewIn,
+                                     RevisionOut, SampleOut, SchemaIn, SchemaOut, VersionIn)
+from webapp.jobs.schemas import JobOut
+from webapp.registry.models import Checkpoint
+from webapp.storage import read_bytes
+
+router = Router(tags=["datasets"])
+viewer, annotator = role_auth(roles.VIEW), role_auth(roles.ANNOTATE)
+uploader, manager = role_auth(roles.UPLOAD), role_auth(roles.MANAGE_DATASETS)
+
+
+@router.get("/schemas", auth=viewer, response=list[SchemaOut])
+def list_schemas(request):
+    return [services.schema_out(s) for s in LabelSchema.objects.prefetch_related("classes")]
+
+
+@router.post("/schemas", auth=manager, response={201: SchemaOut})
+def create_schema(request, payload: SchemaIn):
+    schema = services.create_schema(payload.name, [(c.name, c.colour) for c in payload.classes], payload.description)
+    return Status(201, services.schema_out(schema))
+
+
+@router.get("/schemas/{schema_id}", auth=viewer, response=SchemaOut)
+def get_schema(request, schema_id: int):
+    return services.schema_out(get_object_or_404(LabelSchema, pk=schema_id))
+
+
+@router.get("/datasets", auth=viewer, response=list[DatasetOut])
+def list_datasets(request):
+    return [services.dataset_out(d) for d in Dataset.objects.all()]
+
+
+@router.post("/datasets", auth=manager, response={201: DatasetOut})
+def create_dataset(request, payload: DatasetIn):
+    schema = get_object_or_404(LabelSchema, pk=payload.schema_id)
+    generator = get_object_or_404(Checkpoint, pk=payload.generator_id)
+    dataset = services.create_dataset(request.user, payload.name, schema, generator, payload.description)
+    return Status(201, services.dataset_out(dataset))
+
+
+@router.get("/datasets/{dataset_id}", auth=viewer, response=DatasetOut)
+def get_dataset(request, dataset_id: int):
+    return services.dataset_out(get_object_or_404(Dataset, pk=dataset_id))
+
+
+@router.delete("/datasets/{dataset_id}", auth=manager, response={204: None})
+def delete_dataset(request, dataset_id: int):
+    get_object_or_404(Dataset, pk=dataset_id).delete()
+    return Status(204, None)
+
+
+@router.get("/datasets/{dataset_id}/samples", auth=viewer, response=list[SampleOut])
+def list_samples(request, dataset_id: int, offset: int = 0, limit: int = 100):
+    dataset = get_object_or_404(Dataset, pk=dataset_id)
+    limit = max(1, min(limit, 500))
+    rows = dataset.samples.select_related("annotation")[max(0, offset):max(0, offset) + limit]
+    return [services.sample_out(s) for s in rows]
+
+
+@router.get("/datasets/{dataset_id}/next-to-label", auth=viewer, response=list[SampleOut])
+def next_to_label(request, dataset_id: int, limit: int = 20):
+    """Active learning: unlabelled samples, most uncertain first."""
+    dataset = get_object_or_404(Dataset, pk=dataset_id)
+    return [services.sample_out(s) for s in services.next_to_label(dataset, max(1, min(limit, 200)))]
+
+
+@router.post("/datasets/{dataset_id}/samples/generate", auth=manager, response={202: JobOut})
+def generate_samples(request, dataset_id: int, payload: GenerateIn):
+    from webapp.jobs import services as jobs
+
+    dataset = get_object_or_404(Dataset, pk=dataset_id)
+    job = jobs.enqueue("sample", request.user, {"dataset_id": dataset.pk, **payload.dict()})
+    return Status(202, job)
+
+
+@router.post("/datasets/{dataset_id}/samples/upload", auth=uploader, response={201: SampleOut})
+def upload_sample(request, dataset_id: int, file: File[UploadedFile]):
+    """A PNG/JPEG/WebP photo, centre-cropped to the generator's resolution. Embed it with POST /samples/{id}/embed."""
+    dataset = get_object_or_404(Dataset, pk=dataset_id)
+    if file.size > services.upload_limit():
+        raise ValidationError(f"the file is {file.size} bytes; the limit is {services.upload_limit()} bytes")
+    sample = services.upload_sample(dataset, request.user, file.read(), file.name or "upload")
+    return Status(201, services.sample_out(sample))
+
+
+@router.post("/datasets/{dataset_id}/rank", auth=manager, response={202: JobOut})
+def rank_samples(request, dataset_id: int, payload: RankIn):
+    """Recompute every sample's uncertainty with a segmentation branch (done after each retraining anyway)."""
+    dataset = get_object_or_404(Dataset, pk=dataset_id)
+    return Status(202, services.enqueue_ranking(dataset, request.user, payload.segmentation_id))
+
+
+@router.get("/datasets/{dataset_id}/export.zip", auth=viewer)
+def export_dataset(request, dataset_id: int):
+    dataset = get_object_or_404(Dataset, pk=dataset_id)
+    response = HttpResponse(services.export_zip(dataset), content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="dataset-{dataset.pk}.zip"'
+    return response
+
+
+@router.get("/samples/{sample_id}", auth=viewer, response=SampleOut)
+def get_sample(request, sample_id: int):
+    return services.sample_out(get_object_or_404(Sample, pk=sample_id))
+
+
+@router.delete("/samples/{sample_id}", auth=manager, response={204: None})
+def delete_sample(request, sample_id: int):
+    services.delete_sample(get_object_or_404(Sample, pk=sample_id))
+    return Status(204, None)
+
+
+@router.get("/samples/{sample_id}/image.png", auth=viewer)
+def sample_image(request, sample_id: int):
+    sample = get_object_or_404(Sample, pk=sample_id)
+    return HttpResponse(read_bytes(sample.image.name), content_type="image/png")
+
+
+@router.post("/samples/{sample_id}/embed", auth=uploader, response={202: JobOut})
+def embed_sample(request, sample_id: int):
+    from webapp.jobs import services as jobs
+
+    sample = get_object_or_404(Sample, pk=sample_id)
+    return Status(202, jobs.enqueue("embed", request.user, {"sample_id": sample.pk}))
+
+
+@router.get("/samples/{sample_id}/annotation", auth=viewer, response=AnnotationOut)
+def get_annotation(request, sample_id: int):
+    return services.annotation_out(get_object_or_404(Sample, pk=sample_id))
+
+
+@router.put("/samples/{sample_id}/annotation", auth=annotator, response=AnnotationOut)
+def save_annotation(request, sample_id: int, payload: MaskIn):
+    """Save a whole mask. A stale ``base_version`` is refused with 409 and the current version."""
+    sample = get_object_or_404(Sample, pk=sample_id)
+    try:
+        png = base64.b64decode(payload.mask_png, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValidationError("mask_png must be base64-encoded PNG data") from None
+    services.save_mask(sample, request.user, services.parse_mask(sample, png), payload.base_version)
+    return services.annotation_out(sample)
+
+
+@router.get("/samples/{sample_id}/annotation/mask.png", auth=viewer)
+def annotation_mask(request, sample_id: int, version: int = None):
+    sample = get_object_or_404(Sample, pk=sample_id)
+    return HttpResponse(services.mask_png(sample, services.read_mask(sample, version)), content_type="image/png")
+
+
+@router.get("/samples/{sample_id}/annotation/coco", auth=viewer)
+def annotation_coco(request, sample_id: int):
+    """The current mask as COCO annotations with run-length encoded segmentations."""
+    return services.sample_coco(get_object_or_404(Sample, pk=sample_id))
+
+
+@router.post("/samples/{sample_id}/annotation/submit", auth=annotator, response=AnnotationOut)
+def submit_annotation(request, sample_id: int, payload: VersionIn):
+    sample = get_object_or_404(Sample, pk=sample_id)
+    services.submit(sample, request.user, payload.base_version)
+    return services.annotation_out(sample)
+
+
+@router.post("/samples/{sample_id}/annotation/review", auth=role_auth(roles.REVIEW), response=AnnotationOut)
+def review_annotation(request, sample_id: int, payload: ReviewIn):
+    sample = get_object_or_404(Sample, pk=sample_id)
+    services.review(sample, request.user, payload.base_version, payload.decision, payload.note)
+    return services.annotation_out(sample)
+
+
+@router.get("/samples/{sample_id}/annotation/revisions", auth=viewer, response=list[RevisionOut])
+def annotation_revisions(request, sample_id: int):
+    sample = get_object_or_404(Sample, pk=sample_id)
+    return [services.revision_out(r) for r in services.revisions(sample)]
+
+
+@router.post("/samples/{sample_id}/prelabel", auth=annotator, response={202: JobOut})
+def prelabel(request, sample_id: int):
+    """Ask the active segmentation branch for a mask; it arrives as a draft revision ('prelabel')."""
+    sample = get_object_or_404(Sample, pk=sample_id)
+    return Status(202, services.enqueue_prelabel(sample, request.user))

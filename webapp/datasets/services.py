@@ -1,0 +1,350 @@
+"""Business logic for label schemas, datasets, samples, annotations (with revisions), ranking and exports."""
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+from PIL import Image
+
+from webapp.accounts import roles
+from webapp.datasets import masks
+from webapp.datasets.models import Annotation, AnnotationRevision, Dataset, LabelClass, LabelSchema, Sample
+from webapp.datasets.uploads import open_uploaded_image
+from webapp.errors import Conflict
+from webapp.registry.models import Checkpoint
+from webapp.storage import read_bytes, save_bytes
+
+MIN_CLASSES, MAX_CLASSES = 2, 255  # a mask is 8-bit; the paper's schemas have 16–34 part classes
+COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+# --- schemas and datasets -----------------------------------------------------------------------------------------
+def create_schema(name: str, classes: Sequence[tuple[str, str]], description: str = "") -> LabelSchema:
+    """A schema from ``[(class name, "#rrggbb"), ...]`` in index order; index 0 is the background."""
+    if not MIN_CLASSES <= len(classes) <= MAX_CLASSES:
+        raise ValidationError(f"a schema needs {MIN_CLASSES}..{MAX_CLASSES} classes, got {len(classes)}")
+    names = [n.strip() for n, _ in classes]
+    if any(not n for n in names):
+        raise ValidationError("every class needs a non-empty name")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValidationError(f"class names must be unique; repeated: {', '.join(duplicates)}")
+    bad = [c for _, c in classes if not COLOUR.match(c)]
+    if bad:
+        raise ValidationError(f"colours must be '#rrggbb', got {bad[:3]}")
+    if LabelSchema.objects.filter(name=name).exists():
+        raise ValidationError(f"a schema named '{name}' exists already")
+    with transaction.atomic():
+        schema = LabelSchema.objects.create(name=name, description=description)
+        LabelClass.objects.bulk_create(LabelClass(schema=schema, index=i, name=n, colour=c.lower())
+                                       for i, (n, c) in enumerate(zip(names, (c for _, c in classes))))
+    return schema
+
+
+def schema_classes(schema: LabelSchema) -> tuple[list[str], list[str]]:
+    """(names, colours) in index order."""
+    rows = list(schema.classes.order_by("index").values_list("name", "colour"))
+    return [n for n, _ in rows], [c for _, c in rows]
+
+
+def create_dataset(user, name: str, schema: LabelSchema, generator: Checkpoint, description: str = "") -> Dataset:
+    if generator.kind != Checkpoint.Kind.GENERATOR:
+        raise ValidationError(f"checkpoint #{generator.pk} is a {generator.kind}, not a generator")
+    if Dataset.objects.filter(name=name).exists():
+        raise ValidationError(f"a dataset named '{name}' exists already")
+    return Dataset.objects.create(name=name, schema=schema, generator=generator, description=description,
+                                  created_by=user)
+
+
+def generator_resolution(generator: Checkpoint) -> int:
+    resolution = generator.config.get("img_resolution")
+    if not resolution:
+        raise ValidationError(f"generator #{generator.pk} has no img_resolution in its config; re-import it")
+    return int(resolution)
+
+
+# --- samples ------------------------------------------------------------------------------------------------------
+def add_sample(dataset: Dataset, *, source: str, image_png: bytes, latent: bytes = b"", seed: Optional[int] = None,
+               original: bytes = b"", original_name: str = "", user=None) -> Sample:
+    """Store a new sample; ``image_png`` is at generator resolution, ``latent`` a W+ .safetensors file."""
+    with Image.open(io.BytesIO(image_png)) as image:
+        width, height = image.size
+    sample = Sample(dataset=dataset, source=source, seed=seed, width=width, height=height, created_by=user)
+    prefix = f"datasets/{dataset.pk}/samples"
+    sample.image.name = save_bytes(f"{prefix}/image.png", image_png)
+    if latent:
+        sample.latent.name = save_bytes(f"{prefix}/latent.safetensors", latent)
+    if original:
+        sample.original.name = save_bytes(f"{prefix}/{original_name or 'upload'}", original)
+    sample.save()
+    return sample
+
+
+def set_sample_latent(sample: Sample, latent: bytes) -> None:
+    sample.latent.name = save_bytes(f"datasets/{sample.dataset_id}/samples/latent.safetensors", latent)
+    sample.save(update_fields=["latent"])
+
+
+def upload_sample(dataset: Dataset, user, data: bytes, filename: str) -> Sample:
+    """Validate an uploaded photo, centre-crop and resize it to the generator's resolution, store it as a sample.
+
+    Its latent comes later, from an embedding job.
+    """
+    image = open_uploaded_image(data)
+    resolution = generator_resolution(dataset.generator)
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    square = image.crop((left, top, left + side, top + side)).resize((resolution, resolution), Image.LANCZOS)
+    buffer = io.BytesIO()
+    square.save(buffer, format="PNG")
+    safe_name = re.sub(r"[^A-Za-z0-9._-]", "_", filename)[-80:] or "upload"
+    return add_sample(dataset, source=Sample.Source.UPLOADED, image_png=buffer.getvalue(), original=data,
+                      original_name=safe_name, user=user)
+
+
+def delete_sample(sample: Sample) -> None:
+    sample.delete()  # files stay in storage: revisions may be exported or audited later
+
+
+# --- annotations --------------------------------------------------------------------------------------------------
+def annotation_of(sample: Sample) -> Optional[Annotation]:
+    return Annotation.objects.filter(sample=sample).select_related("author").first()
+
+
+def read_mask(sample: Sample, version: Optional[int] = None) -> np.ndarray:
+    """The sample's mask (current, or revision ``version``); all background if never annotated."""
+    annotation = annotation_of(sample)
+    if annotation is None or annotation.version == 0:
+        if version not in (None, 0):
+            raise ValidationError(f"sample #{sample.pk} has no annotation revision {version}")
+        return np.zeros((sample.height, sample.width), dtype=np.uint8)
+    name = annotation.mask.name
+    if version is not None and version != annotation.version:
+        revision = annotation.revisions.filter(version=version).first()
+        if revision is None:
+            raise ValidationError(f"sample #{sample.pk} has no annotation revision {version}")
+        name = revision.mask.name
+    with Image.open(io.BytesIO(read_bytes(name))) as image:
+        return np.asarray(image, dtype=np.uint8).copy()
+
+
+def mask_png(sample: Sample, mask: np.ndarray) -> bytes:
+    _, colours = schema_classes(sample.dataset.schema)
+    return masks.encode_mask_png(mask, colours)
+
+
+def parse_mask(sample: Sample, data: bytes) -> np.ndarray:
+    return masks.decode_mask_png(data, (sample.width, sample.height), sample.dataset.schema.num_classes)
+
+
+def _conflict(sample: Sample, base_version: int) -> Conflict:
+    current = Annotation.objects.filter(sample=sample).values("version", "status").first() or {
+        "version": 0, "status": Annotation.Status.DRAFT}
+    return Conflict(f"the annotation of sample #{sample.pk} is at version {current['version']}, not {base_version}: "
+                    "reload it and apply your change again", current_version=current["version"],
+                    current_status=current["status"])
+
+
+def save_mask(sample: Sample, user, mask: np.ndarray, base_version: int,
+              reason: str = AnnotationRevision.Reason.SAVE, note: str = "") -> Annotation:
+    """Store ``mask`` as the next version if the annotation is still at ``base_version`` (else Conflict → 409).
+
+    The new state is always a draft: a submitted or reviewed mask that is changed has to be submitted again.
+    """
+    if mask.shape != (sample.height, sample.width):
+        raise ValidationError(f"mask is {mask.shape[1]}×{mask.shape[0]} but the sample is {sample.width}×"
+                              f"{sample.height}")
+    masks.check_classes(mask, sample.dataset.schema.num_classes)
+    return _new_version(sample, user, base_version, reason, Annotation.Status.DRAFT, note, mask_data=mask_png(sample,
+                                                                                                              mask))
+
+
+def _new_version(sample: Sample, user, base_version: int, reason: str, status: str, note: str,
+                 mask_data: Optional[bytes] = None, required_status: Iterable[str] = ()) -> Annotation:
+    try:
+        with transaction.atomic():
+            annotation, _ = Annotation.objects.get_or_create(sample=sample)
+            if annotation.version != base_version:
+                raise _conflict(sample, base_version)
+            if required_status and annotation.status not in required_status:
+                raise Conflict(f"the annotation is {annotation.status}; this needs it to be "
+                               f"{' or '.join(required_status)}", current_version=annotation.version,
+                               current_status=annotation.status)
+            new_version = base_version + 1
+            mask_name = annotation.mask.name
+            if mask_data is not None:
+                mask_name = save_bytes(f"datasets/{sample.dataset_id}/masks/{sample.pk}/v{new_version}.png",
+                                       mask_data)
+            elif not mask_name:
+                raise Conflict("there is no mask to submit or review yet", current_version=annotation.version,
+                               current_status=annotation.status)
+            changed = Annotation.objects.filter(pk=annotation.pk, version=base_version).update(
+                version=new_version, status=status, author=user, mask=mask_name, updated=timezone.now())
+            if not changed:
+                raise _conflict(sample, base_version)
+            AnnotationRevision.objects.create(annotation=annotation, version=new_version, status=status, reason=reason,
+                                              author=user, mask=mask_name, note=note)
+    except IntegrityError:  # two first saves raced on get_or_create or the revision's (annotation, version)
+        raise _conflict(sample, base_version) from None
+    return annotation_of(sample)
+
+
+def submit(sample: Sample, user, base_version: int) -> Annotation:
+    return _new_version(sample, user, base_version, AnnotationRevision.Reason.SUBMIT, Annotation.Status.SUBMITTED, "",
+                        required_status=[Annotation.Status.DRAFT, Annotation.Status.REJECTED])
+
+
+def review(sample: Sample, user, base_version: int, decision: str, note: str = "") -> Annotation:
+    if decision not in (Annotation.Status.REVIEWED, Annotation.Status.REJECTED):
+        raise ValidationError("decision must be 'reviewed' or 'rejected'")
+    if not user.has_perm(roles.REVIEW):
+        raise PermissionDenied("only admins review annotations")
+    return _new_version(sample, user, base_version, AnnotationRevision.Reason.REVIEW, decision, note,
+                        required_status=[Annotation.Status.SUBMITTED])
+
+
+def revisions(sample: Sample):
+    return AnnotationRevision.objects.filter(annotation__sample=sample).select_related("author").order_by("-version")
+
+
+def sample_coco(sample: Sample) -> dict:
+    names, colours = schema_classes(sample.dataset.schema)
+    annotation = annotation_of(sample)
+    mask = read_mask(sample)
+    return {
+        "images": [{"id": sample.pk, "width": sample.width, "height": sample.height,
+                    "file_name": f"{sample.pk}.png"}],
+        "categories": [{"id": i, "name": n, "color": c} for i, (n, c) in enumerate(zip(names, colours)) if i],
+        "annotations": masks.coco_annotations(mask, sample.pk, names),
+        "info": {"annotation_version": annotation.version if annotation else 0,
+                 "status": annotation.status if annotation else None},
+    }
+
+
+# --- active learning ----------------------------------------------------------------------------------------------
+def labelled_filter() -> dict:
+    return {"annotation__version__gt": 0}
+
+
+def next_to_label(dataset: Dataset, limit: int = 20):
+    """Unlabelled samples, most uncertain first (ensemble disagreement): labelling these helps the branch most."""
+    return (dataset.samples.exclude(**labelled_filter())
+            .order_by(F("uncertainty").desc(nulls_last=True), "id")[:limit])
+
+
+def store_uncertainties(dataset: Dataset, checkpoint: Checkpoint, values: dict[int, float]) -> int:
+    """Record per-sample uncertainties measured with ``checkpoint`` (from a ranking job)."""
+    updated = 0
+    with transaction.atomic():
+        for sample_id, value in values.items():
+            updated += dataset.samples.filter(pk=sample_id).update(uncertainty=float(value), ranked_with=checkpoint)
+    return updated
+
+
+# --- export -------------------------------------------------------------------------------------------------------
+def export_zip(dataset: Dataset) -> bytes:
+    """images/<id>.png, masks/<id>.png (palette PNG of class indices), annotations.coco.json, schema.json."""
+    names, colours = schema_classes(dataset.schema)
+    coco = {"images": [], "annotations": [],
+            "categories": [{"id": i, "name": n, "color": c} for i, (n, c) in enumerate(zip(names, colours)) if i]}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("schema.json", json.dumps({"name": dataset.schema.name, "classes": [
+            {"index": i, "name": n, "colour": c} for i, (n, c) in enumerate(zip(names, colours))]}, indent=1))
+        for sample in dataset.samples.select_related("annotation"):
+            archive.writestr(f"images/{sample.pk}.png", read_bytes(sample.image.name))
+            coco["images"].append({"id": sample.pk, "width": sample.width, "height": sample.height,
+                                   "file_name": f"images/{sample.pk}.png"})
+            annotation = getattr(sample, "annotation", None)
+            if annotation is None or annotation.version == 0:
+                continue
+            archive.writestr(f"masks/{sample.pk}.png", read_bytes(annotation.mask.name))
+            mask = read_mask(sample)
+            coco["annotations"] += masks.coco_annotations(mask, sample.pk, names,
+                                                          first_id=len(coco["annotations"]) + 1)
+        archive.writestr("annotations.coco.json", json.dumps(coco))
+    return buffer.getvalue()
+
+
+# --- jobs on datasets -----------------------------------------------------------------------------------------------
+def enqueue_prelabel(sample: Sample, user):
+    from webapp.jobs import services as jobs
+    from webapp.registry.services import active_segmentation
+
+    if not sample.latent:
+        raise ValidationError(f"sample #{sample.pk} has no latent yet: embed the uploaded image first")
+    segmentation = active_segmentation(sample.dataset.generator, sample.dataset.schema)
+    annotation = annotation_of(sample)
+    # The pre-label lands as the next revision only if nobody saved meanwhile (else the job fails with a conflict).
+    return jobs.enqueue("prelabel", user, {"sample_id": sample.pk, "segmentation_id": segmentation.pk,
+                                           "base_version": annotation.version if annotation else 0})
+
+
+def enqueue_ranking(dataset: Dataset, user, segmentation_id: Optional[int] = None):
+    from webapp.jobs import services as jobs
+    from webapp.registry.services import active_segmentation
+
+    if segmentation_id is None:
+        segmentation = active_segmentation(dataset.generator, dataset.schema)
+    else:
+        segmentation = Checkpoint.objects.filter(pk=segmentation_id, kind=Checkpoint.Kind.SEGMENTATION,
+                                                 generator=dataset.generator).first()
+        if segmentation is None:
+            raise ValidationError(f"checkpoint #{segmentation_id} is not a segmentation branch of this dataset's "
+                                  "generator")
+    return jobs.enqueue("rank", user, {"dataset_id": dataset.pk, "segmentation_id": segmentation.pk})
+
+
+# --- API representations ---------------------------------------------------------------------------------------------
+def upload_limit() -> int:
+    from django.conf import settings
+
+    return settings.STUDIO_MAX_UPLOAD_BYTES
+
+
+def schema_out(schema: LabelSchema) -> dict:
+    names, colours = schema_classes(schema)
+    return {"id": schema.pk, "name": schema.name, "description": schema.description,
+            "classes": [{"name": n, "colour": c} for n, c in zip(names, colours)]}
+
+
+def dataset_out(dataset: Dataset) -> dict:
+    return {"id": dataset.pk, "name": dataset.name, "description": dataset.description,
+            "schema_id": dataset.schema_id, "generator_id": dataset.generator_id,
+            "num_samples": dataset.samples.count(), "num_labelled": dataset.samples.filter(**labelled_filter()).count(),
+            "created": dataset.created}
+
+
+def sample_out(sample: Sample) -> dict:
+    annotation = getattr(sample, "annotation", None)
+    return {"id": sample.pk, "dataset_id": sample.dataset_id, "source": sample.source, "seed": sample.seed,
+            "width": sample.width, "height": sample.height, "has_latent": bool(sample.latent),
+            "image_url": f"/api/samples/{sample.pk}/image.png", "uncertainty": sample.uncertainty,
+            "annotation_version": annotation.version if annotation else 0,
+            "annotation_status": annotation.status if annotation and annotation.version else None,
+            "created": sample.created}
+
+
+def annotation_out(sample: Sample) -> dict:
+    annotation = annotation_of(sample)
+    if annotation is None or annotation.version == 0:
+        return {"sample_id": sample.pk, "version": 0, "status": None, "author": None, "mask_url": None,
+                "updated": None}
+    return {"sample_id": sample.pk, "version": annotation.version, "status": annotation.status,
+            "author": annotation.author.get_username() if annotation.author else None,
+            "mask_url": f"/api/samples/{sample.pk}/annotation/mask.png?version={annotation.version}",
+            "updated": annotation.updated}
+
+
+def revision_out(revision: AnnotationRevision) -> dict:
+    return {"version": revision.version, "status": revision.status, "reason": revision.reason,
+            "author": revision.author.get_username() if revision.author else None, "note": revision.note,
+            "created": revision.created}

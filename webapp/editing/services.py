@@ -1,0 +1,268 @@
+"""Edits (modes 1–3), the shared vector library and saved compositions."""
+from __future__ import annotations
+
+import io
+import re
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from PIL import Image
+
+from webapp.accounts import roles
+from webapp.datasets import services as datasets
+from webapp.datasets.models import Sample
+from webapp.editing.models import Composition, CompositionItem, EditResult, EditSession, EditVector
+from webapp.errors import Conflict
+from webapp.jobs import services as jobs
+from webapp.registry.models import Checkpoint
+from webapp.registry.services import active_segmentation
+from webapp.storage import read_bytes, save_bytes
+
+THUMB_SIZE = 128
+MODE_KIND = {EditSession.Mode.APPLY: "apply", EditSession.Mode.REFINE: "refine", EditSession.Mode.OPTIMIZE: "optimize"}
+
+
+# --- edits ----------------------------------------------------------------------------------------------------------
+def _vectors_for(generator: Checkpoint, items: Sequence[tuple[int, float]]) -> list[dict]:
+    if not items:
+        raise ValidationError("modes 1 and 2 need at least one vector (or a composition)")
+    if len(items) > 32:
+        raise ValidationError("at most 32 vectors can be composed in one edit")
+    found = {v.pk: v for v in EditVector.objects.filter(pk__in=[pk for pk, _ in items])}
+    chosen = []
+    for pk, scale in items:
+        vector = found.get(pk)
+        if vector is None:
+            raise ValidationError(f"there is no edit vector #{pk}")
+        if vector.generator_id != generator.pk:
+            raise ValidationError(f"vector '{vector.name}' belongs to generator #{vector.generator_id}, not to this "
+                                  f"sample's generator #{generator.pk}")
+        chosen.append({"vector_id": pk, "scale": float(scale)})
+    return chosen
+
+
+def start_edit(user, sample: Sample, mode: int, *, vectors: Sequence[tuple[int, float]] = (),
+               composition: Optional[Composition] = None, target_mask_png: bytes = b"",
+               edited_classes: Sequence[int] = (), steps: Optional[int] = None) -> EditSession:
+    """Create an edit session and queue its job; the result arrives on the session's websocket and in the DB."""
+    if not sample.latent:
+        raise ValidationError(f"sample #{sample.pk} has no latent yet: embed the uploaded image first")
+    generator = sample.dataset.generator
+    segmentation = active_segmentation(generator, sample.dataset.schema)
+    params: dict = {}
+    if mode in (EditSession.Mode.APPLY, EditSession.Mode.REFINE):
+        if composition is not None:
+            vectors = [(item.vector_id, item.scale) for item in composition.items.all()]
+        params["vectors"] = _vectors_for(generator, vectors)
+    else:
+        if not target_mask_png:
+            raise ValidationError("mode 3 needs target_mask_png: the mask with your repainted region")
+        target = datasets.parse_mask(sample, target_mask_png)
+        num_classes = sample.dataset.schema.num_classes
+        bad = [c for c in edited_classes if not 0 <= c < num_classes]
+        if bad:
+            raise ValidationError(f"edited_classes {bad} are not classes of the schema (0..{num_classes - 1})")
+        params["edited_classes"] = sorted(set(edited_classes))
+    if steps is not None:
+        if mode == EditSession.Mode.APPLY:
+            raise ValidationError("mode 1 applies vectors without optimisation: 'steps' is for modes 2 and 3")
+        params["steps"] = steps
+    with transaction.atomic():
+        session = EditSession.objects.create(sample=sample, generator=generator, segmentation=segmentation, mode=mode,
+                                             params=params, user=user)
+        if mode == EditSession.Mode.OPTIMIZE:
+            session.target_mask.name = save_bytes(f"edits/{session.pk}/target.png",
+                                                  datasets.mask_png(sample, target))
+            session.save(update_fields=["target_mask"])
+        batch_key = f"apply:{generator.pk}:{segmentation.pk}" if mode == EditSession.Mode.APPLY else ""
+        session.job = jobs.enqueue(MODE_KIND[mode], user, {"session_id": session.pk}, batch_key=batch_key)
+        session.save(update_fields=["job"])
+    return session
+
+
+def follow_retry(sender, old, new, **_kwargs) -> None:
+    """jobs.signals.job_retried: an edit whose job is retried points at the new job."""
+    EditSession.objects.filter(job=old).update(job=new)
+
+
+def visible_sessions(user):
+    sessions = EditSession.objects.select_related("job", "result")
+    return sessions if user.has_perm(roles.VIEW_ALL_JOBS) else sessions.filter(user=user)
+
+
+def store_result(session: EditSession, *, image_png: bytes, mask_png: bytes, latent: bytes, delta: bytes = b"",
+                 edited_classes: Sequence[int] = (), metrics: Optional[dict] = None) -> EditResult:
+    """Called by the worker when an edit finished."""
+    prefix = f"edits/{session.pk}"
+    result = EditResult(session=session, edited_classes=list(edited_classes), metrics=metrics or {})
+    result.image.name = save_bytes(f"{prefix}/image.png", image_png)
+    result.mask.name = save_bytes(f"{prefix}/mask.png", mask_png)
+    result.latent.name = save_bytes(f"{prefix}/latent.safetensors", latent)
+    if delta:
+        result.delta.name = save_bytes(f"{prefix}/vector.safetensors", delta)
+    EditResult.objects.filter(session=session).delete()  # a retried job replaces the earlier result
+    result.save()
+    return result
+
+
+def session_out(session: EditSession) -> dict:
+    result = getattr(session, "result", None)
+    return {"id": session.pk, "sample_id": session.sample_id, "generator_id": session.generator_id,
+            "mode": session.mode, "params": session.params, "job_id": session.job_id,
+            "job_status": session.job.status if session.job else None, "created": session.created,
+            "result": None if result is None else {
+                "image_url": default_storage.url(result.image.name), "mask_url": default_storage.url(result.mask.name),
+                "has_vector": bool(result.delta), "edited_classes": result.edited_classes,
+                "metrics": result.metrics}}
+
+
+# --- vector library -------------------------------------------------------------------------------------------------
+def _clean_tags(tags: Sequence[str]) -> list[str]:
+    cleaned = sorted({t.strip().lower() for t in tags if t.strip()})
+    if any(len(t) > 40 or not re.match(r"^[\w -]+$", t) for t in cleaned):
+        raise ValidationError("tags are words of at most 40 letters, digits, spaces, '-' or '_'")
+    return cleaned
+
+
+def _check_range(scale_min: float, scale_max: float) -> None:
+    if not scale_min < scale_max:
+        raise ValidationError(f"scale range must be low < high, got [{scale_min}, {scale_max}]")
+
+
+def _thumbnail(image_name: str) -> bytes:
+    with Image.open(io.BytesIO(read_bytes(image_name))) as image:
+        image = image.convert("RGB")
+        image.thumbnail((THUMB_SIZE, THUMB_SIZE))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
+
+
+def _save_vector_row(vector: EditVector) -> EditVector:
+    try:
+        with transaction.atomic():
+            vector.save()
+    except IntegrityError:
+        raise Conflict(f"generator #{vector.generator_id} already has a vector named '{vector.name}'") from None
+    return vector
+
+
+def vector_from_edit(user, session: EditSession, name: str, description: str, tags: Sequence[str],
+                     scale_min: float, scale_max: float) -> EditVector:
+    """Put the vector an edit learned (mode 2 or 3) into the shared library."""
+    result = getattr(session, "result", None)
+    if result is None or not result.delta:
+        raise ValidationError(f"edit #{session.pk} has no learned vector (mode 2/3 edits have one once they finish)")
+    _check_range(scale_min, scale_max)
+    vector = EditVector(name=name.strip(), description=description, tags=_clean_tags(tags),
+                        edited_classes=result.edited_classes, generator=session.generator, author=user,
+                        scale_min=scale_min, scale_max=scale_max, source=result)
+    vector.file.name = result.delta.name
+    vector.thumb_before.name = save_bytes(f"vectors/thumbs/{session.pk}-before.png",
+                                          _thumbnail(session.sample.image.name))
+    vector.thumb_after.name = save_bytes(f"vectors/thumbs/{session.pk}-after.png", _thumbnail(result.image.name))
+    return _save_vector_row(vector)
+
+
+def import_vector(user, data: bytes, filename: str, generator: Checkpoint, tags: Sequence[str] = ()) -> EditVector:
+    """Add an edit-vector file (project format, from ``GET /vectors/{id}/file`` or the CLI) to the library."""
+    from editor_core.checkpoints import CheckpointError
+    from editor_core.vectors import EditVector as EngineVector, VectorGeneratorMismatch
+
+    if len(data) > settings.STUDIO_MAX_UPLOAD_BYTES:
+        raise ValidationError(f"vector files are at most {settings.STUDIO_MAX_UPLOAD_BYTES} bytes")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "vector.safetensors"
+        path.write_bytes(data)
+        try:
+            engine_vector = EngineVector.load(path)
+            engine_vector.check_generator(generator.fingerprint)
+        except VectorGeneratorMismatch as exc:
+            raise ValidationError(str(exc)) from None
+        except (CheckpointError, ValueError, KeyError, TypeError) as exc:
+            raise ValidationError(f"'{filename}' is not an edit-vector file: {exc}") from None
+    info = engine_vector.info
+    vector = EditVector(name=info.name, description=info.description, tags=_clean_tags(tags),
+                        edited_classes=list(info.edited_classes), generator=generator, author=user,
+                        scale_min=info.scale_range[0], scale_max=info.scale_range[1])
+    vector.file.name = save_bytes("vectors/imported.safetensors", data)
+    return _save_vector_row(vector)
+
+
+def update_vector(user, vector: EditVector, changes: dict) -> EditVector:
+    _check_author(user, vector)
+    for field in ("name", "description", "scale_min", "scale_max"):
+        if changes.get(field) is not None:
+            setattr(vector, field, changes[field])
+    if changes.get("tags") is not None:
+        vector.tags = _clean_tags(changes["tags"])
+    _check_range(vector.scale_min, vector.scale_max)
+    return _save_vector_row(vector)
+
+
+def delete_vector(user, vector: EditVector) -> None:
+    _check_author(user, vector)
+    if vector.composition_items.exists():
+        names = sorted(set(vector.composition_items.values_list("composition__name", flat=True)))
+        raise Conflict(f"vector '{vector.name}' is used by compositions {', '.join(names)}: delete those first")
+    vector.delete()
+
+
+def _check_author(user, vector: EditVector) -> None:
+    if vector.author_id != user.pk and not user.has_perm(roles.MANAGE_MODELS):
+        raise PermissionDenied("only the vector's author or an admin may change or delete it")
+
+
+def vector_file(vector: EditVector) -> bytes:
+    """The vector as a project-format file carrying the library's current name, description and range."""
+    from editor_core.vectors import EditVector as EngineVector
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "vector.safetensors"
+        path.write_bytes(read_bytes(vector.file.name))
+        engine_vector = EngineVector.load(path)
+        info = engine_vector.info
+        info.name, info.description = vector.name, vector.description
+        info.scale_range = (vector.scale_min, vector.scale_max)
+        info.author = vector.author.get_username() if vector.author else info.author
+        engine_vector.save(path)
+        return path.read_bytes()
+
+
+def vector_out(vector: EditVector) -> dict:
+    return {"id": vector.pk, "name": vector.name, "description": vector.description, "tags": vector.tags,
+            "edited_classes": vector.edited_classes, "generator_id": vector.generator_id,
+            "author": vector.author.get_username() if vector.author else None,
+            "scale_min": vector.scale_min, "scale_max": vector.scale_max,
+            "thumb_before_url": default_storage.url(vector.thumb_before.name) if vector.thumb_before else None,
+            "thumb_after_url": default_storage.url(vector.thumb_after.name) if vector.thumb_after else None,
+            "file_url": f"/api/vectors/{vector.pk}/file", "created": vector.created}
+
+
+# --- compositions ---------------------------------------------------------------------------------------------------
+def create_composition(user, name: str, generator: Checkpoint, items: Sequence[tuple[int, float]]) -> Composition:
+    chosen = _vectors_for(generator, items)
+    with transaction.atomic():
+        composition = Composition.objects.create(name=name.strip(), generator=generator, author=user)
+        CompositionItem.objects.bulk_create(
+            CompositionItem(composition=composition, vector_id=item["vector_id"], scale=item["scale"], position=i)
+            for i, item in enumerate(chosen))
+    return composition
+
+
+def delete_composition(user, composition: Composition) -> None:
+    if composition.author_id != user.pk and not user.has_perm(roles.MANAGE_MODELS):
+        raise PermissionDenied("only the composition's author or an admin may delete it")
+    composition.delete()
+
+
+def composition_out(composition: Composition) -> dict:
+    return {"id": composition.pk, "name": composition.name, "generator_id": composition.generator_id,
+            "author": composition.author.get_username() if composition.author else None,
+            "items": [{"vector_id": i.vector_id, "scale": i.scale} for i in composition.items.all()],
+            "created": composition.created}

@@ -1,0 +1,197 @@
+"""Jobs: enqueue (with per-user limits), cancel, retry; and the calls a worker makes while it runs a job."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import Optional
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from webapp.accounts import roles
+from webapp.errors import Conflict
+from webapp.jobs.models import Job
+from webapp.jobs.signals import job_retried
+from webapp.realtime.groups import job_group, publish
+
+log = logging.getLogger(__name__)
+
+INTERACTIVE, TRAINING = "interactive", "training"
+QUEUE_OF_KIND = {
+    Job.Kind.SAMPLE: INTERACTIVE, Job.Kind.PRELABEL: INTERACTIVE, Job.Kind.EMBED: INTERACTIVE,
+    Job.Kind.APPLY: INTERACTIVE, Job.Kind.REFINE: INTERACTIVE, Job.Kind.OPTIMIZE: INTERACTIVE,
+    Job.Kind.RANK: TRAINING, Job.Kind.TRAIN_SEGMENTATION: TRAINING, Job.Kind.TRAIN_ENCODER: TRAINING,
+}
+# Jobs that hold a GPU for seconds to hours count against a user's queue limit; real-time ones do not.
+EXPENSIVE = {Job.Kind.SAMPLE, Job.Kind.EMBED, Job.Kind.REFINE, Job.Kind.OPTIMIZE, Job.Kind.RANK,
+             Job.Kind.TRAIN_SEGMENTATION, Job.Kind.TRAIN_ENCODER}
+TASK_PREFIX = "gpu_worker."
+
+
+class TooManyJobs(Exception):
+    """The user already has the maximum number of expensive jobs queued or running (HTTP 429)."""
+
+
+def task_name(kind: str) -> str:
+    return TASK_PREFIX + kind
+
+
+def time_limit(queue: str) -> int:
+    return settings.STUDIO_TRAINING_TIME_LIMIT if queue == TRAINING else settings.STUDIO_INTERACTIVE_TIME_LIMIT
+
+
+def enqueue(kind: str, user, params: dict, batch_key: str = "") -> Job:
+    """Create a queued Job and hand it to Celery once the surrounding transaction commits."""
+    if kind in EXPENSIVE:
+        waiting = Job.objects.filter(requested_by=user, kind__in=EXPENSIVE,
+                                     status__in=[Job.Status.QUEUED, Job.Status.RUNNING]).count()
+        if waiting >= settings.STUDIO_MAX_QUEUED_JOBS_PER_USER:
+            raise TooManyJobs(f"you already have {waiting} expensive jobs queued or running (limit "
+                              f"{settings.STUDIO_MAX_QUEUED_JOBS_PER_USER}): wait for one to finish or cancel one")
+    job = Job.objects.create(kind=kind, queue=QUEUE_OF_KIND[kind], params=params, requested_by=user,
+                             batch_key=batch_key)
+    transaction.on_commit(lambda: send(job))
+    return job
+
+
+def send(job: Job) -> None:
+    from gpu_worker.celery_app import app  # the Celery app only: the webapp never imports the engine's tasks
+
+    limit = time_limit(job.queue)
+    app.send_task(task_name(job.kind), args=[job.pk], queue=job.queue, soft_time_limit=limit,
+                  time_limit=limit + 30)
+
+
+def visible_jobs(user):
+    if user.has_perm(roles.VIEW_ALL_JOBS):
+        return Job.objects.all()
+    return Job.objects.filter(requested_by=user)
+
+
+def _check_owner(job: Job, user) -> None:
+    if job.requested_by_id != user.pk and not user.has_perm(roles.VIEW_ALL_JOBS):
+        raise PermissionDenied("this is someone else's job")
+
+
+def cancel(job: Job, user) -> Job:
+    """A queued job is cancelled at once; a running one is told to stop and does within its next heartbeat."""
+    _check_owner(job, user)
+    if job.is_finished:
+        raise Conflict(f"job #{job.pk} has already {job.status}", current_status=job.status)
+    now = timezone.now()
+    if Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(
+            status=Job.Status.CANCELLED, cancel_requested=True, finished=now, message="cancelled before it ran"):
+        job.refresh_from_db()
+        publish_status(job)
+        return job
+    Job.objects.filter(pk=job.pk).update(cancel_requested=True, message="cancelling")
+    job.refresh_from_db()
+    publish_status(job)
+    return job
+
+
+def retry(job: Job, user) -> Job:
+    """Run a failed or cancelled job again as a new job with the same parameters."""
+    _check_owner(job, user)
+    if job.status not in (Job.Status.FAILED, Job.Status.CANCELLED):
+        raise Conflict(f"only failed or cancelled jobs can be retried; job #{job.pk} is {job.status}",
+                       current_status=job.status)
+    with transaction.atomic():
+        new = enqueue(job.kind, user, job.params, batch_key=job.batch_key)
+        Job.objects.filter(pk=new.pk).update(retry_of=job)
+        new.refresh_from_db()
+        job_retried.send(sender=Job, old=job, new=new)
+    return new
+
+
+def job_payload(job: Job) -> dict:
+    return {"job": job.pk, "kind": job.kind, "status": job.status, "progress": job.progress, "stage": job.stage,
+            "message": job.message, "error": job.error, "result": job.result, "attempts": job.attempts}
+
+
+def publish_status(job: Job) -> None:
+    publish(job_group(job.pk), {"type": "job.status", **job_payload(job)})
+
+
+# --- called by workers ---------------------------------------------------------------------------------------------
+def claim(job_id: int, worker: str) -> Optional[Job]:
+    """Mark the job running on ``worker`` and return it, or None if nobody should run it (again).
+
+    A message can arrive twice: when a worker died (acks_late puts it back) or when the broker redelivered it while
+    it still ran. A running job is taken over only once its heartbeat is stale, i.e. its worker is really gone.
+    """
+    deadline = time.monotonic() + settings.STUDIO_JOB_STALE_SECONDS + 2
+    while True:
+        job = Job.objects.filter(pk=job_id).first()
+        if job is None or job.is_finished:
+            return None
+        now = timezone.now()
+        if job.status == Job.Status.QUEUED:
+            taken = Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
+                status=Job.Status.RUNNING, started=now, heartbeat=now, worker=worker, attempts=job.attempts + 1)
+        else:
+            stale = now - dt.timedelta(seconds=settings.STUDIO_JOB_STALE_SECONDS)
+            if job.heartbeat and job.heartbeat > stale:
+                if time.monotonic() > deadline:
+                    return None  # alive elsewhere: that worker will finish it
+                time.sleep(0.5)
+                continue
+            taken = Job.objects.filter(pk=job_id, status=Job.Status.RUNNING, heartbeat=job.heartbeat).update(
+                heartbeat=now, worker=worker, attempts=job.attempts + 1,
+                message=f"restarted: worker {job.worker} was lost")
+            if taken:
+                log.warning("job %s: worker %s was lost, running it again on %s", job_id, job.worker, worker)
+        if taken:
+            job.refresh_from_db()
+            publish_status(job)
+            return job
+
+
+def claim_batch(batch_key: str, worker: str, limit: int, exclude: int) -> list[Job]:
+    """Claim up to ``limit`` other queued jobs with ``batch_key`` (mode-1 requests that arrived together)."""
+    claimed = []
+    now = timezone.now()
+    candidates = (Job.objects.filter(batch_key=batch_key, status=Job.Status.QUEUED, cancel_requested=False)
+                  .exclude(pk=exclude).order_by("created").values_list("pk", "attempts")[:limit])
+    for pk, attempts in candidates:
+        if Job.objects.filter(pk=pk, status=Job.Status.QUEUED).update(
+                status=Job.Status.RUNNING, started=now, heartbeat=now, worker=worker, attempts=attempts + 1):
+            claimed.append(Job.objects.get(pk=pk))
+    return claimed
+
+
+def beat(job_id: int) -> bool:
+    """Refresh the heartbeat of a running job; returns whether it should be cancelled."""
+    Job.objects.filter(pk=job_id, status=Job.Status.RUNNING).update(heartbeat=timezone.now())
+    return Job.objects.filter(pk=job_id).filter(Q(cancel_requested=True) | ~Q(status=Job.Status.RUNNING)).exists()
+
+
+def save_progress(job_id: int, *, progress: float, stage: str, message: str, metrics: dict) -> None:
+    Job.objects.filter(pk=job_id, status=Job.Status.RUNNING).update(progress=progress, stage=stage,
+                                                                    message=message[:500], metrics=metrics)
+
+
+def append_log(job: Job, line: str) -> None:
+    job.log = (job.log + line.rstrip() + "\n")[-100_000:]
+    Job.objects.filter(pk=job.pk).update(log=job.log)
+
+
+def finish(job: Job, status: str, *, result: Optional[dict] = None, error: str = "", metrics: Optional[dict] = None
+           ) -> Job:
+    fields = {"status": status, "finished": timezone.now(), "error": error[-10_000:]}
+    if status == Job.Status.SUCCEEDED:
+        fields["progress"] = 1.0
+    if result is not None:
+        fields["result"] = result
+    if metrics is not None:
+        fields["metrics"] = metrics
+    if status == Job.Status.CANCELLED:
+        fields["message"] = "cancelled"
+    Job.objects.filter(pk=job.pk).update(**fields)
+    job.refresh_from_db()
+    publish_status(job)
+    return job

@@ -1,0 +1,265 @@
+"""Websocket consumers: live annotation rooms, job progress, edit previews.
+
+Every socket needs a logged-in user with a studio role (checked on connect). Client messages are JSON objects with a
+``type``; a malformed or refused message gets ``{"type": "error", "error": …}`` and the socket stays open.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
+
+from webapp.accounts import roles
+from webapp.errors import Conflict
+from webapp.realtime import rooms
+from webapp.realtime.groups import annotation_group, edit_group, job_group
+
+log = logging.getLogger(__name__)
+CLOSE_UNAUTHENTICATED, CLOSE_FORBIDDEN, CLOSE_NOT_FOUND = 4401, 4403, 4404
+MAX_MESSAGE_BYTES = 256 * 1024
+
+
+class StudioConsumer(AsyncJsonWebsocketConsumer):
+    """Auth on connect, one group, and error events instead of dropped sockets for bad messages."""
+
+    permission = roles.VIEW
+
+    async def connect(self):
+        self.user = self.scope["user"]
+        self.groups_joined: list[str] = []
+        if not self.user.is_authenticated:
+            return await self.close(code=CLOSE_UNAUTHENTICATED)
+        if not await database_sync_to_async(self.user.has_perm)(self.permission):
+            return await self.close(code=CLOSE_FORBIDDEN)
+        try:
+            groups = await database_sync_to_async(self.authorize)()
+        except ObjectDoesNotExist:
+            return await self.close(code=CLOSE_NOT_FOUND)
+        except PermissionDenied:
+            return await self.close(code=CLOSE_FORBIDDEN)
+        for group in groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.groups_joined.append(group)
+        await self.accept()
+        await self.joined()
+
+    async def disconnect(self, code):
+        for group in getattr(self, "groups_joined", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    def authorize(self) -> list[str]:
+        """Load what the socket is about (sync, ORM); return the groups to join. Raise to refuse."""
+        raise NotImplementedError
+
+    async def joined(self) -> None:
+        """Send the initial state."""
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if text_data is None:
+            return await self.error("send JSON text messages, not binary ones")
+        if len(text_data) > MAX_MESSAGE_BYTES:
+            return await self.error(f"message larger than {MAX_MESSAGE_BYTES} bytes")
+        try:
+            message = json.loads(text_data)
+        except ValueError as exc:
+            return await self.error(f"message is not valid JSON: {exc}")
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            return await self.error('a message must be a JSON object with a string "type"')
+        handler = getattr(self, "on_" + message["type"].replace(".", "_"), None)
+        if handler is None:
+            return await self.error(f"unknown message type {message['type']!r}", request=message["type"])
+        try:
+            await handler(message)
+        except ValidationError as exc:
+            await self.error(" ".join(exc.messages), request=message["type"])
+        except PermissionDenied as exc:
+            await self.error(str(exc) or "forbidden", request=message["type"])
+        except Conflict as exc:
+            await self.error(exc.detail, request=message["type"], **exc.current)
+        except Exception:  # a bug must not take the socket (and the user's room) down with it
+            log.exception("websocket handler %s failed", message["type"])
+            await self.error("internal error while handling the message", request=message["type"])
+
+    async def error(self, text: str, **extra) -> None:
+        await self.send_json({"type": "error", "error": text, **extra})
+
+    async def on_ping(self, message):
+        await self.send_json({"type": "pong", "time": time.time()})
+
+    async def forward(self, event):
+        """Channel-layer events are sent to the client as they are."""
+        await self.send_json(event)
+
+
+class AnnotationConsumer(StudioConsumer):
+    """``ws/annotate/<sample_id>/``: presence, cursors, painting operations in server order, saves.
+
+    Client → server: ``op`` {op: stroke|polygon …, client_id}, ``cursor`` {x, y}, ``save``, ``ping``.
+    Server → client: ``state`` (on join: version, pending ops), ``presence``, ``op`` {seq, op, user, client_id},
+    ``cursor``, ``saved`` {version, seq}, ``error``, ``pong``.
+    """
+
+    async def connect(self):
+        self.sample_id = int(self.scope["url_route"]["kwargs"]["sample_id"])
+        self.redis = rooms.async_redis()
+        self.flush_task: asyncio.Task | None = None
+        await super().connect()
+
+    def authorize(self) -> list[str]:
+        from webapp.datasets.models import Sample
+
+        self.sample = Sample.objects.select_related("dataset__schema").get(pk=self.sample_id)
+        self.num_classes = self.sample.dataset.schema.num_classes
+        self.can_paint = self.user.has_perm(roles.ANNOTATE)
+        return [annotation_group(self.sample_id)]
+
+    async def joined(self):
+        member = {"user_id": self.user.pk, "username": self.user.get_username(), "channel": self.channel_name,
+                  "can_paint": self.can_paint, "since": time.time()}
+        present = await rooms.join(self.redis, self.sample_id, self.channel_name, member)
+        pending = await rooms.pending_ops(self.redis, self.sample_id)
+        version = await database_sync_to_async(self._version)()
+        await self.send_json({"type": "state", "sample": self.sample_id, "version": version, "pending": pending,
+                              "you": member, "presence": present})
+        await self.channel_layer.group_send(annotation_group(self.sample_id), {"type": "presence", "users": present})
+        if pending:
+            self.schedule_flush()
+
+    def _version(self) -> int:
+        from webapp.datasets.services import annotation_of
+
+        annotation = annotation_of(self.sample)
+        return annotation.version if annotation else 0
+
+    async def disconnect(self, code):
+        if hasattr(self, "sample"):
+            present = await rooms.leave(self.redis, self.sample_id, self.channel_name)
+            await self.channel_layer.group_send(annotation_group(self.sample_id), {"type": "presence",
+                                                                                   "users": present})
+            if self.flush_task is not None:
+                self.flush_task.cancel()
+            await self.flush_now()  # whatever this painter sent is stored before the socket is gone
+        await super().disconnect(code)
+        await self.redis.aclose()
+
+    def require_painter(self) -> None:
+        if not self.can_paint:
+            raise PermissionDenied("your role may look at annotations but not paint them")
+
+    async def on_op(self, message):
+        from webapp.datasets.masks import validate_stroke_op
+
+        self.require_painter()
+        op = validate_stroke_op(message.get("op"), (self.sample.width, self.sample.height), self.num_classes)
+        client_id = str(message.get("client_id", ""))[:64]
+        entry = {"op": op, "user_id": self.user.pk, "username": self.user.get_username(), "client_id": client_id}
+        seq = await rooms.append_op(self.redis, self.sample_id, entry)
+        await self.channel_layer.group_send(annotation_group(self.sample_id), {"type": "op", "seq": seq, **entry})
+        self.schedule_flush()
+
+    async def on_cursor(self, message):
+        x, y = message.get("x"), message.get("y")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (x, y)):
+            raise ValidationError("a cursor message needs numeric x and y")
+        await self.channel_layer.group_send(annotation_group(self.sample_id), {
+            "type": "cursor", "user_id": self.user.pk, "username": self.user.get_username(), "x": float(x),
+            "y": float(y), "sender": self.channel_name})
+
+    async def on_save(self, message):
+        """Store the queued operations now (the client's "save" button; autosave does it anyway)."""
+        self.require_painter()
+        state = await self.flush_now()
+        if state is None:
+            await self.send_json({"type": "saved", "version": await database_sync_to_async(self._version)(),
+                                  "seq": None})
+
+    def schedule_flush(self) -> None:
+        if self.flush_task is None or self.flush_task.done():
+            self.flush_task = asyncio.create_task(self._flush_later())
+
+    async def _flush_later(self):
+        await asyncio.sleep(settings.STUDIO_AUTOSAVE_SECONDS)
+        await self.flush_now()
+
+    async def flush_now(self) -> dict | None:
+        try:
+            state = await database_sync_to_async(rooms.flush)(self.sample_id, self.user)
+        except Conflict as exc:
+            await self.error(exc.detail, request="save")
+            return None
+        if state is not None:
+            await self.channel_layer.group_send(annotation_group(self.sample_id), {"type": "saved", **state})
+        return state
+
+    async def op(self, event):
+        await self.send_json(event)
+
+    async def presence(self, event):
+        await self.send_json(event)
+
+    async def saved(self, event):
+        await self.send_json(event)
+
+    async def cursor(self, event):
+        if event["sender"] != self.channel_name:
+            await self.send_json({k: v for k, v in event.items() if k != "sender"})
+
+
+class JobConsumer(StudioConsumer):
+    """``ws/jobs/<job_id>/``: ``job.status`` (on join and on every change) and ``job.progress`` events; the client
+    may send ``cancel``."""
+
+    permission = "jobs.view_job"
+
+    def authorize(self) -> list[str]:
+        from webapp.jobs.services import visible_jobs
+
+        self.job = visible_jobs(self.user).get(pk=int(self.scope["url_route"]["kwargs"]["job_id"]))
+        return [job_group(self.job.pk)]
+
+    async def joined(self):
+        from webapp.jobs.services import job_payload
+
+        await database_sync_to_async(self.job.refresh_from_db)()
+        await self.send_json({"type": "job.status", **job_payload(self.job)})
+
+    async def on_cancel(self, message):
+        from webapp.jobs.services import cancel
+
+        await database_sync_to_async(cancel)(self.job, self.user)
+
+    job_status = job_progress = StudioConsumer.forward
+
+
+class EditConsumer(StudioConsumer):
+    """``ws/edits/<session_id>/``: ``edit.preview`` {step, image, mask} every k optimisation steps,
+    ``edit.result``, and the edit job's ``job.status`` / ``job.progress``."""
+
+    permission = roles.EDIT_IMAGES
+
+    def authorize(self) -> list[str]:
+        from webapp.editing.services import visible_sessions
+
+        self.session = visible_sessions(self.user).get(pk=int(self.scope["url_route"]["kwargs"]["session_id"]))
+        return [edit_group(self.session.pk)] + ([job_group(self.session.job_id)] if self.session.job_id else [])
+
+    async def joined(self):
+        from webapp.editing.services import session_out
+
+        await self.send_json({"type": "edit.state", **json.loads(json.dumps(
+            await database_sync_to_async(lambda: session_out(self.session))(), default=str))})
+
+    async def on_cancel(self, message):
+        from webapp.jobs.services import cancel
+
+        if self.session.job is None:
+            raise ValidationError("this edit has no job to cancel")
+        await database_sync_to_async(cancel)(self.session.job, self.user)
+
+    edit_preview = edit_result = job_status = job_progress = StudioConsumer.forward

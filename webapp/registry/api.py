@@ -1,0 +1,77 @@
+from typing import Optional
+
+from django.shortcuts import get_object_or_404
+from ninja import File, Form, Router, UploadedFile, Status
+
+from webapp.accounts import roles
+from webapp.accounts.auth import role_auth
+from webapp.jobs.schemas import JobOut
+from webapp.registry import services
+from webapp.registry.models import Checkpoint
+from webapp.registry.schemas import CheckpointOut, ImportPathIn, TrainEncoderIn, TrainSegmentationIn
+
+router = Router(tags=["models"])
+viewer, manager = role_auth("registry.view_checkpoint"), role_auth(roles.MANAGE_MODELS)
+
+
+def _generator(generator_id: Optional[int]) -> Optional[Checkpoint]:
+    return None if generator_id is None else get_object_or_404(Checkpoint, pk=generator_id,
+                                                               kind=Checkpoint.Kind.GENERATOR)
+
+
+@router.get("/checkpoints", auth=viewer, response=list[CheckpointOut])
+def list_checkpoints(request, kind: str = None):
+    rows = Checkpoint.objects.all()
+    return rows.filter(kind=kind) if kind else rows
+
+
+@router.post("/checkpoints/upload", auth=manager, response={201: CheckpointOut})
+def upload_checkpoint(request, file: File[UploadedFile], kind: Form[str], name: Form[str],
+                      generator_id: Form[Optional[int]] = None):
+    """Import an NVlabs .pkl / rosinality .pt / project .safetensors generator, or a segmentation branch."""
+    checkpoint = services.import_checkpoint(request.user, kind=kind, name=name, data=file.read(),
+                                            filename=file.name or "", generator=_generator(generator_id))
+    return Status(201, checkpoint)
+
+
+@router.post("/checkpoints/import", auth=manager, response={201: CheckpointOut})
+def import_checkpoint(request, payload: ImportPathIn):
+    """Import a checkpoint file that is already on the server, below one of STUDIO_IMPORT_ROOTS."""
+    checkpoint = services.import_checkpoint(request.user, kind=payload.kind, name=payload.name,
+                                            server_path=payload.server_path,
+                                            generator=_generator(payload.generator_id))
+    return Status(201, checkpoint)
+
+
+@router.get("/checkpoints/{checkpoint_id}", auth=viewer, response=CheckpointOut)
+def get_checkpoint(request, checkpoint_id: int):
+    return get_object_or_404(Checkpoint, pk=checkpoint_id)
+
+
+@router.post("/checkpoints/{checkpoint_id}/activate", auth=manager, response=CheckpointOut)
+def activate_checkpoint(request, checkpoint_id: int):
+    return services.activate(get_object_or_404(Checkpoint, pk=checkpoint_id))
+
+
+@router.delete("/checkpoints/{checkpoint_id}", auth=manager, response={204: None})
+def delete_checkpoint(request, checkpoint_id: int):
+    services.delete(get_object_or_404(Checkpoint, pk=checkpoint_id))
+    return Status(204, None)
+
+
+@router.post("/train/segmentation", auth=manager, response={202: JobOut})
+def train_segmentation(request, payload: TrainSegmentationIn):
+    """Retrain the segmentation branch on a dataset's annotated samples; ranking refreshes when it ends."""
+    from webapp.datasets.models import Dataset
+
+    dataset = get_object_or_404(Dataset, pk=payload.dataset_id)
+    job = services.enqueue_training(dataset, request.user, payload.steps, payload.name, payload.activate)
+    return Status(202, job)
+
+
+@router.post("/train/encoder", auth=manager, response={202: JobOut})
+def train_encoder(request, payload: TrainEncoderIn):
+    """Train an image → W+ encoder for a generator on its own samples (embedding starts from its guess)."""
+    generator = get_object_or_404(Checkpoint, pk=payload.generator_id, kind=Checkpoint.Kind.GENERATOR)
+    job = services.enqueue_encoder_training(generator, request.user, payload.steps, payload.name, payload.activate)
+    return Status(202, job)

@@ -1,0 +1,216 @@
+"""Checkpoint registry: import (upload or server path) with validation by the engine, activation, deletion.
+
+Every checkpoint is stored in the project format (one .safetensors file); NVlabs .pkl and rosinality .pt
+generators are converted on import. ``sha256`` of the stored file is the key workers cache loaded models by.
+"""
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import ProtectedError
+
+from webapp.datasets.models import LabelClass, LabelSchema
+from webapp.errors import Conflict
+from webapp.registry.models import Checkpoint
+from webapp.storage import save_bytes
+
+ENGINE_FORMAT = {"editgan": Checkpoint.SourceFormat.PROJECT, "nvlabs-pickle": Checkpoint.SourceFormat.NVLABS,
+                 "rosinality": Checkpoint.SourceFormat.ROSINALITY}
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_server_path(server_path: str) -> Path:
+    """A file below one of STUDIO_IMPORT_ROOTS (never anywhere else on the server)."""
+    path = Path(server_path).expanduser().resolve()
+    roots = [root.resolve() for root in settings.STUDIO_IMPORT_ROOTS]
+    if not any(path.is_relative_to(root) for root in roots):
+        raise ValidationError(f"{server_path} is outside the import folders ({', '.join(map(str, roots))}); "
+                              "copy the file there or set STUDIO_IMPORT_ROOTS")
+    if not path.is_file():
+        raise ValidationError(f"{server_path} is not a file on the server")
+    return path
+
+
+def _source_format(path: Path) -> str:
+    """Recognised from the file's first bytes (names lie): NVlabs pickle, rosinality torch zip, project safetensors."""
+    from editor_core.checkpoints import CheckpointError, detect_checkpoint_format
+
+    try:
+        return ENGINE_FORMAT[detect_checkpoint_format(path)]
+    except CheckpointError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+def schema_for(engine_schema) -> LabelSchema:
+    """The LabelSchema row equal to an engine ``LabelSchema`` (created if new; a same-name different one is refused)."""
+    from editor_core.schema import colour_to_hex
+
+    names = list(engine_schema.class_names)
+    colours = [colour_to_hex(c) for c in engine_schema.colours]
+    existing = LabelSchema.objects.filter(name=engine_schema.name).first()
+    if existing is not None:
+        rows = list(existing.classes.order_by("index").values_list("name", "colour"))
+        if rows != list(zip(names, colours)):
+            raise ValidationError(f"a schema named '{engine_schema.name}' exists with other classes; rename one")
+        return existing
+    with transaction.atomic():
+        schema = LabelSchema.objects.create(name=engine_schema.name)
+        LabelClass.objects.bulk_create(LabelClass(schema=schema, index=i, name=n, colour=c)
+                                       for i, (n, c) in enumerate(zip(names, colours)))
+    return schema
+
+
+def engine_schema(schema: LabelSchema):
+    from editor_core.schema import LabelSchema as EngineSchema
+
+    rows = list(schema.classes.order_by("index").values_list("name", "colour"))
+    return EngineSchema(name=schema.name, class_names=tuple(n for n, _ in rows), colours=tuple(c for _, c in rows))
+
+
+def import_checkpoint(user, *, kind: str, name: str, data: Optional[bytes] = None, filename: str = "",
+                      server_path: str = "", generator: Optional[Checkpoint] = None) -> Checkpoint:
+    """Validate a checkpoint with the engine, convert it to the project format and register it.
+
+    Give either ``data`` + ``filename`` (an upload) or ``server_path``. Segmentation branches need ``generator``.
+    """
+    if bool(data) == bool(server_path):
+        raise ValidationError("give either an uploaded file or a server path, not both or neither")
+    with tempfile.TemporaryDirectory(prefix="studio-import-") as tmp:
+        if server_path:
+            source = resolve_server_path(server_path)
+            filename = source.name
+        else:
+            source = Path(tmp) / Path(filename or "upload").name
+            source.write_bytes(data)
+        if source.stat().st_size > settings.STUDIO_MAX_CHECKPOINT_BYTES:
+            raise ValidationError(f"the checkpoint is larger than {settings.STUDIO_MAX_CHECKPOINT_BYTES} bytes")
+        source_format = _source_format(source)
+        converted = Path(tmp) / "converted.safetensors"
+        if kind == Checkpoint.Kind.GENERATOR:
+            fields = _convert_generator(source, converted)
+        elif kind == Checkpoint.Kind.SEGMENTATION:
+            if source_format != Checkpoint.SourceFormat.PROJECT:
+                raise ValidationError("segmentation branches are imported from project .safetensors files only")
+            fields = _check_segmentation(source, converted, generator)
+        else:
+            raise ValidationError(f"importing {kind} checkpoints is not supported; use generator or segmentation")
+        return register_file(converted, kind=kind, name=name, source_format=source_format, user=user,
+                             generator=generator, **fields)
+
+
+def _convert_generator(source: Path, converted: Path) -> dict:
+    from editor_core.checkpoints import CheckpointError, generator_fingerprint, load_generator, save_generator
+
+    try:
+        generator = load_generator(source)
+    except (CheckpointError, ValueError, KeyError, RuntimeError) as exc:
+        raise ValidationError(f"not a usable StyleGAN2 generator checkpoint: {exc}") from None
+    save_generator(converted, generator)
+    config = generator.config.to_dict()
+    config.update(img_resolution=generator.img_resolution, num_ws=generator.num_ws, w_dim=generator.w_dim)
+    return {"fingerprint": generator_fingerprint(generator), "config": config}
+
+
+def _check_segmentation(source: Path, converted: Path, generator: Optional[Checkpoint]) -> dict:
+    from editor_core.checkpoints import CheckpointError
+    from editor_core.segmentation import load_segmentation
+
+    if generator is None or generator.kind != Checkpoint.Kind.GENERATOR:
+        raise ValidationError("a segmentation branch must name the generator it was trained on (generator_id)")
+    try:
+        ensemble, schema, meta = load_segmentation(source)
+    except (CheckpointError, ValueError, KeyError, RuntimeError) as exc:
+        raise ValidationError(f"not a usable segmentation checkpoint: {exc}") from None
+    trained_on = meta.get("generator_id")
+    if trained_on and trained_on != generator.fingerprint:
+        raise ValidationError(f"this segmentation branch was trained on generator {trained_on}, not on "
+                              f"#{generator.pk} ({generator.fingerprint})")
+    converted.write_bytes(source.read_bytes())
+    return {"fingerprint": generator.fingerprint, "config": ensemble.config.to_dict(), "schema": schema_for(schema),
+            "metrics": dict(meta.get("metrics", {}))}
+
+
+def register_file(path: Path, *, kind: str, name: str, source_format: str, user=None,
+                  generator: Optional[Checkpoint] = None, schema: Optional[LabelSchema] = None,
+                  fingerprint: str = "", config: Optional[dict] = None, metrics: Optional[dict] = None) -> Checkpoint:
+    """Store a project-format file and create its Checkpoint row (the first segmentation branch becomes active)."""
+    digest = sha256_of(path)
+    same = {"fingerprint": fingerprint} if kind == Checkpoint.Kind.GENERATOR else {"sha256": digest}
+    duplicate = Checkpoint.objects.filter(kind=kind, **same).first()
+    if duplicate is not None:
+        raise Conflict(f"this {kind} is already registered as #{duplicate.pk} '{duplicate.name}'",
+                       existing_id=duplicate.pk)
+    stored = save_bytes(f"checkpoints/{kind}/{digest[:16]}.safetensors", path.read_bytes())
+    with transaction.atomic():
+        checkpoint = Checkpoint.objects.create(
+            kind=kind, name=name, file=stored, sha256=digest, fingerprint=fingerprint or digest[:32],
+            generator=generator if kind != Checkpoint.Kind.GENERATOR else None, schema=schema,
+            source_format=source_format, config=config or {}, metrics=metrics or {}, created_by=user)
+        if kind != Checkpoint.Kind.GENERATOR and not Checkpoint.objects.filter(
+                generator=generator, kind=kind, schema=schema, active=True).exists():
+            activate(checkpoint)
+    return checkpoint
+
+
+def activate(checkpoint: Checkpoint) -> Checkpoint:
+    """Make ``checkpoint`` the version workers use for its generator, kind (and schema)."""
+    if checkpoint.kind == Checkpoint.Kind.GENERATOR:
+        raise ValidationError("generators are chosen per dataset; only encoders and segmentation branches are "
+                              "activated")
+    with transaction.atomic():
+        Checkpoint.objects.filter(generator=checkpoint.generator, kind=checkpoint.kind, schema=checkpoint.schema,
+                                  active=True).exclude(pk=checkpoint.pk).update(active=False)
+        Checkpoint.objects.filter(pk=checkpoint.pk).update(active=True)
+    checkpoint.refresh_from_db()
+    return checkpoint
+
+
+def delete(checkpoint: Checkpoint) -> None:
+    try:
+        checkpoint.delete()
+    except ProtectedError as exc:
+        users = sorted({str(obj) for obj in exc.protected_objects})[:5]
+        raise Conflict(f"checkpoint #{checkpoint.pk} is still used by {', '.join(users)}") from None
+
+
+def active_segmentation(generator: Checkpoint, schema: LabelSchema) -> Checkpoint:
+    found = Checkpoint.objects.filter(kind=Checkpoint.Kind.SEGMENTATION, generator=generator, schema=schema,
+                                      active=True).first()
+    if found is None:
+        raise ValidationError(f"generator #{generator.pk} has no active segmentation branch for schema "
+                              f"'{schema.name}': train one or import and activate one")
+    return found
+
+
+def enqueue_training(dataset, user, steps: int, name: str, activate_when_done: bool):
+    from webapp.datasets.services import labelled_filter
+    from webapp.jobs import services as jobs
+
+    labelled = dataset.samples.filter(**labelled_filter()).exclude(latent="").count()
+    if labelled < 2:
+        raise ValidationError(f"dataset '{dataset.name}' has {labelled} annotated samples with latents; training "
+                              "needs at least 2")
+    return jobs.enqueue("train_segmentation", user, {
+        "dataset_id": dataset.pk, "steps": steps, "name": name or f"{dataset.name} segmentation",
+        "activate": activate_when_done})
+
+
+def enqueue_encoder_training(generator: Checkpoint, user, steps: int, name: str, activate_when_done: bool):
+    from webapp.jobs import services as jobs
+
+    return jobs.enqueue("train_encoder", user, {"generator_id": generator.pk, "steps": steps,
+                                                "name": name or f"{generator.name} encoder",
+                                                "activate": activate_when_done})

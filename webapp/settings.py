@@ -1,0 +1,213 @@
+"""Django settings for EditGAN Studio, read from the environment.
+
+Out of the box everything lives on one machine: SQLite and media files under ``var/``, a Redis on localhost (the
+``studio`` command starts one if none answers). A deployment sets ``DATABASE_URL``, ``REDIS_URL``,
+``CELERY_BROKER_URL``, ``STORAGE_BACKEND=s3`` and friends; docs/deploy.md lists them all.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("STUDIO_VAR_DIR", BASE_DIR / "var")).resolve()
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    if value.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if value.lower() in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"environment variable {name}={value!r} is not a boolean: use 1/0, true/false or yes/no")
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    try:
+        return default if value is None else int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = os.environ.get(name)
+    return default if value is None else [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _secret_key() -> str:
+    """SECRET_KEY from the environment, else one generated on first start and kept in var/ (laptop use)."""
+    if os.environ.get("SECRET_KEY"):
+        return os.environ["SECRET_KEY"]
+    key_file = VAR_DIR / "secret_key"
+    if not key_file.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(secrets.token_urlsafe(50))
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "webapp.accounts",
+    "webapp.registry",
+    "webapp.datasets",
+    "webapp.editing",
+    "webapp.jobs",
+    "webapp.realtime",
+    "webapp.studio",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "webapp.urls"
+ASGI_APPLICATION = "webapp.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'studio.sqlite3'}"), conn_max_age=60),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Workers, Daphne and the API write to one file: wait for the lock instead of failing with "database is locked".
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 30, "transaction_mode": "IMMEDIATE"})
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+if os.environ.get("DATABASE_TEST_NAME"):
+    # Tests whose Celery worker and Daphne run in other processes need the test database in a file they can open.
+    DATABASES["default"]["TEST"] = {"NAME": os.environ["DATABASE_TEST_NAME"]}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "/admin/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "frontend"] if (BASE_DIR / "frontend").is_dir() else []
+MEDIA_URL = "/media/"
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
+
+STORAGE_BACKEND = os.environ.get("STORAGE_BACKEND", "local")
+if STORAGE_BACKEND == "local":
+    _default_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+elif STORAGE_BACKEND == "s3":
+    # django-storages reads AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_S3_REGION_NAME from the environment.
+    _default_storage = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {
+        "bucket_name": os.environ.get("AWS_STORAGE_BUCKET_NAME", ""),
+        "endpoint_url": os.environ.get("AWS_S3_ENDPOINT_URL") or None,
+        "location": os.environ.get("AWS_LOCATION", "studio"),
+        "default_acl": None,
+        "querystring_auth": True,
+        "file_overwrite": False,
+    }}
+else:
+    raise ValueError(f"STORAGE_BACKEND={STORAGE_BACKEND!r}: use 'local' (default) or 's3'")
+STORAGES = {
+    "default": _default_storage,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+# --- Redis, channel layer, Celery -------------------------------------------------------------------------------
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Every Redis key the studio writes starts with this, so that several studios (or test sessions) share one Redis.
+STUDIO_KEY_PREFIX = os.environ.get("STUDIO_KEY_PREFIX", "studio")
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{STUDIO_KEY_PREFIX}:asgi", "capacity": 500, "expiry": 30},
+    },
+}
+
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
+CELERY_TASK_DEFAULT_QUEUE = "interactive"
+CELERY_TASK_ACKS_LATE = True  # a task's message is acknowledged only when it ends ...
+CELERY_TASK_REJECT_ON_WORKER_LOST = True  # ... and goes back to the queue when its worker dies
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a busy GPU worker must not hoard messages another worker could run
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Redis/SQS only: a message not acknowledged within this many seconds is handed out again (that is how a job whose
+# worker machine died runs again). Keep it above the longest job; RabbitMQ redelivers on connection loss instead.
+CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 4 * 3600)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+    # How often a worker looks for messages whose worker vanished (scanning every time it looks).
+    "unacked_restore_interval": env_int("CELERY_RESTORE_INTERVAL", 10),
+    "unacked_restore_throttle": 1,
+    "global_keyprefix": f"{STUDIO_KEY_PREFIX}:celery:",
+}
+
+# --- Studio ------------------------------------------------------------------------------------------------------
+STUDIO_DEVICE = os.environ.get("STUDIO_DEVICE", "auto")  # auto | cpu | cuda | cuda:N (workers only)
+STUDIO_MAX_UPLOAD_BYTES = env_int("STUDIO_MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
+STUDIO_MAX_UPLOAD_PIXELS = env_int("STUDIO_MAX_UPLOAD_PIXELS", 40_000_000)
+STUDIO_MAX_CHECKPOINT_BYTES = env_int("STUDIO_MAX_CHECKPOINT_BYTES", 2 * 1024 ** 3)
+# Server paths that admins may import checkpoints from (never the whole file system).
+STUDIO_IMPORT_ROOTS = [Path(p) for p in env_list("STUDIO_IMPORT_ROOTS", [str(VAR_DIR / "import"),
+                                                                         str(BASE_DIR / "demo")])]
+STUDIO_MAX_QUEUED_JOBS_PER_USER = env_int("STUDIO_MAX_QUEUED_JOBS_PER_USER", 4)  # expensive kinds only
+STUDIO_INTERACTIVE_TIME_LIMIT = env_int("STUDIO_INTERACTIVE_TIME_LIMIT", 600)
+STUDIO_TRAINING_TIME_LIMIT = env_int("STUDIO_TRAINING_TIME_LIMIT", 12 * 3600)
+STUDIO_JOB_HEARTBEAT_SECONDS = 0.5  # a running job writes its heartbeat and reads its cancel flag this often
+STUDIO_JOB_STALE_SECONDS = 3.0  # a running job whose heartbeat is older than this lost its worker
+STUDIO_PROGRESS_DB_SECONDS = 1.0  # progress reaches the database at most this often (the channel layer: always)
+STUDIO_AUTOSAVE_SECONDS = env_int("STUDIO_AUTOSAVE_SECONDS", 1)  # live strokes reach the database within 2 s
+STUDIO_MODE1_MAX_BATCH = env_int("STUDIO_MODE1_MAX_BATCH", 16)
+
+DATA_UPLOAD_MAX_MEMORY_SIZE = STUDIO_MAX_UPLOAD_BYTES + 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}
