@@ -14,7 +14,11 @@ import { AdminView } from './views/admin.js';
 
 const VIEW_CLASSES = { annotate: AnnotateView, edit: EditView, library: LibraryView, admin: AdminView };
 
-window.addEventListener('error', (event) => showError(event.error ?? event.message, 'Unexpected error'));
+window.addEventListener('error', (event) => {
+  // Browsers report a ResizeObserver that needed two passes as an error; it is harmless and not the user's business.
+  if (String(event.message).startsWith('ResizeObserver loop')) return;
+  showError(event.error ?? event.message, 'Unexpected error');
+});
 window.addEventListener('unhandledrejection', (event) => showError(event.reason, 'Unexpected error'));
 
 const app = document.getElementById('app');
@@ -22,6 +26,7 @@ const connection = document.getElementById('connection');
 
 /** The badge in the top bar: 'open' | 'connecting' | 'closed' | 'offline'. */
 function setConnection(status) {
+  connection.hidden = false;
   connection.className = `connection ${status}`;
   connection.textContent = { open: 'live', connecting: 'connecting…', closed: 'reconnecting…' }[status] ?? status;
 }

@@ -3,6 +3,7 @@ from tests/conftest.py) on the tiny models of tests/webapp/conftest.py. Each sto
 docs/img/e2e_<story>.png."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -29,9 +30,14 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def browser():
+def browser(daphne_url, celery_worker):
+    """One headless Chromium for the session, started after the studio's processes (they must not inherit the
+    flag below)."""
     from playwright.sync_api import sync_playwright
 
+    # Playwright's sync API keeps an event loop running in this thread; the test's own ORM calls are synchronous
+    # and safe, but Django would refuse them in what looks like an async context.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
@@ -47,9 +53,17 @@ def live_studio(transactional_db, studio, daphne_url, celery_worker):  # noqa: F
     return studio
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    if call.when == "call":
+        item.call_failed = outcome.get_result().failed
+
+
 @pytest.fixture
-def open_as(browser, live_studio):
-    """``open_as(username, hash)`` → a logged-in page of a fresh browser context at ``#<hash>``."""
+def open_as(request, browser, live_studio, tmp_path_factory):
+    """``open_as(username, hash)`` → a logged-in page of a fresh browser context at ``#<hash>``. When the test fails,
+    every page's screenshot is kept (the path is printed) to show what the browser showed."""
     contexts = []
 
     def open_page(username: str, route: str = "/annotate"):
@@ -65,6 +79,12 @@ def open_as(browser, live_studio):
         return page
 
     yield open_page
+    if getattr(request.node, "call_failed", False):
+        folder = tmp_path_factory.mktemp("failed-pages")
+        for k, context in enumerate(contexts):
+            for page in context.pages:
+                page.screenshot(path=str(folder / f"page{k}.png"))
+        print(f"screenshots of the failed test's pages: {folder}")
     for context in contexts:
         context.close()
 

@@ -7,7 +7,8 @@ const COLOURS = ['#4f8cff', '#ff922b', '#51cf66', '#f06595', '#fcc419', '#20c997
 const PAD = { left: 48, right: 12, top: 10, bottom: 22 };
 
 export class LossChart {
-  constructor(title = 'Loss') {
+  constructor(title = 'Loss', emptyText = 'The loss curve appears here when a run starts.') {
+    this.emptyText = emptyText;
     this.series = new Map();
     this.canvas = h('canvas', { class: 'chart', role: 'img', 'aria-label': `${title} curve` });
     this.legend = h('div', { class: 'tags' });
@@ -48,7 +49,7 @@ export class LossChart {
     ctx.font = '11px system-ui, sans-serif';
     ctx.fillStyle = '#9aa3af';
     if (!all.some((s) => s.length)) {
-      ctx.fillText('waiting for the first steps…', PAD.left, height / 2);
+      ctx.fillText(this.emptyText, PAD.left, height / 2);
       return;
     }
     const [x0, x1] = extent(all, 0);

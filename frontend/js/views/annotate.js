@@ -156,6 +156,15 @@ export class AnnotateView {
     this.samples.setCurrent(this.sample?.id ?? null);
   }
 
+  // Statuses in the list follow saves, at most every few seconds (every flush of the room sends one).
+  refreshSamplesSoon() {
+    if (this.samplesTimer) return;
+    this.samplesTimer = setTimeout(() => {
+      this.samplesTimer = null;
+      this.refreshSamples().catch((error) => console.warn('could not refresh the sample list', error));
+    }, 3000);
+  }
+
   step(delta) {
     const list = this.samples.samples;
     const index = list.findIndex((s) => s.id === this.sample?.id);
@@ -197,7 +206,7 @@ export class AnnotateView {
           this.canvas.setRemoteCursor(username, { x, y, name: username, colour: colourFor(username) });
         }
       },
-      onSaved: () => this.updateSaveState(),
+      onSaved: () => { this.updateSaveState(); this.refreshSamplesSoon(); },
       onVersion: (version) => { this.version = version; this.renderReview(); },
       onError: (text) => toast(text, 'error'),
       onStatus: (status) => { this.context.setConnection(status); this.updateSaveState(); },

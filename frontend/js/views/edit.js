@@ -33,12 +33,13 @@ function loadImage(url) {
 
 /** A before/after comparison: the after image is clipped at the slider. */
 export class CompareView {
-  constructor() {
+  constructor(placeholder = 'Choose a sample on the left, make a random one, or upload a photo.') {
     this.before = h('img', { class: 'before', alt: 'Before' });
     this.after = h('img', { class: 'after', alt: 'After' });
     this.slider = h('input', { type: 'range', min: '0', max: '100', value: '50', class: 'compare-slider',
       title: 'Before / after', 'aria-label': 'Before/after split' });
-    this.frame = h('div', { class: 'compare' }, this.before, this.after);
+    this.placeholder = h('p', { class: 'placeholder' }, placeholder);
+    this.frame = h('div', { class: 'compare' }, this.placeholder, this.before, this.after);
     this.slider.addEventListener('input', () => this.split());
     this.element = h('div', { class: 'compare-view', style: { display: 'contents' } }, this.frame, this.slider);
     this.split();
@@ -46,7 +47,11 @@ export class CompareView {
 
   split() { this.frame.style.setProperty('--split', `${this.slider.value}%`); }
 
-  setBefore(url) { this.before.src = url; if (!this.after.getAttribute('src')) this.after.src = url; }
+  setBefore(url) {
+    this.placeholder.hidden = true;
+    this.before.src = url;
+    if (!this.after.getAttribute('src')) this.after.src = url;
+  }
 
   setAfter(url) { this.after.src = url; }
 }
@@ -95,7 +100,7 @@ export class EditView {
     this.cancelButton = button('Cancel', { className: 'danger', title: 'Stop the running edit', disabled: true,
       onclick: () => this.running?.watch.cancel() });
     this.editProgress = h('div', { class: 'progress' }, h('div', { style: { width: '0%' } }));
-    this.chart = new LossChart('Edit loss');
+    this.chart = new LossChart('Edit loss', 'Losses appear here while an edit runs.');
     this.saveVectorButton = button('Save vector…', { title: 'Save the learned edit to the shared library',
       disabled: true, onclick: () => this.saveVector() });
     this.downloads = h('div', { class: 'downloads row' });
@@ -285,8 +290,11 @@ export class EditView {
   }
 
   async runEdit() {
-    if (!this.sample || this.running) return;
     const shared = this.canvas.shared;
+    if (!this.sample || !shared || this.running) {
+      if (!shared) toast('Wait for the segmentation to load, then paint your edit', 'info');
+      return;
+    }
     const changed = shared.displayed.data.some((v, i) => v !== this.startMask.data[i]);
     if (!changed) { toast('Paint a change on the segmentation first', 'info'); return; }
     const bar = this.editProgress.firstChild;

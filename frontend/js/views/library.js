@@ -34,7 +34,7 @@ export class LibraryView {
     this.author = h('select', { title: 'Filter by author', 'aria-label': 'Author', onchange: () => this.renderGrid() });
     this.grid = h('div', { class: 'grid', 'aria-label': 'Vectors' });
     this.target = h('p', { class: 'who' }, 'No image chosen: open one in Edit first.');
-    this.compare = new CompareView();
+    this.compare = new CompareView('Open an image in the Edit studio; vectors are applied to it here.');
     this.sliders = h('div', { class: 'sliders' });
     this.applyState = h('span', { class: 'who apply-state' });
     this.compositions = h('select', { title: 'Load a saved composition', 'aria-label': 'Saved compositions',
