@@ -2,6 +2,7 @@
 engine's own classes, saved in the project format) registered in a dataset with samples, and API clients."""
 from __future__ import annotations
 
+import functools
 import io
 from types import SimpleNamespace
 
@@ -22,11 +23,6 @@ TINY_SCHEMA = EngineSchema.from_names("tiny parts", ["background", "skin", "hair
 PASSWORD = "correct horse battery staple"
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """Files of a tiny random generator and a segmentation branch for it (untrained: uncertainty is real anyway)."""
@@ -44,22 +40,34 @@ def tiny_models(tmp_path_factory):
     return SimpleNamespace(folder=folder, generator=generator, fingerprint=fingerprint, ensemble=ensemble)
 
 
+@functools.lru_cache(maxsize=1)
+def password_hash() -> str:
+    """PASSWORD hashed once per session (the real hasher, so Daphne logs these users in too)."""
+    from django.contrib.auth.hashers import make_password
+
+    return make_password(PASSWORD)
+
+
 def make_user(username: str, role: str | None):
     from django.contrib.auth.models import User
 
     from webapp.accounts.roles import assign_role
 
-    user = User.objects.create_user(username, password=PASSWORD)
+    user = User.objects.create(username=username, password=password_hash())
     if role:
         assign_role(user, role)
     return user
 
 
-@pytest.fixture
-def users(db):
+def make_users() -> SimpleNamespace:
     return SimpleNamespace(annotator=make_user("ann", "annotator"), annotator2=make_user("ann2", "annotator"),
                            artist=make_user("art", "artist"), admin=make_user("boss", "admin"),
                            nobody=make_user("newcomer", None))
+
+
+@pytest.fixture
+def users(db):
+    return make_users()
 
 
 def luminance_mask(image: torch.Tensor) -> np.ndarray:
@@ -79,6 +87,29 @@ def png_bytes(array: np.ndarray, mode: str = "L") -> bytes:
 def studio(users, tiny_models):
     """A registered tiny generator (imported like an upload), its active segmentation branch, a dataset with four
     generated samples (two annotated), and one library vector by the artist."""
+    return build_studio(users, tiny_models)
+
+
+@pytest.fixture(scope="module")
+def _module_studio(django_db_setup, django_db_blocker, tiny_models):
+    from django.core.management import call_command
+
+    with django_db_blocker.unblock():
+        data = build_studio(make_users(), tiny_models)
+    yield data
+    with django_db_blocker.unblock():
+        call_command("flush", interactive=False, verbosity=0)
+
+
+@pytest.fixture
+def shared_studio(_module_studio, db):
+    """``studio``'s data, built once per module and committed; each test's changes are rolled back after it.
+
+    For in-process tests only: processes like Daphne see it too, but a transactional test would flush it."""
+    return _module_studio
+
+
+def build_studio(users, tiny_models) -> SimpleNamespace:
     from gpu_worker.tasks import image_png, latent_bytes
     from webapp.datasets import services as datasets
     from webapp.datasets.models import Sample

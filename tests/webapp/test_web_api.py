@@ -26,14 +26,14 @@ def current_mask(client, sample_id: int) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(response.content)))
 
 
-def test_me_reports_role_and_permissions(studio, client_for):
-    body = client_for(studio.users.artist).get("/api/me").json()
+def test_me_reports_role_and_permissions(shared_studio, client_for):
+    body = client_for(shared_studio.users.artist).get("/api/me").json()
     assert body["role"] == "artist"
     assert "editing.run_edit" in body["permissions"] and "datasets.annotate" not in body["permissions"]
 
 
-def test_schema_creation_validates_classes(studio, client_for):
-    admin = client_for(studio.users.admin)
+def test_schema_creation_validates_classes(shared_studio, client_for):
+    admin = client_for(shared_studio.users.admin)
     classes = [{"name": f"part {i}", "colour": f"#{i:02x}{i:02x}{i:02x}"} for i in range(20)]
     created = admin.post("/api/schemas", {"name": "car", "classes": classes}, content_type="application/json")
     assert created.status_code == 201 and len(created.json()["classes"]) == 20
@@ -45,9 +45,9 @@ def test_schema_creation_validates_classes(studio, client_for):
     assert bad_colour.status_code == 422
 
 
-def test_save_annotation_versions_and_409_on_stale_base(studio, client_for):
-    sample = studio.samples[2]  # not annotated yet
-    alice, bob = client_for(studio.users.annotator), client_for(studio.users.annotator2)
+def test_save_annotation_versions_and_409_on_stale_base(shared_studio, client_for):
+    sample = shared_studio.samples[2]  # not annotated yet
+    alice, bob = client_for(shared_studio.users.annotator), client_for(shared_studio.users.annotator2)
     mask = np.zeros((32, 32), np.uint8)
     mask[4:10, 4:10] = 1
     first = alice.put(f"/api/samples/{sample.pk}/annotation", {"base_version": 0, "mask_png": b64(png_bytes(mask))},
@@ -71,9 +71,9 @@ def test_save_annotation_versions_and_409_on_stale_base(studio, client_for):
     assert (np.asarray(Image.open(io.BytesIO(old.content))) == mask).all()  # history keeps every revision
 
 
-def test_submit_then_review_workflow(studio, client_for):
-    sample = studio.samples[0]  # annotated at version 1 by the fixture
-    annotator, admin = client_for(studio.users.annotator), client_for(studio.users.admin)
+def test_submit_then_review_workflow(shared_studio, client_for):
+    sample = shared_studio.samples[0]  # annotated at version 1 by the fixture
+    annotator, admin = client_for(shared_studio.users.annotator), client_for(shared_studio.users.admin)
     submitted = annotator.post(f"/api/samples/{sample.pk}/annotation/submit", {"base_version": 1},
                                content_type="application/json")
     assert submitted.status_code == 200 and submitted.json() == {**submitted.json(), "status": "submitted",
@@ -96,19 +96,19 @@ def test_submit_then_review_workflow(studio, client_for):
     ("rgb image", lambda: png_bytes(np.zeros((32, 32, 3), np.uint8), mode="RGB"), "mode RGB"),
     ("not a png", lambda: b"GIF89a not really", "not a readable PNG"),
 ])
-def test_bad_masks_are_refused_with_the_reason(studio, client_for, problem, make, reason):
-    sample = studio.samples[0]
-    response = client_for(studio.users.annotator).put(
+def test_bad_masks_are_refused_with_the_reason(shared_studio, client_for, problem, make, reason):
+    sample = shared_studio.samples[0]
+    response = client_for(shared_studio.users.annotator).put(
         f"/api/samples/{sample.pk}/annotation", {"base_version": 1, "mask_png": b64(make())},
         content_type="application/json")
     assert response.status_code == 400, problem
     assert reason in response.json()["detail"]
-    assert client_for(studio.users.annotator).get(f"/api/samples/{sample.pk}/annotation").json()["version"] == 1
+    assert client_for(shared_studio.users.annotator).get(f"/api/samples/{sample.pk}/annotation").json()["version"] == 1
 
 
-def test_mask_that_is_not_base64_is_a_400(studio, client_for):
-    response = client_for(studio.users.annotator).put(
-        f"/api/samples/{studio.samples[0].pk}/annotation", {"base_version": 1, "mask_png": "***"},
+def test_mask_that_is_not_base64_is_a_400(shared_studio, client_for):
+    response = client_for(shared_studio.users.annotator).put(
+        f"/api/samples/{shared_studio.samples[0].pk}/annotation", {"base_version": 1, "mask_png": "***"},
         content_type="application/json")
     assert response.status_code == 400 and "base64" in response.json()["detail"]
 
@@ -122,17 +122,17 @@ def _image_file(fmt: str, size=(40, 30)) -> io.BytesIO:
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
-def test_upload_accepts_png_jpeg_webp_and_fits_the_generator(studio, client_for, fmt):
-    response = client_for(studio.users.artist).post(f"/api/datasets/{studio.dataset.pk}/samples/upload",
+def test_upload_accepts_png_jpeg_webp_and_fits_the_generator(shared_studio, client_for, fmt):
+    response = client_for(shared_studio.users.artist).post(f"/api/datasets/{shared_studio.dataset.pk}/samples/upload",
                                                     {"file": _image_file(fmt)})
     assert response.status_code == 201, response.content
     body = response.json()
     assert (body["width"], body["height"], body["source"], body["has_latent"]) == (32, 32, "uploaded", False)
 
 
-def test_upload_refuses_other_formats_bombs_and_oversize(studio, client_for, settings):
-    artist = client_for(studio.users.artist)
-    url = f"/api/datasets/{studio.dataset.pk}/samples/upload"
+def test_upload_refuses_other_formats_bombs_and_oversize(shared_studio, client_for, settings):
+    artist = client_for(shared_studio.users.artist)
+    url = f"/api/datasets/{shared_studio.dataset.pk}/samples/upload"
     gif = artist.post(url, {"file": _image_file("GIF")})
     assert gif.status_code == 400 and "GIF images are not accepted" in gif.json()["detail"]
     garbage = io.BytesIO(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
@@ -144,12 +144,12 @@ def test_upload_refuses_other_formats_bombs_and_oversize(studio, client_for, set
     settings.STUDIO_MAX_UPLOAD_BYTES = 100
     big = artist.post(url, {"file": _image_file("JPEG")})
     assert big.status_code == 400 and "the limit is 100 bytes" in big.json()["detail"]
-    assert studio.dataset.samples.count() == 4
+    assert shared_studio.dataset.samples.count() == 4
 
 
-def test_exports_png_coco_rle_and_zip(studio, client_for):
-    viewer = client_for(studio.users.artist)
-    sample = studio.samples[0]
+def test_exports_png_coco_rle_and_zip(shared_studio, client_for):
+    viewer = client_for(shared_studio.users.artist)
+    sample = shared_studio.samples[0]
     mask = current_mask(viewer, sample.pk)
     coco = viewer.get(f"/api/samples/{sample.pk}/annotation/coco").json()
     assert {c["id"] for c in coco["categories"]} == {1, 2}
@@ -159,17 +159,17 @@ def test_exports_png_coco_rle_and_zip(studio, client_for):
         assert annotation["area"] == int((mask == annotation["category_id"]).sum())
     assert (rebuilt == mask).all()
 
-    archive = zipfile.ZipFile(io.BytesIO(viewer.get(f"/api/datasets/{studio.dataset.pk}/export.zip").content))
+    archive = zipfile.ZipFile(io.BytesIO(viewer.get(f"/api/datasets/{shared_studio.dataset.pk}/export.zip").content))
     names = set(archive.namelist())
     assert {"schema.json", "annotations.coco.json"} <= names
-    assert {f"images/{s.pk}.png" for s in studio.samples} <= names
-    assert {n for n in names if n.startswith("masks/")} == {f"masks/{s.pk}.png" for s in studio.samples[:2]}
+    assert {f"images/{s.pk}.png" for s in shared_studio.samples} <= names
+    assert {n for n in names if n.startswith("masks/")} == {f"masks/{s.pk}.png" for s in shared_studio.samples[:2]}
     schema = json.loads(archive.read("schema.json"))
     assert [c["name"] for c in schema["classes"]] == ["background", "skin", "hair"]
 
 
-def test_vector_library_and_compositions(studio, client_for):
-    artist, admin = client_for(studio.users.artist), client_for(studio.users.admin)
+def test_vector_library_and_compositions(shared_studio, client_for):
+    artist, admin = client_for(shared_studio.users.artist), client_for(shared_studio.users.admin)
     vector = artist.get(f"/api/vectors?tag=hair").json()
     assert [v["name"] for v in vector] == ["bigger hair"] and vector[0]["edited_classes"] == [2]
     vector_id = vector[0]["id"]
@@ -180,9 +180,9 @@ def test_vector_library_and_compositions(studio, client_for):
     assert wrong_range.status_code == 400
 
     downloaded = artist.get(f"/api/vectors/{vector_id}/file").content
-    again = artist.post("/api/vectors/upload", {"file": io.BytesIO(downloaded), "generator_id": studio.generator.pk})
+    again = artist.post("/api/vectors/upload", {"file": io.BytesIO(downloaded), "generator_id": shared_studio.generator.pk})
     assert again.status_code == 409  # same name on the same generator
-    composition = artist.post("/api/compositions", {"name": "look", "generator_id": studio.generator.pk,
+    composition = artist.post("/api/compositions", {"name": "look", "generator_id": shared_studio.generator.pk,
                                                     "items": [{"vector_id": vector_id, "scale": 1.5}]},
                               content_type="application/json")
     assert composition.status_code == 201
@@ -193,21 +193,21 @@ def test_vector_library_and_compositions(studio, client_for):
     assert artist.delete(f"/api/vectors/{vector_id}").status_code == 204
 
 
-def test_vector_from_another_generator_is_refused(studio, client_for, tiny_models, tmp_path):
+def test_vector_from_another_generator_is_refused(shared_studio, client_for, tiny_models, tmp_path):
     import torch
 
     from editor_core.vectors import EditVector, EditVectorInfo
 
     path = tmp_path / "foreign.safetensors"
-    EditVector(torch.zeros(studio.generator.config["num_ws"], 32),
+    EditVector(torch.zeros(shared_studio.generator.config["num_ws"], 32),
                EditVectorInfo(name="foreign", generator_id="0123456789abcdef", edited_classes=[1])).save(path)
-    response = client_for(studio.users.artist).post(
-        "/api/vectors/upload", {"file": io.BytesIO(path.read_bytes()), "generator_id": studio.generator.pk})
+    response = client_for(shared_studio.users.artist).post(
+        "/api/vectors/upload", {"file": io.BytesIO(path.read_bytes()), "generator_id": shared_studio.generator.pk})
     assert response.status_code == 400 and "learned on generator 0123456789abcdef" in response.json()["detail"]
 
 
-def test_checkpoint_import_checks_format_and_paths(studio, client_for, tiny_models, settings):
-    admin = client_for(studio.users.admin)
+def test_checkpoint_import_checks_format_and_paths(shared_studio, client_for, tiny_models, settings):
+    admin = client_for(shared_studio.users.admin)
     junk = io.BytesIO(b"this is not a checkpoint at all")
     junk.name = "model.pkl"
     refused = admin.post("/api/checkpoints/upload", {"file": junk, "kind": "generator", "name": "junk"})
@@ -215,37 +215,37 @@ def test_checkpoint_import_checks_format_and_paths(studio, client_for, tiny_mode
     duplicate = admin.post("/api/checkpoints/upload", {
         "file": io.BytesIO((tiny_models.folder / "generator.safetensors").read_bytes()), "kind": "generator",
         "name": "again"})
-    assert duplicate.status_code == 409 and duplicate.json()["existing_id"] == studio.generator.pk
+    assert duplicate.status_code == 409 and duplicate.json()["existing_id"] == shared_studio.generator.pk
     outside = admin.post("/api/checkpoints/import", {"kind": "generator", "name": "x", "server_path": "/etc/passwd"},
                          content_type="application/json")
     assert outside.status_code == 400 and "outside the import folders" in outside.json()["detail"]
     settings.STUDIO_IMPORT_ROOTS = [tiny_models.folder]
     segmentation = admin.post("/api/checkpoints/import", {
-        "kind": "segmentation", "name": "second", "generator_id": studio.generator.pk,
+        "kind": "segmentation", "name": "second", "generator_id": shared_studio.generator.pk,
         "server_path": str(tiny_models.folder / "segmentation.safetensors")}, content_type="application/json")
     assert segmentation.status_code == 409  # the same file is already registered
-    active = admin.post(f"/api/checkpoints/{studio.segmentation.pk}/activate").json()
+    active = admin.post(f"/api/checkpoints/{shared_studio.segmentation.pk}/activate").json()
     assert active["active"] is True
-    used = admin.delete(f"/api/checkpoints/{studio.generator.pk}")
+    used = admin.delete(f"/api/checkpoints/{shared_studio.generator.pk}")
     assert used.status_code == 409 and "still used" in used.json()["detail"]
 
 
-def test_job_cancel_retry_and_per_user_limit(studio, client_for, settings):
+def test_job_cancel_retry_and_per_user_limit(shared_studio, client_for, settings):
     from webapp.jobs import services as jobs
     from webapp.jobs.models import Job
 
     settings.STUDIO_MAX_QUEUED_JOBS_PER_USER = 2
-    admin = client_for(studio.users.admin)
-    first = admin.post(f"/api/datasets/{studio.dataset.pk}/samples/generate", {"count": 2},
+    admin = client_for(shared_studio.users.admin)
+    first = admin.post(f"/api/datasets/{shared_studio.dataset.pk}/samples/generate", {"count": 2},
                        content_type="application/json")
-    second = admin.post(f"/api/datasets/{studio.dataset.pk}/samples/generate", {"count": 2},
+    second = admin.post(f"/api/datasets/{shared_studio.dataset.pk}/samples/generate", {"count": 2},
                         content_type="application/json")
     assert first.status_code == second.status_code == 202
-    third = admin.post(f"/api/datasets/{studio.dataset.pk}/samples/generate", {"count": 2},
+    third = admin.post(f"/api/datasets/{shared_studio.dataset.pk}/samples/generate", {"count": 2},
                        content_type="application/json")
     assert third.status_code == 429 and "limit 2" in third.json()["detail"]
     # Mode-1-like cheap jobs are not limited: a pre-label still goes through.
-    assert client_for(studio.users.annotator).post(f"/api/samples/{studio.samples[3].pk}/prelabel").status_code == 202
+    assert client_for(shared_studio.users.annotator).post(f"/api/samples/{shared_studio.samples[3].pk}/prelabel").status_code == 202
 
     cancelled = admin.post(f"/api/jobs/{first.json()['id']}/cancel").json()
     assert cancelled["status"] == "cancelled"
@@ -253,17 +253,17 @@ def test_job_cancel_retry_and_per_user_limit(studio, client_for, settings):
     retried = admin.post(f"/api/jobs/{first.json()['id']}/retry")
     assert retried.status_code == 202 and retried.json()["retry_of_id"] == first.json()["id"]
     assert retried.json()["params"] == first.json()["params"]
-    others_job = client_for(studio.users.annotator).post(f"/api/jobs/{second.json()['id']}/cancel")
+    others_job = client_for(shared_studio.users.annotator).post(f"/api/jobs/{second.json()['id']}/cancel")
     assert others_job.status_code == 404  # annotators do not even see the admin's jobs
     running = Job.objects.get(pk=second.json()["id"])
     Job.objects.filter(pk=running.pk).update(status=Job.Status.RUNNING)
-    assert jobs.cancel(running, studio.users.admin).cancel_requested  # a running job is told to stop
+    assert jobs.cancel(running, shared_studio.users.admin).cancel_requested  # a running job is told to stop
 
 
-def test_token_auth_for_scripts_and_csrf_for_browsers(studio, client_for):
+def test_token_auth_for_scripts_and_csrf_for_browsers(shared_studio, client_for):
     from django.test import Client
 
-    browser = client_for(studio.users.annotator)
+    browser = client_for(shared_studio.users.annotator)
     token = browser.post("/api/tokens", {"name": "my script"}, content_type="application/json").json()
     assert token["key"].startswith("egs_")
     script = Client()
@@ -271,8 +271,8 @@ def test_token_auth_for_scripts_and_csrf_for_browsers(studio, client_for):
     assert script.get("/api/me", **headers).json()["username"] == "ann"
     assert script.get("/api/me", HTTP_AUTHORIZATION="Bearer egs_wrong").status_code == 401
     strict = Client(enforce_csrf_checks=True)
-    strict.force_login(studio.users.annotator)
-    url = f"/api/samples/{studio.samples[0].pk}/annotation/submit"
+    strict.force_login(shared_studio.users.annotator)
+    url = f"/api/samples/{shared_studio.samples[0].pk}/annotation/submit"
     no_csrf = strict.post(url, {"base_version": 1}, content_type="application/json")
     assert no_csrf.status_code == 403 and "CSRF" in no_csrf.json()["detail"]
     csrf = strict.get("/api/auth/csrf").json()["csrftoken"]
@@ -281,7 +281,7 @@ def test_token_auth_for_scripts_and_csrf_for_browsers(studio, client_for):
     assert script.post(url, {"base_version": 2}, content_type="application/json", **headers).status_code == 409
 
 
-def test_login_and_active_learning_order(studio, client_for):
+def test_login_and_active_learning_order(shared_studio, client_for):
     from django.test import Client
 
     from webapp.datasets.models import Sample
@@ -291,7 +291,7 @@ def test_login_and_active_learning_order(studio, client_for):
                        content_type="application/json").status_code == 401
     assert client.post("/api/auth/login", {"username": "ann", "password": "correct horse battery staple"},
                        content_type="application/json").json()["role"] == "annotator"
-    Sample.objects.filter(pk=studio.samples[2].pk).update(uncertainty=0.1)
-    Sample.objects.filter(pk=studio.samples[3].pk).update(uncertainty=0.9)
-    order = [s["id"] for s in client.get(f"/api/datasets/{studio.dataset.pk}/next-to-label").json()]
-    assert order == [studio.samples[3].pk, studio.samples[2].pk]  # labelled samples 0, 1 are not offered
+    Sample.objects.filter(pk=shared_studio.samples[2].pk).update(uncertainty=0.1)
+    Sample.objects.filter(pk=shared_studio.samples[3].pk).update(uncertainty=0.9)
+    order = [s["id"] for s in client.get(f"/api/datasets/{shared_studio.dataset.pk}/next-to-label").json()]
+    assert order == [shared_studio.samples[3].pk, shared_studio.samples[2].pk]  # labelled samples 0, 1 are not offered
