@@ -153,7 +153,7 @@ def test_artist_samples_edits_saves_applies_and_composes(open_as, live_studio):
 
 def test_admin_retrains_the_segmentation_branch(open_as, live_studio):
     page = open_as("boss", "/admin")
-    page.get_by_label("Training steps").fill("30")
+    page.get_by_label("Training steps").fill("10")
     page.get_by_label("Version name").fill("retrained in e2e")
     page.get_by_role("button", name="Start training").click()
     page.locator(".toast-success").filter(has_text="Training finished").wait_for(timeout=180_000)
@@ -172,3 +172,16 @@ def test_bad_upload_shows_a_readable_error(open_as, live_studio, tmp_path):
     error.wait_for()
     assert "could not use that input" in error.inner_text() or "not" in error.inner_text()
     screenshot(page, "bad_upload")
+
+
+def test_help_panel_lists_the_keyboard_shortcuts(open_as, live_studio):
+    page = open_as("ann", f"/annotate/{live_studio.samples[0].pk}")
+    wait_ready(page)
+    page.keyboard.press("?")
+    help_panel = page.get_by_role("dialog", name="Keyboard shortcuts")
+    help_panel.wait_for()
+    for text in ("Undo my last change", "ctrl+shift+z", "Brush tool", "Pre-label with the model", "Zoom around the cursor"):
+        assert text in help_panel.inner_text(), text
+    screenshot(page, "help")
+    page.keyboard.press("Escape")
+    help_panel.wait_for(state="detached")
