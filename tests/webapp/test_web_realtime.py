@@ -1,0 +1,214 @@
+"""Websockets against a real Daphne (subprocess) and the real Redis channel layer, with `websockets` clients."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+pytestmark = pytest.mark.django_db(transaction=True)
+TIMEOUT = 20
+
+
+def ws_url(daphne_url: str, path: str) -> str:
+    return daphne_url.replace("http://", "ws://") + path
+
+
+def session_headers(client_for, user) -> dict:
+    return {"Cookie": f"sessionid={client_for(user).cookies['sessionid'].value}"}
+
+
+def open_socket(daphne_url, path, headers=None, origin="own"):
+    return connect(ws_url(daphne_url, path), additional_headers=headers or {},
+                   origin=daphne_url if origin == "own" else origin, open_timeout=TIMEOUT)
+
+
+async def next_of(socket, kind: str, timeout: float = TIMEOUT) -> dict:
+    """The next message of type ``kind`` (others are skipped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        message = json.loads(await asyncio.wait_for(socket.recv(), deadline - time.monotonic()))
+        if message["type"] == kind:
+            return message
+
+
+def stroke(class_index: int, points, radius=2.0) -> dict:
+    return {"op": "stroke", "class": class_index, "radius": radius, "points": points}
+
+
+def stored_mask(sample):
+    from webapp.datasets.services import read_mask
+
+    sample.refresh_from_db()
+    return read_mask(sample)
+
+
+def test_sockets_need_a_role_and_the_page_origin(studio, daphne_url, client_for):
+    from webapp.accounts.models import ApiToken
+
+    sample = studio.samples[0]
+    path = f"/ws/annotate/{sample.pk}/"
+    _token, key = ApiToken.issue(studio.users.annotator, "script")
+    annotator, nobody, artist = (session_headers(client_for, user) for user in (
+        studio.users.annotator, studio.users.nobody, studio.users.artist))
+
+    async def scenario():
+        for headers, origin in [({}, "own"),  # anonymous
+                                (annotator, "http://evil.example"),
+                                (annotator, None),  # a cookie without an Origin: not from our page
+                                (nobody, "own")]:  # logged in, but no role
+            with pytest.raises(InvalidStatus) as refused:
+                async with open_socket(daphne_url, path, headers, origin):
+                    pass
+            assert refused.value.response.status_code == 403
+        async with open_socket(daphne_url, path, {"Authorization": f"Bearer {key}"}, origin=None) as socket:
+            assert (await next_of(socket, "state"))["you"]["username"] == "ann"
+        with pytest.raises(InvalidStatus):  # an edit session that does not exist
+            async with open_socket(daphne_url, "/ws/edits/999/", artist):
+                pass
+
+    asyncio.run(scenario())
+
+
+def test_malformed_messages_get_an_error_and_the_socket_stays_up(studio, daphne_url, client_for):
+    sample = studio.samples[0]
+    headers = session_headers(client_for, studio.users.annotator)
+
+    async def scenario():
+        async with open_socket(daphne_url, f"/ws/annotate/{sample.pk}/", headers) as socket:
+            await next_of(socket, "state")
+            bad = ["not json", "[1, 2]", json.dumps({"type": 5}), json.dumps({"type": "teleport"}),
+                   json.dumps({"type": "op", "op": stroke(9, [[1, 1]])}),
+                   json.dumps({"type": "op", "op": {"op": "stroke", "class": 1, "radius": 2, "points": "here"}}),
+                   json.dumps({"type": "cursor", "x": "left"})]
+            errors = []
+            for text in bad:
+                await socket.send(text)
+                errors.append((await next_of(socket, "error"))["error"])
+            await socket.send(json.dumps({"type": "ping"}))
+            await next_of(socket, "pong")
+            return errors
+
+    errors = asyncio.run(scenario())
+    assert "not valid JSON" in errors[0] and "JSON object" in errors[1] and "JSON object" in errors[2]
+    assert "unknown message type 'teleport'" in errors[3]
+    assert "class index in 0..2" in errors[4] and "[x, y]" in errors[5] and "numeric x and y" in errors[6]
+
+
+def test_two_annotators_paint_one_mask_at_the_same_time(studio, daphne_url, client_for):
+    """Both see each other's strokes live, in one server order, and the stored mask holds both."""
+    from webapp.datasets.masks import apply_ops
+
+    sample = studio.samples[2]  # not annotated yet
+    alice_strokes = [stroke(1, [[2, y], [12, y]]) for y in range(2, 30, 3)]
+    bob_strokes = [stroke(2, [[20, y], [30, y]]) for y in range(2, 30, 3)]
+
+    async def painter(headers, strokes, peers_expected):
+        async with open_socket(daphne_url, f"/ws/annotate/{sample.pk}/", headers) as socket:
+            state = await next_of(socket, "state")
+            while len((await next_of(socket, "presence"))["users"]) < peers_expected:
+                pass
+            seen = []
+            for index, op in enumerate(strokes):
+                await socket.send(json.dumps({"type": "op", "op": op, "client_id": f"{index}"}))
+                await asyncio.sleep(0.01)
+            while len(seen) < len(alice_strokes) + len(bob_strokes):
+                seen.append(await next_of(socket, "op"))
+            saved = await next_of(socket, "saved")
+            return state, seen, saved
+
+    alice_headers = session_headers(client_for, studio.users.annotator)
+    bob_headers = session_headers(client_for, studio.users.annotator2)
+
+    async def scenario():
+        alice = painter(alice_headers, alice_strokes, 2)
+        bob = painter(bob_headers, bob_strokes, 2)
+        return await asyncio.gather(alice, bob)
+
+    (alice_state, alice_seen, _), (_bob_state, bob_seen, _) = asyncio.run(scenario())
+    assert alice_state["version"] == 0
+    order = lambda seen: [(m["seq"], m["username"], m["client_id"]) for m in sorted(seen, key=lambda m: m["seq"])]
+    assert order(alice_seen) == order(bob_seen)  # one server order for everybody
+    assert {m["username"] for m in alice_seen} == {"ann", "ann2"}
+
+    deadline = time.monotonic() + 10
+    while (mask := stored_mask(sample)).max() == 0 or not (set(np.unique(mask)) >= {1, 2}):
+        assert time.monotonic() < deadline, "the live strokes never reached the database"
+        time.sleep(0.2)
+    replayed = apply_ops(np.zeros((32, 32), np.uint8), [m["op"] for m in sorted(alice_seen, key=lambda m: m["seq"])])
+    assert (mask == replayed).all()  # the stored mask is exactly the strokes in server order
+    assert (mask[:, :13] == 1).any() and (mask[:, 19:] == 2).any()
+
+
+def test_autosave_keeps_a_dropped_painters_work(studio, daphne_url, client_for):
+    """A browser that vanishes mid-stroke loses at most what it had not sent: the server saves within 2 s."""
+    from webapp.datasets.models import Annotation
+
+    sample = studio.samples[0]
+    before = Annotation.objects.get(sample=sample).version
+    headers = session_headers(client_for, studio.users.annotator)
+
+    async def scenario():
+        socket = await open_socket(daphne_url, f"/ws/annotate/{sample.pk}/", headers)
+        await next_of(socket, "state")
+        await socket.send(json.dumps({"type": "op", "op": stroke(2, [[5, 5], [25, 5]], radius=1)}))
+        await next_of(socket, "op")  # the server has it
+        echoed = time.monotonic()
+        socket.transport.abort()  # the network drops: no close handshake, no save message
+        return echoed
+
+    echoed = asyncio.run(scenario())
+    while Annotation.objects.get(sample=sample).version == before:
+        assert time.monotonic() - echoed < 2.0, "the stroke was not stored within 2 s"
+        time.sleep(0.05)
+    revision = Annotation.objects.get(sample=sample).revisions.first()
+    assert revision.reason == "autosave" and "by ann" in revision.note
+    assert (stored_mask(sample)[5, 6:24] == 2).all()
+
+
+def test_viewers_may_watch_but_not_paint_and_see_cursors(studio, daphne_url, client_for):
+    sample = studio.samples[0]
+    artist_headers = session_headers(client_for, studio.users.artist)
+    annotator_headers = session_headers(client_for, studio.users.annotator)
+
+    async def scenario():
+        async with open_socket(daphne_url, f"/ws/annotate/{sample.pk}/", artist_headers) as artist, \
+                open_socket(daphne_url, f"/ws/annotate/{sample.pk}/", annotator_headers) as annotator:
+            await next_of(artist, "state")
+            await next_of(annotator, "state")
+            await artist.send(json.dumps({"type": "op", "op": stroke(1, [[1, 1]])}))
+            refused = await next_of(artist, "error")
+            await annotator.send(json.dumps({"type": "cursor", "x": 3, "y": 4.5}))
+            cursor = await next_of(artist, "cursor")
+            return refused, cursor
+
+    refused, cursor = asyncio.run(scenario())
+    assert "not paint" in refused["error"]
+    assert (cursor["username"], cursor["x"], cursor["y"]) == ("ann", 3.0, 4.5)
+
+
+def test_job_socket_sends_status_and_takes_cancel(studio, daphne_url, client_for):
+    from webapp.jobs.models import Job
+    from webapp.jobs.services import enqueue
+
+    job = enqueue("sample", studio.users.admin, {"dataset_id": studio.dataset.pk, "count": 1})
+    admin, annotator = (session_headers(client_for, user) for user in (studio.users.admin, studio.users.annotator))
+
+    async def not_mine():
+        async with open_socket(daphne_url, f"/ws/jobs/{job.pk}/", annotator):
+            pass
+
+    async def scenario():
+        async with open_socket(daphne_url, f"/ws/jobs/{job.pk}/", admin) as socket:
+            first = await next_of(socket, "job.status")
+            await socket.send(json.dumps({"type": "cancel"}))
+            return first, await next_of(socket, "job.status")
+
+    with pytest.raises(InvalidStatus):  # somebody else's job
+        asyncio.run(not_mine())
+    first, cancelled = asyncio.run(scenario())
+    assert first["kind"] == "sample" and cancelled["status"] == "cancelled"
