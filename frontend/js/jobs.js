@@ -68,3 +68,9 @@ export function watchEdit(sessionId, handlers = {}) {
   });
   return { done, cancel: () => socket.send({ type: 'cancel' }), close: () => socket.close() };
 }
+
+/** Resolves like `promise`, or with a failed status after `ms` (a job whose worker died never reports). */
+export function orTimeout(promise, ms, what = 'the job') {
+  return Promise.race([promise, new Promise((resolve) => setTimeout(
+    () => resolve({ status: 'failed', error: `${what} gave no answer in ${Math.round(ms / 1000)} s` }), ms))]);
+}

@@ -112,9 +112,8 @@ def test_prelabel_fills_the_mask_from_the_model(open_as, live_studio, client_for
 def test_artist_samples_edits_saves_applies_and_composes(open_as, live_studio):
     page = open_as("art", "/edit")
     page.get_by_role("button", name="Random sample").click()
-    page.locator(".edit-view .mask-pane .paint-canvas").wait_for()
     page.wait_for_function("() => /#\\/edit\\/\\d+/.test(location.hash)", timeout=60_000)
-    page.wait_for_timeout(500)
+    page.locator(".edit-view .loss-readout").filter(has_text="paint on the segmentation").wait_for(timeout=90_000)
     box = page.locator(".edit-view .paint-canvas").bounding_box()
     size = 32
     page.locator('.edit-view .palette li[data-label="2"]').click()

@@ -18,9 +18,10 @@ import { OpHistory } from '../canvas/history.js';
 import { LabelMask } from '../canvas/mask.js';
 import { SharedMask } from '../canvas/collab.js';
 import { decodeIndexPng, encodeIndexPng, toBase64 } from '../png.js';
-import { describeJob, watchEdit, watchJob } from '../jobs.js';
+import { describeJob, orTimeout, watchEdit, watchJob } from '../jobs.js';
 
 const DEFAULT_STEPS = 60;
+const SEGMENT_TIMEOUT_MS = 60_000;
 
 function loadImage(url) {
   return new Promise((resolve, reject) => {
@@ -171,7 +172,7 @@ export class EditView {
     this.chart.setAll({});
     this.compare.setBefore(sample.image_url);
     this.compare.setAfter(sample.image_url);
-    this.previewInfo.textContent = sample.has_latent ? 'paint on the segmentation, then Edit'
+    this.previewInfo.textContent = sample.has_latent ? 'loading the segmentation…'
       : 'this photo is not embedded yet — embedding…';
     this.image = await loadImage(sample.image_url);
     await this.resetMask();
@@ -191,6 +192,7 @@ export class EditView {
     this.history.clear();
     this.canvas.setContent({ image: this.image, shared: new SharedMask(this.startMask.clone(), 0),
       colours: this.classes.map((c) => c.colour) });
+    if (this.sample.has_latent) this.previewInfo.textContent = 'paint on the segmentation, then Edit';
   }
 
   // The segmentation the edit starts from must be the model's own prediction for this image (mode 3 compares the
@@ -207,10 +209,11 @@ export class EditView {
     if (!vector) return api.annotationMaskBytes(this.sample.id, null);
     this.previewInfo.textContent = 'segmenting the image…';
     const session = await api.startEdit({ sample_id: this.sample.id, mode: 1, vectors: [{ vector_id: vector.id, scale: 0 }] });
-    const final = await watchEdit(session.id).done;
+    const watch = watchEdit(session.id);
+    const final = await orTimeout(watch.done, SEGMENT_TIMEOUT_MS, 'the segmentation');
+    watch.close();
     if (final.status !== 'succeeded') throw new Error(`segmenting the image ${describeJob(final)}`);
     const edit = await api.getEdit(session.id);
-    this.previewInfo.textContent = 'paint on the segmentation, then Edit';
     return api.urlBytes(edit.result.mask_url);
   }
 

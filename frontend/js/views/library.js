@@ -9,16 +9,25 @@ import { showError, toast } from '../ui/toast.js';
 import { askForm } from '../ui/modal.js';
 import { routeHash } from '../router.js';
 import { LatestOnly } from '../latest.js';
-import { describeJob, watchEdit } from '../jobs.js';
+import { describeJob, orTimeout, watchEdit } from '../jobs.js';
+
+const EDIT_TIMEOUT_MS = 120_000;
 import { CompareView } from './edit.js';
 import { matchesFilters } from '../library-filter.js';
 
 /** Runs one edit (mode 1 or 2) to its end and returns the finished EditOut. */
 async function runEdit(body, onProgress) {
   const session = await api.startEdit(body);
-  const final = await watchEdit(session.id, { onProgress }).done;
+  const watch = watchEdit(session.id, { onProgress });
+  const final = await orTimeout(watch.done, EDIT_TIMEOUT_MS, 'the edit');
+  watch.close();
   if (final.status !== 'succeeded') throw new Error(`the edit ${describeJob(final)}`);
   return api.getEdit(session.id);
+}
+
+/** A thumbnail, or a labelled blank where the vector has none (imported files carry no pictures). */
+function thumb(url, alt) {
+  return url ? h('img', { src: url, alt, loading: 'lazy' }) : h('div', { class: 'no-thumb', title: alt }, 'no preview');
 }
 
 export class LibraryView {
@@ -106,9 +115,8 @@ export class LibraryView {
       return;
     }
     replaceChildren(this.grid, shown.map((vector) => h('article', { class: 'card', dataset: { vectorId: vector.id } },
-      h('div', { class: 'thumbs' },
-        h('img', { src: vector.thumb_before_url ?? '', alt: `${vector.name} before`, loading: 'lazy' }),
-        h('img', { src: vector.thumb_after_url ?? '', alt: `${vector.name} after`, loading: 'lazy' })),
+      h('div', { class: 'thumbs' }, thumb(vector.thumb_before_url, `${vector.name} before`),
+        thumb(vector.thumb_after_url, `${vector.name} after`)),
       h('div', { class: 'name' }, vector.name),
       h('div', { class: 'desc' }, vector.description),
       h('div', { class: 'tags' }, vector.tags.map((t) => h('span', { class: 'tag' }, t))),
@@ -122,8 +130,7 @@ export class LibraryView {
     const backdrop = h('div', { class: 'modal-backdrop' }, h('div', { class: 'modal', role: 'dialog' },
       h('h2', {}, vector.name),
       h('div', { class: 'thumbs', style: { display: 'flex', gap: '8px' } },
-        h('img', { src: vector.thumb_before_url ?? '', alt: 'before', width: 192 }),
-        h('img', { src: vector.thumb_after_url ?? '', alt: 'after', width: 192 })),
+        thumb(vector.thumb_before_url, 'before'), thumb(vector.thumb_after_url, 'after')),
       h('p', {}, vector.description || '(no description)'),
       h('table', {},
         h('tr', {}, h('td', {}, 'Author'), h('td', {}, vector.author ?? '—')),
