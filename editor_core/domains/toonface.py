@@ -191,14 +191,16 @@ def check_params(params: ToonFaceParams) -> int:
         elif value.numel() != batch or value.device != device:
             raise ValueError(f"all params must have the same length and device; {name!r} has {value.numel()} on "
                              f"{value.device}, expected {batch} on {device}")
-        spec = PARAM_SCHEMA[name]
-        values = value.to(torch.float32)
-        outside = ~((values >= spec.low) & (values <= spec.high))  # also catches NaN
-        if bool(outside.any()):
-            bad = value[outside]
-            raise ValueError(f"param {name!r} must lie in [{spec.low}, {spec.high}] ({spec.description}); "
-                             f"{bad.numel()} value(s) outside, e.g. {bad[0].item()} at index "
-                             f"{int(outside.nonzero()[0])}")
+    # One host-device round trip for all ranges (this runs on every render, on the GPU too).
+    outside = {name: ~((value.to(torch.float32) >= PARAM_SCHEMA[name].low)
+                       & (value.to(torch.float32) <= PARAM_SCHEMA[name].high))  # also catches NaN
+               for name, value in params.items()}
+    if bool(torch.stack([bad.any() for bad in outside.values()]).any()):
+        name = next(name for name, bad in outside.items() if bool(bad.any()))
+        spec, index = PARAM_SCHEMA[name], int(outside[name].nonzero()[0])
+        raise ValueError(f"param {name!r} must lie in [{spec.low}, {spec.high}] ({spec.description}); "
+                         f"{int(outside[name].sum())} value(s) outside, e.g. {params[name][index].item()} at index "
+                         f"{index}")
     return batch
 
 
@@ -374,7 +376,7 @@ class _Scene:
 
     def colour(self, r: float, g: float, b: float) -> Tensor:
         """A constant colour [1, 3, 1, 1]."""
-        return torch.tensor((r, g, b), dtype=torch.float32, device=self.x.device).view(1, 3, 1, 1)
+        return _constant_colour((r, g, b), self.x.device)
 
     def cover(self, sdf: Tensor) -> Tensor:
         """Anti-aliased coverage [B, 1, H, W] of a shape, for blending details into a part's colour."""
@@ -482,21 +484,38 @@ def _smoothstep(edge0: float, edge1: float, value: Tensor) -> Tensor:
 # -- colours ----------------------------------------------------------------------------------------------------------
 
 
+# Constants are built by device kernels rather than copied from the host: on a GPU every host-to-device copy of a
+# Python value waits for the queued work to finish, which would stall the render a few dozen times per call.
+
+
+def _channel_index(device: torch.device) -> Tensor:
+    """[1, 3, 1, 1] holding 0, 1, 2."""
+    return torch.arange(3, device=device, dtype=torch.float32).view(1, 3, 1, 1)
+
+
+def _constant_colour(rgb: tuple[float, float, float], device: torch.device) -> Tensor:
+    """A constant colour [1, 3, 1, 1]."""
+    channel = _channel_index(device)
+    return torch.where(channel == 0, rgb[0], torch.where(channel == 1, rgb[1], rgb[2]))
+
+
 def _palette_colour(palette: tuple[tuple[float, float, float], ...], tone: Tensor) -> Tensor:
-    """Piecewise-linear interpolation along ``palette`` at ``tone`` [B, 1, 1] in [0, 1] → [B, 3, 1, 1]."""
-    colours = torch.tensor(palette, dtype=torch.float32, device=tone.device)
-    position = tone.view(-1) * (len(palette) - 1)
-    index = position.floor().clamp(0, len(palette) - 2).long()
-    fraction = (position - index).unsqueeze(1)
-    return torch.lerp(colours[index], colours[index + 1], fraction).view(-1, 3, 1, 1)
+    """Piecewise-linear interpolation along ``palette`` at ``tone`` [B, 1, 1] in [0, 1] → [B, 3, 1, 1].
+
+    Written as a sum of hat functions, one per palette entry, so that it needs no table on the device.
+    """
+    position = tone.unsqueeze(1) * (len(palette) - 1)
+    return sum((1.0 - (position - index).abs()).clamp_min(0.0) * _constant_colour(colour, tone.device)
+               for index, colour in enumerate(palette))
 
 
 def _hsv_colour(hue: Tensor, saturation: float, value: Union[Tensor, float]) -> Tensor:
     """HSV (hue and value [B, 1, 1] or floats) → RGB [B, 3, 1, 1]."""
-    channel_offsets = torch.tensor((5.0, 3.0, 1.0), device=hue.device).view(1, 3, 1, 1)
+    channel_offsets = 5.0 - 2.0 * _channel_index(hue.device)  # 5, 3, 1 for red, green, blue
     k = (channel_offsets + hue.unsqueeze(1) * 6.0) % 6.0
     ramp = torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
-    value = torch.as_tensor(value, device=hue.device).reshape(-1, 1, 1, 1)
+    if isinstance(value, Tensor):
+        value = value.unsqueeze(1)
     return value - value * saturation * ramp
 
 
