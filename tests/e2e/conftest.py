@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -61,7 +62,7 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture
-def open_as(request, browser, live_studio, tmp_path_factory):
+def open_as(request, browser, live_studio):
     """``open_as(username, hash)`` → a logged-in page of a fresh browser context at ``#<hash>``. When the test fails,
     every page's screenshot is kept (the path is printed) to show what the browser showed."""
     contexts = []
@@ -80,7 +81,8 @@ def open_as(request, browser, live_studio, tmp_path_factory):
 
     yield open_page
     if getattr(request.node, "call_failed", False):
-        folder = tmp_path_factory.mktemp("failed-pages")
+        folder = Path(tempfile.gettempdir()) / "editgan-e2e-failures" / request.node.name
+        folder.mkdir(parents=True, exist_ok=True)
         for k, context in enumerate(contexts):
             for page in context.pages:
                 page.screenshot(path=str(folder / f"page{k}.png"))

@@ -33,3 +33,11 @@ test('several server ops merge into one op where later ops win', () => {
   ], 4, 1);
   assert.deepEqual(runs, [[0, 2, 1], [2, 1, 2], [3, 1, 1]]);
 });
+
+import { parseClientId } from '../../frontend/js/rooms/annotation-room.js';
+
+test('client ids carry session, op and part; other clients’ ids are not ours', () => {
+  assert.deepEqual(parseClientId('ab12cd:17:2/5'), { session: 'ab12cd', opId: 17, part: 2, parts: 5 });
+  assert.equal(parseClientId('script-client'), null);
+  assert.equal(parseClientId(undefined), null);
+});

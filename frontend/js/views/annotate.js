@@ -19,6 +19,7 @@ import { watchJob, describeJob } from '../jobs.js';
 import { decodeIndexPng } from '../png.js';
 
 const CURSOR_INTERVAL_MS = 50;
+const PRESENCE_POLL_MS = 5000;
 const TOOL_KEYS = { b: 'brush', e: 'eraser', f: 'fill', p: 'polygon', l: 'lasso', i: 'eyedropper' };
 
 function loadImage(url) {
@@ -146,6 +147,7 @@ export class AnnotateView {
     this.digits.numClasses = this.classes.length;
     this.palette.select(Math.min(1, this.classes.length - 1));
     await this.refreshSamples();
+    this.pollPresence();
   }
 
   async refreshSamples() {
@@ -154,6 +156,24 @@ export class AnnotateView {
       ? await api.nextToLabel(this.dataset.id, 50) : await api.listSamples(this.dataset.id);
     this.samples.setSamples(rows);
     this.samples.setCurrent(this.sample?.id ?? null);
+  }
+
+  // Who is on the other samples: polled while the server offers it (the current sample's room says it live).
+  async pollPresence() {
+    clearTimeout(this.presenceTimer);
+    if (!this.dataset || this.presenceUnsupported) return;
+    try {
+      const rooms = await api.datasetPresence(this.dataset.id);
+      for (const sample of this.samples.samples) {
+        if (sample.id !== this.sample?.id) {
+          this.samples.occupancy.set(sample.id, (rooms[sample.id] ?? []).filter((n) => n !== this.me.username));
+        }
+      }
+      this.samples.render();
+    } catch (error) {
+      if (error.status === 404) { this.presenceUnsupported = true; return; }
+    }
+    this.presenceTimer = setTimeout(() => this.pollPresence(), PRESENCE_POLL_MS);
   }
 
   // Statuses in the list follow saves, at most every few seconds (every flush of the room sends one).
