@@ -8,11 +8,12 @@ Configuration comes from Django settings (``CELERY_*``): broker, acks_late, reje
 import os
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
 app = Celery("editgan_studio", include=["gpu_worker.tasks"])
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = (Queue("interactive"), Queue("training"))
+app.conf.task_queues = tuple(Queue(name, Exchange(name, type="direct"), routing_key=name)
+                             for name in ("interactive", "training"))
 app.conf.worker_hijack_root_logger = False

@@ -12,6 +12,7 @@ import secrets
 import socket
 import tempfile
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -245,10 +246,13 @@ def _train_segmentation(job: Job, reporter: JobReporter) -> dict:
                               "training needs at least 2")
     latents = torch.cat([sample_latent(s) for s in labelled])
     masks = torch.stack([torch.from_numpy(datasets.read_mask(s).astype(np.int64)) for s in labelled])
-    options = {k: job.params[k] for k in ("ensemble_size", "hidden") if k in job.params}
-    ensemble = SegmentationEnsemble(SegmentationConfig.from_generator(generator, schema.num_classes, **options))
+    architecture = job.params.get("architecture", {})
+    ensemble = SegmentationEnsemble(SegmentationConfig.from_generator(generator, schema.num_classes,
+                                                                      **architecture))
     steps = int(job.params["steps"])
-    config = SegTrainConfig(max_steps=steps, min_steps=min(200, steps), device=str(engine_cache.device()))
+    config = SegTrainConfig(max_steps=steps, min_steps=min(200, steps), device=str(engine_cache.device()),
+                            pixels_per_step=int(job.params.get("pixels_per_step", SegTrainConfig.pixels_per_step)),
+                            patience=SegTrainConfig.patience if job.params.get("early_stopping", True) else None)
     outcome = train_segmentation_engine(generator, ensemble, latents, masks.to(engine_cache.device()), config,
                                         progress=reporter)
     metrics = {"mean_iou": outcome.mean_iou, "steps": outcome.steps, "stopped_early": outcome.stopped_early,
@@ -341,38 +345,54 @@ def apply(job_id: int) -> str:
         return "skipped"
     batch = [job] + jobs.claim_batch(job.batch_key, worker_name(), settings.STUDIO_MODE1_MAX_BATCH - 1,
                                      exclude=job.pk)
-    prepared = []
-    for member in batch:  # one bad request fails alone, not the whole batch
-        try:
-            session = _session(member)
-            prepared.append((member, session, _library_vectors(session), sample_latent(session.sample)))
-        except (ValidationError, ValueError, EditSession.DoesNotExist) as exc:
-            message = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
-            jobs.finish(member, Job.Status.FAILED, error=message)
-    if not prepared:
+    requests = [request for request in map(_mode1_request, batch) if request is not None]
+    if not requests:
         return "failed"
     try:
         with JobReporter(job):
-            union = {vector_id: vector for _m, _s, chosen, _ws in prepared for vector_id, vector, _scale in chosen}
-            columns = {vector_id: column for column, vector_id in enumerate(union)}
-            scales = torch.zeros(len(prepared), len(union))  # a request's unused vectors get scale 0
-            for row, (_member, _session, chosen, _ws) in enumerate(prepared):
-                for vector_id, _vector, scale in chosen:
-                    scales[row, columns[vector_id]] += scale
-            leader = prepared[0][1]
-            models = engine_cache.editing_models(leader.generator, leader.segmentation)
-            applied = apply_vectors(models, torch.cat([p[3] for p in prepared]), list(union.values()), scales)
-            for index, (member, session, _chosen, _ws) in enumerate(prepared):
-                result = _store_edit(session, applied.image[index], applied.mask[index], applied.ws[index],
-                                     metrics={"batch_size": len(prepared), "batch_leader": job.pk})
-                jobs.finish(member, Job.Status.SUCCEEDED, result=result)
+            _render_mode1_batch(job, requests)
     except Exception as exc:
         log.exception("mode-1 batch led by job %s failed", job.pk)
-        for member, *_rest in prepared:
-            if not Job.objects.filter(pk=member.pk, status=Job.Status.SUCCEEDED).exists():
-                jobs.finish(member, Job.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+        for request in requests:
+            if not Job.objects.filter(pk=request.job.pk, status=Job.Status.SUCCEEDED).exists():
+                jobs.finish(request.job, Job.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
         return "failed"
     return "succeeded"
+
+
+@dataclass
+class Mode1Request:
+    job: Job
+    session: EditSession
+    vectors: list[tuple[int, EditVector, float]]
+    ws: torch.Tensor
+
+
+def _mode1_request(job: Job) -> Mode1Request | None:
+    """Load one request of a batch; a bad one fails alone instead of failing the whole batch."""
+    try:
+        session = _session(job)
+        return Mode1Request(job, session, _library_vectors(session), sample_latent(session.sample))
+    except (ValidationError, ValueError, EditSession.DoesNotExist) as exc:
+        jobs.finish(job, Job.Status.FAILED, error=" ".join(exc.messages) if isinstance(exc, ValidationError)
+                    else str(exc))
+        return None
+
+
+def _render_mode1_batch(leader: Job, requests: list[Mode1Request]) -> None:
+    union = {vector_id: vector for request in requests for vector_id, vector, _scale in request.vectors}
+    columns = {vector_id: column for column, vector_id in enumerate(union)}
+    scales = torch.zeros(len(requests), len(union))  # a request's vectors that another request uses get scale 0
+    for row, request in enumerate(requests):
+        for vector_id, _vector, scale in request.vectors:
+            scales[row, columns[vector_id]] += scale
+    first = requests[0].session
+    models = engine_cache.editing_models(first.generator, first.segmentation)
+    applied = apply_vectors(models, torch.cat([r.ws for r in requests]), list(union.values()), scales)
+    for index, request in enumerate(requests):
+        result = _store_edit(request.session, applied.image[index], applied.mask[index], applied.ws[index],
+                             metrics={"batch_size": len(requests), "batch_leader": leader.pk})
+        jobs.finish(request.job, Job.Status.SUCCEEDED, result=result)
 
 
 @app.task(name="gpu_worker.refine")

@@ -161,7 +161,12 @@ STUDIO_KEY_PREFIX = os.environ.get("STUDIO_KEY_PREFIX", "studio")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{STUDIO_KEY_PREFIX}:asgi", "capacity": 500, "expiry": 30},
+        "CONFIG": {
+            # channels_redis waits for messages with 5-second blocking reads: the socket timeout must be longer, or
+            # redis-py ends an idle websocket's receive loop with a TimeoutError.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+            "prefix": f"{STUDIO_KEY_PREFIX}:asgi", "capacity": 500, "expiry": 30,
+        },
     },
 }
 

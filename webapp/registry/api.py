@@ -65,7 +65,9 @@ def train_segmentation(request, payload: TrainSegmentationIn):
     from webapp.datasets.models import Dataset
 
     dataset = get_object_or_404(Dataset, pk=payload.dataset_id)
-    job = services.enqueue_training(dataset, request.user, payload.steps, payload.name, payload.activate)
+    job = services.enqueue_training(dataset, request.user, payload.steps, payload.name, payload.activate,
+                                    architecture={"ensemble_size": payload.ensemble_size, "hidden": payload.hidden},
+                                    pixels_per_step=payload.pixels_per_step, early_stopping=payload.early_stopping)
     return Status(202, job)
 
 
@@ -73,5 +75,6 @@ def train_segmentation(request, payload: TrainSegmentationIn):
 def train_encoder(request, payload: TrainEncoderIn):
     """Train an image → W+ encoder for a generator on its own samples (embedding starts from its guess)."""
     generator = get_object_or_404(Checkpoint, pk=payload.generator_id, kind=Checkpoint.Kind.GENERATOR)
-    job = services.enqueue_encoder_training(generator, request.user, payload.steps, payload.name, payload.activate)
+    job = services.enqueue_encoder_training(generator, request.user, payload.steps, payload.name, payload.activate,
+                                            payload.lpips_weight)
     return Status(202, job)

@@ -195,7 +195,9 @@ def active_segmentation(generator: Checkpoint, schema: LabelSchema) -> Checkpoin
     return found
 
 
-def enqueue_training(dataset, user, steps: int, name: str, activate_when_done: bool):
+def enqueue_training(dataset, user, steps: int, name: str, activate_when_done: bool,
+                     architecture: Optional[dict] = None, pixels_per_step: int = 16384,
+                     early_stopping: bool = True):
     from webapp.datasets.services import labelled_filter
     from webapp.jobs import services as jobs
 
@@ -205,12 +207,14 @@ def enqueue_training(dataset, user, steps: int, name: str, activate_when_done: b
                               "needs at least 2")
     return jobs.enqueue("train_segmentation", user, {
         "dataset_id": dataset.pk, "steps": steps, "name": name or f"{dataset.name} segmentation",
-        "activate": activate_when_done})
+        "activate": activate_when_done, "architecture": architecture or {}, "pixels_per_step": pixels_per_step,
+        "early_stopping": early_stopping})
 
 
-def enqueue_encoder_training(generator: Checkpoint, user, steps: int, name: str, activate_when_done: bool):
+def enqueue_encoder_training(generator: Checkpoint, user, steps: int, name: str, activate_when_done: bool,
+                             lpips_weight: float = 10.0):
     from webapp.jobs import services as jobs
 
     return jobs.enqueue("train_encoder", user, {"generator_id": generator.pk, "steps": steps,
                                                 "name": name or f"{generator.name} encoder",
-                                                "activate": activate_when_done})
+                                                "activate": activate_when_done, "lpips_weight": lpips_weight})

@@ -1,0 +1,154 @@
+"""Celery tasks run by a real worker process against Redis: samples, pre-labels, training + ranking, mode-1
+batching, mode-3 previews over the websocket, cancel within 2 s, and a SIGKILLed worker's job running again."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+
+import numpy as np
+import pytest
+
+from conftest import png_bytes
+from test_web_realtime import next_of, open_socket, session_headers
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def wait_for_job(job_id: int, statuses=("succeeded", "failed", "cancelled"), timeout: float = 180, worker=None):
+    from webapp.jobs.models import Job
+
+    deadline = time.monotonic() + timeout
+    while True:
+        job = Job.objects.get(pk=job_id)
+        if job.status in statuses:
+            return job
+        assert time.monotonic() < deadline, (f"job {job_id} still {job.status} ({job.message}) after {timeout} s\n"
+                                             + (worker.log() if worker else ""))
+        time.sleep(0.1)
+
+
+def post(client, url, body):
+    return client.post(url, body, content_type="application/json")
+
+
+def test_samples_prelabel_training_and_ranking(studio, celery_worker, client_for):
+    from webapp.datasets.models import Annotation
+    from webapp.registry.models import Checkpoint
+
+    admin, annotator = client_for(studio.users.admin), client_for(studio.users.annotator)
+    generated = post(admin, f"/api/datasets/{studio.dataset.pk}/samples/generate", {"count": 2, "seed": 7}).json()
+    job = wait_for_job(generated["id"], worker=celery_worker)
+    assert job.status == "succeeded", job.error
+    assert job.progress == 1.0 and len(job.result["sample_ids"]) == 2
+    new_samples = studio.dataset.samples.filter(pk__in=job.result["sample_ids"])
+    assert sorted(new_samples.values_list("seed", flat=True)) == [7, 8]
+    assert all(s.uncertainty is not None for s in new_samples)  # ranked at birth by the active branch
+
+    sample = studio.samples[3]
+    prelabel = wait_for_job(post(annotator, f"/api/samples/{sample.pk}/prelabel", {}).json()["id"])
+    assert prelabel.status == "succeeded", prelabel.error
+    annotation = Annotation.objects.get(sample=sample)
+    assert annotation.revisions.get().reason == "prelabel" and annotation.status == "draft"
+
+    training = post(admin, "/api/train/segmentation", {"dataset_id": studio.dataset.pk, "steps": 5,
+                                                       "ensemble_size": 2, "hidden": [16], "pixels_per_step": 256}
+                    ).json()
+    trained = wait_for_job(training["id"], worker=celery_worker)
+    assert trained.status == "succeeded", trained.error
+    assert trained.metrics["loss"] and trained.metrics["loss"][-1][0] >= 5  # the loss curve reached the database
+    checkpoint = Checkpoint.objects.get(pk=trained.result["checkpoint_id"])
+    assert checkpoint.active and 0.0 <= checkpoint.metrics["mean_iou"] <= 1.0 and checkpoint.metrics["num_samples"] == 3
+    assert not Checkpoint.objects.get(pk=studio.segmentation.pk).active
+    ranked = studio.dataset.samples.exclude(latent="")
+    assert set(ranked.values_list("ranked_with", flat=True)) == {checkpoint.pk}  # the ranking follows retraining
+
+
+def test_mode1_requests_that_arrive_together_share_one_forward_pass(studio, celery_worker, client_for):
+    from django.db import transaction
+
+    from webapp.editing.services import start_edit
+
+    with transaction.atomic():  # the jobs reach the broker together, when this commits
+        sessions = [start_edit(studio.users.artist, sample, 1, vectors=[(studio.vector.pk, scale)])
+                    for sample, scale in zip(studio.samples, (1.0, -1.0, 2.0, 0.0))]
+    jobs = [wait_for_job(s.job_id, worker=celery_worker) for s in sessions]
+    assert [j.status for j in jobs] == ["succeeded"] * 4, [j.error for j in jobs]
+    batches = {(j.result["metrics"]["batch_leader"], j.result["metrics"]["batch_size"]) for j in jobs}
+    assert len(batches) == 1 and batches.pop()[1] == 4  # one leader rendered all four
+
+    artist = client_for(studio.users.artist)
+    edit = artist.get(f"/api/edits/{sessions[3].pk}").json()
+    assert edit["result"]["image_url"] and edit["result"]["has_vector"] is False
+    unchanged = artist.get(edit["result"]["image_url"]).getvalue()  # scale 0: the sample itself
+    assert unchanged == artist.get(f"/api/samples/{studio.samples[3].pk}/image.png").content
+
+
+def test_cancel_reaches_a_running_job_and_mode3_streams_previews(studio, celery_worker, client_for, daphne_url):
+    """A long training job is cancelled within 2 s; the mode-3 edit queued behind it then streams its progress,
+    previews (image + segmentation) and result on the edit's websocket, and its vector goes to the library."""
+    from webapp.datasets.services import read_mask
+
+    admin, artist = client_for(studio.users.admin), client_for(studio.users.artist)
+    blocker = post(admin, "/api/train/segmentation", {
+        "dataset_id": studio.dataset.pk, "steps": 200000, "early_stopping": False, "ensemble_size": 1,
+        "hidden": [8], "pixels_per_step": 64}).json()
+    wait_for_job(blocker["id"], statuses=("running",), worker=celery_worker)
+
+    sample = studio.samples[0]
+    mask = read_mask(sample)
+    mask[8:24, 8:24] = 2  # paint a big square of "hair"
+    edit = post(artist, "/api/edits", {"sample_id": sample.pk, "mode": 3, "steps": 6, "edited_classes": [2],
+                                       "target_mask_png": base64.b64encode(png_bytes(mask)).decode()})
+    assert edit.status_code == 202, edit.content
+    edit = edit.json()
+    headers = session_headers(client_for, studio.users.artist)
+
+    async def watch():
+        async with open_socket(daphne_url, f"/ws/edits/{edit['id']}/", headers) as socket:
+            state = await next_of(socket, "edit.state")
+            await asyncio.to_thread(cancel_blocker)
+            preview = await next_of(socket, "edit.preview", timeout=180)
+            progress = await next_of(socket, "job.progress")
+            result = await next_of(socket, "edit.result", timeout=180)
+            return state, preview, progress, result
+
+    cancel_timing = {}
+
+    def cancel_blocker():
+        from django.db import connection
+
+        started = time.monotonic()
+        assert post(admin, f"/api/jobs/{blocker['id']}/cancel", {}).json()["cancel_requested"]
+        job = wait_for_job(blocker["id"], timeout=10)
+        cancel_timing["seconds"], cancel_timing["status"] = time.monotonic() - started, job.status
+        connection.close()
+
+    state, preview, progress, result = asyncio.run(watch())
+    assert state["job_status"] == "queued"  # it waited behind the training job
+    assert cancel_timing["status"] == "cancelled" and cancel_timing["seconds"] < 2.0, cancel_timing
+    assert preview["image"].startswith("data:image/png;base64,") and preview["mask"].startswith("data:image/png")
+    assert progress["stage"] == "edit" and 0 < progress["progress"] <= 1
+    assert result["has_vector"] and 2 in result["edited_classes"]
+    job = wait_for_job(edit["job_id"])
+    assert job.status == "succeeded" and len(job.metrics["total"]) == 6  # the loss curve of every step
+
+    vector = post(artist, "/api/vectors", {"edit_id": edit["id"], "name": "square hair", "tags": ["hair"]})
+    assert vector.status_code == 201, vector.content
+    assert vector.json()["thumb_before_url"] and vector.json()["edited_classes"] == result["edited_classes"]
+
+
+def test_a_job_whose_worker_is_killed_runs_again_and_finishes(studio, celery_worker, client_for):
+    admin = client_for(studio.users.admin)
+    job = post(admin, "/api/train/segmentation", {
+        "dataset_id": studio.dataset.pk, "steps": 60, "early_stopping": False, "ensemble_size": 1, "hidden": [8],
+        "pixels_per_step": 64}).json()
+    running = wait_for_job(job["id"], statuses=("running",), worker=celery_worker)
+    first_worker = running.worker
+    celery_worker.kill()  # SIGKILL to the worker and its pool child: no chance to acknowledge or clean up
+    celery_worker.start()
+    finished = wait_for_job(job["id"], timeout=400, worker=celery_worker)
+    assert finished.status == "succeeded", finished.error
+    assert finished.attempts == 2 and finished.worker != first_worker
+    assert finished.result["checkpoint_id"] and len(finished.metrics["loss"]) >= 60
