@@ -13,6 +13,9 @@ import { LibraryView } from './views/library.js';
 import { AdminView } from './views/admin.js';
 
 const VIEW_CLASSES = { annotate: AnnotateView, edit: EditView, library: LibraryView, admin: AdminView };
+// The permission a workspace needs; without it its tab is not shown (the server checks again on every call).
+const VIEW_PERMISSION = { annotate: 'datasets.view_dataset', edit: 'editing.run_edit',
+  library: 'editing.view_editvector', admin: 'registry.manage_models' };
 
 window.addEventListener('error', (event) => {
   // Browsers report a ResizeObserver that needed two passes as an error; it is harmless and not the user's business.
@@ -75,9 +78,19 @@ async function boot() {
   replaceChildren(app);
   const views = {};
   let current = null;
+  const allowed = VIEWS.filter((view) => user.permissions.includes(VIEW_PERMISSION[view]));
+  for (const link of document.querySelectorAll('.tabs a')) link.hidden = !allowed.includes(link.dataset.view);
+  const logout = document.getElementById('logout');
+  logout.hidden = false;
+  logout.addEventListener('click', async () => {
+    await api.logout().catch(() => {});
+    location.reload();
+  });
 
   async function show() {
-    const { view, id } = parseRoute(location.hash, user.role === 'artist' ? 'edit' : 'annotate');
+    const route = parseRoute(location.hash, user.role === 'artist' ? 'edit' : 'annotate');
+    const view = allowed.includes(route.view) ? route.view : allowed[0];
+    const { id } = route;
     if (!views[view]) {
       views[view] = new VIEW_CLASSES[view](context);
       views[view].element.hidden = true;
@@ -99,7 +112,9 @@ async function boot() {
   document.getElementById('help-button').addEventListener('click', toggleHelp);
   bindKey('?', 'Show or hide this help', toggleHelp);
   bindKey('escape', 'Close dialogs', closeHelp);
-  VIEWS.forEach((view, k) => bindKey(`alt+${k + 1}`, `Go to ${view}`, () => { location.hash = routeHash(view); }));
+  VIEWS.forEach((view, k) => {
+    if (allowed.includes(view)) bindKey(`alt+${k + 1}`, `Go to ${view}`, () => { location.hash = routeHash(view); });
+  });
   await show();
 }
 
