@@ -1,0 +1,352 @@
+"""Editing by segmentation: EditGAN's three modes.
+
+Mode 3 (``optimize_edit``) optimises the W+ latent so that the segmentation branch reproduces the user's edited mask
+inside the region of interest while the image stays the same outside it. The latent change is an edit vector.
+Mode 1 (``apply_vectors``) applies stored vectors, ``w + Σ εᵢ·δᵢ``, in one forward pass. Mode 2 (``refine_vectors``)
+applies vectors, then refines the result self-supervised: the target is the segmentation the applied latent produces.
+
+Losses follow the paper's release (defaults in ``EditConfig``): outside the ROI
+``15·(10·LPIPS + 5·L2)`` against the original image, inside ``1·CE`` of the segmentation branch against the target
+mask, plus ``1·‖w − E(G(w))‖²`` (encoder consistency, mode 3 only).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from editor_core.progress import ProgressCallback, ProgressEvent, report
+from editor_core.vectors import EditVector, combined_delta
+
+
+@dataclass
+class EditingModels:
+    """The frozen networks an edit needs. Gradients flow through them to the latent only.
+
+    ``generator``: StyleGAN2 with feature taps; ``segmenter``: the segmentation ensemble for that generator;
+    ``perceptual``: an LPIPS module (VGG in the release); ``encoder``: image → W+ (optional; enables the
+    encoder-consistency term); ``generator_id``: the fingerprint that edit vectors are checked against.
+    """
+
+    generator: torch.nn.Module
+    segmenter: torch.nn.Module
+    perceptual: torch.nn.Module
+    generator_id: str
+    encoder: Optional[torch.nn.Module] = None
+
+    def __post_init__(self) -> None:
+        for module in (self.generator, self.segmenter, self.perceptual, self.encoder):
+            if module is not None:
+                module.eval().requires_grad_(False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+    @property
+    def num_classes(self) -> int:
+        return self.segmenter.config.num_classes
+
+    @property
+    def seg_resolution(self) -> int:
+        return self.segmenter.config.resolution
+
+
+@dataclass
+class EditConfig:
+    """Hyper-parameters of edit optimisation; defaults are the EditGAN release's (mode 3)."""
+
+    steps: int = 30
+    lr: float = 0.02
+    dilation_kernel: int = 3
+    dilation_iterations: int = 3
+    outside_weight: float = 15.0
+    lpips_weight: float = 10.0
+    l2_weight: float = 5.0
+    ce_weight: float = 1.0
+    encoder_weight: float = 1.0
+    preview_every: int = 5
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be ≥ 1, got {self.steps}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.dilation_kernel < 1 or self.dilation_kernel % 2 == 0:
+            raise ValueError(f"dilation_kernel must be a positive odd number, got {self.dilation_kernel}")
+        if self.dilation_iterations < 0:
+            raise ValueError(f"dilation_iterations must be ≥ 0, got {self.dilation_iterations}")
+        weights = (self.outside_weight, self.lpips_weight, self.l2_weight, self.ce_weight, self.encoder_weight)
+        if min(weights) < 0:
+            raise ValueError("loss weights must be ≥ 0")
+
+
+def refine_config(steps: int = 10, **overrides) -> EditConfig:
+    """Mode 2's settings: as mode 3 but without the encoder term and with 10 (or 30) steps."""
+    return EditConfig(steps=steps, encoder_weight=0.0, **overrides)
+
+
+@dataclass
+class EditResult:
+    """Outcome of an optimised edit (modes 2 and 3).
+
+    ``ws`` ``[B, num_ws, w_dim]`` edited latent; ``delta`` = ``ws − ws_original`` (the edit vector); ``image``
+    ``[B,3,H,W]``; ``mask`` ``[B,h,w]`` segmentation of the edited image; ``roi`` ``[B,h,w]`` bool (at the
+    segmentation resolution); ``target_mask`` what the segmentation was pushed towards; ``history`` the losses of each
+    step; ``edited_classes`` the classes the edit is about.
+    """
+
+    ws: torch.Tensor
+    delta: torch.Tensor
+    image: torch.Tensor
+    mask: torch.Tensor
+    roi: torch.Tensor
+    target_mask: torch.Tensor
+    edited_classes: list[int]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def final_losses(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+
+@dataclass
+class AppliedEdit:
+    """Outcome of mode 1: ``ws`` ``[B, num_ws, w_dim]``, ``image`` ``[B,3,H,W]``, ``mask`` ``[B,h,w]``."""
+
+    ws: torch.Tensor
+    image: torch.Tensor
+    mask: torch.Tensor
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Masks and the region of interest
+
+
+def resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """Nearest-neighbour resize of an int64 mask ``[B,H,W]`` (or a bool one) to ``[B,size,size]``."""
+    if mask.shape[-2:] == (size, size):
+        return mask
+    resized = F.interpolate(mask[:, None].float(), size=(size, size), mode="nearest")[:, 0]
+    return resized.to(mask.dtype)
+
+
+def dilate(region: torch.Tensor, kernel: int = 3, iterations: int = 3) -> torch.Tensor:
+    """Binary dilation of ``region`` ``[B,H,W]`` bool with a square ``kernel``, repeated ``iterations`` times."""
+    grown = region[:, None].float()
+    for _ in range(iterations):
+        grown = F.max_pool2d(grown, kernel, stride=1, padding=kernel // 2)
+    return grown[:, 0] > 0.5
+
+
+def changed_classes(original: torch.Tensor, edited: torch.Tensor) -> list[int]:
+    """Classes that appear, in either mask, at a pixel whose label the user changed."""
+    changed = original != edited
+    return sorted(set(original[changed].unique().tolist()) | set(edited[changed].unique().tolist()))
+
+
+def edit_roi(original: torch.Tensor, edited: torch.Tensor, edited_classes: Optional[Sequence[int]] = None,
+             kernel: int = 3, iterations: int = 3) -> torch.Tensor:
+    """Region of interest ``[B,H,W]`` bool: pixels whose label in either mask is an edited class, or that changed,
+    dilated. ``edited_classes`` defaults to :func:`changed_classes`."""
+    if original.shape != edited.shape:
+        raise ValueError(f"original mask {tuple(original.shape)} and edited mask {tuple(edited.shape)} differ in shape")
+    classes = changed_classes(original, edited) if edited_classes is None else list(edited_classes)
+    class_ids = torch.as_tensor(classes, dtype=original.dtype, device=original.device)
+    region = (original != edited) | torch.isin(original, class_ids) | torch.isin(edited, class_ids)
+    return dilate(region, kernel, iterations)
+
+
+def _check_mask(mask: torch.Tensor, num_classes: int, what: str) -> torch.Tensor:
+    if mask.ndim == 2:
+        mask = mask[None]
+    if mask.ndim != 3 or mask.dtype not in (torch.int64, torch.int32, torch.uint8, torch.int16):
+        raise ValueError(f"{what} must be an integer tensor [B,H,W] of class indices, got "
+                         f"{mask.dtype} {tuple(mask.shape)}")
+    if mask.numel() and (int(mask.min()) < 0 or int(mask.max()) >= num_classes):
+        raise ValueError(f"{what} holds labels outside 0..{num_classes - 1}: "
+                         f"found {int(mask.min())}..{int(mask.max())}")
+    return mask.long()
+
+
+def _check_latent(models: EditingModels, ws: torch.Tensor) -> torch.Tensor:
+    G = models.generator
+    expected = (G.num_ws, G.config.w_dim)
+    if ws.ndim == 2:
+        ws = ws[None]
+    if ws.ndim != 3 or tuple(ws.shape[1:]) != expected:
+        raise ValueError(f"latent must be W+ of shape [B, {expected[0]}, {expected[1]}], got {tuple(ws.shape)}")
+    if not torch.isfinite(ws).all():
+        raise ValueError("latent contains NaN or infinite values")
+    return ws.to(models.device, torch.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Forward passes
+
+
+@torch.no_grad()
+def render_and_segment(models: EditingModels, ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image ``[B,3,H,W]`` and labels ``[B,h,w]`` of a latent, without gradients."""
+    image, features = models.generator.synthesis(_check_latent(models, ws), noise_mode="const", return_features=True)
+    return image, _labels(models, features)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Mode 1
+
+
+@torch.no_grad()
+def apply_vectors(models: EditingModels, ws: torch.Tensor, vectors: Sequence[EditVector],
+                  scales: torch.Tensor | Sequence[float]) -> AppliedEdit:
+    """Mode 1: ``w + Σ εᵢ·δᵢ`` → image and segmentation, one forward pass, no optimisation.
+
+    ``scales`` is ``[V]`` (the same for every image) or ``[B, V]`` (one row per image: how the worker batches
+    requests of several users into one pass).
+    """
+    ws = _check_latent(models, ws)
+    delta = combined_delta([_on(v, models.device) for v in vectors], torch.as_tensor(scales, device=models.device),
+                           models.generator_id)
+    edited = ws + delta
+    image, mask = render_and_segment(models, edited)
+    return AppliedEdit(ws=edited, image=image, mask=mask)
+
+
+def _on(vector: EditVector, device: torch.device) -> EditVector:
+    return vector if vector.delta.device == device else replace(vector, delta=vector.delta.to(device))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Modes 2 and 3: optimisation
+
+
+def optimize_edit(models: EditingModels, ws: torch.Tensor, original_mask: torch.Tensor, edited_mask: torch.Tensor,
+                  config: EditConfig = EditConfig(), edited_classes: Optional[Sequence[int]] = None,
+                  progress: Optional[ProgressCallback] = None) -> EditResult:
+    """Mode 3: find the latent whose segmentation matches ``edited_mask`` inside the ROI, image unchanged outside.
+
+    ``ws`` ``[B,num_ws,w_dim]``; masks ``[B,H,W]`` of any size (resized with nearest to the segmentation resolution).
+    """
+    ws = _check_latent(models, ws)
+    size = models.seg_resolution
+    original = resize_mask(_check_mask(original_mask, models.num_classes, "original mask").to(models.device), size)
+    edited = resize_mask(_check_mask(edited_mask, models.num_classes, "edited mask").to(models.device), size)
+    if original.shape[0] != ws.shape[0] or edited.shape[0] != ws.shape[0]:
+        raise ValueError(f"got {ws.shape[0]} latents but {original.shape[0]} original / {edited.shape[0]} edited masks")
+    classes = changed_classes(original, edited) if edited_classes is None else sorted({int(c) for c in edited_classes})
+    if not classes:
+        raise ValueError("the edited mask is identical to the original and no edited classes were given: nothing to edit")
+    roi = edit_roi(original, edited, classes, config.dilation_kernel, config.dilation_iterations)
+    with torch.no_grad():
+        original_image = models.generator.synthesis(ws, noise_mode="const")
+    return _optimise(models, ws, ws, original_image, roi, edited, classes, config, progress, stage="edit")
+
+
+def refine_vectors(models: EditingModels, ws: torch.Tensor, vectors: Sequence[EditVector],
+                   scales: torch.Tensor | Sequence[float], config: Optional[EditConfig] = None,
+                   progress: Optional[ProgressCallback] = None) -> EditResult:
+    """Mode 2: apply vectors, then refine self-supervised for ``config.steps`` (10 or 30) steps.
+
+    The target is the segmentation the applied latent produces; the ROI is the union of the vectors' classes before
+    and after application, dilated; the image outside the ROI is held to the original (no encoder term).
+    """
+    config = config or refine_config()
+    ws = _check_latent(models, ws)
+    applied = apply_vectors(models, ws, vectors, scales)
+    original_image, original_labels = render_and_segment(models, ws)
+    classes = sorted({c for v in vectors for c in v.info.edited_classes})
+    class_ids = torch.as_tensor(classes, device=models.device, dtype=torch.long)
+    region = torch.isin(original_labels, class_ids) | torch.isin(applied.mask, class_ids)
+    roi = dilate(region, config.dilation_kernel, config.dilation_iterations)
+    return _optimise(models, ws, applied.ws, original_image, roi, applied.mask, classes, config, progress,
+                     stage="refine")
+
+
+def _optimise(models: EditingModels, ws_original: torch.Tensor, ws_start: torch.Tensor, original_image: torch.Tensor,
+              roi: torch.Tensor, target: torch.Tensor, classes: list[int], config: EditConfig,
+              progress: Optional[ProgressCallback], stage: str) -> EditResult:
+    """Adam on W+ from ``ws_start``; the shared loop of modes 2 and 3."""
+    if not roi.flatten(1).any(dim=1).all():
+        raise ValueError(f"the region of interest is empty for at least one image: classes {classes} appear in "
+                         f"neither the original nor the edited segmentation, so there is nothing to optimise")
+    use_encoder = models.encoder is not None and config.encoder_weight > 0
+    outside = (~resize_mask(roi, original_image.shape[-1]))[:, None].to(original_image.dtype)  # [B,1,H,W]
+    masked_original = original_image * outside
+    roi_pixels = _RoiPixels.of(roi, target)
+
+    ws = ws_start.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([ws], lr=config.lr)
+    history: list[dict[str, torch.Tensor]] = []
+    for step in range(1, config.steps + 1):
+        image, features = models.generator.synthesis(ws, noise_mode="const", return_features=True)
+        losses = _edit_losses(models, ws, image, features, masked_original, outside, roi_pixels, config, use_encoder)
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        optimizer.step()
+        history.append({name: value.detach() for name, value in losses.items()})
+        if progress is not None:
+            preview = step % config.preview_every == 0 or step == config.steps
+            report(progress, ProgressEvent(
+                stage=stage, step=step, total=config.steps,
+                losses={name: float(value) for name, value in history[-1].items()},
+                preview_image=image[0].detach() if preview else None,
+                preview_mask=_labels(models, features)[0] if preview else None))
+    ws = ws.detach()
+    image, mask = render_and_segment(models, ws)
+    # One host synchronisation for the whole history instead of one per step and loss.
+    names = list(history[0])
+    values = torch.stack([torch.stack([entry[name] for name in names]) for entry in history]).tolist()
+    return EditResult(ws=ws, delta=ws - ws_original, image=image, mask=mask, roi=roi, target_mask=target,
+                      edited_classes=classes, history=[dict(zip(names, row)) for row in values])
+
+
+@torch.no_grad()
+def _labels(models: EditingModels, features: list[torch.Tensor]) -> torch.Tensor:
+    """Full segmentation ``[B,h,w]`` of already computed features, without gradients: the argmax of the
+    ensemble-mean softmax, as ``SegmentationEnsemble.predict`` labels."""
+    logits = models.segmenter([f.detach() for f in features])
+    return logits.softmax(dim=2).mean(dim=1).argmax(dim=1)
+
+
+@dataclass
+class _RoiPixels:
+    """The ROI as flat pixel indices, padded to one length per batch: ``index`` / ``target`` int64 ``[B, P]``,
+    ``weight`` ``[B, P]`` (1 inside the ROI, 0 for padding). The segmentation branch is evaluated only there, which
+    gives the same cross-entropy as a full-map forward (BatchNorm is in eval mode) at a fraction of the memory."""
+
+    index: torch.Tensor
+    target: torch.Tensor
+    weight: torch.Tensor
+
+    @classmethod
+    def of(cls, roi: torch.Tensor, target: torch.Tensor) -> "_RoiPixels":
+        flat = roi.flatten(1)
+        counts = flat.sum(dim=1)
+        length = int(counts.max())
+        # Sorting puts each row's ROI pixels first (stable keeps them in raster order); the rest is padding.
+        order = torch.sort((~flat).to(torch.int8), dim=1, stable=True).indices[:, :length]
+        weight = (torch.arange(length, device=roi.device)[None] < counts[:, None]).float()
+        return cls(index=order, target=target.flatten(1).gather(1, order), weight=weight)
+
+
+def _edit_losses(models: EditingModels, ws: torch.Tensor, image: torch.Tensor, features: list[torch.Tensor],
+                 masked_original: torch.Tensor, outside: torch.Tensor, roi: _RoiPixels, config: EditConfig,
+                 use_encoder: bool) -> dict[str, torch.Tensor]:
+    """The edit objective for one step; every term is a scalar tensor (no host synchronisation)."""
+    masked_image = image * outside
+    lpips = models.perceptual(masked_image, masked_original).mean()
+    l2 = F.mse_loss(masked_image, masked_original)
+    logits = models.segmenter.forward_pixels(features, roi.index)                       # [B, E, K, P]
+    batch, members = logits.shape[:2]
+    ce = F.cross_entropy(logits.flatten(0, 1), roi.target.repeat_interleave(members, dim=0), reduction="none")
+    ce = (ce.view(batch, members, -1).mean(dim=1) * roi.weight).sum() / roi.weight.sum()
+    total = config.outside_weight * (config.lpips_weight * lpips + config.l2_weight * l2) + config.ce_weight * ce
+    losses = {"lpips_outside": lpips, "l2_outside": l2, "ce_inside": ce}
+    if use_encoder:
+        consistency = F.mse_loss(ws, models.encoder(image))
+        total = total + config.encoder_weight * consistency
+        losses["encoder"] = consistency
+    losses["total"] = total
+    return losses

@@ -1,0 +1,185 @@
+"""EditGAN's editing modes on a tiny generator with a segmentation branch trained in the test session."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from editor_core.checkpoints import generator_fingerprint
+from editor_core.editing import (EditConfig, EditingModels, apply_vectors, changed_classes, dilate, edit_roi,
+                                 optimize_edit, refine_config, refine_vectors, render_and_segment, resize_mask)
+from editor_core.vectors import EditVector, EditVectorInfo, VectorGeneratorMismatch
+
+
+@pytest.fixture(scope="module")
+def models(tiny_generator, tiny_segmenter, perceptual_vgg):
+    return EditingModels(generator=tiny_generator, segmenter=tiny_segmenter, perceptual=perceptual_vgg,
+                         generator_id=generator_fingerprint(tiny_generator))
+
+
+@pytest.fixture(scope="module")
+def latent(tiny_generator):
+    with torch.no_grad():
+        return tiny_generator.mapping(torch.randn(1, 64, generator=torch.Generator().manual_seed(7)))
+
+
+def vector(models, seed: int, classes=(1,), name="v") -> EditVector:
+    delta = 0.3 * torch.randn(models.generator.num_ws, models.generator.w_dim,
+                              generator=torch.Generator().manual_seed(seed))
+    return EditVector(delta, EditVectorInfo(name=name, generator_id=models.generator_id, edited_classes=list(classes)))
+
+
+def square_edit(mask: torch.Tensor, label: int, top: int, left: int, size: int) -> torch.Tensor:
+    edited = mask.clone()
+    edited[:, top:top + size, left:left + size] = label
+    return edited
+
+
+# --- masks and ROI -------------------------------------------------------------------------------------------------
+
+
+def test_dilate_grows_a_pixel_into_the_release_default_square():
+    region = torch.zeros(1, 16, 16, dtype=torch.bool)
+    region[0, 8, 8] = True
+    grown = dilate(region, kernel=3, iterations=3)
+    assert grown.sum() == 49
+    assert grown[0, 5:12, 5:12].all()
+
+
+def test_roi_covers_changed_pixels_and_edited_classes_in_either_mask():
+    original = torch.zeros(1, 20, 20, dtype=torch.long)
+    original[0, 2:4, 2:4] = 2                       # a class-2 part far from the edit
+    edited = original.clone()
+    edited[0, 12:14, 12:14] = 1                     # the user paints class 1
+    assert changed_classes(original, edited) == [0, 1]
+    roi = edit_roi(original, edited, edited_classes=[1], kernel=3, iterations=1)
+    assert roi[0, 11:15, 11:15].all() and roi.sum() == 16      # the changed 2×2 block, dilated by one pixel
+    roi_with_part = edit_roi(original, edited, edited_classes=[1, 2], kernel=3, iterations=1)
+    assert roi_with_part[0, 1:5, 1:5].all()                   # class 2 pixels join the ROI with their dilation
+
+
+def test_resize_mask_is_nearest_and_keeps_labels():
+    mask = torch.tensor([[[0, 1], [2, 3]]])
+    big = resize_mask(mask, 4)
+    assert big.dtype == torch.long and set(big.unique().tolist()) == {0, 1, 2, 3}
+    assert (big[0, :2, :2] == 0).all() and (big[0, 2:, 2:] == 3).all()
+
+
+# --- mode 1 --------------------------------------------------------------------------------------------------------
+
+
+def test_mode1_equals_its_formula(models, latent):
+    v1, v2 = vector(models, 1), vector(models, 2)
+    applied = apply_vectors(models, latent, [v1, v2], [1.5, -0.5])
+    expected_ws = latent + 1.5 * v1.delta + -0.5 * v2.delta
+    torch.testing.assert_close(applied.ws, expected_ws)
+    image, mask = render_and_segment(models, expected_ws)
+    torch.testing.assert_close(applied.image, image)
+    assert torch.equal(applied.mask, mask)
+
+
+def test_mode1_composition_is_order_independent_and_batches(models, tiny_generator):
+    ws = tiny_generator.mapping(torch.randn(3, 64, generator=torch.Generator().manual_seed(3)))
+    v1, v2 = vector(models, 1), vector(models, 2)
+    scales = torch.tensor([[1.0, 2.0], [0.0, -1.0], [0.5, 0.5]])
+    forward = apply_vectors(models, ws, [v1, v2], scales)
+    backward = apply_vectors(models, ws, [v2, v1], scales.flip(-1))
+    torch.testing.assert_close(forward.image, backward.image, atol=1e-5, rtol=1e-5)
+    single = apply_vectors(models, ws[1:2], [v1, v2], scales[1])
+    torch.testing.assert_close(single.image, forward.image[1:2], atol=1e-5, rtol=1e-5)
+
+
+def test_vector_from_another_generator_is_refused(models, latent):
+    foreign = EditVector(torch.zeros(models.generator.num_ws, models.generator.w_dim),
+                         EditVectorInfo(name="foreign", generator_id="0123456789abcdef", edited_classes=[1]))
+    with pytest.raises(VectorGeneratorMismatch, match="only apply to the generator"):
+        apply_vectors(models, latent, [foreign], [1.0])
+
+
+# --- modes 2 and 3 -------------------------------------------------------------------------------------------------
+
+
+def test_first_step_losses_are_the_formula(models, latent):
+    """At step 1 the image is the original, so the outside terms are exactly 0 and CE is the ensemble's mean CE."""
+    _, original_mask = render_and_segment(models, latent)
+    edited = square_edit(original_mask, 2, 8, 8, 10)
+    events = []
+    optimize_edit(models, latent, original_mask, edited, EditConfig(steps=1), progress=events.append)
+    first = events[0].losses
+    assert first["l2_outside"] == 0.0 and first["lpips_outside"] == pytest.approx(0.0, abs=1e-6)
+    _, features = models.generator.synthesis(latent, return_features=True)
+    logits = models.segmenter(features)[0]                                    # [E, K, H, W]
+    roi = edit_roi(original_mask, edited, kernel=3, iterations=3)[0]
+    ce = torch.nn.functional.cross_entropy(logits, edited.expand(logits.shape[0], -1, -1), reduction="none").mean(0)
+    assert first["ce_inside"] == pytest.approx(float(ce[roi].mean()), rel=1e-4)
+    assert first["total"] == pytest.approx(first["ce_inside"], rel=1e-5)
+
+
+def test_gradients_reach_only_the_latent(models, latent):
+    before = {name: p.clone() for name, p in models.generator.state_dict().items()}
+    seg_before = {name: p.clone() for name, p in models.segmenter.state_dict().items()}
+    _, original_mask = render_and_segment(models, latent)
+    optimize_edit(models, latent, original_mask, square_edit(original_mask, 1, 4, 4, 8), EditConfig(steps=3))
+    for module, reference in ((models.generator, before), (models.segmenter, seg_before)):
+        assert all(p.grad is None for p in module.parameters())
+        for name, tensor in module.state_dict().items():
+            assert torch.equal(tensor, reference[name]), name
+
+
+def test_mode3_moves_the_segmentation_to_the_target_and_keeps_the_outside(models, latent):
+    _, original_mask = render_and_segment(models, latent)
+    edited = square_edit(original_mask, 2, 6, 6, 12)
+    result = optimize_edit(models, latent, original_mask, edited, EditConfig(steps=30, lr=0.05))
+    first, last = result.history[0], result.history[-1]
+    assert last["ce_inside"] < 0.5 * first["ce_inside"]
+    target_region = edited != original_mask
+    agreement_before = (original_mask == edited)[target_region].float().mean()
+    agreement_after = (result.mask == edited)[target_region].float().mean()
+    assert agreement_after > agreement_before + 0.3
+    outside = (~resize_mask(result.roi, 32))[:, None].float()
+    original_image = models.generator.synthesis(latent)
+    lpips_outside = models.perceptual(result.image * outside, original_image * outside)
+    assert float(lpips_outside) < 0.05
+    torch.testing.assert_close(result.delta, result.ws - latent)
+    assert result.edited_classes == changed_classes(original_mask, edited)
+
+
+def test_mode2_refines_inside_the_roi_and_keeps_the_outside(models, latent):
+    v = vector(models, 5, classes=(1, 2))
+    events = []
+    result = refine_vectors(models, latent, [v], [1.0], refine_config(steps=10), progress=events.append)
+    assert len(events) == 10
+    assert result.history[-1]["ce_inside"] < result.history[0]["ce_inside"]
+    assert result.history[-1]["lpips_outside"] < 0.1
+    assert "encoder" not in result.history[-1]
+
+
+def test_progress_streams_previews_every_k_steps(models, latent):
+    _, original_mask = render_and_segment(models, latent)
+    events = []
+    optimize_edit(models, latent, original_mask, square_edit(original_mask, 0, 0, 0, 6),
+                  EditConfig(steps=6, preview_every=3), progress=events.append)
+    assert [e.step for e in events] == list(range(1, 7))
+    previews = [e.step for e in events if e.preview_image is not None]
+    assert previews == [3, 6]
+    assert events[2].preview_image.shape == (3, 32, 32) and events[2].preview_mask.shape == (32, 32)
+
+
+# --- bad input ---------------------------------------------------------------------------------------------------
+
+
+def test_bad_inputs_get_clear_errors(models, latent):
+    _, mask = render_and_segment(models, latent)
+    with pytest.raises(ValueError, match="W\\+ of shape"):
+        optimize_edit(models, latent[:, :3], mask, mask)
+    with pytest.raises(ValueError, match="labels outside"):
+        optimize_edit(models, latent, mask, mask + 5)
+    with pytest.raises(ValueError, match="nothing to edit"):
+        optimize_edit(models, latent, mask, mask)
+    with pytest.raises(ValueError, match="NaN"):
+        apply_vectors(models, latent * float("nan"), [vector(models, 1)], [1.0])
+    with pytest.raises(ValueError, match="2 scales for 1 vectors"):
+        apply_vectors(models, latent, [vector(models, 1)], [1.0, 2.0])
+    with pytest.raises(ValueError, match="odd"):
+        EditConfig(dilation_kernel=4)
+    with pytest.raises(ValueError, match="steps"):
+        EditConfig(steps=0)
