@@ -7,8 +7,9 @@ Parts are painted back to front (painter's order); a part's colour is blended in
 ``clamp(0.5 - sdf / pixel_size, 0, 1)`` (anti-aliasing), and its class is written to the mask wherever the pixel
 centre is inside (``sdf < 0``), so the mask holds the top-most part under each pixel centre.
 
-Face coordinates: x to the right, y down, the image spans [-1, 1] in both before the pose transform (shift, roll,
-scale); the head is centred near the origin. "Left" and "right" parts are as seen in the image (viewer's left).
+Face coordinates: x to the right, y down, origin between the eyes on the cheek line; the head is about 0.94 units wide
+and 1.2 tall. The framing (``FRAME_ZOOM``, ``FRAME_OFFSET_Y``) and the pose (shift, roll, scale) map face space onto
+the image, which spans [-1, 1] on both axes. "Left" and "right" parts are as seen in the image (viewer's left).
 
 Parameters are a dict ``name -> Tensor[B]`` (``ToonFaceParams``); ``PARAM_SCHEMA`` gives each one's range, default
 and meaning. ``sample_params`` draws random faces, ``with_param`` changes one parameter of a batch (ground-truth
