@@ -164,7 +164,7 @@ def test_batch_renders_like_single_samples(faces):
 
 
 def test_every_class_appears_across_a_batch():
-    _, mask = render(sample_params(24, seed=0), 64)
+    _, mask = render(sample_params(16, seed=0), SIZE)
     counts = torch.bincount(mask.flatten(), minlength=len(ToonPart))
     absent = [ToonPart(i).name for i in range(len(ToonPart)) if counts[i] == 0]
     assert not absent
