@@ -121,8 +121,8 @@ export function uploadCheckpoint({ file, kind, name, generator_id }) {
   if (generator_id) form.append('generator_id', generator_id);
   return request('POST', '/checkpoints/upload', { form });
 }
-export const trainSegmentation = ({ dataset_id, steps, name, activate }) =>
-  post('/train/segmentation', { dataset_id, steps, name, activate });
+/** settings: {dataset_id, steps, name, activate, ensemble_size, hidden: [widths], pixels_per_step, early_stopping} */
+export const trainSegmentation = (settings) => post('/train/segmentation', settings);
 
 // --- jobs ---
 export const listJobs = (query) => get('/jobs', query);

@@ -153,6 +153,9 @@ def test_artist_samples_edits_saves_applies_and_composes(open_as, live_studio):
 def test_admin_retrains_the_segmentation_branch(open_as, live_studio):
     page = open_as("boss", "/admin")
     page.get_by_label("Training steps").fill("5")
+    page.get_by_label("Ensemble size").fill("2")  # tiny settings: the test runs on a CPU
+    page.get_by_label("Hidden widths").fill("16")
+    page.get_by_label("Pixels per step").fill("256")
     page.get_by_label("Version name").fill("retrained in e2e")
     page.get_by_role("button", name="Start training").click()
     page.locator(".toast-success").filter(has_text="Training finished").wait_for(timeout=270_000)

@@ -56,6 +56,12 @@ export class AnnotationRoom {
       case 'presence': return this.handlers.onPresence(message.users);
       case 'cursor': return this.handlers.onCursor(message);
       case 'saved':
+        // A new version that is not a flush of this room's ops (a pre-label, a REST save) replaced the stored
+        // mask under us: load it again.
+        if ((message.seq === null || message.seq === undefined) && message.version > this.version) {
+          this.reload();
+          return undefined;
+        }
         if (message.seq !== null && message.seq !== undefined) this.savedSeq = Math.max(this.savedSeq, message.seq);
         this.version = message.version;
         this.handlers.onVersion(message.version);

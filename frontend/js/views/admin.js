@@ -25,6 +25,13 @@ export class AdminView {
     this.trainName = h('input', { type: 'text', placeholder: 'name (optional)', title: 'Name of the new version',
       'aria-label': 'Version name' });
     this.trainActivate = h('input', { type: 'checkbox', checked: true, title: 'Make it the active branch when done' });
+    this.trainEnsemble = h('input', { type: 'number', min: '1', max: '32', value: '10', title: 'MLP classifiers in the ensemble (the paper: 10)',
+      'aria-label': 'Ensemble size' });
+    this.trainHidden = h('input', { type: 'text', value: '256, 128, 32', title: 'Hidden widths of each MLP, comma separated',
+      'aria-label': 'Hidden widths' });
+    this.trainPixels = h('input', { type: 'number', min: '64', value: '16384', title: 'Pixels sampled per step',
+      'aria-label': 'Pixels per step' });
+    this.trainEarlyStop = h('input', { type: 'checkbox', checked: true, title: 'Stop when the loss stops improving' });
     this.trainButton = button('Start training', { className: 'primary', title: 'Retrain the segmentation branch',
       onclick: () => this.train() });
     this.trainStatus = h('p', { class: 'train-status' });
@@ -39,7 +46,11 @@ export class AdminView {
         h('div', { class: 'form' },
           h('label', {}, 'Annotated samples of dataset', this.trainDataset), this.trainInfo,
           h('div', { class: 'row' }, h('label', {}, 'Steps', this.trainSteps), h('label', {}, 'Name', this.trainName)),
-          h('label', { style: { flexDirection: 'row', gap: '6px' } }, this.trainActivate, 'activate when done'),
+          h('div', { class: 'row' }, h('label', {}, 'Ensemble', this.trainEnsemble), h('label', {}, 'Hidden widths', this.trainHidden),
+            h('label', {}, 'Pixels/step', this.trainPixels)),
+          h('div', { class: 'row' },
+            h('label', { style: { flexDirection: 'row', gap: '6px' } }, this.trainActivate, 'activate when done'),
+            h('label', { style: { flexDirection: 'row', gap: '6px' } }, this.trainEarlyStop, 'early stopping')),
           h('div', { class: 'row' }, this.trainButton)),
         this.trainStatus, this.trainProgress, this.chart.element, this.iou),
       h('section', { class: 'panel wide' }, h('h2', {}, 'Jobs'),
@@ -104,7 +115,7 @@ export class AdminView {
         h('td', {}, c.kind), h('td', {}, `${c.name} #${c.id}`),
         h('td', {}, scalarMetrics(c.metrics).join(' · ')),
         h('td', {}, formatTime(c.created)),
-        h('td', {}, c.active ? '' : button('Activate', {
+        h('td', {}, c.active || c.kind === 'generator' ? '' : button('Activate', {
           title: `Make ${c.name} the active ${c.kind}`,
           onclick: async () => {
             try { await api.activateCheckpoint(c.id); toast(`${c.name} is active`, 'success'); await this.loadModels(); } catch (error) { showError(error, 'Activate failed'); }
@@ -144,8 +155,11 @@ export class AdminView {
     this.chart.setAll({});
     replaceChildren(this.iou);
     try {
+      const hidden = this.trainHidden.value.split(',').map((w) => Number(w.trim())).filter((w) => w > 0);
       const job = await api.trainSegmentation({ dataset_id: datasetId, steps: Number(this.trainSteps.value),
-        name: this.trainName.value, activate: this.trainActivate.checked });
+        name: this.trainName.value, activate: this.trainActivate.checked,
+        ensemble_size: Number(this.trainEnsemble.value), hidden, pixels_per_step: Number(this.trainPixels.value),
+        early_stopping: this.trainEarlyStop.checked });
       this.trainStatus.textContent = `job #${job.id} queued`;
       await this.loadJobs();
       const final = await watchJob(job.id, {
@@ -178,7 +192,7 @@ export class AdminView {
     if (checkpoint?.schema_id) names = (await api.getSchema(checkpoint.schema_id)).classes.map((c) => c.name);
     const perClass = perClassIou(metrics, names);
     replaceChildren(this.iou,
-      h('h3', {}, 'Held-out metrics'),
+      h('h3', {}, metrics.evaluated_on ? `Metrics (evaluated on ${metrics.evaluated_on} samples)` : 'Metrics'),
       h('p', { class: 'metrics-summary' }, scalarMetrics(metrics).join(' · ')),
       perClass ? h('div', { class: 'iou-bars' }, perClass.map(([name, value]) => [
         h('span', {}, name), h('div', {}, h('div', { class: 'bar', style: { width: `${Math.round(value * 100)}%` } })),
