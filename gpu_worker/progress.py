@@ -37,7 +37,7 @@ class JobReporter:
         self.job = job
         self.preview_group = preview_group
         self.mask_png = mask_png  # callable: int64 [H, W] tensor → PNG bytes in the schema's colours
-        self.metrics: dict[str, list[list[float]]] = dict(job.metrics or {})
+        self.metrics: dict[str, list[list[float]]] = {}
         self.cancel_requested = threading.Event()
         self._stop = threading.Event()
         self._last_db = self._last_channel = 0.0

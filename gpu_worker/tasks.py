@@ -23,17 +23,18 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from PIL import Image
 
-from editor_core.bundle import load_latents, save_latents
+from editor_core.bundle import load_latents
 from editor_core.editing import EditConfig, apply_vectors, optimize_edit, refine_config, refine_vectors, \
-    render_and_segment, resize_mask
+    render_and_segment
 from editor_core.embedding import Encoder, EncoderConfig, EncoderTrainConfig, EmbedConfig, embed_image, \
     load_encoder, save_encoder, train_encoder as train_encoder_engine
-from editor_core.images import load_image, tensor_to_pil
+from editor_core.images import load_image
 from editor_core.progress import Cancelled, ProgressEvent, report
 from editor_core.segmentation import SegmentationConfig, SegmentationEnsemble, SegTrainConfig, image_uncertainty, \
     save_segmentation, train_segmentation as train_segmentation_engine
 from editor_core.vectors import EditVector, EditVectorInfo
 from gpu_worker import engine_cache
+from gpu_worker.convert import image_png, latent_bytes, mask_array
 from gpu_worker.celery_app import app
 from gpu_worker.progress import JobReporter, png_data_url
 from webapp.datasets import services as datasets
@@ -84,27 +85,7 @@ def run_job(job_id: int, body: Callable[[Job, JobReporter], dict]) -> str:
     return "failed"
 
 
-# --- conversions between engine tensors and stored files -------------------------------------------------------------
-def image_png(image: torch.Tensor) -> bytes:
-    """``[3, H, W]`` in [-1, 1] → PNG bytes."""
-    buffer = io.BytesIO()
-    tensor_to_pil(image).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def mask_array(mask: torch.Tensor, sample: Sample) -> np.ndarray:
-    """``int64 [h, w]`` at the segmentation resolution → ``uint8 [H, W]`` at the sample's size (nearest)."""
-    return resize_mask(mask[None], sample.width)[0].to(torch.uint8).cpu().numpy()
-
-
-def latent_bytes(ws: torch.Tensor, generator_id: str) -> bytes:
-    """One W+ latent ``[num_ws, w_dim]`` as a project-format latents file."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "latent.safetensors"
-        save_latents(path, ws[None], generator_id)
-        return path.read_bytes()
-
-
+# --- latents of stored samples ----------------------------------------------------------------------------------------
 def sample_latent(sample: Sample) -> torch.Tensor:
     """``[1, num_ws, w_dim]`` on the worker's device; refuses latents of another generator."""
     if not sample.latent:
@@ -172,7 +153,8 @@ def _prelabel(job: Job, reporter: JobReporter) -> dict:
     ensemble, _schema = engine_cache.segmenter(segmentation)
     _image, prediction = _segment(generator, ensemble, sample_latent(sample_row))
     report(reporter, ProgressEvent("prelabel", 1, 1))
-    annotation = datasets.save_mask(sample_row, job.requested_by, mask_array(prediction.labels[0], sample_row),
+    labels = mask_array(prediction.labels[0], sample_row.width)
+    annotation = datasets.save_mask(sample_row, job.requested_by, labels,
                                     job.params["base_version"], AnnotationRevision.Reason.PRELABEL,
                                     note=f"pre-label by segmentation checkpoint #{segmentation.pk}")
     publish(annotation_group(sample_row.pk), {"type": "saved", "version": annotation.version, "seq": None,
@@ -327,7 +309,7 @@ def _store_edit(session: EditSession, image: torch.Tensor, mask: torch.Tensor, w
             vector_file = EditVector(delta=delta.detach().cpu(), info=info).save(Path(tmp) / "v.safetensors") \
                 .read_bytes()
     result = editing.store_result(session, image_png=image_png(image),
-                                  mask_png=datasets.mask_png(sample_row, mask_array(mask, sample_row)),
+                                  mask_png=datasets.mask_png(sample_row, mask_array(mask, sample_row.width)),
                                   latent=latent_bytes(ws, session.generator.fingerprint), delta=vector_file,
                                   edited_classes=edited_classes, metrics=metrics or {})
     out = editing.session_out(EditSession.objects.select_related("job", "result").get(pk=session.pk))["result"]
@@ -405,7 +387,7 @@ def _refine(job: Job, reporter: JobReporter) -> dict:
     chosen = _library_vectors(session)
     models = engine_cache.editing_models(session.generator, session.segmentation)
     reporter.preview_group = edit_group(session.pk)
-    reporter.mask_png = lambda mask: datasets.mask_png(session.sample, mask_array(mask, session.sample))
+    reporter.mask_png = lambda mask: datasets.mask_png(session.sample, mask_array(mask, session.sample.width))
     config = refine_config(steps=int(session.params.get("steps", 10)))
     outcome = refine_vectors(models, sample_latent(session.sample), [v for _id, v, _s in chosen],
                              [s for _id, _v, s in chosen], config, progress=reporter)
@@ -426,7 +408,7 @@ def _optimize(job: Job, reporter: JobReporter) -> dict:
         target = torch.from_numpy(np.asarray(picture, dtype=np.int64).copy())[None]
     _image, original = render_and_segment(models, ws)
     reporter.preview_group = edit_group(session.pk)
-    reporter.mask_png = lambda mask: datasets.mask_png(session.sample, mask_array(mask, session.sample))
+    reporter.mask_png = lambda mask: datasets.mask_png(session.sample, mask_array(mask, session.sample.width))
     config = EditConfig(steps=int(session.params.get("steps") or EditConfig.steps))
     outcome = optimize_edit(models, ws, original, target, config, session.params.get("edited_classes") or None,
                             progress=reporter)

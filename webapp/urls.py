@@ -1,10 +1,12 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import path, re_path
+from django.views.generic import RedirectView
 
 from webapp.api import api
 
 urlpatterns = [
+    path("", RedirectView.as_view(url="/static/index.html", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
 ]

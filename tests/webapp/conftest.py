@@ -110,7 +110,7 @@ def shared_studio(_module_studio, db):
 
 
 def build_studio(users, tiny_models) -> SimpleNamespace:
-    from gpu_worker.tasks import image_png, latent_bytes
+    from gpu_worker.convert import image_png, latent_bytes
     from webapp.datasets import services as datasets
     from webapp.datasets.models import Sample
     from webapp.editing.services import import_vector

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import luminance_mask, png_bytes  # noqa: F401  (tests/webapp/conftest.py helpers)
+from conftest import png_bytes
 from webapp.datasets.masks import decode_coco_rle
 
 pytestmark = pytest.mark.django_db
@@ -170,7 +170,7 @@ def test_exports_png_coco_rle_and_zip(shared_studio, client_for):
 
 def test_vector_library_and_compositions(shared_studio, client_for):
     artist, admin = client_for(shared_studio.users.artist), client_for(shared_studio.users.admin)
-    vector = artist.get(f"/api/vectors?tag=hair").json()
+    vector = artist.get("/api/vectors?tag=hair").json()
     assert [v["name"] for v in vector] == ["bigger hair"] and vector[0]["edited_classes"] == [2]
     vector_id = vector[0]["id"]
     patched = artist.patch(f"/api/vectors/{vector_id}", {"scale_min": -2, "scale_max": 3, "tags": ["Hair", "long"]},

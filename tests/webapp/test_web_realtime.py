@@ -192,7 +192,6 @@ def test_viewers_may_watch_but_not_paint_and_see_cursors(studio, daphne_url, cli
 
 
 def test_job_socket_sends_status_and_takes_cancel(studio, daphne_url, client_for):
-    from webapp.jobs.models import Job
     from webapp.jobs.services import enqueue
 
     job = enqueue("sample", studio.users.admin, {"dataset_id": studio.dataset.pk, "count": 1})

@@ -141,8 +141,8 @@ def claim(job_id: int, worker: str) -> Optional[Job]:
                 time.sleep(0.5)
                 continue
             taken = Job.objects.filter(pk=job_id, status=Job.Status.RUNNING, heartbeat=job.heartbeat).update(
-                heartbeat=now, worker=worker, attempts=job.attempts + 1,
-                message=f"restarted: worker {job.worker} was lost")
+                heartbeat=now, worker=worker, attempts=job.attempts + 1, progress=0.0, metrics={},
+                message=f"restarted: worker {job.worker} was lost")  # it runs again from the start
             if taken:
                 log.warning("job %s: worker %s was lost, running it again on %s", job_id, job.worker, worker)
         if taken:

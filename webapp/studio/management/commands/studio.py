@@ -1,0 +1,112 @@
+"""``python manage.py studio``: the whole studio on this machine, stopped cleanly with Ctrl-C.
+
+Migrates the database, loads the demo bundle once, creates the first admin, uses the Redis at REDIS_URL or starts
+a private redis-server, then runs one Celery worker (GPU if there is one, else CPU) and Daphne.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from webapp.studio import processes, services
+
+
+class Command(BaseCommand):
+    help = "Run the whole studio on this machine: database, demo data, Redis, a Celery worker and Daphne."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default=os.environ.get("STUDIO_HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("STUDIO_PORT", "8000")))
+        parser.add_argument("--admin", default=os.environ.get("STUDIO_ADMIN_USERNAME", "admin"),
+                            help="username of the first admin (created if the studio has none)")
+        parser.add_argument("--bundle", type=Path, default=None,
+                            help="model bundle to load on first start (default: the shipped demo/)")
+        parser.add_argument("--no-worker", action="store_true", help="run workers elsewhere (docs/deploy.md)")
+        parser.add_argument("--setup-only", action="store_true", help="migrate and load the demo data, then exit")
+
+    def say(self, text: str) -> None:
+        self.stdout.write(text)
+        self.stdout.flush()
+
+    def handle(self, *args, **options):
+        var = Path(settings.VAR_DIR)
+        self.children: list[processes.ManagedProcess] = []
+        try:
+            env = self.redis_environment(var)
+            call_command("migrate", interactive=False, verbosity=0)
+            self.say("database ready")
+            self.first_admin(options["admin"])
+            self.demo_data(options["bundle"], var)
+            if options["setup_only"]:
+                return
+            self.run_processes(env, options)
+        finally:
+            for child in reversed(self.children):
+                child.stop()
+        if self.children:
+            self.say("stopped")
+
+    def redis_environment(self, var: Path) -> dict:
+        """Environment for the children: REDIS_URL of a Redis that answers (a private one if needed)."""
+        env = dict(os.environ)
+        if processes.redis_answers(settings.REDIS_URL):
+            self.say(f"using Redis at {settings.REDIS_URL}")
+            return env
+        if "REDIS_URL" in os.environ:
+            self.say(f"Redis at REDIS_URL={settings.REDIS_URL} does not answer: starting a private one")
+        try:
+            redis, url = processes.start_redis(var / "redis")
+        except RuntimeError as exc:
+            raise CommandError(str(exc)) from None
+        self.children.append(redis)
+        self.say(f"started redis-server at {url} (stops with the studio)")
+        env["REDIS_URL"] = url
+        if "CELERY_BROKER_URL" not in os.environ:
+            env["CELERY_BROKER_URL"] = url
+        return env
+
+    def first_admin(self, username: str) -> None:
+        password = services.ensure_admin(username, os.environ.get("STUDIO_ADMIN_PASSWORD"))
+        if password is None:
+            return
+        shown = password if "STUDIO_ADMIN_PASSWORD" not in os.environ else "(STUDIO_ADMIN_PASSWORD)"
+        self.say(self.style.SUCCESS(f"created the first admin: username {username!r}, password {shown}"))
+        self.say("  change it in the admin (/admin/password_change/) and give other users roles there")
+
+    def demo_data(self, bundle, var: Path) -> None:
+        if services.demo_loaded():
+            return
+        admin = get_user_model().objects.filter(is_superuser=True).order_by("pk").first()
+        bundle = bundle or Path(settings.BASE_DIR) / "demo"
+        dataset = services.load_demo(bundle, var / "seeded-models", admin, self.say)
+        self.say(f"demo dataset '{dataset.name}' with {dataset.samples.count()} samples is ready")
+
+    def run_processes(self, env: dict, options) -> None:
+        logs = Path(settings.VAR_DIR) / "logs"
+        if not options["no_worker"]:
+            worker = processes.ManagedProcess("celery worker", processes.worker_command("studio@%h"),
+                                              logs / "worker.log", env=env, cwd=settings.BASE_DIR).start()
+            self.children.append(worker)
+            self.say(f"starting a Celery worker (device {env.get('STUDIO_DEVICE', 'auto')}; log {worker.log_path})")
+        daphne = processes.ManagedProcess("daphne", processes.daphne_command(options["host"], options["port"]),
+                                          logs / "daphne.log", env=env, cwd=settings.BASE_DIR).start()
+        self.children.append(daphne)
+        daphne.wait_until(lambda: processes.port_open(options["host"], options["port"]), 120, "listening")
+        self.say(self.style.SUCCESS(f"EditGAN Studio is running at http://{options['host']}:{options['port']}/ "
+                                    "(Ctrl-C stops everything)"))
+        stop = []
+        for signum in (signal.SIGINT, signal.SIGTERM):  # explicit: a shell may start us with SIGINT ignored
+            signal.signal(signum, lambda *_: stop.append(True))
+        while not stop:
+            for child in self.children:
+                if not child.running:
+                    raise CommandError(f"{child.name} stopped unexpectedly:\n{child.log_tail()}")
+            time.sleep(0.5)
+        self.say("stopping the studio…")

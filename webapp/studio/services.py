@@ -1,0 +1,127 @@
+"""First-run set-up of a studio: the first admin and the demo data (loaded once)."""
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from django.contrib.auth import get_user_model
+from django.db import transaction
+
+from webapp.accounts.roles import ADMIN, assign_role
+from webapp.datasets import services as datasets
+from webapp.datasets.models import Dataset, Sample
+from webapp.registry import services as registry
+from webapp.registry.models import Checkpoint
+
+DEMO_DATASET = "demo"
+UNLABELLED_DEMO_SAMPLES = 12  # for the active-learning queue: the branch ranks these for annotators
+
+
+def ensure_admin(username: str, password: Optional[str]) -> Optional[str]:
+    """Create the first superuser (admin role) if the studio has none; returns the password when one was made."""
+    User = get_user_model()
+    if User.objects.filter(is_superuser=True).exists():
+        return None
+    password = password or secrets.token_urlsafe(12)
+    user = User.objects.create_superuser(username=username, password=password)
+    assign_role(user, ADMIN)
+    return password
+
+
+def demo_loaded() -> bool:
+    return Dataset.objects.filter(name=DEMO_DATASET).exists()
+
+
+def load_bundle(directory: Path, admin, say: Callable[[str], None]) -> Dataset:
+    """Register a model bundle (editor_core.bundle layout) and build the ``demo`` dataset from it: its annotated
+    samples, some unlabelled samples to rank, and its vectors in the library."""
+    from editor_core.bundle import AnnotatedSamples
+    from editor_core.domains.toonface import toonface_schema
+
+    from gpu_worker.convert import image_png, latent_bytes
+
+    generator_row = registry.import_checkpoint(admin, kind="generator", name=f"{directory.name} generator",
+                                               data=(directory / "generator.safetensors").read_bytes(),
+                                               filename="generator.safetensors")
+    schema_row = None
+    if (directory / "segmentation.safetensors").is_file():
+        segmentation = registry.import_checkpoint(
+            admin, kind="segmentation", name=f"{directory.name} segmentation", generator=generator_row,
+            data=(directory / "segmentation.safetensors").read_bytes(), filename="segmentation.safetensors")
+        schema_row = segmentation.schema
+    if (directory / "encoder.safetensors").is_file():
+        registry.register_file(directory / "encoder.safetensors", kind=Checkpoint.Kind.ENCODER,
+                               name=f"{directory.name} encoder", source_format=Checkpoint.SourceFormat.PROJECT,
+                               user=admin, generator=generator_row, fingerprint=generator_row.fingerprint)
+    annotations = None
+    if (directory / "annotations.safetensors").is_file():
+        annotations = AnnotatedSamples.load(directory / "annotations.safetensors")
+        schema_row = schema_row or registry.schema_for(annotations.schema)
+    schema_row = schema_row or registry.schema_for(toonface_schema())  # the shipped demo's domain
+    dataset = datasets.create_dataset(admin, DEMO_DATASET, schema_row, generator_row,
+                                      description=f"loaded from {directory}")
+    generator = registry_generator(generator_row)
+    latents = annotations.latents if annotations is not None else torch.empty(0)
+    say(f"  {len(latents)} annotated samples, {UNLABELLED_DEMO_SAMPLES} unlabelled ones")
+    for index, ws in enumerate(latents):
+        with torch.no_grad():
+            image = generator.synthesis(ws[None], noise_mode="const")
+        sample = datasets.add_sample(dataset, source=Sample.Source.GENERATED, image_png=image_png(image[0]),
+                                     latent=latent_bytes(ws, generator_row.fingerprint), user=admin)
+        datasets.save_mask(sample, admin, annotations.masks[index].to(torch.uint8).numpy(), base_version=0,
+                           note="demo bundle annotation")
+    for seed in range(UNLABELLED_DEMO_SAMPLES):
+        z = torch.randn(1, generator.z_dim, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            ws = generator.mapping(z, truncation_psi=0.7)
+            image = generator.synthesis(ws, noise_mode="const")
+        datasets.add_sample(dataset, source=Sample.Source.GENERATED, image_png=image_png(image[0]),
+                            latent=latent_bytes(ws[0], generator_row.fingerprint), seed=seed, user=admin)
+    from webapp.editing.services import import_vector
+
+    for path in sorted((directory / "vectors").glob("*.safetensors")):
+        import_vector(admin, path.read_bytes(), path.name, generator_row, tags=["demo"])
+        say(f"  vector {path.stem}")
+    return dataset
+
+
+def registry_generator(generator_row: Checkpoint):
+    """The registered generator, on the CPU of this (command) process."""
+    from editor_core.checkpoints import load_generator
+
+    from gpu_worker.engine_cache import local_path
+
+    return load_generator(local_path(generator_row.file.name, generator_row.sha256))
+
+
+def seed_random_models(folder: Path) -> Path:
+    """A tiny random generator + untrained segmentation branch (face preset) as a bundle folder, for studios that
+    have no demo bundle: everything works, the images are noise-like until real models are imported."""
+    from editor_core.checkpoints import generator_fingerprint, save_generator
+    from editor_core.networks import Generator, GeneratorConfig
+    from editor_core.schema import preset
+    from editor_core.segmentation import SegmentationConfig, SegmentationEnsemble, save_segmentation
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    generator = Generator(GeneratorConfig(resolution=64, z_dim=64, w_dim=64, channel_base=1024, channel_max=64,
+                                          mapping_layers=2)).eval()
+    schema = preset("face")
+    ensemble = SegmentationEnsemble(SegmentationConfig.from_generator(generator, schema.num_classes,
+                                                                      hidden=(32,), ensemble_size=3))
+    save_generator(folder / "generator.safetensors", generator)
+    save_segmentation(folder / "segmentation.safetensors", ensemble, schema,
+                      meta={"generator_id": generator_fingerprint(generator)})
+    return folder
+
+
+@transaction.atomic
+def load_demo(bundle: Path, fallback_folder: Path, admin, say: Callable[[str], None]) -> Dataset:
+    if (bundle / "generator.safetensors").is_file():
+        say(f"loading the demo bundle from {bundle}")
+        return load_bundle(bundle, admin, say)
+    say(f"no demo bundle at {bundle}: seeding a tiny RANDOM generator and segmentation branch instead "
+        "(import real checkpoints under Models, or build the bundle with `python -m editor_core`)")
+    return load_bundle(seed_random_models(fallback_folder), admin, say)
