@@ -1,0 +1,52 @@
+"""GPU benchmark of the engine: config-f networks with random weights, batch 1, 34 classes, 10-member ensemble.
+
+    python bench/gpu.py --resolutions 256 512 1024 --json $OUT/gpu.json
+
+Segmentation runs at min(resolution, 512)² as in the paper's face model. Each item is timed with CUDA events after
+warm-up; ``[naive]`` rows are the DatasetGAN/EditGAN-release computation of the same thing, timed in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.suite import Suite, SuiteConfig, environment, header, write_json  # noqa: E402
+
+
+# The encoder size the embedding module recommends for 512²/1024² generators (pSp-like, 81 M parameters).
+PSP_SIZED_ENCODER = dict(channel_base=16384, channel_max=512, pyramid_channels=256, head_channels=256,
+                         blocks_per_stage=2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--resolutions", type=int, nargs="+", default=[256, 512, 1024])
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--items", nargs="*", default=[], help="only items whose name starts with one of these")
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        parser.error("no CUDA device: bench/gpu.py measures the GPU path (use bench/cpu.py on a CPU)")
+    device = torch.device("cuda")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    sections = []
+    print(environment(device))
+    for resolution in args.resolutions:
+        config = SuiteConfig(resolution=resolution, seg_resolution=min(resolution, 512), repeats=args.repeats,
+                             items=tuple(args.items), extra={"encoder": PSP_SIZED_ENCODER})
+        print(f"\n== {resolution}² generator, segmentation at {config.seg_resolution}² ==")
+        print(header())
+        results = Suite(config, device).run()
+        sections.append({"environment": environment(device), "config": config, "results": results})
+        torch.cuda.empty_cache()
+    if args.json:
+        write_json(args.json, sections)
+
+
+if __name__ == "__main__":
+    main()
