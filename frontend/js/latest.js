@@ -13,7 +13,7 @@ export class LatestOnly {
     this.show = show;
     this.fail = fail;
     this.inFlight = false;
-    this.waiting = null; // {params}
+    this.waiting = null; // {params} of the newest request not sent yet
     this.issued = 0;
     this.shown = 0;
   }

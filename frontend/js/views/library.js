@@ -185,7 +185,8 @@ export class LibraryView {
 
   showResult(edit, how) {
     if (edit.result) this.compare.setAfter(edit.result.image_url);
-    this.applyState.textContent = this.applier.busy ? 'applying…' : `${how} (${edit.params.vectors?.length ?? 0} vectors)`;
+    // A newer slider position may already be waiting: then this result is only a step on the way.
+    this.applyState.textContent = this.applier.waiting ? 'applying…' : `${how} (${edit.params.vectors?.length ?? 0} vectors)`;
   }
 
   async refine(steps) {
