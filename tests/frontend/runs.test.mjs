@@ -1,16 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  applyRuns, coverageToRuns, guardedRuns, labelsToRuns, runsArea, runsRowSpan, validateRuns,
-} from '../../frontend/js/canvas/runs.js';
+import { applyRuns, coverageToRuns, guardedRuns, runsRowSpan } from '../../frontend/js/canvas/runs.js';
 
 test('coverageToRuns merges covered neighbours into runs', () => {
   const coverage = Uint8Array.from([0, 1, 1, 0, 1, 0, 0, 1]);
   assert.deepEqual(coverageToRuns(coverage, 5), [[1, 2, 5], [4, 1, 5], [7, 1, 5]]);
-});
-
-test('labelsToRuns splits where the label changes', () => {
-  assert.deepEqual(labelsToRuns([0, 0, 3, 3, 3, 1]), [[0, 2, 0], [2, 3, 3], [5, 1, 1]]);
 });
 
 test('applyRuns writes labels and its inverse restores the mask exactly', () => {
@@ -23,18 +17,8 @@ test('applyRuns writes labels and its inverse restores the mask exactly', () => 
   assert.deepEqual(data, before);
 });
 
-test('validateRuns rejects overlaps, out-of-range runs and bad labels with a message', () => {
-  assert.doesNotThrow(() => validateRuns([[0, 2, 1], [2, 2, 3]], 4, 4));
-  assert.throws(() => validateRuns([[0, 3, 1], [2, 1, 1]], 10), /overlaps/);
-  assert.throws(() => validateRuns([[8, 3, 1]], 10), /leaves the 10-pixel mask/);
-  assert.throws(() => validateRuns([[0, 1, 9]], 10, 4), /labels go from 0 to 3/);
-  assert.throws(() => validateRuns([[0, 1.5, 1]], 10), /integers/);
-  assert.throws(() => validateRuns('x', 10), /array/);
-});
-
-test('runsArea and runsRowSpan', () => {
+test('runsRowSpan', () => {
   const runs = [[3, 2, 1], [9, 4, 1]];
-  assert.equal(runsArea(runs), 6);
   assert.deepEqual(runsRowSpan(runs, 4), { y0: 0, y1: 3 });
   assert.equal(runsRowSpan([], 4), null);
 });
@@ -57,5 +41,4 @@ import { mergeDisjointRuns } from '../../frontend/js/canvas/runs.js';
 test('mergeDisjointRuns sorts the chunks of one stroke into one valid op', () => {
   const merged = mergeDisjointRuns([[10, 2, 1]], [[0, 3, 1], [20, 1, 1]]);
   assert.deepEqual(merged, [[0, 3, 1], [10, 2, 1], [20, 1, 1]]);
-  assert.doesNotThrow(() => validateRuns(merged, 30));
 });

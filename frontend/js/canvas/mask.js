@@ -1,6 +1,6 @@
 // The label mask: one class index per pixel, row-major (flat index y * width + x).
 
-import { applyRuns, validateRuns } from './runs.js';
+import { applyRuns } from './runs.js';
 
 export class LabelMask {
   /**
@@ -31,12 +31,6 @@ export class LabelMask {
 
   /** Applies an operation's runs, returning its inverse. */
   apply(runs) { return applyRuns(this.data, runs); }
-
-  /** Like apply, after checking runs that came from elsewhere (server, file). */
-  applyChecked(runs, numClasses) {
-    validateRuns(runs, this.size, numClasses);
-    return applyRuns(this.data, runs);
-  }
 
   clone() { return new LabelMask(this.width, this.height, this.data.slice()); }
 

@@ -25,49 +25,6 @@ export function coverageToRuns(coverage, label) {
 }
 
 /**
- * Runs that write `labels` (one label per pixel, e.g. a model prediction) over the whole mask, merging equal
- * neighbours.
- * @param {ArrayLike<number>} labels
- */
-export function labelsToRuns(labels) {
-  const runs = [];
-  const n = labels.length;
-  let i = 0;
-  while (i < n) {
-    const label = labels[i];
-    const start = i;
-    while (i < n && labels[i] === label) i++;
-    runs.push([start, i - start, label]);
-  }
-  return runs;
-}
-
-/**
- * Checks that runs fit a mask of `size` pixels and use labels below `numClasses`; throws a RangeError that says
- * which run is wrong. Remote input goes through this before it touches a mask.
- */
-export function validateRuns(runs, size, numClasses = 256) {
-  if (!Array.isArray(runs)) throw new TypeError('runs must be an array of [start, length, label]');
-  let end = 0;
-  runs.forEach((run, k) => {
-    if (!Array.isArray(run) || run.length !== 3) {
-      throw new TypeError(`run ${k} must be [start, length, label], got ${JSON.stringify(run)}`);
-    }
-    const [start, length, label] = run;
-    if (!Number.isInteger(start) || !Number.isInteger(length) || !Number.isInteger(label)) {
-      throw new TypeError(`run ${k} must hold integers, got ${JSON.stringify(run)}`);
-    }
-    if (start < end || length <= 0 || start + length > size) {
-      throw new RangeError(`run ${k} ${JSON.stringify(run)} overlaps, is empty or leaves the ${size}-pixel mask`);
-    }
-    if (label < 0 || label >= numClasses) {
-      throw new RangeError(`run ${k} has label ${label}; labels go from 0 to ${numClasses - 1}`);
-    }
-    end = start + length;
-  });
-}
-
-/**
  * Writes runs into `data` in place and returns the inverse runs (previous labels, split where they change).
  * @param {Uint8Array} data  the flat mask
  * @param {Array<[number, number, number]>} runs
@@ -87,13 +44,6 @@ export function applyRuns(data, runs) {
     data.fill(label, start, end);
   }
   return inverse;
-}
-
-/** Number of pixels the runs cover. */
-export function runsArea(runs) {
-  let area = 0;
-  for (const run of runs) area += run[1];
-  return area;
 }
 
 /**

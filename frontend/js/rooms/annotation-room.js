@@ -66,7 +66,15 @@ export class AnnotationRoom {
         this.version = message.version;
         this.handlers.onVersion(message.version);
         return this.handlers.onSaved(message);
-      case 'error': return this.handlers.onError(message.error);
+      case 'error':
+        if (message.request === 'op' && this.shared) {
+          // The server refused one of my ops and does not say which: drop them all and load its state again
+          // (resending them would be refused the same way).
+          for (const op of [...this.shared.pending]) this.shared.reject(op.opId);
+          this.handlers.onChange(null);
+          this.reload();
+        }
+        return this.handlers.onError(message.error);
       default: return undefined;
     }
   }

@@ -45,27 +45,3 @@ export function formatTime(iso) {
   const date = new Date(iso);
   return Number.isNaN(date.getTime()) ? String(iso) : date.toLocaleString();
 }
-
-/** Returns a function that calls `fn` at most once per `ms`, always ending with the newest arguments. */
-export function throttleLatest(fn, ms) {
-  let timer = null;
-  let lastCall = 0;
-  let pendingArgs = null;
-  return (...args) => {
-    pendingArgs = args;
-    const wait = lastCall + ms - Date.now();
-    if (wait <= 0 && timer === null) {
-      lastCall = Date.now();
-      fn(...pendingArgs);
-      pendingArgs = null;
-    } else if (timer === null) {
-      timer = setTimeout(() => {
-        timer = null;
-        lastCall = Date.now();
-        const latest = pendingArgs;
-        pendingArgs = null;
-        if (latest) fn(...latest);
-      }, Math.max(0, wait));
-    }
-  };
-}
