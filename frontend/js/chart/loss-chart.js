@@ -7,7 +7,7 @@ const COLOURS = ['#4f8cff', '#ff922b', '#51cf66', '#f06595', '#fcc419', '#20c997
 const PAD = { left: 48, right: 12, top: 10, bottom: 22 };
 
 export class LossChart {
-  constructor(title = 'Loss', emptyText = 'The loss curve appears here when a run starts.') {
+  constructor(title = 'Loss', emptyText = 'The loss curve appears when a run starts.') {
     this.emptyText = emptyText;
     this.series = new Map();
     this.canvas = h('canvas', { class: 'chart', role: 'img', 'aria-label': `${title} curve` });
@@ -49,7 +49,9 @@ export class LossChart {
     ctx.font = '11px system-ui, sans-serif';
     ctx.fillStyle = '#9aa3af';
     if (!all.some((s) => s.length)) {
-      ctx.fillText(this.emptyText, PAD.left, height / 2);
+      ctx.textAlign = 'center';
+      ctx.fillText(this.emptyText, width / 2, height / 2);
+      ctx.textAlign = 'start';
       return;
     }
     const [x0, x1] = extent(all, 0);

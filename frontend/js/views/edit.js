@@ -101,7 +101,7 @@ export class EditView {
     this.cancelButton = button('Cancel', { className: 'danger', title: 'Stop the running edit', disabled: true,
       onclick: () => this.running?.watch.cancel() });
     this.editProgress = h('div', { class: 'progress' }, h('div', { style: { width: '0%' } }));
-    this.chart = new LossChart('Edit loss', 'Losses appear here while an edit runs.');
+    this.chart = new LossChart('Edit loss', 'Losses appear during an edit.');
     this.saveVectorButton = button('Save vector…', { title: 'Save the learned edit to the shared library',
       disabled: true, onclick: () => this.saveVector() });
     this.downloads = h('div', { class: 'downloads row' });
