@@ -132,11 +132,10 @@ export class EditView {
     bindKey('ctrl+z', 'Undo', () => this.undo(), scope);
     bindKey('ctrl+shift+z', 'Redo', () => this.redo(), scope);
     for (const [key, tool] of Object.entries({ b: 'brush', e: 'eraser', f: 'fill', p: 'polygon', l: 'lasso', i: 'eyedropper' })) {
-      bindKey(key, '', () => this.toolbar.setTool(tool), scope);
+      bindKey(key, key === 'b' ? 'B E F P L I: the tools, as in Annotate' : '', () => this.toolbar.setTool(tool), scope);
     }
-    bindKey('[', '', () => this.toolbar.nudgeSize(-2), scope);
+    bindKey('[', '[ ]: brush size', () => this.toolbar.nudgeSize(-2), scope);
     bindKey(']', '', () => this.toolbar.nudgeSize(2), scope);
-    bindKey('b / e / f / p / l / i', 'Tools, as in Annotate', () => {}, scope);
     this.renderDownloads();
   }
 
