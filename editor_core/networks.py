@@ -42,9 +42,34 @@ def _depthwise_filter(f: torch.Tensor, channels: int, dtype: torch.dtype, gain: 
 
 def fir_filter(x: torch.Tensor, f: torch.Tensor, padding: int, stride: int = 1, gain: float = 1.0) -> torch.Tensor:
     """Filter every channel of ``x [B, C, H, W]`` with ``f [k, k]`` after zero-padding by ``padding``, then keep every
-    ``stride``-th pixel: ``[B, C, (H + 2p - k) // stride + 1, ...]``."""
+    ``stride``-th pixel: ``[B, C, (H + 2p - k) // stride + 1, ...]``.
+
+    On CUDA the filter runs as :func:`separable_fir_filter`: CUDA libraries run grouped (one filter per channel)
+    convolutions slowly, above all in bfloat16 and channels-last, and with them the 128² trainer reached only
+    ~31 TFLOP/s (docs/demo-model.md). On the CPU oneDNN's grouped convolution is the faster one (2–10x at batch 1).
+    """
+    if x.is_cuda:
+        return separable_fir_filter(x, f, padding, stride, gain)
     channels = x.shape[1]
     return F.conv2d(x, _depthwise_filter(f, channels, x.dtype, gain), padding=padding, stride=stride, groups=channels)
+
+
+def separable_fir_filter(x: torch.Tensor, f: torch.Tensor, padding: int, stride: int = 1,
+                         gain: float = 1.0) -> torch.Tensor:
+    """:func:`fir_filter` for a separable ``f = outer(t, t)`` (every resampling filter here is one): rows, then
+    columns, each a float32 sum of ``k`` shifted slices. Only element-wise work, so ``torch.compile`` fuses it into
+    a memory-bound kernel."""
+    taps = f.sum(dim=1) * math.sqrt(gain)   # f = outer(t, t) with sum(f) = 1, so t = the row sums of f
+    y = x.to(torch.promote_types(x.dtype, torch.float32))
+    for dim in (3, 2):
+        padded = F.pad(y, [padding, padding, 0, 0] if dim == 3 else [0, 0, padding, padding])
+        length = (padded.shape[dim] - taps.shape[0]) // stride + 1
+        index = [slice(None)] * padded.ndim
+        y = 0
+        for k in range(taps.shape[0]):
+            index[dim] = slice(k, k + stride * (length - 1) + 1, stride)
+            y = y + padded[tuple(index)] * taps[k]
+    return y.to(x.dtype)
 
 
 def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
