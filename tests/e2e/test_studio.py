@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -187,3 +188,40 @@ def test_help_panel_lists_the_keyboard_shortcuts(open_as, live_studio):
     screenshot(page, "help")
     page.keyboard.press("Escape")
     help_panel.wait_for(state="detached")
+
+
+def test_a_dropped_connection_reconnects_and_loses_no_paint(open_as, live_studio, client_for):
+    sample = live_studio.samples[3]
+    page = open_as("ann", "/annotate")
+    connections = []
+    network = {"down": False}
+
+    def through(route):  # the room's websocket, passed through while the "network" is up, refused while down
+        if network["down"]:
+            route.close(code=1006, reason="network down")
+            return
+        route.connect_to_server()
+        connections.append(route)
+
+    page.route_web_socket(re.compile(r"/ws/annotate/"), through)
+    page.evaluate(f"location.hash = '#/annotate/{sample.pk}'")
+    wait_ready(page)
+    network["down"] = True
+    connections[-1].close(code=1001, reason="the test drops the connection")
+    page.locator("#connection").filter(has_text="reconnecting").wait_for()
+    box = canvas_box(page, "annotate")
+    page.locator('.annotate-view .palette li[data-label="2"]').click()
+    drag(page, [mask_point(box, sample.width, x, 16.5) for x in (4, 16, 28)])
+    page.locator(".annotate-view .save-state").filter(has_text="offline").wait_for()
+    screenshot(page, "offline")
+    network["down"] = False
+    page.locator("#connection").filter(has_text="live").wait_for(timeout=30_000)
+    assert len(connections) == 2, "the room did not reconnect"
+    page.keyboard.press("Control+s")
+    page.locator(".toast-success").filter(has_text="Saved").first.wait_for()
+    admin = client_for(live_studio.users.admin)
+    for _ in range(50):
+        if stored_mask(admin, sample.pk)[16, 16] == 2:
+            break
+        page.wait_for_timeout(200)
+    assert stored_mask(admin, sample.pk)[16, 16] == 2, "the stroke painted while offline was lost"
