@@ -3,6 +3,7 @@ from tests/conftest.py) on the tiny models of tests/webapp/conftest.py. Each sto
 docs/img/e2e_<story>.png."""
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tempfile
@@ -92,7 +93,11 @@ def open_as(request, browser, live_studio):
 
 
 def screenshot(page, story: str) -> Path:
+    """Saves the page as docs/img/e2e_<story>.png, quantised to 256 colours so the repository stays small."""
+    from PIL import Image
+
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"e2e_{story}.png"
-    page.screenshot(path=str(path))
+    with Image.open(io.BytesIO(page.screenshot())) as shot:
+        shot.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
     return path
