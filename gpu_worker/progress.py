@@ -33,8 +33,9 @@ class JobReporter:
     thread reads the job's cancel flag every ``STUDIO_JOB_HEARTBEAT_SECONDS``.
     """
 
-    def __init__(self, job, preview_group: Optional[str] = None, mask_png=None):
+    def __init__(self, job, preview_group: Optional[str] = None, mask_png=None, batch=()):
         self.job = job
+        self.batch_ids = [other.pk for other in batch if other.pk != job.pk]  # mode-1 jobs riding along
         self.preview_group = preview_group
         self.mask_png = mask_png  # callable: int64 [H, W] tensor → PNG bytes in the schema's colours
         self.metrics: dict[str, list[list[float]]] = {}
@@ -57,6 +58,8 @@ class JobReporter:
                 try:
                     if jobs.beat(self.job.pk):
                         self.cancel_requested.set()
+                    for other in self.batch_ids:  # so that nobody takes them over as lost
+                        jobs.beat(other)
                 except Exception:  # a database hiccup must not kill the job; the next beat tries again
                     log.exception("heartbeat of job %s failed", self.job.pk)
                     close_old_connections()

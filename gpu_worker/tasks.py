@@ -331,7 +331,7 @@ def apply(job_id: int) -> str:
     if not requests:
         return "failed"
     try:
-        with JobReporter(job):
+        with JobReporter(job, batch=[request.job for request in requests]):
             _render_mode1_batch(job, requests)
     except Exception as exc:
         log.exception("mode-1 batch led by job %s failed", job.pk)

@@ -53,9 +53,20 @@ def pytest_configure(config):
         env["DATABASE_URL"] = f"sqlite:///{VAR / 'studio.sqlite3'}"
         env["DATABASE_TEST_NAME"] = str(VAR / "test.sqlite3")
     os.environ.update(env)
+    config.addinivalue_line("markers", "database_independent: a web test that brings its own database "
+                                       "(skipped in the PostgreSQL run)")
     from django.conf import settings
 
     settings.INSTALLED_APPS  # noqa: B018  (loads the settings now, so pytest-django sets Django up after this hook)
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--studio-db") != "postgres":
+        return
+    skip = pytest.mark.skip(reason="does not use the test database: run once, with --studio-db=sqlite")
+    for item in items:
+        if item.get_closest_marker("database_independent"):
+            item.add_marker(skip)
 
 
 def pytest_unconfigure(config):

@@ -295,3 +295,18 @@ def test_login_and_active_learning_order(shared_studio, client_for):
     Sample.objects.filter(pk=shared_studio.samples[3].pk).update(uncertainty=0.9)
     order = [s["id"] for s in client.get(f"/api/datasets/{shared_studio.dataset.pk}/next-to-label").json()]
     assert order == [shared_studio.samples[3].pk, shared_studio.samples[2].pk]  # labelled samples 0, 1 are not offered
+
+
+def test_django_admin_lists_every_studio_model(shared_studio, client_for):
+    from django.contrib import admin
+
+    client = client_for(shared_studio.users.admin)
+    studio_models = [m for m in admin.site._registry if m._meta.app_label in
+                     ("accounts", "datasets", "registry", "editing", "jobs")]
+    assert {m.__name__ for m in studio_models} >= {"ApiToken", "LabelSchema", "Dataset", "Sample", "Annotation",
+                                                    "AnnotationRevision", "Checkpoint", "EditSession", "EditResult",
+                                                    "EditVector", "Composition", "Job"}
+    for model in studio_models:
+        url = f"/admin/{model._meta.app_label}/{model._meta.model_name}/"
+        assert client.get(url).status_code == 200, url
+    assert client_for(shared_studio.users.annotator).get("/admin/datasets/sample/").status_code == 302  # to login

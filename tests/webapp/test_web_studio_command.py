@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.database_independent
 REPO = Path(__file__).resolve().parents[2]
 
 

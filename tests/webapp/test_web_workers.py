@@ -150,3 +150,28 @@ def test_a_job_whose_worker_is_killed_runs_again_and_finishes(studio, celery_wor
     assert finished.status == "succeeded", finished.error
     assert finished.attempts == 2 and finished.worker != first_worker
     assert finished.result["checkpoint_id"] and len(finished.metrics["loss"]) == 60
+
+
+def test_upload_embed_then_refine_with_mode2(studio, celery_worker, client_for):
+    import io
+
+    from PIL import Image
+
+    artist = client_for(studio.users.artist)
+    photo = io.BytesIO()
+    Image.new("RGB", (48, 40), (120, 80, 60)).save(photo, format="JPEG")
+    photo.seek(0)
+    photo.name = "photo.jpg"
+    uploaded = artist.post(f"/api/datasets/{studio.dataset.pk}/samples/upload", {"file": photo}).json()
+    embedded = wait_for_job(post(artist, f"/api/samples/{uploaded['id']}/embed", {"steps": 3}).json()["id"],
+                            worker=celery_worker)
+    assert embedded.status == "succeeded", embedded.error
+    assert embedded.result["used_encoder"] is False and artist.get(f"/api/samples/{uploaded['id']}").json()[
+        "has_latent"]
+
+    edit = post(artist, "/api/edits", {"sample_id": uploaded["id"], "mode": 2, "steps": 2,
+                                       "vectors": [{"vector_id": studio.vector.pk, "scale": 1.5}]}).json()
+    refined = wait_for_job(edit["job_id"], worker=celery_worker)
+    assert refined.status == "succeeded", refined.error
+    result = artist.get(f"/api/edits/{edit['id']}").json()["result"]
+    assert result["has_vector"] and result["edited_classes"] == [2]

@@ -10,8 +10,8 @@ from webapp.accounts import roles
 from webapp.accounts.auth import role_auth
 from webapp.datasets import services
 from webapp.datasets.models import Dataset, LabelSchema, Sample
-from webapp.datasets.schemas import (AnnotationOut, DatasetIn, DatasetOut, GenerateIn, MaskIn, RankIn, ReviewIn,
-                                     RevisionOut, SampleOut, SchemaIn, SchemaOut, VersionIn)
+from webapp.datasets.schemas import (AnnotationOut, DatasetIn, DatasetOut, EmbedIn, GenerateIn, MaskIn, RankIn,
+                                     ReviewIn, RevisionOut, SampleOut, SchemaIn, SchemaOut, VersionIn)
 from webapp.jobs.schemas import JobOut
 from webapp.registry.models import Checkpoint
 from webapp.storage import read_bytes
@@ -128,11 +128,12 @@ def sample_image(request, sample_id: int):
 
 
 @router.post("/samples/{sample_id}/embed", auth=uploader, response={202: JobOut})
-def embed_sample(request, sample_id: int):
+def embed_sample(request, sample_id: int, payload: EmbedIn):
+    """Find the sample's W+ latent (needed before uploaded photos can be edited or pre-labelled)."""
     from webapp.jobs import services as jobs
 
     sample = get_object_or_404(Sample, pk=sample_id)
-    return Status(202, jobs.enqueue("embed", request.user, {"sample_id": sample.pk}))
+    return Status(202, jobs.enqueue("embed", request.user, {"sample_id": sample.pk, "steps": payload.steps}))
 
 
 @router.get("/samples/{sample_id}/annotation", auth=viewer, response=AnnotationOut)

@@ -98,3 +98,7 @@ class GenerateIn(Schema):
 
 class RankIn(Schema):
     segmentation_id: Optional[int] = Field(None, description="default: the active segmentation branch")
+
+
+class EmbedIn(Schema):
+    steps: int = Field(100, ge=1, le=2000, description="optimisation steps (the release: 100 interactive, 500 batch)")

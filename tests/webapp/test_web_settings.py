@@ -1,0 +1,38 @@
+"""Settings come from the environment: storage, database, bad values (checked in a fresh interpreter)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.database_independent
+REPO = Path(__file__).resolve().parents[2]
+PROBE = ("import django; django.setup(); from django.conf import settings; "
+         "from django.core.files.storage import storages; storage = storages['default']; "
+         "print(type(storage).__name__, settings.DATABASES['default']['ENGINE'], "
+         "getattr(storage, 'bucket_name', '-'))")
+
+
+def settings_in(tmp_path, **env) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "STORAGE_", "AWS_"))}
+    base.update(DJANGO_SETTINGS_MODULE="webapp.settings", STUDIO_VAR_DIR=str(tmp_path), **env)
+    return subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env=base, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_local_sqlite_by_default_and_s3_postgres_by_environment(tmp_path):
+    default = settings_in(tmp_path)
+    assert default.stdout.split() == ["FileSystemStorage", "django.db.backends.sqlite3", "-"], default.stderr
+    scaled = settings_in(tmp_path, STORAGE_BACKEND="s3", AWS_STORAGE_BUCKET_NAME="studio-files",
+                         DATABASE_URL="postgres://studio@db.internal:5432/studio")
+    assert scaled.stdout.split() == ["S3Storage", "django.db.backends.postgresql", "studio-files"], scaled.stderr
+
+
+def test_bad_setting_values_fail_with_a_clear_message(tmp_path):
+    wrong = settings_in(tmp_path, STORAGE_BACKEND="ftp")
+    assert wrong.returncode != 0 and "STORAGE_BACKEND='ftp': use 'local' (default) or 's3'" in wrong.stderr
+    wrong = settings_in(tmp_path, STUDIO_MAX_QUEUED_JOBS_PER_USER="many")
+    assert wrong.returncode != 0 and "STUDIO_MAX_QUEUED_JOBS_PER_USER='many' is not an integer" in wrong.stderr
