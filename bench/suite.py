@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from editor_core.checkpoints import generator_fingerprint
-from editor_core.editing import EditConfig, EditingModels, apply_vectors, optimize_edit, refine_config, \
-    refine_vectors, render_and_segment
+from editor_core.editing import (EditConfig, EditingModels, apply_vectors, optimize_edit, prepare_edit,
+                                 refine_config, refine_vectors, render_and_segment)
 from editor_core.networks import Generator, GeneratorConfig
 from editor_core.perceptual import get_perceptual_loss
 from editor_core.segmentation import SegmentationConfig, SegmentationEnsemble, SegTrainConfig, train_segmentation
@@ -159,10 +159,9 @@ class Suite:
             return step
 
         def edit_step(naive: bool):
-            config = EditConfig(steps=1)
             if naive:
-                return lambda: _naive_edit_step(self.models, ws, original, edited, config)
-            return lambda: optimize_edit(self.models, ws, original, edited, config)
+                return _naive_edit_step(self.models, ws, original, edited, EditConfig())
+            return prepare_edit(self.models, ws, original, edited, EditConfig()).step
 
         def mode1(count: int, naive: bool = False):
             scales = torch.ones(count, device=self.device)
@@ -238,7 +237,7 @@ def _naive_full_logits(models: EditingModels, features: list[torch.Tensor]) -> t
 
 
 def _naive_edit_step(models: EditingModels, ws: torch.Tensor, original: torch.Tensor, edited: torch.Tensor,
-                     config: EditConfig) -> None:
+                     config: EditConfig) -> Callable[[], None]:
     """One edit step the way the EditGAN release computes it: full-map naive segmentation, CE inside the ROI."""
     from editor_core.editing import edit_roi, resize_mask
 
@@ -248,17 +247,20 @@ def _naive_edit_step(models: EditingModels, ws: torch.Tensor, original: torch.Te
     outside = (~resize_mask(roi, original_image.shape[-1]))[:, None].float()
     w = ws.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([w], lr=config.lr)
-    image, features = models.generator.synthesis(w, return_features=True)
-    logits = _naive_full_logits(models, features)
-    members = logits.shape[1]
-    ce = F.cross_entropy(logits.flatten(0, 1), edited.repeat_interleave(members, 0), reduction="none")
-    ce = (ce.mean(0, keepdim=True) * roi).sum() / roi.sum()
-    lpips = models.perceptual(image * outside, original_image * outside).mean()
-    l2 = F.mse_loss(image * outside, original_image * outside)
-    loss = config.outside_weight * (config.lpips_weight * lpips + config.l2_weight * l2) + ce
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
+
+    def step() -> None:
+        image, features = models.generator.synthesis(w, return_features=True)
+        logits = _naive_full_logits(models, features)
+        members = logits.shape[1]
+        ce = F.cross_entropy(logits.flatten(0, 1), edited.repeat_interleave(members, 0), reduction="none")
+        ce = (ce.mean(0, keepdim=True) * roi).sum() / roi.sum()
+        lpips = models.perceptual(image * outside, original_image * outside).mean()
+        l2 = F.mse_loss(image * outside, original_image * outside)
+        loss = config.outside_weight * (config.lpips_weight * lpips + config.l2_weight * l2) + ce
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return step
 
 
 @torch.no_grad()

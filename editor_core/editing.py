@@ -222,13 +222,9 @@ def _on(vector: EditVector, device: torch.device) -> EditVector:
 # Modes 2 and 3: optimisation
 
 
-def optimize_edit(models: EditingModels, ws: torch.Tensor, original_mask: torch.Tensor, edited_mask: torch.Tensor,
-                  config: EditConfig = EditConfig(), edited_classes: Optional[Sequence[int]] = None,
-                  progress: Optional[ProgressCallback] = None) -> EditResult:
-    """Mode 3: find the latent whose segmentation matches ``edited_mask`` inside the ROI, image unchanged outside.
-
-    ``ws`` ``[B,num_ws,w_dim]``; masks ``[B,H,W]`` of any size (resized with nearest to the segmentation resolution).
-    """
+def prepare_edit(models: EditingModels, ws: torch.Tensor, original_mask: torch.Tensor, edited_mask: torch.Tensor,
+                 config: EditConfig = EditConfig(), edited_classes: Optional[Sequence[int]] = None) -> "EditOptimizer":
+    """Validate a mode-3 request and set up its optimisation (see :func:`optimize_edit`)."""
     ws = _check_latent(models, ws)
     size = models.seg_resolution
     original = resize_mask(_check_mask(original_mask, models.num_classes, "original mask").to(models.device), size)
@@ -241,7 +237,31 @@ def optimize_edit(models: EditingModels, ws: torch.Tensor, original_mask: torch.
     roi = edit_roi(original, edited, classes, config.dilation_kernel, config.dilation_iterations)
     with torch.no_grad():
         original_image = models.generator.synthesis(ws, noise_mode="const")
-    return _optimise(models, ws, ws, original_image, roi, edited, classes, config, progress, stage="edit")
+    return EditOptimizer(models, ws, ws, original_image, roi, edited, classes, config, stage="edit")
+
+
+def optimize_edit(models: EditingModels, ws: torch.Tensor, original_mask: torch.Tensor, edited_mask: torch.Tensor,
+                  config: EditConfig = EditConfig(), edited_classes: Optional[Sequence[int]] = None,
+                  progress: Optional[ProgressCallback] = None) -> EditResult:
+    """Mode 3: find the latent whose segmentation matches ``edited_mask`` inside the ROI, image unchanged outside.
+
+    ``ws`` ``[B,num_ws,w_dim]``; masks ``[B,H,W]`` of any size (resized with nearest to the segmentation resolution).
+    """
+    return prepare_edit(models, ws, original_mask, edited_mask, config, edited_classes).run(progress)
+
+
+def prepare_refine(models: EditingModels, ws: torch.Tensor, vectors: Sequence[EditVector],
+                   scales: torch.Tensor | Sequence[float], config: Optional[EditConfig] = None) -> "EditOptimizer":
+    """Apply vectors and set up their self-supervised refinement (see :func:`refine_vectors`)."""
+    config = config or refine_config()
+    ws = _check_latent(models, ws)
+    applied = apply_vectors(models, ws, vectors, scales)
+    original_image, original_labels = render_and_segment(models, ws)
+    classes = sorted({c for v in vectors for c in v.info.edited_classes})
+    class_ids = torch.as_tensor(classes, device=models.device, dtype=torch.long)
+    region = torch.isin(original_labels, class_ids) | torch.isin(applied.mask, class_ids)
+    roi = dilate(region, config.dilation_kernel, config.dilation_iterations)
+    return EditOptimizer(models, ws, applied.ws, original_image, roi, applied.mask, classes, config, stage="refine")
 
 
 def refine_vectors(models: EditingModels, ws: torch.Tensor, vectors: Sequence[EditVector],
@@ -252,62 +272,78 @@ def refine_vectors(models: EditingModels, ws: torch.Tensor, vectors: Sequence[Ed
     The target is the segmentation the applied latent produces; the ROI is the union of the vectors' classes before
     and after application, dilated; the image outside the ROI is held to the original (no encoder term).
     """
-    config = config or refine_config()
-    ws = _check_latent(models, ws)
-    applied = apply_vectors(models, ws, vectors, scales)
-    original_image, original_labels = render_and_segment(models, ws)
-    classes = sorted({c for v in vectors for c in v.info.edited_classes})
-    class_ids = torch.as_tensor(classes, device=models.device, dtype=torch.long)
-    region = torch.isin(original_labels, class_ids) | torch.isin(applied.mask, class_ids)
-    roi = dilate(region, config.dilation_kernel, config.dilation_iterations)
-    return _optimise(models, ws, applied.ws, original_image, roi, applied.mask, classes, config, progress,
-                     stage="refine")
+    return prepare_refine(models, ws, vectors, scales, config).run(progress)
 
 
-def _optimise(models: EditingModels, ws_original: torch.Tensor, ws_start: torch.Tensor, original_image: torch.Tensor,
-              roi: torch.Tensor, target: torch.Tensor, classes: list[int], config: EditConfig,
-              progress: Optional[ProgressCallback], stage: str) -> EditResult:
-    """Adam on W+ from ``ws_start``; the shared loop of modes 2 and 3."""
-    if not roi.flatten(1).any(dim=1).all():
-        raise ValueError(f"the region of interest is empty for at least one image: classes {classes} appear in "
-                         f"neither the original nor the edited segmentation, so there is nothing to optimise")
-    use_encoder = models.encoder is not None and config.encoder_weight > 0
-    outside = (~resize_mask(roi, original_image.shape[-1]))[:, None].to(original_image.dtype)  # [B,1,H,W]
-    masked_original = original_image * outside
-    roi_pixels = _RoiPixels.of(roi, target)
+class EditOptimizer:
+    """Adam on W+ from ``ws_start`` towards ``target`` inside ``roi``: the shared loop of modes 2 and 3.
 
-    ws = ws_start.detach().clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([ws], lr=config.lr)
-    history: list[dict[str, torch.Tensor]] = []
-    for step in range(1, config.steps + 1):
-        image, features = models.generator.synthesis(ws, noise_mode="const", return_features=True)
-        losses = _edit_losses(models, ws, image, features, masked_original, outside, roi_pixels, config, use_encoder)
-        optimizer.zero_grad(set_to_none=True)
+    ``ws_original`` ``[B,num_ws,w_dim]`` is the unedited latent (the edit vector is measured from it),
+    ``original_image`` ``[B,3,H,W]`` what the image must stay outside the ROI, ``roi`` ``[B,h,w]`` bool and
+    ``target`` ``[B,h,w]`` at the segmentation resolution. ``step()`` runs one update; ``run()`` all of them.
+    """
+
+    def __init__(self, models: EditingModels, ws_original: torch.Tensor, ws_start: torch.Tensor,
+                 original_image: torch.Tensor, roi: torch.Tensor, target: torch.Tensor, classes: list[int],
+                 config: EditConfig, stage: str):
+        if not roi.flatten(1).any(dim=1).all():
+            raise ValueError(f"the region of interest is empty for at least one image: classes {classes} appear in "
+                             f"neither the original nor the edited segmentation, so there is nothing to optimise")
+        self.models, self.config, self.stage, self.classes = models, config, stage, classes
+        self.ws_original, self.roi, self.target = ws_original, roi, target
+        self.use_encoder = models.encoder is not None and config.encoder_weight > 0
+        self.outside = (~resize_mask(roi, original_image.shape[-1]))[:, None].to(original_image.dtype)  # [B,1,H,W]
+        self.masked_original = original_image * self.outside
+        self.roi_pixels = _RoiPixels.of(roi, target)
+        self.ws = ws_start.detach().clone().requires_grad_(True)
+        self.optimizer = torch.optim.Adam([self.ws], lr=config.lr)
+        self.history: list[dict[str, torch.Tensor]] = []
+
+    def step(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One Adam update; returns the image and features it was computed from (before the update)."""
+        image, features = self.models.generator.synthesis(self.ws, noise_mode="const", return_features=True)
+        losses = _edit_losses(self.models, self.ws, image, features, self.masked_original, self.outside,
+                              self.roi_pixels, self.config, self.use_encoder)
+        self.optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
-        optimizer.step()
-        history.append({name: value.detach() for name, value in losses.items()})
-        if progress is not None:
-            preview = step % config.preview_every == 0 or step == config.steps
-            report(progress, ProgressEvent(
-                stage=stage, step=step, total=config.steps,
-                losses={name: float(value) for name, value in history[-1].items()},
-                preview_image=image[0].detach() if preview else None,
-                preview_mask=_labels(models, features)[0] if preview else None))
-    ws = ws.detach()
-    image, mask = render_and_segment(models, ws)
-    # One host synchronisation for the whole history instead of one per step and loss.
-    names = list(history[0])
-    values = torch.stack([torch.stack([entry[name] for name in names]) for entry in history]).tolist()
-    return EditResult(ws=ws, delta=ws - ws_original, image=image, mask=mask, roi=roi, target_mask=target,
-                      edited_classes=classes, history=[dict(zip(names, row)) for row in values])
+        self.optimizer.step()
+        self.history.append({name: value.detach() for name, value in losses.items()})
+        return image, features
+
+    def run(self, progress: Optional[ProgressCallback] = None) -> EditResult:
+        steps = self.config.steps
+        for step in range(1, steps + 1):
+            image, features = self.step()
+            if progress is not None:
+                preview = step % self.config.preview_every == 0 or step == steps
+                report(progress, ProgressEvent(
+                    stage=self.stage, step=step, total=steps,
+                    losses={name: float(value) for name, value in self.history[-1].items()},
+                    preview_image=image[0].detach() if preview else None,
+                    preview_mask=_labels(self.models, [f[:1] for f in features])[0] if preview else None))
+        return self.result()
+
+    def result(self) -> EditResult:
+        ws = self.ws.detach()
+        image, mask = render_and_segment(self.models, ws)
+        # One host synchronisation for the whole history instead of one per step and loss.
+        names = list(self.history[0])
+        values = torch.stack([torch.stack([entry[n] for n in names]) for entry in self.history]).tolist()
+        return EditResult(ws=ws, delta=ws - self.ws_original, image=image, mask=mask, roi=self.roi,
+                          target_mask=self.target, edited_classes=self.classes,
+                          history=[dict(zip(names, row)) for row in values])
 
 
 @torch.no_grad()
 def _labels(models: EditingModels, features: list[torch.Tensor]) -> torch.Tensor:
     """Full segmentation ``[B,h,w]`` of already computed features, without gradients: the argmax of the
-    ensemble-mean softmax, as ``SegmentationEnsemble.predict`` labels."""
-    logits = models.segmenter([f.detach() for f in features])
-    return logits.softmax(dim=2).mean(dim=1).argmax(dim=1)
+    ensemble-mean softmax, as ``SegmentationEnsemble.predict`` labels. One image at a time, since the ensemble's
+    full-resolution activations (E·w₀ channels at h×w) dominate memory."""
+    labels = []
+    for index in range(features[0].shape[0]):
+        logits = models.segmenter([f[index:index + 1].detach() for f in features])
+        labels.append(logits.softmax(dim=2).mean(dim=1).argmax(dim=1))
+    return torch.cat(labels)
 
 
 @dataclass
