@@ -310,3 +310,33 @@ def test_django_admin_lists_every_studio_model(shared_studio, client_for):
         url = f"/admin/{model._meta.app_label}/{model._meta.model_name}/"
         assert client.get(url).status_code == 200, url
     assert client_for(shared_studio.users.annotator).get("/admin/datasets/sample/").status_code == 302  # to login
+
+
+@pytest.mark.parametrize("writer, filename, source_format", [
+    ("write_nvlabs_style_pickle", "network-snapshot.pkl", "nvlabs"),
+    ("save_rosinality_checkpoint", "550000.pt", "rosinality"),
+])
+def test_foreign_generator_checkpoints_are_imported_and_converted(shared_studio, client_for, tiny_models, tmp_path,
+                                                                   settings, writer, filename, source_format):
+    """NVlabs pickles and rosinality .pt files become project-format generators with the same fingerprint."""
+    import torch
+
+    from editor_core import checkpoints
+    from editor_core.networks import Generator
+
+    torch.manual_seed(11)
+    foreign = Generator(tiny_models.generator.config).eval()
+    getattr(checkpoints, writer)(tmp_path / filename, foreign)
+    settings.STUDIO_IMPORT_ROOTS = [tmp_path]
+    admin = client_for(shared_studio.users.admin)
+    response = admin.post("/api/checkpoints/import", {"kind": "generator", "name": source_format,
+                                                      "server_path": str(tmp_path / filename)},
+                          content_type="application/json")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["source_format"] == source_format and body["config"]["img_resolution"] == 32
+    assert body["fingerprint"] == checkpoints.generator_fingerprint(foreign)
+    from webapp.registry.models import Checkpoint
+
+    stored = Checkpoint.objects.get(pk=body["id"])
+    assert checkpoints.detect_checkpoint_format(stored.file.path) == "editgan"  # converted to the project format

@@ -12,6 +12,7 @@ from webapp.datasets import services
 from webapp.datasets.models import Dataset, LabelSchema, Sample
 from webapp.datasets.schemas import (AnnotationOut, DatasetIn, DatasetOut, EmbedIn, GenerateIn, MaskIn, RankIn,
                                      ReviewIn, RevisionOut, SampleOut, SchemaIn, SchemaOut, VersionIn)
+from webapp.jobs import services as jobs
 from webapp.jobs.schemas import JobOut
 from webapp.registry.models import Checkpoint
 from webapp.storage import read_bytes
@@ -78,8 +79,6 @@ def next_to_label(request, dataset_id: int, limit: int = 20):
 
 @router.post("/datasets/{dataset_id}/samples/generate", auth=manager, response={202: JobOut})
 def generate_samples(request, dataset_id: int, payload: GenerateIn):
-    from webapp.jobs import services as jobs
-
     dataset = get_object_or_404(Dataset, pk=dataset_id)
     job = jobs.enqueue("sample", request.user, {"dataset_id": dataset.pk, **payload.dict()})
     return Status(202, job)
@@ -130,8 +129,6 @@ def sample_image(request, sample_id: int):
 @router.post("/samples/{sample_id}/embed", auth=uploader, response={202: JobOut})
 def embed_sample(request, sample_id: int, payload: EmbedIn):
     """Find the sample's W+ latent (needed before uploaded photos can be edited or pre-labelled)."""
-    from webapp.jobs import services as jobs
-
     sample = get_object_or_404(Sample, pk=sample_id)
     return Status(202, jobs.enqueue("embed", request.user, {"sample_id": sample.pk, "steps": payload.steps}))
 

@@ -8,6 +8,7 @@ import zipfile
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -19,7 +20,9 @@ from webapp.datasets import masks
 from webapp.datasets.models import Annotation, AnnotationRevision, Dataset, LabelClass, LabelSchema, Sample
 from webapp.datasets.uploads import open_uploaded_image
 from webapp.errors import Conflict
+from webapp.jobs import services as jobs
 from webapp.registry.models import Checkpoint
+from webapp.registry.services import active_segmentation
 from webapp.storage import read_bytes, save_bytes
 
 MIN_CLASSES, MAX_CLASSES = 2, 255  # a mask is 8-bit; the paper's schemas have 16–34 part classes
@@ -276,9 +279,6 @@ def export_zip(dataset: Dataset) -> bytes:
 
 # --- jobs on datasets -----------------------------------------------------------------------------------------------
 def enqueue_prelabel(sample: Sample, user):
-    from webapp.jobs import services as jobs
-    from webapp.registry.services import active_segmentation
-
     if not sample.latent:
         raise ValidationError(f"sample #{sample.pk} has no latent yet: embed the uploaded image first")
     segmentation = active_segmentation(sample.dataset.generator, sample.dataset.schema)
@@ -289,9 +289,6 @@ def enqueue_prelabel(sample: Sample, user):
 
 
 def enqueue_ranking(dataset: Dataset, user, segmentation_id: Optional[int] = None):
-    from webapp.jobs import services as jobs
-    from webapp.registry.services import active_segmentation
-
     if segmentation_id is None:
         segmentation = active_segmentation(dataset.generator, dataset.schema)
     else:
@@ -305,8 +302,6 @@ def enqueue_ranking(dataset: Dataset, user, segmentation_id: Optional[int] = Non
 
 # --- API representations ---------------------------------------------------------------------------------------------
 def upload_limit() -> int:
-    from django.conf import settings
-
     return settings.STUDIO_MAX_UPLOAD_BYTES
 
 
