@@ -1,0 +1,26 @@
+"""Workers load each model once per process, keyed by the checkpoint file's hash."""
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.django_db
+
+
+def test_models_are_loaded_once_per_checkpoint(shared_studio):
+    from gpu_worker import engine_cache
+    from webapp.registry.models import Checkpoint
+
+    generator = engine_cache.generator(shared_studio.generator)
+    same_row_again = Checkpoint.objects.get(pk=shared_studio.generator.pk)
+    assert engine_cache.generator(same_row_again) is generator
+    assert generator.img_resolution == 32 and not generator.training
+
+    ensemble, schema = engine_cache.segmenter(shared_studio.segmentation)
+    assert engine_cache.segmenter(shared_studio.segmentation)[0] is ensemble
+    assert schema.class_names == ("background", "skin", "hair")
+
+    models = engine_cache.editing_models(shared_studio.generator, shared_studio.segmentation)
+    assert models.generator is generator and models.generator_id == shared_studio.generator.fingerprint
+    vector = engine_cache.vector(shared_studio.vector)
+    assert engine_cache.vector(shared_studio.vector) is vector
+    vector.check_generator(models.generator_id)  # the library's vector fits the cached generator
