@@ -97,6 +97,7 @@ class Models:
     def editing(self):
         from editor_core.perceptual import get_perceptual_loss
 
+        self.require_segmenter()
         return self.bundle.editing_models(get_perceptual_loss("vgg", self.device))
 
     def require_segmenter(self):
@@ -169,6 +170,18 @@ def _save_latent_files(out: Path, stem: str, ws: torch.Tensor, generator_id: str
         import numpy as np
 
         np.save(out / f"{stem}.latent.npy", ws.detach().cpu().numpy())
+
+
+def _write_results(out: Path, stem: str, models: Models, images: torch.Tensor, masks: torch.Tensor,
+                   ws: torch.Tensor, npy: bool) -> None:
+    """``<stem>.png``, ``<stem>.mask.png`` (suffixed ``_i`` for batches) and ``<stem>.latent.safetensors``."""
+    from editor_core.images import save_image
+
+    for index in range(images.shape[0]):
+        suffix = "" if images.shape[0] == 1 else f"_{index}"
+        save_image(images[index], out / f"{stem}{suffix}.png")
+        _write_mask(out / f"{stem}{suffix}.mask.png", masks[index], models.bundle.schema)
+    _save_latent_files(out, stem, ws, models.bundle.generator_id, npy)
 
 
 def _parse_range(text: str) -> list[int]:
@@ -259,11 +272,9 @@ def cmd_segment(args: argparse.Namespace) -> None:
 
 def cmd_edit(args: argparse.Namespace) -> None:
     from editor_core.editing import EditConfig, optimize_edit, render_and_segment
-    from editor_core.images import save_image
     from editor_core.vectors import EditVector, EditVectorInfo
 
     models = Models(args)
-    models.require_segmenter()
     editing = models.editing()
     ws = _read_latent(models, args.latent)[:1]
     size = editing.seg_resolution
@@ -277,9 +288,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
     result = optimize_edit(editing, ws, original, edited, config, edited_classes=args.classes, progress=bar)
     bar.close()
     out = _out_dir(args.out)
-    save_image(result.image[0], out / "edited.png")
-    _write_mask(out / "edited.mask.png", result.mask[0], models.bundle.schema)
-    _save_latent_files(out, "edited", result.ws, models.bundle.generator_id, args.npy)
+    _write_results(out, "edited", models, result.image, result.mask, result.ws, args.npy)
     vector = EditVector(result.delta[0].cpu(), EditVectorInfo(
         name=args.name, generator_id=models.bundle.generator_id, edited_classes=result.edited_classes,
         source={"kind": "latent", "path": str(args.latent)}, author=args.author))
@@ -297,29 +306,21 @@ def _vectors_and_scales(models: Models, specs: Sequence[str]):
 
 def cmd_apply(args: argparse.Namespace) -> None:
     from editor_core.editing import apply_vectors
-    from editor_core.images import save_image
 
     models = Models(args)
-    models.require_segmenter()
     editing = models.editing()
     ws = _read_latent(models, args.latent)
     vectors, scales = _vectors_and_scales(models, args.vector)
     result = apply_vectors(editing, ws, vectors, scales)
     out = _out_dir(args.out)
-    for index in range(ws.shape[0]):
-        suffix = "" if ws.shape[0] == 1 else f"_{index}"
-        save_image(result.image[index], out / f"applied{suffix}.png")
-        _write_mask(out / f"applied{suffix}.mask.png", result.mask[index], models.bundle.schema)
-    _save_latent_files(out, "applied", result.ws, models.bundle.generator_id, args.npy)
+    _write_results(out, "applied", models, result.image, result.mask, result.ws, args.npy)
     print(f"applied {', '.join(f'{v.name}×{s:g}' for v, s in zip(vectors, scales))} → {out}")
 
 
 def cmd_refine(args: argparse.Namespace) -> None:
     from editor_core.editing import refine_config, refine_vectors
-    from editor_core.images import save_image
 
     models = Models(args)
-    models.require_segmenter()
     editing = models.editing()
     ws = _read_latent(models, args.latent)[:1]
     vectors, scales = _vectors_and_scales(models, args.vector)
@@ -327,9 +328,7 @@ def cmd_refine(args: argparse.Namespace) -> None:
     result = refine_vectors(editing, ws, vectors, scales, refine_config(args.steps), progress=bar)
     bar.close()
     out = _out_dir(args.out)
-    save_image(result.image[0], out / "refined.png")
-    _write_mask(out / "refined.mask.png", result.mask[0], models.bundle.schema)
-    _save_latent_files(out, "refined", result.ws, models.bundle.generator_id, args.npy)
+    _write_results(out, "refined", models, result.image, result.mask, result.ws, args.npy)
     print(f"refined {len(vectors)} vector(s) for {args.steps} steps → {out}")
 
 
