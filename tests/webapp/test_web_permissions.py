@@ -31,7 +31,7 @@ ACCESS = {
     ("DELETE", "/api/datasets/{dataset_id}"): ADMINS,
     ("GET", "/api/datasets/{dataset_id}/samples"): ANY,
     ("GET", "/api/datasets/{dataset_id}/next-to-label"): ANY,
-    ("POST", "/api/datasets/{dataset_id}/samples/generate"): ADMINS,
+    ("POST", "/api/datasets/{dataset_id}/samples/generate"): ARTISTS,
     ("POST", "/api/datasets/{dataset_id}/samples/upload"): ARTISTS,
     ("POST", "/api/datasets/{dataset_id}/rank"): ADMINS,
     ("GET", "/api/datasets/{dataset_id}/export.zip"): ANY,

@@ -77,7 +77,7 @@ def next_to_label(request, dataset_id: int, limit: int = 20):
     return [services.sample_out(s) for s in services.next_to_label(dataset, max(1, min(limit, 200)))]
 
 
-@router.post("/datasets/{dataset_id}/samples/generate", auth=manager, response={202: JobOut})
+@router.post("/datasets/{dataset_id}/samples/generate", auth=uploader, response={202: JobOut})
 def generate_samples(request, dataset_id: int, payload: GenerateIn):
     dataset = get_object_or_404(Dataset, pk=dataset_id)
     job = jobs.enqueue("sample", request.user, {"dataset_id": dataset.pk, **payload.dict()})

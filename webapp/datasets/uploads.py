@@ -21,6 +21,10 @@ def open_uploaded_image(data: bytes) -> Image.Image:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data))  # reads only the header
+        except Image.UnidentifiedImageError:
+            # Pillow's own message names an in-memory buffer object: nothing a user can act on.
+            raise ValidationError("not a readable PNG, JPEG or WebP image (its contents are not a known image "
+                                  "format)") from None
         except (OSError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ValidationError(f"not a readable PNG, JPEG or WebP image ({exc})") from None
         if image.format not in ALLOWED_FORMATS:
