@@ -1,0 +1,947 @@
+"""Build the demo bundle (``demo/``) around the trained toon-face generator, and measure it.
+
+The demo domain has exact ground truth: every "real" image is a render of ``editor_core.domains.toonface`` with known
+parameters and a true part mask. The pipeline uses it everywhere the paper needed people:
+
+* ``encoder``: ``train_encoder`` with renders as the real images (rendered on the device, one fresh batch a step).
+* ``regressor``: the render-parameter regressor whose features replace Inception's for the Fréchet distance
+  (``editor_core.training.param_regressor``).
+* ``annotate``: 16 renders are inverted (encoder + optimisation); each render's true mask becomes the annotation of
+  its inverted latent. These seed the studio's demo data set, where annotators correct them and add more.
+* ``segmentation``: ``train_segmentation`` on those 16 annotated latents.
+* ``vectors``: one edit vector per ``GroundTruthEdit``, learned with mode 3: a render with one parameter at its
+  ``before`` value is inverted, and the true mask of the same render with the parameter at ``after`` is the edited
+  mask. The vector is the mean latent change over ``vector_sources`` such edits.
+* ``evaluate``: inversion PSNR/LPIPS and per-class IoU of the segmentation on held-out renders, the Fréchet distance
+  of samples vs renders, and the transfer of every vector (modes 1 and 2) to other held-out inversions, compared with
+  the renderer's truth for the changed parameter; writes ``evaluation.json`` and a markdown table.
+* ``figures``: sample and render grids, inversions and one before/after sheet per vector (PNG).
+
+Every stage writes into the bundle folder and is idempotent (it skips when its output exists unless ``--force``);
+the encoder's training state is checkpointed in ``--work`` so an interrupted run resumes. Command line::
+
+    python -m editor_core.training.demo_bundle all --generator demo/generator.safetensors --out demo \\
+        --encoder-minutes 3 --regressor-minutes 1 --figures docs/img
+
+Render seeds: every purpose draws its faces from its own seed (``RENDER_SEEDS``), training streams from
+``SEED_STREAMS`` onwards; held-out sets therefore never overlap the faces the models were trained or annotated on.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import torch
+
+from editor_core.bundle import AnnotatedSamples, ModelBundle, load_bundle
+from editor_core.checkpoints import generator_fingerprint, load_generator, read_checkpoint
+from editor_core.domains import toonface
+from editor_core.domains.toonface import PARAM_SCHEMA, ToonFaceParams, ToonPart, toonface_schema
+from editor_core.editing import (EditConfig, EditingModels, apply_vectors, dilate, optimize_edit, refine_config,
+                                 refine_vectors, render_and_segment, resize_mask)
+from editor_core.embedding import (BATCH_EMBED_STEPS, ENCODER_TRAINING_KIND, EmbedConfig, Encoder, EncoderConfig,
+                                   EncoderTrainConfig, embed_image, image_distances, load_encoder, psnr, save_encoder,
+                                   train_encoder)
+from editor_core.networks import Generator
+from editor_core.perceptual import get_perceptual_loss
+from editor_core.segmentation import (SegmentationConfig, SegmentationEnsemble, SegTrainConfig, class_iou,
+                                      save_segmentation, train_segmentation)
+from editor_core.training.gan import enable_cuda_fast_math, save_image_grid
+from editor_core.training.param_regressor import (ParamRegressor, RegressorConfig, RegressorTrainConfig,
+                                                  frechet_distance, load_param_regressor, regression_r2,
+                                                  regression_targets, regressor_features, save_param_regressor,
+                                                  target_names, train_param_regressor)
+from editor_core.vectors import EditVector, EditVectorInfo
+
+STAGES = ("encoder", "regressor", "annotate", "segmentation", "vectors", "evaluate", "figures")
+GENERATOR_FILE = "generator.safetensors"
+ENCODER_FILE = "encoder.safetensors"
+REGRESSOR_FILE = "param_regressor.safetensors"
+ANNOTATIONS_FILE = "annotations.safetensors"
+SEGMENTATION_FILE = "segmentation.safetensors"
+VECTORS_DIR = "vectors"
+THUMBNAILS_DIR = "thumbnails"
+MANIFEST_FILE = "bundle.json"
+EVALUATION_FILE = "evaluation.json"
+ENCODER_STATE_FILE = "encoder-training.safetensors"
+
+RENDER_SEEDS = {"annotate": 101, "vector_sources": 102, "evaluate": 103, "transfer": 104, "fd_renders": 105,
+                "fd_renders_floor": 106, "regressor_check": 107, "encoder_check": 108, "figures": 109,
+                "direction": 110}
+SAMPLE_SEEDS = {"fd_samples": 201, "fd_samples_truncated": 202, "direction": 203, "figures": 204}
+SEED_STREAMS = {"encoder_reals": 1_000_000, "regressor": 2_000_000}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Ground-truth edits
+
+
+def class_area(masks: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+    """Pixels of ``classes`` in each mask ``[B, H, W]`` → ``[B]`` float."""
+    return _member(masks, classes).flatten(1).sum(1).float()
+
+
+def class_width(masks: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+    """Columns holding at least one pixel of ``classes`` → ``[B]`` float (robust to stray pixels inside the span)."""
+    return _member(masks, classes).any(dim=1).sum(1).float()
+
+
+def class_elevation(masks: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+    """Height of the centroid of ``classes`` above the bottom edge, in pixels → ``[B]`` (NaN where absent)."""
+    inside = _member(masks, classes).float()
+    rows = torch.arange(masks.shape[1], device=masks.device, dtype=torch.float32)
+    mean_row = (inside.sum(2) * rows).sum(1) / inside.flatten(1).sum(1)   # 0/0 = NaN for an absent class
+    return masks.shape[1] - mean_row
+
+
+def _member(masks: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+    return torch.isin(masks, torch.as_tensor(list(classes), dtype=masks.dtype, device=masks.device))
+
+
+MASK_STATISTICS: dict[str, Callable[[torch.Tensor, Sequence[int]], torch.Tensor]] = {
+    "area": class_area, "width": class_width, "elevation": class_elevation}
+
+
+@dataclass(frozen=True)
+class GroundTruthEdit:
+    """An edit the renderer can make exactly: parameter ``param`` from ``before`` to ``after``, all else equal.
+
+    ``classes``: the vector's edited classes (the parts it is about; skin and background are left out so that the
+    region of interest stays local). ``statistic`` of ``measured_classes`` times ``sign`` (``effect``) is a number
+    the edit raises on every face, read off a mask: how tests and the report check that a vector moves the right
+    parts the right way.
+    """
+
+    name: str
+    param: str
+    before: float
+    after: float
+    classes: tuple[int, ...]
+    measured_classes: tuple[int, ...]
+    statistic: str
+    sign: int
+    description: str
+
+    def __post_init__(self) -> None:
+        if self.param not in PARAM_SCHEMA:
+            raise ValueError(f"unknown toon-face parameter {self.param!r}")
+        spec = PARAM_SCHEMA[self.param]
+        if not (spec.low <= self.before <= spec.high and spec.low <= self.after <= spec.high):
+            raise ValueError(f"{self.name}: before/after must lie in [{spec.low}, {spec.high}]")
+        if self.statistic not in MASK_STATISTICS or self.sign not in (-1, 1):
+            raise ValueError(f"{self.name}: statistic must be one of {sorted(MASK_STATISTICS)} and sign ±1")
+
+    @property
+    def delta(self) -> float:
+        return self.after - self.before
+
+    def start_range(self) -> tuple[float, float]:
+        """Values of ``param`` from which a change of ``delta`` stays inside the parameter's range."""
+        spec = PARAM_SCHEMA[self.param]
+        return (spec.low, spec.high - self.delta) if self.delta > 0 else (spec.low - self.delta, spec.high)
+
+    def applied_to(self, params: ToonFaceParams) -> ToonFaceParams:
+        """``params`` with this edit's change of ``param`` (clamped to the range against float rounding)."""
+        spec = PARAM_SCHEMA[self.param]
+        return toonface.with_param(params, self.param, (params[self.param] + self.delta).clamp(spec.low, spec.high))
+
+    def effect(self, masks: torch.Tensor) -> torch.Tensor:
+        """``[B]``: the signed statistic that this edit increases."""
+        return self.sign * MASK_STATISTICS[self.statistic](masks, self.measured_classes)
+
+
+_MOUTH = (ToonPart.UPPER_LIP, ToonPart.LOWER_LIP, ToonPart.TEETH, ToonPart.MOUTH_INSIDE)
+_EYES = (ToonPart.LEFT_EYE_WHITE, ToonPart.RIGHT_EYE_WHITE, ToonPart.LEFT_IRIS, ToonPart.RIGHT_IRIS)
+_EYEBROWS = (ToonPart.LEFT_EYEBROW, ToonPart.RIGHT_EYEBROW)
+
+DEMO_EDITS: tuple[GroundTruthEdit, ...] = (
+    GroundTruthEdit("smile", "smile", -0.4, 0.8, _MOUTH, _MOUTH, "width", 1,
+                    "Smile: the mouth corners go up, the mouth widens and the lips thin."),
+    GroundTruthEdit("open_mouth", "mouth_open", 0.0, 0.8, _MOUTH, (ToonPart.TEETH, ToonPart.MOUTH_INSIDE), "area", 1,
+                    "Open mouth: the lips part and show the upper teeth and the mouth inside."),
+    GroundTruthEdit("bigger_eyes", "eye_size", 0.85, 1.25, _EYES, _EYES, "area", 1,
+                    "Bigger eyes: eye whites and irises grow by about half."),
+    GroundTruthEdit("raised_eyebrows", "eyebrow_height", -0.6, 0.8, _EYEBROWS, _EYEBROWS, "elevation", 1,
+                    "Raised eyebrows: both brows move up from low to high."),
+    GroundTruthEdit("shorter_hair", "hair_length", 0.9, 0.15, (ToonPart.HAIR,), (ToonPart.HAIR,), "area", -1,
+                    "Shorter hair: shoulder-length hair cut to the ears; neck, shirt and backdrop show."),
+    GroundTruthEdit("bigger_nose", "nose_size", 0.8, 1.35, (ToonPart.NOSE,), (ToonPart.NOSE,), "area", 1,
+                    "Bigger nose: the nose grows by about 70 %."),
+)
+VECTOR_SCALE_RANGE = (-1.0, 1.5)   # 1 = the learned edit; negative scales reverse it
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Budgets and sizes of every stage; the defaults build the shipped bundle on one GPU in about ten minutes."""
+
+    encoder_steps: int = 50_000
+    encoder_minutes: float = 3.0
+    encoder_batch: int = 32
+    encoder_lr: float = 2e-4
+    encoder_chunk: int = 250            # steps between training-state checkpoints (and time-budget checks)
+    encoder_check_renders: int = 64     # held-out renders that decide whether the encoder ships in float16
+    encoder_widths: tuple[tuple[str, int], ...] = ()   # EncoderConfig width overrides, e.g. (("channel_max", 128),)
+    regressor_steps: int = 50_000
+    regressor_minutes: float = 1.0
+    regressor_batch: int = 64
+    regressor_check_renders: int = 512
+    annotated_samples: int = 16
+    annotate_steps: int = BATCH_EMBED_STEPS
+    seg_ensemble: int = 10
+    seg_hidden: tuple[int, ...] = (256, 128, 32)
+    seg_resolution: Optional[int] = None   # None: the generator's resolution
+    seg_steps: int = 3000
+    vector_sources: int = 4
+    vector_steps: int = 100
+    eval_renders: int = 200
+    transfer_renders: int = 100
+    eval_embed_steps: int = 300
+    refine_steps: int = 10
+    direction_samples: int = 64
+    fd_samples: int = 5000
+    embed_batch: int = 150              # images per embed_image call
+    forward_batch: int = 25             # images per segmentation / edit forward pass
+    lpips_net: str = "vgg"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and item.name != "seed" and value <= 0:
+                raise ValueError(f"{item.name} must be > 0, got {value}")
+        object.__setattr__(self, "seg_hidden", tuple(int(h) for h in self.seg_hidden))
+        object.__setattr__(self, "encoder_widths", tuple((str(k), int(v)) for k, v in self.encoder_widths))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Rendering helpers
+
+
+def render_faces(count: int, seed: int, size: int, device: torch.device,
+                 overrides: Optional[dict[str, torch.Tensor]] = None
+                 ) -> tuple[ToonFaceParams, torch.Tensor, torch.Tensor]:
+    """``count`` random faces from ``seed`` (``overrides``: parameter values to use instead) →
+    ``(params, images [N, 3, size, size], masks [N, size, size])`` on ``device``."""
+    params = toonface.sample_params(count, seed, device=device)
+    for name, value in (overrides or {}).items():
+        params = toonface.with_param(params, name, value.to(device))
+    images, masks = toonface.render(params, size)
+    return params, images, masks
+
+
+class RenderStream:
+    """The encoder's "real" images: each call renders a fresh batch, seeded by ``seed + position``, on ``device``."""
+
+    def __init__(self, batch: int, size: int, seed: int, device: torch.device):
+        self.batch, self.size, self.seed, self.device = batch, size, seed, device
+        self.position = 0
+
+    def __call__(self) -> torch.Tensor:
+        params = toonface.sample_params(self.batch, self.seed + self.position, device=self.device)
+        self.position += 1
+        return toonface.render(params, self.size)[0]
+
+
+def transfer_overrides(count: int, seed: int, edits: Sequence[GroundTruthEdit] = DEMO_EDITS
+                       ) -> dict[str, torch.Tensor]:
+    """For every edit, its parameter drawn uniformly from ``start_range``: one face set serves all vectors, and each
+    vector's change keeps every face inside the renderer's range."""
+    rng = torch.Generator().manual_seed(seed)
+    overrides = {}
+    for edit in edits:
+        low, high = edit.start_range()
+        overrides[edit.param] = low + (high - low) * torch.rand(count, generator=rng)
+    return overrides
+
+
+def _chunks(count: int, size: int) -> Iterator[slice]:
+    for start in range(0, count, size):
+        yield slice(start, min(start + size, count))
+
+
+def _mask_image(mask: torch.Tensor) -> torch.Tensor:
+    """``[H, W]`` labels → ``[3, H, W]`` in ``[-1, 1]`` in the toon-face schema's colours (for figures)."""
+    return toonface_schema().colourise(mask.cpu()).permute(2, 0, 1).float() / 127.5 - 1
+
+
+def _mean_change(a: torch.Tensor, b: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Mean ``|a − b|`` on the 0–255 scale over the pixels of ``region`` (bool ``[B, 1, H, W]``) → ``[B]``."""
+    return ((a - b).abs() * 127.5 * region).flatten(1).sum(1) / region.flatten(1).sum(1)
+
+
+def _stats(values: torch.Tensor) -> dict[str, float]:
+    values = values.double()
+    return {"mean": float(values.mean()), "std": float(values.std()) if len(values) > 1 else 0.0}
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The pipeline
+
+
+class DemoPipeline:
+    """The stages, over one bundle folder ``out`` (which holds the generator) and a scratch folder ``work``."""
+
+    def __init__(self, out: Path, work: Path, config: PipelineConfig, device: torch.device,
+                 figures: Optional[Path] = None, log: Callable[[str], None] = print):
+        self.out, self.work, self.config, self.device = Path(out), Path(work), config, torch.device(device)
+        self.figures = Path(figures) if figures is not None else self.work / "figures"
+        self.log = log
+        generator_path = self.out / GENERATOR_FILE
+        if not generator_path.is_file():
+            raise FileNotFoundError(f"{self.out} has no {GENERATOR_FILE}: train and export the generator first "
+                                    f"(python -m editor_core.training.gan export ...)")
+        self.generator: Generator = load_generator(generator_path, device=self.device)
+        self.generator_id = generator_fingerprint(self.generator)
+        self.resolution = self.generator.config.resolution
+        if self.device.type == "cuda":
+            enable_cuda_fast_math()
+
+    # -- shared helpers -----------------------------------------------------------------------------------------------
+
+    def _render(self, count: int, purpose: str, overrides: Optional[dict[str, torch.Tensor]] = None):
+        return render_faces(count, self.config.seed * 1000 + RENDER_SEEDS[purpose], self.resolution, self.device,
+                            overrides)
+
+    @contextlib.contextmanager
+    def _batched_synthesis(self) -> Iterator[None]:
+        """Run the generator in train mode for a while: on CUDA that selects the shared-weight modulated convolution,
+        the same maths as eval mode's per-sample grouped one and much faster for batches (train mode changes nothing
+        else in ``Generator``). On the CPU the grouped path is kept."""
+        if self.device.type != "cuda":
+            yield
+            return
+        self.generator.train()
+        try:
+            yield
+        finally:
+            self.generator.eval()
+
+    def _embed(self, images: torch.Tensor, encoder: Encoder, steps: int
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Encoder + optimisation inversion of ``images``, ``embed_batch`` at a time → ``(ws, psnr, lpips)``."""
+        config = EmbedConfig(steps=steps, lpips_net=self.config.lpips_net, preview_every=steps)
+        ws, psnrs, lpipses = [], [], []
+        for part in _chunks(len(images), self.config.embed_batch):
+            with self._batched_synthesis():
+                result = embed_image(self.generator, encoder, images[part], config)
+            ws.append(result.ws.detach())
+            psnrs.append(result.psnr.detach())
+            lpipses.append(result.lpips.detach())
+        return torch.cat(ws), torch.cat(psnrs).cpu(), torch.cat(lpipses).cpu()
+
+    @torch.no_grad()
+    def _reconstruction(self, ws: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(psnr [N], lpips [N])`` of ``G(ws)`` against ``images``."""
+        perceptual = get_perceptual_loss(self.config.lpips_net, self.device)
+        psnrs, lpipses = [], []
+        for part in _chunks(len(ws), self.config.forward_batch):
+            generated = self.generator.synthesis(ws[part], noise_mode="const")
+            lpips, l2 = image_distances(perceptual, generated, images[part], lpips_resolution=256)
+            psnrs.append(psnr(l2).cpu())
+            lpipses.append(lpips.cpu())
+        return torch.cat(psnrs), torch.cat(lpipses)
+
+    @torch.no_grad()
+    def _encode(self, encoder: Encoder, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([encoder(images[part]) for part in _chunks(len(images), self.config.forward_batch)])
+
+    def _segment(self, models: EditingModels, ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images, labels)`` of latents, ``forward_batch`` at a time."""
+        images, labels = zip(*(render_and_segment(models, ws[part])
+                               for part in _chunks(len(ws), self.config.forward_batch)))
+        return torch.cat(images), torch.cat(labels)
+
+    def _load(self) -> ModelBundle:
+        return load_bundle(self.out, device=self.device)
+
+    def _skip(self, path: Path, force: bool) -> bool:
+        if path.exists() and not force:
+            self.log(f"{path} exists: skipped (use --force to rebuild it)")
+            return True
+        return False
+
+    def _update_manifest(self, files: dict[str, dict[str, Any]], figures: Optional[dict[str, Any]] = None) -> None:
+        """Merge entries into ``bundle.json``: what each file is and how it was made, sizes, hashes, figures."""
+        path = self.out / MANIFEST_FILE
+        manifest = json.loads(path.read_text()) if path.exists() else {
+            "name": "toonface-demo", "description": "EditGAN Studio demo bundle: a StyleGAN2 generator of procedural "
+            "toon faces with everything the studio learns for it.", "files": {}, "figures": {}}
+        generator_meta = read_checkpoint(self.out / GENERATOR_FILE)[2]
+        manifest["files"][GENERATOR_FILE] = {
+            "what": "StyleGAN2 generator (128² toon faces), fp16", "how": "editor_core.training.gan, see "
+            "docs/demo-model.md", "kimg": generator_meta.get("kimg"), "fingerprint": self.generator_id}
+        manifest["files"].update(files)
+        for name, entry in manifest["files"].items():
+            file = self.out / name
+            if file.is_file():
+                entry["bytes"] = file.stat().st_size
+                entry["sha256"] = hashlib.sha256(file.read_bytes()).hexdigest()
+        manifest["figures"].update(figures or {})
+        manifest["updated"] = _now()
+        manifest["total_bytes"] = sum(e.get("bytes", 0) for e in manifest["files"].values())
+        path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+    # -- stages -------------------------------------------------------------------------------------------------------
+
+    def encoder_stage(self, force: bool = False) -> None:
+        """Train the encoder on generator samples and renders; ship it in fp16 if that costs < 0.05 dB PSNR."""
+        path = self.out / ENCODER_FILE
+        if self._skip(path, force):
+            return
+        cfg, G = self.config, self.generator
+        self.work.mkdir(parents=True, exist_ok=True)
+        state = self.work / ENCODER_STATE_FILE
+        encoder = Encoder(EncoderConfig.for_generator(G, **dict(cfg.encoder_widths))).to(self.device)
+        stream = RenderStream(cfg.encoder_batch, self.resolution, SEED_STREAMS["encoder_reals"], self.device)
+        train_config = EncoderTrainConfig(steps=cfg.encoder_steps, batch_size=cfg.encoder_batch, lr=cfg.encoder_lr,
+                                          lpips_net=cfg.lpips_net, seed=cfg.seed, checkpoint_path=str(state),
+                                          checkpoint_every=cfg.encoder_chunk, preview_every=cfg.encoder_steps)
+        done = len(read_checkpoint(state, ENCODER_TRAINING_KIND)[2]["history"]) if state.exists() else 0
+        start = time.monotonic()
+        deadline = start + cfg.encoder_minutes * 60
+        history: list[dict[str, float]] = []
+        # Chunks of steps, each resuming from the last checkpoint: the time budget is honoured at chunk boundaries and
+        # the shipped encoder is always a consistent checkpoint.
+        while done < cfg.encoder_steps and time.monotonic() < deadline:
+            stream.position = done
+            # float32 (TF32 on CUDA): bf16 autocast would also catch the mapping network, whose w_avg is float32.
+            with self._batched_synthesis():
+                history = train_encoder(G, encoder, stream, dataclasses.replace(
+                    train_config, steps=min(done + cfg.encoder_chunk, cfg.encoder_steps)),
+                    resume=state if state.exists() else None)
+            done = len(history)
+            self.log(f"encoder: step {done}, " + ", ".join(f"{k} {v:.4f}" for k, v in history[-1].items()))
+        if done == 0:
+            raise RuntimeError("the encoder time budget ended before the first training step")
+        if not history:   # the budget was already spent by an earlier run: ship its last checkpoint
+            history = train_encoder(G, encoder, stream, dataclasses.replace(train_config, steps=done), resume=state)
+        encoder.eval().requires_grad_(False)
+
+        _, images, _ = self._render(cfg.encoder_check_renders, "encoder_check")
+        psnr32 = self._reconstruction(self._encode(encoder, images), images)[0].mean().item()
+        rounded = _rounded_to_fp16(encoder)
+        psnr16 = self._reconstruction(self._encode(rounded, images), images)[0].mean().item()
+        ship_fp16 = abs(psnr32 - psnr16) < 0.05
+        last = {k: round(sum(row[k] for row in history[-100:]) / len(history[-100:]), 5) for k in history[-1]}
+        meta = {"created": _now(), "device": _device_name(self.device), "steps": done, "batch_size": cfg.encoder_batch,
+                "lr": cfg.encoder_lr, "lpips_net": cfg.lpips_net, "real_images": "toon-face renders, a fresh batch "
+                "per step", "session_minutes": round((time.monotonic() - start) / 60, 2), "final_losses": last,
+                "encoder_only_psnr_fp32": round(psnr32, 3), "encoder_only_psnr_fp16": round(psnr16, 3),
+                "dtype": "float16" if ship_fp16 else "float32"}
+        save_encoder(path, copy.deepcopy(encoder).half() if ship_fp16 else encoder, G, meta)
+        self.log(f"encoder: saved {path} ({meta['dtype']}; encoder-only PSNR {psnr32:.2f} dB fp32, "
+                 f"{psnr16:.2f} dB fp16)")
+        self._update_manifest({ENCODER_FILE: {
+            "what": f"image → W+ encoder ({meta['dtype']})", "how": f"train_encoder, {done} steps of batch "
+            f"{cfg.encoder_batch} generator samples + {cfg.encoder_batch} renders", "created": meta["created"]}})
+
+    def regressor_stage(self, force: bool = False) -> None:
+        """Train the render-parameter regressor (the Fréchet-distance features) on fresh renders."""
+        path = self.out / REGRESSOR_FILE
+        if self._skip(path, force):
+            return
+        cfg = self.config
+        regressor = ParamRegressor(RegressorConfig(self.resolution, len(target_names()))).to(self.device)
+        size, device, batch = self.resolution, self.device, cfg.regressor_batch
+
+        def batches(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+            params = toonface.sample_params(batch, SEED_STREAMS["regressor"] + step, device=device)
+            return toonface.render(params, size)[0], regression_targets(params)
+
+        start = time.monotonic()
+        history = train_param_regressor(regressor, batches, RegressorTrainConfig(
+            steps=cfg.regressor_steps, minutes=cfg.regressor_minutes))
+        params, images, _ = self._render(cfg.regressor_check_renders, "regressor_check")
+        r2 = regression_r2(regressor, images, regression_targets(params))
+        per_target = {name: round(float(value), 4) for name, value in zip(target_names(), r2)}
+        meta = {"created": _now(), "device": _device_name(self.device), "steps": history[-1]["step"],
+                "minutes": round((time.monotonic() - start) / 60, 2), "final_loss": history[-1]["loss"],
+                "held_out_renders": cfg.regressor_check_renders, "r2": per_target,
+                "r2_mean": round(float(r2.mean()), 4)}
+        save_param_regressor(path, regressor, meta, dtype=torch.float16)
+        self.log(f"regressor: saved {path}; held-out R² mean {meta['r2_mean']:.3f}")
+        self._update_manifest({REGRESSOR_FILE: {
+            "what": "render-parameter regressor (fp16): feature network of the Fréchet distance",
+            "how": "editor_core.training.param_regressor on fresh renders", "created": meta["created"]}},
+            {"regressor_r2_mean": meta["r2_mean"]})
+
+    def annotate_stage(self, force: bool = False) -> None:
+        """Invert ``annotated_samples`` renders; their true masks become the annotations of the inverted latents."""
+        path = self.out / ANNOTATIONS_FILE
+        if self._skip(path, force):
+            return
+        cfg = self.config
+        encoder = load_encoder(self.out / ENCODER_FILE, self.generator)
+        params, images, masks = self._render(cfg.annotated_samples, "annotate")
+        ws, psnrs, lpipses = self._embed(images, encoder, cfg.annotate_steps)
+        meta = {
+            "created": _now(), "device": _device_name(self.device), "source": "inverted renders with their true masks",
+            "description": "Each latent is the inversion (encoder + optimisation) of a toon-face render; its mask is "
+                           "the renderer's exact part mask of that render, not a segmentation of the inverted image. "
+                           "They seed the demo data set: annotators correct them and add more.",
+            "render_seed": cfg.seed * 1000 + RENDER_SEEDS["annotate"],
+            "render_params": {name: value.tolist() for name, value in params.items()},
+            "inversion": {"steps": cfg.annotate_steps, "lpips_net": cfg.lpips_net,
+                          "psnr": [round(v, 3) for v in psnrs.tolist()],
+                          "lpips": [round(v, 4) for v in lpipses.tolist()]}}
+        AnnotatedSamples(ws.cpu(), masks.cpu(), toonface_schema(), meta).save(path)
+        self.log(f"annotate: saved {path}; inversion PSNR {psnrs.mean():.2f} dB, LPIPS {lpipses.mean():.4f}")
+        self._update_manifest({ANNOTATIONS_FILE: {
+            "what": f"{cfg.annotated_samples} annotated samples: inverted renders (W+) with their true masks",
+            "how": f"embed_image, {cfg.annotate_steps} steps from the encoder's guess", "created": meta["created"]}})
+
+    def segmentation_stage(self, force: bool = False) -> None:
+        """Train the segmentation ensemble on the annotated samples; ship it in fp16."""
+        path = self.out / SEGMENTATION_FILE
+        if self._skip(path, force):
+            return
+        cfg = self.config
+        samples = AnnotatedSamples.load(self.out / ANNOTATIONS_FILE)
+        schema = toonface_schema()
+        seg_config = SegmentationConfig.from_generator(self.generator, schema.num_classes, cfg.seg_resolution,
+                                                       hidden=cfg.seg_hidden, ensemble_size=cfg.seg_ensemble)
+        ensemble = SegmentationEnsemble(seg_config, seed=cfg.seed).to(self.device)
+        start = time.monotonic()
+        result = train_segmentation(self.generator, ensemble, samples.latents, samples.masks,
+                                    SegTrainConfig(max_steps=cfg.seg_steps, seed=cfg.seed))
+        meta = {"created": _now(), "device": _device_name(self.device), "annotated_samples": len(samples.latents),
+                "steps": result.steps, "stopped_early": result.stopped_early,
+                "minutes": round((time.monotonic() - start) / 60, 2),
+                "training_miou": round(result.mean_iou, 4), "dtype": "float16"}
+        # Stored in fp16 (half the bytes); loading casts back to float32 parameters.
+        save_segmentation(path, copy.deepcopy(ensemble).half(), schema, meta)
+        self.log(f"segmentation: saved {path}; {result.steps} steps, training mIoU {result.mean_iou:.3f}")
+        self._update_manifest({SEGMENTATION_FILE: {
+            "what": f"segmentation branch: {cfg.seg_ensemble}-member MLP ensemble on synthesis features, "
+                    f"{seg_config.resolution}², toonface schema (18 classes), fp16",
+            "how": f"train_segmentation on the {len(samples.latents)} annotated samples", "created": meta["created"]}})
+
+    def vectors_stage(self, force: bool = False) -> None:
+        """Learn one vector per ``DEMO_EDITS`` entry with mode 3 from ground-truth edits, with thumbnails."""
+        cfg = self.config
+        pending = [edit for edit in DEMO_EDITS
+                   if not self._skip(self.out / VECTORS_DIR / f"{edit.name}.safetensors", force)]
+        if not pending:
+            return
+        bundle = self._load()
+        models = bundle.editing_models(get_perceptual_loss(cfg.lpips_net, self.device))
+        sources = []
+        for edit in pending:
+            seed = cfg.seed * 1000 + RENDER_SEEDS["vector_sources"] + 10_000 * (DEMO_EDITS.index(edit) + 1)
+            before_value = torch.full((cfg.vector_sources,), edit.before)
+            params, images, before = render_faces(cfg.vector_sources, seed, self.resolution, self.device,
+                                                  {edit.param: before_value})
+            after = toonface.render(toonface.with_param(params, edit.param, edit.after), self.resolution)[1]
+            sources.append((edit, seed, images, before, after))
+        ws_all, psnrs, _ = self._embed(torch.cat([images for _, _, images, _, _ in sources]), bundle.encoder,
+                                       cfg.annotate_steps)
+        (self.out / THUMBNAILS_DIR).mkdir(parents=True, exist_ok=True)
+        files = {}
+        for index, (edit, seed, images, before, after) in enumerate(sources):
+            ws = ws_all[index * cfg.vector_sources:(index + 1) * cfg.vector_sources]
+            result = optimize_edit(models, ws, before, after, EditConfig(steps=cfg.vector_steps),
+                                   edited_classes=edit.classes)
+            info = EditVectorInfo(
+                name=edit.name, generator_id=self.generator_id, edited_classes=list(edit.classes),
+                source={"kind": "ground-truth render edit, mode 3", "param": edit.param, "before": edit.before,
+                        "after": edit.after, "sources": cfg.vector_sources, "render_seed": seed,
+                        "steps": cfg.vector_steps, "inversion_psnr": round(float(psnrs.mean()), 3),
+                        "final_losses": {k: round(v, 5) for k, v in result.final_losses.items()}},
+                scale_range=VECTOR_SCALE_RANGE, author="editor_core.training.demo_bundle",
+                description=edit.description)
+            vector = EditVector(result.delta.mean(0).cpu(), info)
+            relative = f"{VECTORS_DIR}/{edit.name}.safetensors"
+            vector.save(self.out / relative)
+            applied = apply_vectors(models, ws[:1], [vector], [1.0])
+            for suffix, image in (("before", self.generator.synthesis(ws[:1], noise_mode="const")),
+                                  ("after", applied.image)):
+                save_image_grid(image, self.out / THUMBNAILS_DIR / f"{edit.name}_{suffix}.png", columns=1)
+                files[f"{THUMBNAILS_DIR}/{edit.name}_{suffix}.png"] = {
+                    "what": f"thumbnail of '{edit.name}', {suffix}", "how": "a source face, vector at scale 1"}
+            files[relative] = {"what": f"edit vector '{edit.name}': {edit.description}",
+                               "how": f"mode 3 on {cfg.vector_sources} inverted renders, {edit.param} "
+                                      f"{edit.before} → {edit.after}, mean δW+", "created": info.created}
+            self.log(f"vectors: saved {relative}; final losses {info.source['final_losses']}")
+        self._update_manifest(files)
+
+    def evaluate_stage(self, force: bool = False) -> dict[str, Any]:
+        """Measure the bundle (see the module docstring); writes ``evaluation.json``, the markdown table, figures."""
+        path = self.out / EVALUATION_FILE
+        if self._skip(path, force):
+            return json.loads(path.read_text())
+        cfg = self.config
+        start = time.monotonic()
+        bundle = self._load()
+        perceptual = get_perceptual_loss(cfg.lpips_net, self.device)
+        models = bundle.editing_models(perceptual)
+        report: dict[str, Any] = {"created": _now(), "device": _device_name(self.device),
+                                  "generator": self.generator_id, "config": dataclasses.asdict(cfg)}
+
+        eval_params, eval_images, eval_masks = self._render(cfg.eval_renders, "evaluate")
+        transfer_seed = cfg.seed * 1000 + RENDER_SEEDS["transfer"]
+        transfer_params, transfer_images, transfer_masks = self._render(
+            cfg.transfer_renders, "transfer", transfer_overrides(cfg.transfer_renders, transfer_seed))
+        images = torch.cat([eval_images, transfer_images])
+        ws0 = self._encode(bundle.encoder, images)
+        ws, psnrs, lpipses = self._embed(images, bundle.encoder, cfg.eval_embed_steps)
+        self.log(f"evaluate: inverted {len(images)} renders ({time.monotonic() - start:.0f} s)")
+        n = cfg.eval_renders
+        psnr0, lpips0 = self._reconstruction(ws0[:n], eval_images)
+        report["inversion"] = {
+            "renders": n, "steps": cfg.eval_embed_steps, "lpips_net": cfg.lpips_net,
+            "optimised": {"psnr": _stats(psnrs[:n]), "lpips": _stats(lpipses[:n])},
+            "encoder_only": {"psnr": _stats(psnr0), "lpips": _stats(lpips0)}}
+
+        report["segmentation"] = self._segmentation_figures(models, bundle, ws[:n], ws0[:n], eval_masks)
+        report["frechet"] = self._frechet_figures(bundle)
+        ws_transfer = ws[n:]
+        report["transfer"] = self._transfer_figures(models, bundle, ws_transfer, transfer_params, transfer_images,
+                                                    transfer_masks)
+        report["direction"] = self._direction_figures(models, bundle)
+        report["minutes"] = round((time.monotonic() - start) / 60, 2)
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        self.work.mkdir(parents=True, exist_ok=True)
+        (self.work / "evaluation.md").write_text(report_markdown(report))
+        self.log(report_markdown(report))
+        self._update_manifest({EVALUATION_FILE: {"what": "measured figures (JSON)", "how": "evaluate stage",
+                                                 "created": report["created"]}}, headline_figures(report))
+        return report
+
+    def figures_stage(self, force: bool = False) -> None:
+        """Sample and render grids, 8 held-out inversions with their segmentation, and one sheet per vector
+        (2 held-out transfer faces: true before/after render, inversion, mode 1, mode 2, mode-2 segmentation)."""
+        if self._skip(self.figures / "demo_inversions.png", force):
+            return
+        cfg = self.config
+        bundle = self._load()
+        models = bundle.editing_models(get_perceptual_loss(cfg.lpips_net, self.device))
+        _, images, masks = self._render(8, "evaluate")
+        transfer_seed = cfg.seed * 1000 + RENDER_SEEDS["transfer"]
+        transfer_params, transfer_images, _ = self._render(2, "transfer", transfer_overrides(2, transfer_seed))
+        ws, _, _ = self._embed(torch.cat([images, transfer_images]), bundle.encoder, cfg.eval_embed_steps)
+        self._write_figures(models, bundle, images, masks, ws[:8], self._encode(bundle.encoder, images),
+                            transfer_params, ws[8:])
+        self.log(f"figures: written to {self.figures}")
+
+    # -- evaluation parts ---------------------------------------------------------------------------------------------
+
+    def _segmentation_figures(self, models: EditingModels, bundle: ModelBundle, ws: torch.Tensor, ws0: torch.Tensor,
+                              masks: torch.Tensor) -> dict[str, Any]:
+        schema = toonface_schema()
+        size = models.seg_resolution
+        truth = resize_mask(masks, size).cpu()
+        figures = {}
+        for name, latents in (("optimised", ws), ("encoder_only", ws0)):
+            labels = self._segment(models, latents)[1].cpu()
+            iou = class_iou(labels, truth, schema.num_classes)
+            figures[name] = {"miou": float(iou.nanmean()),
+                             "per_class": {c: (None if math.isnan(v) else round(v, 4))
+                                           for c, v in zip(schema.class_names, iou.tolist())}}
+        annotations = bundle.annotations
+        labels = self._segment(models, annotations.latents.to(self.device))[1].cpu()
+        figures["annotated_samples_fit"] = float(class_iou(labels, resize_mask(annotations.masks, size),
+                                                           schema.num_classes).nanmean())
+        figures["renders"] = len(ws)
+        self.log(f"evaluate: mIoU {figures['optimised']['miou']:.4f} (encoder only "
+                 f"{figures['encoder_only']['miou']:.4f})")
+        return figures
+
+    @torch.no_grad()
+    def _frechet_figures(self, bundle: ModelBundle) -> dict[str, Any]:
+        cfg, G = self.config, self.generator
+        regressor = load_param_regressor(self.out / REGRESSOR_FILE, self.device)
+
+        def sample_features(seed: int, psi: float) -> torch.Tensor:
+            z = torch.randn(cfg.fd_samples, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
+            return torch.cat([regressor_features(regressor, G(z[part], truncation_psi=psi, noise_mode="const"))
+                              for part in _chunks(len(z), 250)])
+
+        def render_features(purpose: str) -> torch.Tensor:
+            seed = cfg.seed * 1000 + RENDER_SEEDS[purpose]
+            return torch.cat([regressor_features(regressor, render_faces(part.stop - part.start, seed * 100_000
+                                                                         + part.start, self.resolution,
+                                                                         self.device)[1])
+                              for part in _chunks(cfg.fd_samples, 250)])
+
+        renders = render_features("fd_renders")
+        figures = {
+            "samples": cfg.fd_samples, "feature_dim": int(renders.shape[1]),
+            "samples_vs_renders": frechet_distance(sample_features(SAMPLE_SEEDS["fd_samples"], 1.0), renders),
+            "samples_psi0.7_vs_renders": frechet_distance(
+                sample_features(SAMPLE_SEEDS["fd_samples_truncated"], 0.7), renders),
+            "renders_vs_renders": frechet_distance(render_features("fd_renders_floor"), renders),
+            "regressor_r2_mean": read_checkpoint(self.out / REGRESSOR_FILE)[2].get("r2_mean")}
+        self.log(f"evaluate: FD samples vs renders {figures['samples_vs_renders']:.4f} "
+                 f"(renders vs renders {figures['renders_vs_renders']:.4f})")
+        return figures
+
+    def _transfer_figures(self, models: EditingModels, bundle: ModelBundle, ws: torch.Tensor,
+                          params: ToonFaceParams, images: torch.Tensor, masks: torch.Tensor) -> dict[str, Any]:
+        cfg = self.config
+        perceptual = models.perceptual
+        size = models.seg_resolution
+        original_images, original_labels = self._segment(models, ws)
+        figures: dict[str, Any] = {"renders": len(ws)}
+        for edit in DEMO_EDITS:
+            vector = bundle.vectors[edit.name]
+            truth_images, truth_masks = toonface.render(edit.applied_to(params), self.resolution)
+            region = _member(masks, edit.classes) | _member(truth_masks, edit.classes)
+            outside = ~dilate(region)[:, None]
+            truth_small = resize_mask(truth_masks, size)
+
+            mode1 = [apply_vectors(models, ws[part], [vector], [1.0]) for part in _chunks(len(ws), cfg.forward_batch)]
+            edited = {"mode1": (torch.cat([a.image for a in mode1]), torch.cat([a.mask for a in mode1]))}
+            edited["mode2"], refined = self._refine(models, ws, vector, edited["mode1"], original_labels)
+
+            def measure(image: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+                iou = class_iou(labels.cpu(), truth_small.cpu(), models.num_classes)[list(edit.classes)]
+                lpips = torch.cat([perceptual(image[p], truth_images[p]) for p in _chunks(len(ws), cfg.forward_batch)])
+                change = _mean_change(image, original_images, outside)
+                moved = edit.effect(labels) > edit.effect(original_labels)
+                return {"iou": float(iou.nanmean()), "lpips_to_truth": float(lpips.mean()),
+                        "outside_change": float(change.mean()), "direction": float(moved.float().mean())}
+
+            entry = {name: measure(*result) for name, result in edited.items()}
+            entry["unedited"] = measure(original_images, original_labels)
+            entry["truth"] = {"outside_change": float(_mean_change(truth_images, images, outside).mean()),
+                              "direction": float((edit.effect(truth_masks) > edit.effect(masks)).float().mean())}
+            entry["mode2"]["refined_images"] = refined
+            figures[edit.name] = entry
+            self.log(f"evaluate: {edit.name}: " + json.dumps({k: v for k, v in entry.items()}))
+        return figures
+
+    def _refine(self, models: EditingModels, ws: torch.Tensor, vector: EditVector,
+                mode1: tuple[torch.Tensor, torch.Tensor], original_labels: torch.Tensor
+                ) -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
+        """Mode 2 on every image whose region of interest is not empty (the vector's classes appear in its original
+        or mode-1 segmentation); the others keep their mode-1 result. Returns the results and how many refined."""
+        images, labels = mode1[0].clone(), mode1[1].clone()
+        has_roi = (_member(original_labels, vector.info.edited_classes)
+                   | _member(mode1[1], vector.info.edited_classes)).flatten(1).any(1)
+        indices = has_roi.nonzero()[:, 0]
+        config = refine_config(steps=self.config.refine_steps)
+        for part in _chunks(len(indices), self.config.forward_batch):
+            chosen = indices[part]
+            result = refine_vectors(models, ws[chosen], [vector], [1.0], config)
+            images[chosen], labels[chosen] = result.image, result.mask
+        return (images, labels), int(len(indices))
+
+    @torch.no_grad()
+    def _direction_figures(self, models: EditingModels, bundle: ModelBundle) -> dict[str, Any]:
+        """Share of fresh faces on which each vector (mode 1, scale 1) moves its ``effect`` statistic the right way,
+        as read by the segmentation branch, on generator samples (ψ = 1) and on encoder-only inversions of fresh
+        renders (what the shipped tests check, on 8 faces)."""
+        count = self.config.direction_samples
+        z = torch.randn(count, self.generator.z_dim, generator=torch.Generator().manual_seed(SAMPLE_SEEDS["direction"]))
+        _, images, _ = self._render(count, "direction")
+        figures: dict[str, Any] = {"faces": count}
+        for name, ws in (("samples", self.generator.mapping(z.to(self.device))),
+                         ("encoded_renders", self._encode(bundle.encoder, images))):
+            labels = self._segment(models, ws)[1]
+            figures[name] = {}
+            for edit in DEMO_EDITS:
+                vector = bundle.vectors[edit.name]
+                after = torch.cat([apply_vectors(models, ws[part], [vector], [1.0]).mask
+                                   for part in _chunks(count, self.config.forward_batch)])
+                figures[name][edit.name] = float((edit.effect(after) > edit.effect(labels)).float().mean())
+        return figures
+
+    @torch.no_grad()
+    def _write_figures(self, models: EditingModels, bundle: ModelBundle, images: torch.Tensor, masks: torch.Tensor,
+                       ws: torch.Tensor, ws0: torch.Tensor, transfer_params: ToonFaceParams,
+                       ws_transfer: torch.Tensor) -> None:
+        """Sample and render grids, inversions, and one before/after sheet per vector, into ``self.figures``."""
+        self.figures.mkdir(parents=True, exist_ok=True)
+        G = self.generator
+        z = torch.randn(24, G.z_dim, generator=torch.Generator().manual_seed(SAMPLE_SEEDS["figures"]))
+        save_image_grid(G(z.to(self.device), noise_mode="const"), self.figures / "demo_samples.png", columns=8)
+        save_image_grid(self._render(24, "figures")[1], self.figures / "demo_renders.png", columns=8)
+
+        inverted, labels = render_and_segment(models, ws)
+        encoded = G.synthesis(ws0, noise_mode="const")
+        size = self.resolution
+        rows = [images, inverted, encoded, torch.stack([_mask_image(m) for m in masks]).to(self.device),
+                torch.stack([_mask_image(resize_mask(m[None], size)[0]) for m in labels]).to(self.device)]
+        save_image_grid(torch.cat(rows), self.figures / "demo_inversions.png", columns=len(images))
+
+        faces = slice(0, 2)
+        params = {name: value[faces] for name, value in transfer_params.items()}
+        for edit in DEMO_EDITS:
+            vector = bundle.vectors[edit.name]
+            before, _ = toonface.render(params, size)
+            after, _ = toonface.render(edit.applied_to(params), size)
+            original, original_labels = render_and_segment(models, ws_transfer[faces])
+            mode1 = apply_vectors(models, ws_transfer[faces], [vector], [1.0])
+            with torch.enable_grad():
+                (mode2, mode2_labels), _ = self._refine(models, ws_transfer[faces], vector, (mode1.image, mode1.mask),
+                                                        original_labels)
+            sheet = torch.stack([before, after, original, mode1.image, mode2,
+                                 torch.stack([_mask_image(resize_mask(m[None], size)[0]) for m in mode2_labels])
+                                 .to(self.device)], dim=1)
+            save_image_grid(sheet.flatten(0, 1), self.figures / f"demo_vec_{edit.name}.png", columns=6)
+
+
+def _rounded_to_fp16(module: torch.nn.Module) -> torch.nn.Module:
+    """A float32 copy of ``module`` whose floating-point weights are rounded to float16: what loading an fp16 ship
+    gives."""
+    rounded = copy.deepcopy(module)
+    with torch.no_grad():
+        for tensor in rounded.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half())
+    return rounded
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return "cpu"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Reporting
+
+
+def headline_figures(report: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers ``bundle.json`` carries."""
+    inversion, frechet = report["inversion"], report["frechet"]
+    return {
+        "measured": report["created"], "device": report["device"],
+        "inversion_psnr_db": round(inversion["optimised"]["psnr"]["mean"], 2),
+        "inversion_lpips": round(inversion["optimised"]["lpips"]["mean"], 4),
+        "segmentation_miou": round(report["segmentation"]["optimised"]["miou"], 4),
+        "segmentation_miou_encoder_only": round(report["segmentation"]["encoder_only"]["miou"], 4),
+        "fd_samples_vs_renders": round(frechet["samples_vs_renders"], 4),
+        "fd_renders_vs_renders": round(frechet["renders_vs_renders"], 4),
+        "held_out_renders": inversion["renders"]}
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """The evaluation as markdown tables (pasted into docs/demo-model.md)."""
+    inv, seg, fd, tr = report["inversion"], report["segmentation"], report["frechet"], report["transfer"]
+
+    def pm(stats: dict[str, float], digits: int) -> str:
+        return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+
+    lines = [f"Measured {report['created']} on {report['device']}.", "",
+             f"Inversion of {inv['renders']} held-out renders (LPIPS-{inv['lpips_net']}):", "",
+             "| latent | PSNR (dB) | LPIPS | mIoU |", "| --- | --- | --- | --- |",
+             f"| encoder only | {pm(inv['encoder_only']['psnr'], 2)} | {pm(inv['encoder_only']['lpips'], 4)} | "
+             f"{seg['encoder_only']['miou']:.4f} |",
+             f"| encoder + {inv['steps']} optimisation steps | {pm(inv['optimised']['psnr'], 2)} | "
+             f"{pm(inv['optimised']['lpips'], 4)} | {seg['optimised']['miou']:.4f} |", "",
+             "Per-class IoU (optimised inversions):", "", "| class | IoU | class | IoU |", "| --- | --- | --- | --- |"]
+    classes = list(seg["optimised"]["per_class"].items())
+    half = (len(classes) + 1) // 2
+    for (a, va), (b, vb) in zip(classes[:half], classes[half:] + [("", None)]):
+        fa = "absent" if va is None else f"{va:.4f}"
+        fb = "" if not b else ("absent" if vb is None else f"{vb:.4f}")
+        lines.append(f"| {a} | {fa} | {b} | {fb} |")
+    lines += ["", f"Fréchet distance in the render-parameter regressor's features ({fd['feature_dim']}-d, held-out "
+              f"R² {fd['regressor_r2_mean']}), {fd['samples']} images a side:", "",
+              "| compared | FD |", "| --- | --- |",
+              f"| samples (ψ = 1) vs renders | {fd['samples_vs_renders']:.4f} |",
+              f"| samples (ψ = 0.7) vs renders | {fd['samples_psi0.7_vs_renders']:.4f} |",
+              f"| renders vs other renders (floor) | {fd['renders_vs_renders']:.4f} |", "",
+              f"Vector transfer to {tr['renders']} other held-out inverted renders (scale 1; IoU of the vector's "
+              f"classes against the renderer's true edited mask; LPIPS to the true edited render; mean |Δ| outside "
+              f"the ROI on the 0–255 scale; direction: share of faces whose measured statistic moved the right way):",
+              "", "| vector | mode | IoU | LPIPS to truth | Δ outside ROI | direction |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for edit in DEMO_EDITS:
+        entry = tr[edit.name]
+        for mode, label in (("unedited", "none (inversion)"), ("mode1", "1"), ("mode2", "2")):
+            m = entry[mode]
+            lines.append(f"| {edit.name} | {label} | {m['iou']:.4f} | {m['lpips_to_truth']:.4f} | "
+                         f"{m['outside_change']:.2f} | {m['direction']:.2f} |")
+        lines.append(f"| {edit.name} | renderer truth | 1 | 0 | {entry['truth']['outside_change']:.2f} | "
+                     f"{entry['truth']['direction']:.2f} |")
+    direction = report["direction"]
+    for name, label in (("samples", "generator samples (ψ = 1)"), ("encoded_renders", "encoder-only inversions of "
+                                                                                     "fresh renders")):
+        lines += ["", f"Direction on {direction['faces']} {label}, mode 1: "
+                  + ", ".join(f"{e.name} {direction[name][e.name]:.2f}" for e in DEMO_EDITS)]
+    lines.append("")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def _install_generator(generator: Path, out: Path) -> None:
+    """Make ``out/generator.safetensors`` the given generator (a bundle folder holds its generator)."""
+    target = out / GENERATOR_FILE
+    if generator.resolve() == target.resolve():
+        return
+    if target.exists():
+        ours, theirs = (generator_fingerprint(load_generator(p)) for p in (generator, target))
+        if ours != theirs:
+            raise ValueError(f"{out} already holds another generator ({theirs}, not {ours}); use a new --out folder")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(generator, target)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m editor_core.training.demo_bundle",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("stage", choices=(*STAGES, "all"))
+    parser.add_argument("--out", type=Path, default=Path("demo"), help="bundle folder (default: demo)")
+    parser.add_argument("--generator", type=Path, default=None,
+                        help="generator to build on (default: <out>/generator.safetensors; copied there if absent)")
+    parser.add_argument("--work", type=Path, default=Path("scratch/demo-work"),
+                        help="scratch folder for training state and the markdown report")
+    parser.add_argument("--figures", type=Path, default=None,
+                        help="folder for the PNG figures (default: <work>/figures)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--force", action="store_true", help="rebuild outputs that exist")
+    options = {"encoder_minutes": float, "encoder_steps": int, "encoder_batch": int, "regressor_minutes": float,
+               "regressor_steps": int, "annotate_steps": int, "seg_steps": int, "seg_ensemble": int,
+               "vector_sources": int, "vector_steps": int, "eval_renders": int, "transfer_renders": int,
+               "eval_embed_steps": int, "refine_steps": int, "fd_samples": int, "embed_batch": int,
+               "forward_batch": int, "lpips_net": str}
+    for name, kind in options.items():
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None,
+                            help=f"(default {getattr(PipelineConfig, name)})")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = build_parser().parse_args(argv)
+    overrides = {name: value for name, value in vars(args).items()
+                 if name in {f.name for f in dataclasses.fields(PipelineConfig)} and value is not None}
+    config = PipelineConfig(**overrides)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+    _install_generator(args.generator or args.out / GENERATOR_FILE, args.out)
+    pipeline = DemoPipeline(args.out, args.work, config, device, args.figures,
+                            log=lambda line: print(line, flush=True))
+    for stage in (STAGES if args.stage == "all" else (args.stage,)):
+        began = time.monotonic()
+        getattr(pipeline, f"{stage}_stage")(force=args.force)
+        print(f"== {stage} done in {time.monotonic() - began:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
