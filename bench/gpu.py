@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--items", nargs="*", default=[], help="only items whose name starts with one of these")
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="EditingModels.precision of the editing items (autocast)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         parser.error("no CUDA device: bench/gpu.py measures the GPU path (use bench/cpu.py on a CPU)")
@@ -38,8 +40,8 @@ def main() -> None:
     print(environment(device))
     for resolution in args.resolutions:
         config = SuiteConfig(resolution=resolution, seg_resolution=min(resolution, 512), repeats=args.repeats,
-                             items=tuple(args.items), extra={"encoder": PSP_SIZED_ENCODER})
-        print(f"\n== {resolution}² generator, segmentation at {config.seg_resolution}² ==")
+                             items=tuple(args.items), precision=args.precision, extra={"encoder": PSP_SIZED_ENCODER})
+        print(f"\n== {resolution}² generator, segmentation at {config.seg_resolution}², {args.precision} ==")
         print(header())
         results = Suite(config, device).run()
         sections.append({"environment": environment(device), "config": config, "results": results})

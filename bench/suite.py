@@ -51,6 +51,7 @@ class SuiteConfig:
     w_dim: int = 512
     mapping_layers: int = 8
     num_fp16_res: int = 0
+    precision: str = "float32"          # EditingModels.precision of the editing items
     warmup: int = 3
     repeats: int = 10
     long_repeats: int = 3
@@ -106,7 +107,7 @@ class Suite:
                                                        hidden=config.hidden, ensemble_size=config.ensemble_size)
         self.segmenter = SegmentationEnsemble(seg_config).to(device).eval().requires_grad_(False)
         self.models = EditingModels(self.generator, self.segmenter, get_perceptual_loss("vgg", device),
-                                    generator_fingerprint(self.generator))
+                                    generator_fingerprint(self.generator), precision=config.precision)
         with torch.no_grad():
             self.ws = self.generator.mapping(torch.randn(1, config.w_dim, device=device), truncation_psi=0.7)
         self.vectors = [self._vector(seed) for seed in range(4)]

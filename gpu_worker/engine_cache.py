@@ -75,4 +75,5 @@ def editing_models(generator_checkpoint, segmentation_checkpoint) -> EditingMode
     ensemble, _schema = segmenter(segmentation_checkpoint)
     return EditingModels(generator=generator(generator_checkpoint), segmenter=ensemble,
                          perceptual=get_perceptual_loss("vgg", device()),
-                         generator_id=generator_checkpoint.fingerprint)
+                         generator_id=generator_checkpoint.fingerprint,
+                         precision=settings.STUDIO_EDIT_PRECISION if device().type == "cuda" else "float32")

@@ -190,6 +190,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 
 # --- Studio ------------------------------------------------------------------------------------------------------
 STUDIO_DEVICE = os.environ.get("STUDIO_DEVICE", "auto")  # auto | cpu | cuda | cuda:N (workers only)
+# float32 | bfloat16 | float16: the precision of edit passes on a GPU worker (editor_core EditingModels.precision)
+STUDIO_EDIT_PRECISION = os.environ.get("STUDIO_EDIT_PRECISION", "float32")
 STUDIO_MAX_UPLOAD_BYTES = env_int("STUDIO_MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
 STUDIO_MAX_UPLOAD_PIXELS = env_int("STUDIO_MAX_UPLOAD_PIXELS", 40_000_000)
 STUDIO_MAX_CHECKPOINT_BYTES = env_int("STUDIO_MAX_CHECKPOINT_BYTES", 2 * 1024 ** 3)

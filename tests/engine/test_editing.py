@@ -143,6 +143,26 @@ def test_mode3_moves_the_segmentation_to_the_target_and_keeps_the_outside(models
     assert result.edited_classes == changed_classes(original_mask, edited)
 
 
+def test_bfloat16_precision_edits_like_float32(models, latent):
+    """The GPU fast path (autocast) on the CPU: same first-step losses within bfloat16 rounding, and the edit works."""
+    fast = EditingModels(models.generator, models.segmenter, models.perceptual, models.generator_id,
+                         precision="bfloat16")
+    _, original_mask = render_and_segment(models, latent)
+    _, fast_mask = render_and_segment(fast, latent)
+    assert (fast_mask == original_mask).float().mean() > 0.95
+    edited = square_edit(original_mask, 2, 6, 6, 12)
+    exact = optimize_edit(models, latent, original_mask, edited, EditConfig(steps=1)).history[0]
+    reduced = optimize_edit(fast, latent, original_mask, edited, EditConfig(steps=30, lr=0.05))
+    assert reduced.history[0]["ce_inside"] == pytest.approx(exact["ce_inside"], rel=0.05)
+    assert reduced.history[-1]["ce_inside"] < 0.5 * reduced.history[0]["ce_inside"]
+    assert reduced.image.dtype == torch.float32 and reduced.delta.dtype == torch.float32
+
+
+def test_unknown_precision_is_refused(models):
+    with pytest.raises(ValueError, match="precision"):
+        EditingModels(models.generator, models.segmenter, models.perceptual, models.generator_id, precision="int8")
+
+
 def test_mode2_refines_inside_the_roi_and_keeps_the_outside(models, latent):
     # An edit-sized vector: a random one of 0.3 per coordinate repaints the whole image, so the first steps only
     # pull the outside back (the 15·(10·LPIPS + 5·L2) term dominates) and say nothing about the refinement.
