@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from editor_core.bundle import save_latents
 from editor_core.editing import resize_mask
@@ -31,3 +32,17 @@ def latent_bytes(ws: torch.Tensor, generator_id: str) -> bytes:
         path = Path(tmp) / "latent.safetensors"
         save_latents(path, ws[None], generator_id)
         return path.read_bytes()
+
+
+def uncertainty_map(uncertainty: torch.Tensor, size: int) -> tuple[np.ndarray, float]:
+    """Per-pixel ensemble disagreement ``[h, w]`` (Jensen-Shannon divergence, nats) → ``(uint8 [size, size],
+    peak)``: 0 = the members agree … 255 = ``peak``, the image's largest value. Relative to the image, not to the
+    ceiling ``log E``: a useful branch disagrees by hundredths of a nat, which an absolute 8-bit scale would round
+    to nothing, and "where to look" is a question about this image; ``peak`` gives the absolute values back
+    (``value / 255 * peak``). Bilinear resize: it is a smooth field, not class indices."""
+    field = uncertainty.detach().float().clamp_min(0.0)[None, None]
+    if field.shape[-1] != size or field.shape[-2] != size:
+        field = F.interpolate(field, size=(size, size), mode="bilinear", align_corners=False)
+    peak = float(field.max())
+    scaled = field[0, 0] / peak * 255 if peak > 0 else torch.zeros_like(field[0, 0])
+    return scaled.round().clamp(0, 255).to(torch.uint8).cpu().numpy(), peak

@@ -34,7 +34,7 @@ from editor_core.segmentation import SegmentationConfig, SegmentationEnsemble, S
     save_segmentation, train_segmentation as train_segmentation_engine
 from editor_core.vectors import EditVector, EditVectorInfo
 from gpu_worker import engine_cache
-from gpu_worker.convert import image_png, latent_bytes, mask_array
+from gpu_worker.convert import image_png, latent_bytes, mask_array, uncertainty_map
 from gpu_worker.celery_app import app
 from gpu_worker.progress import JobReporter, png_data_url
 from webapp.datasets import services as datasets
@@ -109,6 +109,18 @@ def _active_segmentation_or_none(dataset: Dataset):
         return None
 
 
+def store_predictions(segmentation: Checkpoint, rows: list[Sample], prediction) -> list:
+    """Keep what the branch just predicted for ``rows`` (batch order): labels, uncertainty map and score, served by
+    ``GET /samples/{id}/segmentation.png`` and ``uncertainty.png`` and ranking the samples for active learning."""
+    scores = image_uncertainty(prediction).tolist()
+    stored = []
+    for index, row in enumerate(rows):
+        unsure, peak = uncertainty_map(prediction.uncertainty[index], row.width)
+        stored.append(datasets.store_prediction(row, segmentation, mask_array(prediction.labels[index], row.width),
+                                                unsure, peak, scores[index]))
+    return stored
+
+
 # --- datasets ---------------------------------------------------------------------------------------------------------
 @app.task(name="gpu_worker.sample")
 def sample(job_id: int) -> str:
@@ -134,8 +146,8 @@ def _sample(job: Job, reporter: JobReporter) -> dict:
         row = datasets.add_sample(dataset, source=Sample.Source.GENERATED, image_png=image_png(image[0]),
                                   latent=latent_bytes(ws[0], dataset.generator.fingerprint), seed=seed,
                                   user=job.requested_by)
-        if prediction is not None:  # new samples join the active-learning ranking right away
-            datasets.store_uncertainties(dataset, segmentation, {row.pk: float(image_uncertainty(prediction)[0])})
+        if prediction is not None:  # new samples come with their prediction and join the ranking right away
+            store_predictions(segmentation, [row], prediction)
         created.append(row.pk)
         report(reporter, ProgressEvent("sample", index + 1, count))
     return {"sample_ids": created, "first_seed": first_seed}
@@ -153,13 +165,15 @@ def _prelabel(job: Job, reporter: JobReporter) -> dict:
     ensemble, _schema = engine_cache.segmenter(segmentation)
     _image, prediction = _segment(generator, ensemble, sample_latent(sample_row))
     report(reporter, ProgressEvent("prelabel", 1, 1))
+    stored = store_predictions(segmentation, [sample_row], prediction)[0]
     labels = mask_array(prediction.labels[0], sample_row.width)
     annotation = datasets.save_mask(sample_row, job.requested_by, labels,
                                     job.params["base_version"], AnnotationRevision.Reason.PRELABEL,
                                     note=f"pre-label by segmentation checkpoint #{segmentation.pk}")
     publish(annotation_group(sample_row.pk), {"type": "saved", "version": annotation.version, "seq": None,
                                               "reason": "prelabel"})
-    return {"sample_id": sample_row.pk, "version": annotation.version}
+    # uncertainty_url: where the annotator should look first (the annotate view's heat-map overlay).
+    return {"sample_id": sample_row.pk, "version": annotation.version, **datasets.prediction_urls(stored)}
 
 
 @app.task(name="gpu_worker.rank")
@@ -173,17 +187,17 @@ def _rank(job: Job, reporter: JobReporter) -> dict:
 
 
 def rank_dataset(dataset: Dataset, segmentation: Checkpoint, reporter: JobReporter) -> int:
-    """Score every sample with a latent by ensemble disagreement (``image_uncertainty``)."""
+    """Score every sample with a latent by ensemble disagreement (``image_uncertainty``) and store the branch's
+    prediction for it (so segmentation.png / uncertainty.png follow a retraining)."""
     generator = engine_cache.generator(dataset.generator)
     ensemble, _schema = engine_cache.segmenter(segmentation)
-    rows = list(dataset.samples.exclude(latent="").select_related("dataset__generator"))
-    values = {}
+    rows = list(dataset.samples.exclude(latent="").select_related("dataset__generator", "dataset__schema"))
     for start in range(0, len(rows), RANK_BATCH):
         chunk = rows[start:start + RANK_BATCH]
         _image, prediction = _segment(generator, ensemble, torch.cat([sample_latent(s) for s in chunk]))
-        values.update(zip((s.pk for s in chunk), image_uncertainty(prediction).tolist()))
+        store_predictions(segmentation, chunk, prediction)
         report(reporter, ProgressEvent("rank", start + len(chunk), len(rows)))
-    return datasets.store_uncertainties(dataset, segmentation, values)
+    return len(rows)
 
 
 @app.task(name="gpu_worker.embed")
@@ -207,8 +221,14 @@ def _embed(job: Job, reporter: JobReporter) -> dict:
     config = EmbedConfig(steps=int(job.params.get("steps") or EmbedConfig.steps))
     result = embed_image(generator, encoder, image.to(engine_cache.device()), config, progress=reporter)
     datasets.set_sample_latent(sample_row, latent_bytes(result.ws[0], generator_row.fingerprint))
-    return {"sample_id": sample_row.pk, "lpips": float(result.lpips[0]), "psnr": float(result.psnr[0]),
-            "used_encoder": encoder is not None}
+    outcome = {"sample_id": sample_row.pk, "lpips": float(result.lpips[0]), "psnr": float(result.psnr[0]),
+               "used_encoder": encoder is not None}
+    segmentation = _active_segmentation_or_none(sample_row.dataset)
+    if segmentation is not None:  # the embedded photo gets its prediction and ranking like a generated sample
+        ensemble, _schema = engine_cache.segmenter(segmentation)
+        _image, prediction = _segment(generator, ensemble, result.ws.detach())
+        outcome.update(datasets.prediction_urls(store_predictions(segmentation, [sample_row], prediction)[0]))
+    return outcome
 
 
 # --- training ---------------------------------------------------------------------------------------------------------

@@ -142,8 +142,13 @@ export const saveVector = ({ edit_id, name, description, tags }) =>
 export const listCompositions = (generatorId) => get('/compositions', { generator_id: generatorId });
 export const saveComposition = ({ name, generator_id, items }) => post('/compositions', { name, generator_id, items });
 
-/** The active segmentation branch's prediction for a sample (index PNG); ApiError 404 where the server lacks it. */
+/**
+ * The active segmentation branch's prediction for a sample (index PNG, like annotation masks); ApiError 404 (with
+ * the reason) until a worker has stored one: when the sample is generated, embedded, pre-labelled or ranked.
+ */
 export const predictedMaskBytes = (sampleId) => requestBytes(`/samples/${sampleId}/segmentation.png`);
+/** Where that prediction is unsure: greyscale PNG, 0 = the members agree … 255 = most unsure; 404 likewise. */
+export const uncertaintyBytes = (sampleId) => requestBytes(`/samples/${sampleId}/uncertainty.png`);
 
 /** Bytes of a media URL the API handed out (edit results). */
 export async function urlBytes(url) {

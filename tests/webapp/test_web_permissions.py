@@ -38,6 +38,8 @@ ACCESS = {
     ("GET", "/api/samples/{sample_id}"): ANY,
     ("DELETE", "/api/samples/{sample_id}"): ADMINS,
     ("GET", "/api/samples/{sample_id}/image.png"): ANY,
+    ("GET", "/api/samples/{sample_id}/segmentation.png"): ANY,
+    ("GET", "/api/samples/{sample_id}/uncertainty.png"): ANY,
     ("POST", "/api/samples/{sample_id}/embed"): ARTISTS,
     ("GET", "/api/samples/{sample_id}/annotation"): ANY,
     ("PUT", "/api/samples/{sample_id}/annotation"): ANNOTATORS,

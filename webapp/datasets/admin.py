@@ -1,6 +1,7 @@
 from django.contrib import admin
 
-from webapp.datasets.models import Annotation, AnnotationRevision, Dataset, LabelClass, LabelSchema, Sample
+from webapp.datasets.models import (Annotation, AnnotationRevision, Dataset, LabelClass, LabelSchema, Sample,
+                                     SamplePrediction)
 
 
 class LabelClassInline(admin.TabularInline):
@@ -53,6 +54,21 @@ class AnnotationAdmin(admin.ModelAdmin):
 class AnnotationRevisionAdmin(admin.ModelAdmin):
     list_display = ("annotation", "version", "status", "reason", "author", "created")
     readonly_fields = [f.name for f in AnnotationRevision._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(SamplePrediction)
+class SamplePredictionAdmin(admin.ModelAdmin):
+    """Read-only: workers write predictions when they run a segmentation branch on a sample."""
+
+    list_display = ("sample", "segmentation", "score", "updated")
+    list_filter = ("segmentation",)
+    readonly_fields = [f.name for f in SamplePrediction._meta.fields]
 
     def has_add_permission(self, request):
         return False

@@ -1,10 +1,12 @@
 import base64
 import binascii
+from typing import Optional
 
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from ninja import File, Router, UploadedFile, Status
+from ninja.errors import HttpError
 
 from webapp.accounts import roles
 from webapp.accounts.auth import role_auth
@@ -124,6 +126,33 @@ def delete_sample(request, sample_id: int):
 def sample_image(request, sample_id: int):
     sample = get_object_or_404(Sample, pk=sample_id)
     return HttpResponse(read_bytes(sample.image.name), content_type="image/png")
+
+
+def _prediction_png(sample_id: int, segmentation_id: Optional[int], part: str) -> HttpResponse:
+    sample = get_object_or_404(Sample.objects.select_related("dataset__generator", "dataset__schema"), pk=sample_id)
+    try:
+        prediction, data = services.prediction_file(sample, segmentation_id, part)
+    except services.PredictionMissing as exc:
+        raise HttpError(404, str(exc)) from None
+    response = HttpResponse(data, content_type="image/png")
+    response["X-Segmentation-Id"] = str(prediction.segmentation_id)
+    response["X-Uncertainty-Peak"] = repr(prediction.uncertainty_peak)
+    return response
+
+
+@router.get("/samples/{sample_id}/segmentation.png", auth=viewer)
+def predicted_mask(request, sample_id: int, segmentation_id: Optional[int] = None):
+    """The segmentation branch's prediction (default: the active branch) as a palette PNG of class indices, like
+    ``annotation/mask.png``. Workers store it when they generate, embed, pre-label or rank; 404 until then."""
+    return _prediction_png(sample_id, segmentation_id, "mask")
+
+
+@router.get("/samples/{sample_id}/uncertainty.png", auth=viewer)
+def prediction_uncertainty(request, sample_id: int, segmentation_id: Optional[int] = None):
+    """Where that prediction is unsure: a greyscale PNG at the sample's size, 0 = the ensemble members agree …
+    255 = the image's largest disagreement, whose value in nats (Jensen-Shannon divergence) is the
+    ``X-Uncertainty-Peak`` header."""
+    return _prediction_png(sample_id, segmentation_id, "uncertainty")
 
 
 @router.post("/samples/{sample_id}/embed", auth=uploader, response={202: JobOut})

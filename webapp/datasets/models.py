@@ -136,3 +136,28 @@ class AnnotationRevision(models.Model):
 
     def __str__(self) -> str:
         return f"v{self.version} {self.reason} of sample #{self.annotation.sample_id}"
+
+
+class SamplePrediction(models.Model):
+    """What one segmentation branch predicts for a sample: the labels and the per-pixel ensemble disagreement, both
+    at the sample's size. Workers compute it whenever they run the branch on the sample anyway (generation,
+    embedding, pre-label, ranking — which follows every retraining); the web process only serves the files."""
+
+    sample = models.ForeignKey(Sample, on_delete=models.CASCADE, related_name="predictions")
+    segmentation = models.ForeignKey("registry.Checkpoint", on_delete=models.CASCADE, related_name="+",
+                                     limit_choices_to={"kind": "segmentation"})
+    mask = models.FileField(max_length=300, help_text="palette PNG of the predicted class indices")
+    uncertainty = models.FileField(max_length=300, help_text="greyscale PNG: 0 = the members agree … 255 = "
+                                                             "uncertainty_peak, this image's largest disagreement")
+    uncertainty_peak = models.FloatField(help_text="the largest pixel uncertainty (Jensen-Shannon divergence of the "
+                                                   "members, nats): the value of 255 in the map")
+    score = models.FloatField(help_text="the image's active-learning score (mean of its top 10 % pixel "
+                                        "uncertainties, in nats)")
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["sample", "segmentation"]
+        constraints = [models.UniqueConstraint(fields=["sample", "segmentation"], name="prediction_unique")]
+
+    def __str__(self) -> str:
+        return f"prediction of checkpoint #{self.segmentation_id} for sample #{self.sample_id}"

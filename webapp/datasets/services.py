@@ -17,13 +17,14 @@ from PIL import Image
 
 from webapp.accounts import roles
 from webapp.datasets import masks
-from webapp.datasets.models import Annotation, AnnotationRevision, Dataset, LabelClass, LabelSchema, Sample
+from webapp.datasets.models import (Annotation, AnnotationRevision, Dataset, LabelClass, LabelSchema, Sample,
+                                     SamplePrediction)
 from webapp.datasets.uploads import open_uploaded_image
 from webapp.errors import Conflict
 from webapp.jobs import services as jobs
 from webapp.registry.models import Checkpoint
 from webapp.registry.services import active_segmentation
-from webapp.storage import read_bytes, save_bytes
+from webapp.storage import delete_quietly, read_bytes, save_bytes
 
 MIN_CLASSES, MAX_CLASSES = 2, 255  # a mask is 8-bit; the paper's schemas have 16–34 part classes
 COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -92,8 +93,12 @@ def add_sample(dataset: Dataset, *, source: str, image_png: bytes, latent: bytes
 
 
 def set_sample_latent(sample: Sample, latent: bytes) -> None:
+    """A new W+ latent (an embedding): what the segmentation branches said about the old one no longer holds."""
     sample.latent.name = save_bytes(f"datasets/{sample.dataset_id}/samples/latent.safetensors", latent)
-    sample.save(update_fields=["latent"])
+    sample.uncertainty, sample.ranked_with = None, None
+    sample.save(update_fields=["latent", "uncertainty", "ranked_with"])
+    for prediction in sample.predictions.all():
+        _delete_prediction(prediction)
 
 
 def upload_sample(dataset: Dataset, user, data: bytes, filename: str) -> Sample:
@@ -243,13 +248,99 @@ def next_to_label(dataset: Dataset, limit: int = 20):
             .order_by(F("uncertainty").desc(nulls_last=True), "id")[:limit])
 
 
-def store_uncertainties(dataset: Dataset, checkpoint: Checkpoint, values: dict[int, float]) -> int:
-    """Record per-sample uncertainties measured with ``checkpoint`` (from a ranking job)."""
-    updated = 0
+# --- model predictions --------------------------------------------------------------------------------------------
+class PredictionMissing(LookupError):
+    """No stored prediction answers the request (HTTP 404); the message says how to get one."""
+
+
+def store_prediction(sample: Sample, segmentation: Checkpoint, labels: np.ndarray, uncertainty: np.ndarray,
+                     uncertainty_peak: float, score: float) -> SamplePrediction:
+    """Record what ``segmentation`` predicts for ``sample`` (a worker ran it): ``labels`` and ``uncertainty`` are
+    ``uint8 [H, W]`` at the sample's size (class indices; 0 = sure … 255 = ``uncertainty_peak`` nats), ``score``
+    the image's active-learning score, which also becomes the sample's ranking (``uncertainty``, ``ranked_with``)."""
+    if segmentation.kind != Checkpoint.Kind.SEGMENTATION:
+        raise ValidationError(f"checkpoint #{segmentation.pk} is a {segmentation.kind}, not a segmentation branch")
+    for name, array in (("labels", labels), ("uncertainty", uncertainty)):
+        if array.shape != (sample.height, sample.width) or array.dtype != np.uint8:
+            raise ValidationError(f"predicted {name} must be uint8 {sample.height}×{sample.width}, got "
+                                  f"{array.dtype} {'×'.join(map(str, array.shape))}")
+    masks.check_classes(labels, sample.dataset.schema.num_classes)
+    folder = f"datasets/{sample.dataset_id}/predictions/{sample.pk}"
+    mask_name = save_bytes(f"{folder}/seg{segmentation.pk}-labels.png", mask_png(sample, labels))
+    uncertainty_name = save_bytes(f"{folder}/seg{segmentation.pk}-uncertainty.png", _grey_png(uncertainty))
     with transaction.atomic():
-        for sample_id, value in values.items():
-            updated += dataset.samples.filter(pk=sample_id).update(uncertainty=float(value), ranked_with=checkpoint)
-    return updated
+        previous = SamplePrediction.objects.select_for_update().filter(sample=sample,
+                                                                       segmentation=segmentation).first()
+        replaced = (previous.mask.name, previous.uncertainty.name) if previous else ()
+        prediction, _ = SamplePrediction.objects.update_or_create(
+            sample=sample, segmentation=segmentation,
+            defaults={"mask": mask_name, "uncertainty": uncertainty_name,
+                      "uncertainty_peak": float(uncertainty_peak), "score": float(score)})
+        Sample.objects.filter(pk=sample.pk).update(uncertainty=float(score), ranked_with=segmentation)
+        # The old files go once the row names the new ones; a reader that got the old row retries (prediction_file).
+        transaction.on_commit(lambda: [delete_quietly(name) for name in replaced])
+    return prediction
+
+
+def _grey_png(values: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(values, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _delete_prediction(prediction: SamplePrediction) -> None:
+    names = (prediction.mask.name, prediction.uncertainty.name)
+    prediction.delete()
+    for name in names:
+        delete_quietly(name)
+
+
+def prediction_of(sample: Sample, segmentation_id: Optional[int] = None) -> SamplePrediction:
+    """The stored prediction of segmentation branch ``segmentation_id`` (default: the dataset's active branch).
+
+    PredictionMissing (404) says why there is none and what produces one; a checkpoint that is not a segmentation
+    branch of this dataset is a ValidationError (400)."""
+    dataset = sample.dataset
+    if segmentation_id is None:
+        try:
+            segmentation = active_segmentation(dataset.generator, dataset.schema)
+        except ValidationError as exc:
+            raise PredictionMissing(f"sample #{sample.pk} has no prediction: {' '.join(exc.messages)}") from None
+    else:
+        segmentation = Checkpoint.objects.filter(pk=segmentation_id, kind=Checkpoint.Kind.SEGMENTATION,
+                                                 generator=dataset.generator, schema=dataset.schema).first()
+        if segmentation is None:
+            raise ValidationError(f"checkpoint #{segmentation_id} is not a segmentation branch of dataset "
+                                  f"'{dataset.name}' (its generator and label schema)")
+    prediction = SamplePrediction.objects.filter(sample=sample, segmentation=segmentation).first()
+    if prediction is not None:
+        return prediction
+    if not sample.latent:
+        raise PredictionMissing(f"sample #{sample.pk} is an uploaded image without a latent yet: embed it "
+                                f"(POST /api/samples/{sample.pk}/embed) and its prediction is made then")
+    raise PredictionMissing(
+        f"segmentation branch #{segmentation.pk} '{segmentation.name}' has no prediction for sample #{sample.pk} "
+        "yet: one is stored when a sample is generated, embedded or pre-labelled, and for every sample when the "
+        f"dataset is ranked (POST /api/datasets/{dataset.pk}/rank, run after each retraining)")
+
+
+def prediction_file(sample: Sample, segmentation_id: Optional[int], part: str) -> tuple[SamplePrediction, bytes]:
+    """``part`` ('mask' or 'uncertainty') of the stored prediction, as PNG bytes."""
+    for _attempt in range(2):  # a worker may replace the files between reading the row and reading the file
+        prediction = prediction_of(sample, segmentation_id)
+        try:
+            return prediction, read_bytes(getattr(prediction, part).name)
+        except FileNotFoundError:
+            continue
+    raise PredictionMissing(f"the prediction for sample #{sample.pk} is being recomputed: try again in a moment")
+
+
+def prediction_urls(prediction: SamplePrediction) -> dict:
+    query = f"?segmentation_id={prediction.segmentation_id}"
+    return {"segmentation_id": prediction.segmentation_id,
+            "prediction_url": f"/api/samples/{prediction.sample_id}/segmentation.png{query}",
+            "uncertainty_url": f"/api/samples/{prediction.sample_id}/uncertainty.png{query}",
+            "uncertainty": prediction.score, "uncertainty_peak": prediction.uncertainty_peak}
 
 
 # --- export -------------------------------------------------------------------------------------------------------

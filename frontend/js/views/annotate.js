@@ -207,7 +207,9 @@ export class AnnotateView {
       onReady: (shared) => {
         this.canvas.setContent({ image, shared, colours: this.classes.map((c) => c.colour) });
         this.canvas.setUncertainty(null);
+        this.setUncertaintyVisible(this.canvas.showUncertainty); // the switch stays as the user left it
         this.updateSaveState();
+        this.loadUncertainty(sample.id, () => api.uncertaintyBytes(sample.id));
       },
       onChange: (runs) => {
         if (runs) this.canvas.refreshRuns(runs); else this.canvas.refreshOverlay();
@@ -311,8 +313,9 @@ export class AnnotateView {
       this.history.clear();
       this.updateHistory();
       this.room.reload();
-      await this.loadUncertainty(final.result);
-      toast('Pre-label ready: correct it where the heat-map is red', 'success');
+      const shown = await this.loadUncertainty(this.sample.id, () => api.urlBytes(final.result.uncertainty_url),
+        { show: true });
+      toast(shown ? 'Pre-label ready: correct it where the heat-map is red' : 'Pre-label ready', 'success');
     } catch (error) {
       showError(error, 'Pre-label failed');
     } finally {
@@ -320,25 +323,41 @@ export class AnnotateView {
     }
   }
 
-  // The pre-label job's result may name an uncertainty map: a greyscale PNG, 0 = sure … 255 = most unsure.
-  async loadUncertainty(result) {
-    const url = result?.uncertainty_url;
-    if (!url) return;
-    const response = await fetch(url, { credentials: 'same-origin' });
-    if (!response.ok) return;
-    const { data } = await decodeIndexPng(new Uint8Array(await response.arrayBuffer()));
-    this.canvas.setUncertainty(Float32Array.from(data, (v) => v / 255));
-    this.setUncertaintyVisible(true);
+  // The uncertainty map of the model's prediction for a sample (GET /samples/{id}/uncertainty.png, or the
+  // pre-label job's result.uncertainty_url): a greyscale PNG at the sample's size, 0 = sure … 255 = most unsure.
+  // On opening a sample the stored map is loaded and shown only if the overlay is switched on; a pre-label shows
+  // its map at once. No map yet (404) leaves the overlay empty. Resolves true when a map was loaded.
+  async loadUncertainty(sampleId, fetchBytes, { show } = {}) {
+    let decoded;
+    try {
+      decoded = await decodeIndexPng(await fetchBytes());
+    } catch (error) {
+      if (error.status !== 404) console.warn(`no uncertainty map for sample ${sampleId}:`, error);
+      return false;
+    }
+    const shared = this.room?.shared;
+    // The user may have moved on to another sample while the map was on its way.
+    if (this.sample?.id !== sampleId || !shared) return false;
+    if (decoded.width !== shared.width || decoded.height !== shared.height) {
+      console.warn(`the ${decoded.width}×${decoded.height} uncertainty map does not fit the mask`);
+      return false;
+    }
+    this.canvas.setUncertainty(Float32Array.from(decoded.data, (v) => v / 255));
+    this.setUncertaintyVisible(show ?? this.canvas.showUncertainty);
+    return true;
   }
 
   toggleUncertainty() {
-    if (!this.canvas.uncertaintyCanvas) { toast('No uncertainty map yet: run Pre-label first', 'info', 2500); return; }
+    if (!this.canvas.uncertaintyCanvas) {
+      toast('No uncertainty map for this sample yet: run Pre-label first', 'info', 2500);
+      return;
+    }
     this.setUncertaintyVisible(!this.canvas.showUncertainty);
   }
 
   setUncertaintyVisible(visible) {
     this.canvas.showUncertainty = visible;
-    this.uncertaintyButton.setAttribute('aria-pressed', String(visible));
+    this.uncertaintyButton.setAttribute('aria-pressed', String(visible && Boolean(this.canvas.uncertaintyCanvas)));
     this.canvas.dirty = true;
   }
 

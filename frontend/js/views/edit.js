@@ -195,8 +195,9 @@ export class EditView {
   }
 
   // The segmentation the edit starts from must be the model's own prediction for this image (mode 3 compares the
-  // painted mask with it). Where the server has no prediction route yet, a mode-1 edit with any vector at scale 0
-  // renders and segments the unchanged image, which is the same thing.
+  // painted mask with it). Workers store it with every generated, embedded, pre-labelled or ranked sample; a
+  // sample older than the active branch (activated without a ranking since) has none yet (404): then a mode-1 edit
+  // with any vector at scale 0 renders and segments the unchanged image, which is the same thing.
   async predictedMask() {
     try {
       return await api.predictedMaskBytes(this.sample.id);
