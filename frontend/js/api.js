@@ -105,7 +105,7 @@ export const reviewAnnotation = (sampleId, baseVersion, decision, note) =>
   post(`/samples/${sampleId}/annotation/review`, { base_version: baseVersion, decision, note });
 export const annotationRevisions = (sampleId) => get(`/samples/${sampleId}/annotation/revisions`);
 export const prelabel = (sampleId) => post(`/samples/${sampleId}/prelabel`);
-/** Who is in each live room of a dataset: {sample_id: [username, …]} (ApiError 404 where the server lacks it). */
+/** Who is in each live annotation room of a dataset: {sample_id: [username, …]}, occupied rooms only. */
 export const datasetPresence = (datasetId) => get(`/datasets/${datasetId}/presence`);
 
 // --- models ---

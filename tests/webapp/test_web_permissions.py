@@ -31,6 +31,7 @@ ACCESS = {
     ("DELETE", "/api/datasets/{dataset_id}"): ADMINS,
     ("GET", "/api/datasets/{dataset_id}/samples"): ANY,
     ("GET", "/api/datasets/{dataset_id}/next-to-label"): ANY,
+    ("GET", "/api/datasets/{dataset_id}/presence"): ANY,
     ("POST", "/api/datasets/{dataset_id}/samples/generate"): ARTISTS,
     ("POST", "/api/datasets/{dataset_id}/samples/upload"): ARTISTS,
     ("POST", "/api/datasets/{dataset_id}/rank"): ADMINS,

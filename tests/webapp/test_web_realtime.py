@@ -211,3 +211,62 @@ def test_job_socket_sends_status_and_takes_cancel(studio, daphne_url, client_for
         asyncio.run(not_mine())
     first, cancelled = asyncio.run(scenario())
     assert first["kind"] == "sample" and cancelled["status"] == "cancelled"
+
+
+def test_dataset_presence_lists_who_is_in_each_live_room(studio, daphne_url, client_for):
+    """``GET /datasets/{id}/presence`` follows joins and leaves of the dataset's annotation rooms (Redis state that
+    every Daphne process shares); another dataset's rooms stay out of it."""
+    from webapp.datasets import services as datasets
+
+    first, second = studio.samples[0], studio.samples[1]
+    other = datasets.create_dataset(studio.users.admin, "other set", studio.schema, studio.generator)
+    elsewhere = datasets.add_sample(other, source="generated", image_png=png_of(first), seed=99)
+    viewer = client_for(studio.users.artist)
+    url = f"/api/datasets/{studio.dataset.pk}/presence"
+    headers = {name: session_headers(client_for, getattr(studio.users, name))
+               for name in ("annotator", "annotator2", "artist")}
+
+    def rooms(dataset_url=url):  # runs in a worker thread (the test client is sync): its own DB connection
+        from django.db import connection
+
+        try:
+            response = viewer.get(dataset_url)
+        finally:
+            connection.close()
+        assert response.status_code == 200, response.content
+        return response.json()
+
+    async def scenario():
+        seen = {"empty": await asyncio.to_thread(rooms)}
+        async with open_socket(daphne_url, f"/ws/annotate/{first.pk}/", headers["annotator"]) as alice, \
+                open_socket(daphne_url, f"/ws/annotate/{first.pk}/", headers["artist"]) as watcher, \
+                open_socket(daphne_url, f"/ws/annotate/{second.pk}/", headers["annotator2"]) as bob, \
+                open_socket(daphne_url, f"/ws/annotate/{elsewhere.pk}/", headers["annotator"]) as away:
+            for socket in (alice, watcher, bob, away):
+                await next_of(socket, "state")
+            seen["all"] = await asyncio.to_thread(rooms)
+            seen["other"] = await asyncio.to_thread(rooms, f"/api/datasets/{other.pk}/presence")
+            await bob.close()
+            deadline = time.monotonic() + TIMEOUT
+            while str(second.pk) in (now := await asyncio.to_thread(rooms)):
+                assert time.monotonic() < deadline, "bob's leave never reached the presence"
+                await asyncio.sleep(0.05)
+            seen["bob left"] = now
+        deadline = time.monotonic() + TIMEOUT
+        while now := await asyncio.to_thread(rooms):
+            assert time.monotonic() < deadline, f"rooms still occupied after everybody left: {now}"
+            await asyncio.sleep(0.05)
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert seen["empty"] == {}
+    assert seen["all"] == {str(first.pk): ["ann", "art"], str(second.pk): ["ann2"]}
+    assert seen["other"] == {str(elsewhere.pk): ["ann"]}
+    assert seen["bob left"] == {str(first.pk): ["ann", "art"]}
+    assert viewer.get("/api/datasets/99999/presence").status_code == 404
+
+
+def png_of(sample) -> bytes:
+    from webapp.storage import read_bytes
+
+    return read_bytes(sample.image.name)

@@ -79,6 +79,13 @@ def next_to_label(request, dataset_id: int, limit: int = 20):
     return [services.sample_out(s) for s in services.next_to_label(dataset, max(1, min(limit, 200)))]
 
 
+@router.get("/datasets/{dataset_id}/presence", auth=viewer, response=dict[str, list[str]])
+def dataset_presence(request, dataset_id: int):
+    """Who is in each live annotation room of the dataset now: ``{sample_id: [username, …]}`` (occupied rooms
+    only)."""
+    return services.presence(get_object_or_404(Dataset, pk=dataset_id))
+
+
 @router.post("/datasets/{dataset_id}/samples/generate", auth=uploader, response={202: JobOut})
 def generate_samples(request, dataset_id: int, payload: GenerateIn):
     dataset = get_object_or_404(Dataset, pk=dataset_id)

@@ -343,6 +343,16 @@ def prediction_urls(prediction: SamplePrediction) -> dict:
             "uncertainty": prediction.score, "uncertainty_peak": prediction.uncertainty_peak}
 
 
+# --- live annotation rooms ---------------------------------------------------------------------------------------
+def presence(dataset: Dataset) -> dict[str, list[str]]:
+    """``{sample_id: [username, …]}`` of the dataset's occupied annotation rooms (the live state in Redis)."""
+    from webapp.realtime.rooms import dataset_presence
+
+    rooms = dataset_presence(dataset.pk)
+    existing = set(dataset.samples.filter(pk__in=list(rooms)).values_list("pk", flat=True))
+    return {str(sample_id): names for sample_id, names in rooms.items() if sample_id in existing}
+
+
 # --- export -------------------------------------------------------------------------------------------------------
 def export_zip(dataset: Dataset) -> bytes:
     """images/<id>.png, masks/<id>.png (palette PNG of class indices), annotations.coco.json, schema.json."""

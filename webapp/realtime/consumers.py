@@ -122,7 +122,7 @@ class AnnotationConsumer(StudioConsumer):
     async def joined(self):
         member = {"user_id": self.user.pk, "username": self.user.get_username(), "channel": self.channel_name,
                   "can_paint": self.can_paint, "since": time.time()}
-        present = await rooms.join(self.redis, self.sample_id, self.channel_name, member)
+        present = await rooms.join(self.redis, self.sample.dataset_id, self.sample_id, self.channel_name, member)
         pending = await rooms.pending_ops(self.redis, self.sample_id)
         version = await database_sync_to_async(self._version)()
         await self.send_json({"type": "state", "sample": self.sample_id, "version": version, "pending": pending,
@@ -139,7 +139,7 @@ class AnnotationConsumer(StudioConsumer):
 
     async def disconnect(self, code):
         if hasattr(self, "sample"):
-            present = await rooms.leave(self.redis, self.sample_id, self.channel_name)
+            present = await rooms.leave(self.redis, self.sample.dataset_id, self.sample_id, self.channel_name)
             await self.channel_layer.group_send(annotation_group(self.sample_id), {"type": "presence",
                                                                                    "users": present})
             if self.flush_task is not None:

@@ -4,6 +4,10 @@ Painting operations get a server sequence number (one Lua call: INCR + RPUSH, so
 wait in a per-sample list until they are flushed: applied, in that order, to the stored mask as a new autosave
 revision. Flushes happen about ``STUDIO_AUTOSAVE_SECONDS`` after an operation and when a painter leaves, so a
 browser that drops mid-stroke loses at most what it had not yet sent.
+
+Presence is a hash per room (channel → member) plus, per dataset, the set of its samples whose room is occupied, so
+``dataset_presence`` answers "who is where" for a dataset without scanning every room. Joins and leaves change both
+in one Lua call each: a sample is in the set exactly while its room has somebody in it.
 """
 from __future__ import annotations
 
@@ -23,8 +27,27 @@ return seq
 """
 
 
+_JOIN = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+return redis.call('HVALS', KEYS[1])
+"""
+
+_LEAVE = """
+redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('HLEN', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[2], ARGV[2])
+end
+return redis.call('HVALS', KEYS[1])
+"""
+
+
 def _key(sample_id: int, part: str) -> str:
     return f"{settings.STUDIO_KEY_PREFIX}:room:{sample_id}:{part}"
+
+
+def _occupied_key(dataset_id: int) -> str:
+    return f"{settings.STUDIO_KEY_PREFIX}:dataset:{dataset_id}:rooms"
 
 
 @lru_cache(maxsize=1)
@@ -45,19 +68,40 @@ async def pending_ops(client: aioredis.Redis, sample_id: int) -> list[dict]:
     return [json.loads(raw) for raw in await client.lrange(_key(sample_id, "ops"), 0, -1)]
 
 
-async def join(client: aioredis.Redis, sample_id: int, channel: str, member: dict) -> list[dict]:
-    await client.hset(_key(sample_id, "presence"), channel, json.dumps(member))
-    return await members(client, sample_id)
+def _sorted_members(raw_values) -> list[dict]:
+    return sorted((json.loads(v) for v in raw_values), key=lambda m: (m["username"], m["since"]))
 
 
-async def leave(client: aioredis.Redis, sample_id: int, channel: str) -> list[dict]:
-    await client.hdel(_key(sample_id, "presence"), channel)
-    return await members(client, sample_id)
+async def join(client: aioredis.Redis, dataset_id: int, sample_id: int, channel: str, member: dict) -> list[dict]:
+    """Put ``member`` (on ``channel``) in the room of ``sample_id`` of ``dataset_id``; returns everybody there."""
+    raw = await client.eval(_JOIN, 2, _key(sample_id, "presence"), _occupied_key(dataset_id), channel,
+                            json.dumps(member), str(sample_id))
+    return _sorted_members(raw)
+
+
+async def leave(client: aioredis.Redis, dataset_id: int, sample_id: int, channel: str) -> list[dict]:
+    raw = await client.eval(_LEAVE, 2, _key(sample_id, "presence"), _occupied_key(dataset_id), channel,
+                            str(sample_id))
+    return _sorted_members(raw)
 
 
 async def members(client: aioredis.Redis, sample_id: int) -> list[dict]:
-    raw = await client.hgetall(_key(sample_id, "presence"))
-    return sorted((json.loads(v) for v in raw.values()), key=lambda m: (m["username"], m["since"]))
+    return _sorted_members(await client.hvals(_key(sample_id, "presence")))
+
+
+def dataset_presence(dataset_id: int) -> dict[int, list[str]]:
+    """``{sample_id: [username, …]}`` for every occupied room of the dataset (names sorted, each once)."""
+    client = sync_redis()
+    sample_ids = sorted(int(raw) for raw in client.smembers(_occupied_key(dataset_id)))
+    pipeline = client.pipeline(transaction=False)
+    for sample_id in sample_ids:
+        pipeline.hvals(_key(sample_id, "presence"))
+    rooms = {}
+    for sample_id, raw in zip(sample_ids, pipeline.execute()):
+        names = sorted({json.loads(value)["username"] for value in raw})
+        if names:
+            rooms[sample_id] = names
+    return rooms
 
 
 def flush(sample_id: int, user) -> dict | None:

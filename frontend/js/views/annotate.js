@@ -158,22 +158,28 @@ export class AnnotateView {
     this.samples.setCurrent(this.sample?.id ?? null);
   }
 
-  // Who is on the other samples: polled while the server offers it (the current sample's room says it live).
+  // Who is on the other samples (GET /datasets/{id}/presence), polled; the current sample's room reports its own
+  // people live. A 404 means the dataset is gone: polling stops.
   async pollPresence() {
     clearTimeout(this.presenceTimer);
-    if (!this.dataset || this.presenceUnsupported) return;
+    if (!this.dataset) return;
+    const datasetId = this.dataset.id;
     try {
-      const rooms = await api.datasetPresence(this.dataset.id);
+      const rooms = await api.datasetPresence(datasetId);
+      if (this.dataset?.id !== datasetId) return; // another dataset was opened meanwhile: its own poll runs
+      let changed = false;
       for (const sample of this.samples.samples) {
-        if (sample.id !== this.sample?.id) {
-          this.samples.occupancy.set(sample.id, (rooms[sample.id] ?? []).filter((n) => n !== this.me.username));
-        }
+        if (sample.id === this.sample?.id) continue;
+        const names = (rooms[sample.id] ?? []).filter((n) => n !== this.me.username);
+        const before = this.samples.occupancy.get(sample.id) ?? [];
+        if (names.join('\n') !== before.join('\n')) { this.samples.occupancy.set(sample.id, names); changed = true; }
       }
-      this.samples.render();
+      if (changed) this.samples.render();
     } catch (error) {
-      if (error.status === 404) { this.presenceUnsupported = true; return; }
+      if (error.status === 404) return;
+      console.warn('could not read who is on the other samples', error);
     }
-    this.presenceTimer = setTimeout(() => this.pollPresence(), PRESENCE_POLL_MS);
+    if (this.dataset?.id === datasetId) this.presenceTimer = setTimeout(() => this.pollPresence(), PRESENCE_POLL_MS);
   }
 
   // Statuses in the list follow saves, at most every few seconds (every flush of the room sends one).
