@@ -103,3 +103,34 @@ test('a new op clears the redo stack; the history keeps at most `limit` entries'
   history.push([[6, 1, 1]], applyRuns(data, [[6, 1, 1]]));
   assert.equal(history.canRedo, false);
 });
+
+import { AnnotationRoom } from '../../frontend/js/rooms/annotation-room.js';
+
+// The room's reaction to a refused op, on a real SharedMask (no socket: the method under test never sends).
+function roomWithPending() {
+  const room = Object.create(AnnotationRoom.prototype);
+  const calls = [];
+  room.session = 'ab12cd';
+  room.shared = new SharedMask(new LabelMask(4, 1), 0);
+  room.handlers = { onChange: () => calls.push('change') };
+  room.reload = () => calls.push('reload');
+  room.shared.applyLocal([[0, 1, 1]]); // op 1
+  room.shared.applyLocal([[2, 2, 2]]); // op 2
+  return { room, calls };
+}
+
+test('a refused op named by its client id is dropped alone, without a reload', () => {
+  const { room, calls } = roomWithPending();
+  room.refused({ session: 'ab12cd', opId: 2, part: 0, parts: 1 });
+  assert.deepEqual(room.shared.pending.map((op) => op.opId), [1]);
+  assert.deepEqual([...room.shared.displayed.data], [1, 0, 0, 0]);
+  assert.deepEqual(calls, ['change']);
+});
+
+test('a refusal without one of my client ids drops every pending op and reloads', () => {
+  const { room, calls } = roomWithPending();
+  room.refused(null);
+  assert.deepEqual(room.shared.pending, []);
+  assert.deepEqual([...room.shared.displayed.data], [0, 0, 0, 0]);
+  assert.deepEqual(calls, ['change', 'reload']);
+});

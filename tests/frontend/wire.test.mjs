@@ -1,21 +1,41 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { runsToServerOps, serverOpToRuns, serverOpsToRuns } from '../../frontend/js/canvas/wire.js';
+import { MAX_RUNS_PER_OP, runsToServerOps, serverOpToRuns, serverOpsToRuns } from '../../frontend/js/canvas/wire.js';
+import { floodRuns, polygonRuns } from '../../frontend/js/canvas/fill.js';
+import { LabelMask } from '../../frontend/js/canvas/mask.js';
 
-test('runs become row polygons, split at row ends', () => {
-  const ops = runsToServerOps([[3, 6, 2]], 5); // pixels 3,4 | 5..8
-  assert.deepEqual(ops, [
-    { op: 'polygon', class: 2, points: [[3, 0], [4, 0], [3, 0]] },
-    { op: 'polygon', class: 2, points: [[0, 1], [3, 1], [0, 1]] },
+test('runs go as runs ops, in order, at most maxRuns per op', () => {
+  const runs = [[0, 3, 1], [5, 9, 4], [20, 1, 0], [22, 2, 2], [30, 1, 1]];
+  assert.deepEqual(runsToServerOps(runs, 2), [
+    { op: 'runs', runs: [[0, 3, 1], [5, 9, 4]] },
+    { op: 'runs', runs: [[20, 1, 0], [22, 2, 2]] },
+    { op: 'runs', runs: [[30, 1, 1]] },
   ]);
+  assert.deepEqual(runsToServerOps(runs), [{ op: 'runs', runs }]);
+  assert.equal(runsToServerOps(runs)[0].runs === runs, false); // a copy: later edits of the op cannot leak out
+  assert.deepEqual(runsToServerOps([]), []);
+  assert.equal(MAX_RUNS_PER_OP, 4096);
 });
 
-test('row polygons decode back to exactly the same runs', () => {
+test('runs ops decode back to exactly the same runs (flood and polygon fills across rows)', () => {
   const width = 7;
-  const runs = [[0, 3, 1], [5, 9, 4], [20, 1, 0]];
-  const decoded = runsToServerOps(runs, width).flatMap((op) => serverOpToRuns(op, width, 3));
-  const flat = (list) => list.flatMap(([s, l, c]) => Array.from({ length: l }, (_, k) => [s + k, c]));
-  assert.deepEqual(flat(decoded), flat(runs));
+  const mask = new LabelMask(width, 5);
+  mask.apply(polygonRuns(width, 5, [[1, 1], [4, 2.5], [1, 4]], 2));
+  const fill = floodRuns(mask, 0, 0, 3); // the background around the triangle: runs that wrap rows
+  assert.ok(fill.some(([start, length]) => (start % width) + length > width), 'a run continues on the next row');
+  const decoded = runsToServerOps(fill, 3).flatMap((op) => serverOpToRuns(op, width, 5));
+  assert.deepEqual(decoded, fill);
+});
+
+test('runs ops never write past the mask', () => {
+  assert.deepEqual(serverOpToRuns({ op: 'runs', runs: [[2, 5, 1], [9, 1, 2]] }, 3, 2), [[2, 4, 1]]);
+});
+
+test('row polygons (older clients, scripts) decode to exactly their pixels', () => {
+  const width = 5;
+  const row = (x0, x1, y, label) => ({ op: 'polygon', class: label, points: [[x0, y], [x1, y], [x0, y]] });
+  assert.deepEqual(serverOpToRuns(row(3, 4, 0, 2), width, 2), [[3, 2, 2]]);
+  assert.deepEqual(serverOpToRuns(row(0, 3, 1, 2), width, 2), [[5, 4, 2]]);
 });
 
 test('foreign stroke and polygon ops rasterise around Pillow pixel centres', () => {

@@ -270,3 +270,84 @@ def png_of(sample) -> bytes:
     from webapp.storage import read_bytes
 
     return read_bytes(sample.image.name)
+
+
+def runs_op(runs) -> dict:
+    return {"op": "runs", "runs": runs}
+
+
+def test_two_annotators_runs_and_geometry_ops_merge_into_the_stored_mask(studio, daphne_url, client_for):
+    """Every op kind the studio's canvas and scripts send (pixel runs — any tool's result, here a fill that wraps
+    rows — strokes and polygons), from two annotators at once, is applied in server order to the stored mask; a bad
+    op gets an error naming its client_id and the socket keeps working."""
+    from webapp.datasets.masks import apply_ops
+
+    sample = studio.samples[3]  # not annotated yet
+    width = sample.width
+    # Alice: rows 2–5 filled with class 1 as one run (a flood fill result wraps from row to row), then a square
+    # outline as several runs in one op and a class-2 brush stroke from a "script".
+    alice_ops = [runs_op([[2 * width, 4 * width, 1]]),
+                 runs_op([[10 * width + 4, 8, 2], [11 * width + 4, 1, 2], [11 * width + 11, 1, 2],
+                          [12 * width + 4, 8, 2]]),
+                 stroke(2, [[20, 20], [28, 20]], radius=1.5)]
+    # Bob: a polygon over part of alice's rows, then an eraser run through it, then one more run.
+    bob_ops = [{"op": "polygon", "class": 2, "points": [[8, 1], [16, 1], [16, 8], [8, 8]]},
+               runs_op([[4 * width + 10, 4, 0]]),
+               runs_op([[30 * width, width, 1]])]
+    bad_ops = [runs_op([[5, 3, 1], [6, 2, 1]]),  # overlapping runs
+               runs_op([[width * width - 2, 5, 1]]),  # past the end of the mask
+               runs_op([[0, 1, 7]]),  # no class 7 in the schema
+               runs_op([]), {"op": "runs", "runs": [[0, "1", 1]]}, {"op": "fill", "class": 1}]
+    expected_total = len(alice_ops) + len(bob_ops)
+
+    async def painter(headers, ops, name, bad=()):
+        async with open_socket(daphne_url, f"/ws/annotate/{sample.pk}/", headers) as socket:
+            await next_of(socket, "state")
+            while len((await next_of(socket, "presence"))["users"]) < 2:
+                pass
+            for index, op in enumerate(ops):
+                await socket.send(json.dumps({"type": "op", "op": op, "client_id": f"{name}:{index + 1}:0/1"}))
+            for index, op in enumerate(bad):  # bad ops among good ones: each answered with an error, nothing else
+                await socket.send(json.dumps({"type": "op", "op": op, "client_id": f"{name}:bad{index}"}))
+            await socket.send(json.dumps({"type": "ping"}))  # the socket is still up after them all
+            seen, errors, pong = [], [], False
+            deadline = time.monotonic() + TIMEOUT
+            while len(seen) < expected_total or len(errors) < len(bad) or not pong:
+                message = json.loads(await asyncio.wait_for(socket.recv(), deadline - time.monotonic()))
+                seen += [message] if message["type"] == "op" else []
+                errors += [message] if message["type"] == "error" else []
+                pong = pong or message["type"] == "pong"
+            await socket.send(json.dumps({"type": "save"}))
+            saved = await next_of(socket, "saved")
+            return seen, errors, saved
+
+    alice_headers = session_headers(client_for, studio.users.annotator)
+    bob_headers = session_headers(client_for, studio.users.annotator2)
+
+    async def scenario():
+        return await asyncio.gather(painter(alice_headers, alice_ops, "alice", bad_ops),
+                                    painter(bob_headers, bob_ops, "bob"))
+
+    (alice_seen, errors, _), (bob_seen, _, _) = asyncio.run(scenario())
+    order = sorted(alice_seen, key=lambda m: m["seq"])
+    assert [m["seq"] for m in order] == [m["seq"] for m in sorted(bob_seen, key=lambda m: m["seq"])]
+    assert {m["op"]["op"] for m in order} == {"runs", "stroke", "polygon"}
+    assert [e["client_id"] for e in errors] == [f"alice:bad{i}" for i in range(len(bad_ops))]
+    assert all(e["request"] == "op" for e in errors)
+    messages = " | ".join(e["error"] for e in errors)
+    for reason in ("must not overlap", "leaves the 32×32 mask", "classes 0..2", "1..4096", "integers",
+                   "unknown operation 'fill'"):
+        assert reason in messages, (reason, messages)
+
+    deadline = time.monotonic() + 10
+    while True:
+        mask = stored_mask(sample)
+        if (mask == apply_ops(np.zeros((32, 32), np.uint8), [m["op"] for m in order])).all():
+            break
+        assert time.monotonic() < deadline, "the stored mask is not the ops in server order"
+        time.sleep(0.2)
+    # Whatever the interleaving, pixels only one annotator touched hold exactly their runs.
+    assert (mask[2:6, :8] == 1).all() and (mask[2:6, 17:] == 1).all()
+    assert (mask[10, 4:12] == 2).all() and mask[11, 4] == mask[11, 11] == 2 and (mask[11, 5:11] == 0).all()
+    assert (mask[30] == 1).all() and (mask[20, 21:28] == 2).all()
+    assert (mask[4, 10:14] == 0).all() or (mask[4, 10:14] == 1).all()  # bob's eraser, unless alice's fill came later

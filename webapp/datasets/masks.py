@@ -1,8 +1,9 @@
 """Part masks as files and as stroke operations (numpy + Pillow only, shared by the API and the live rooms).
 
 A mask is a ``uint8 [H, W]`` array of class indices, stored as a palette PNG whose palette holds the schema's colours
-(so the file is both exact and viewable). Live painting sends stroke operations that are applied, in server order,
-to the authoritative mask.
+(so the file is both exact and viewable). Live painting sends operations that are applied, in server order, to the
+authoritative mask: ``runs`` (pixels the client has already rasterised: what the studio's canvas sends for every
+tool, undo and redo), and ``stroke`` / ``polygon`` (geometry rasterised here with Pillow, for scripts).
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from PIL import Image, ImageDraw
 
 MAX_POINTS_PER_OP = 2000
 MAX_BRUSH_RADIUS = 256
+MAX_RUNS_PER_OP = 4096  # ~60 KB of JSON: well inside a websocket message; a bigger change is sent as several ops
+OP_KINDS = ("runs", "stroke", "polygon")
 
 
 def hex_to_rgb(colour: str) -> tuple[int, int, int]:
@@ -98,19 +101,24 @@ def coco_annotations(mask: np.ndarray, image_id: int, class_names: Sequence[str]
     return annotations
 
 
-def validate_stroke_op(op: dict, size: tuple[int, int], num_classes: int) -> dict:
+def validate_op(op: dict, size: tuple[int, int], num_classes: int) -> dict:
     """Check a live painting operation and return its normalised form; ValidationError says what is wrong.
 
-    ``{"op": "stroke", "class": k, "radius": r, "points": [[x, y], ...]}`` paints class k with a round brush along
-    the polyline; ``{"op": "polygon", "class": k, "points": [...]}`` fills a polygon (lasso / bucket on a region).
+    * ``{"op": "runs", "runs": [[start, length, class], ...]}``: set ``length`` pixels from the flat index
+      ``start = y * width + x`` (row-major, so a run may continue on the next row) to ``class``; runs sorted by
+      start, not overlapping, at most ``MAX_RUNS_PER_OP``. Exact: the client rasterised them (canvas/runs.js).
+    * ``{"op": "stroke", "class": k, "radius": r, "points": [[x, y], ...]}``: a round brush along the polyline.
+    * ``{"op": "polygon", "class": k, "points": [...]}``: a filled polygon (lasso / bucket on a region).
     """
     if not isinstance(op, dict):
         raise ValidationError("an operation must be a JSON object")
     kind = op.get("op")
-    if kind not in ("stroke", "polygon"):
-        raise ValidationError(f"unknown operation {kind!r}: use 'stroke' or 'polygon'")
+    if kind not in OP_KINDS:
+        raise ValidationError(f"unknown operation {kind!r}: use {', '.join(repr(k) for k in OP_KINDS)}")
+    if kind == "runs":
+        return {"op": "runs", "runs": _validate_runs(op.get("runs"), size, num_classes)}
     class_index = op.get("class")
-    if not isinstance(class_index, int) or isinstance(class_index, bool) or not 0 <= class_index < num_classes:
+    if not _is_int(class_index) or not 0 <= class_index < num_classes:
         raise ValidationError(f"'class' must be an integer class index in 0..{num_classes - 1}, got {class_index!r}")
     points = op.get("points")
     minimum = 1 if kind == "stroke" else 3
@@ -135,11 +143,49 @@ def validate_stroke_op(op: dict, size: tuple[int, int], num_classes: int) -> dic
     return normalised
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validate_runs(runs, size: tuple[int, int], num_classes: int) -> list[list[int]]:
+    width, height = size
+    if not isinstance(runs, list) or not 1 <= len(runs) <= MAX_RUNS_PER_OP:
+        raise ValidationError(f"'runs' must be a list of 1..{MAX_RUNS_PER_OP} [start, length, class] triples "
+                              "(send a bigger change as several operations)")
+    clean, end_of_previous = [], 0
+    for index, run in enumerate(runs):
+        if not isinstance(run, (list, tuple)) or len(run) != 3 or not all(_is_int(v) for v in run):
+            raise ValidationError(f"run {index} must be [start, length, class] integers, got {run!r}")
+        start, length, class_index = run
+        if start < 0 or length < 1 or start + length > width * height:
+            raise ValidationError(f"run {index} {run} leaves the {width}×{height} mask (pixel indices "
+                                  f"0..{width * height - 1}, length ≥ 1)")
+        if not 0 <= class_index < num_classes:
+            raise ValidationError(f"run {index} has class {class_index}: the schema has classes 0..{num_classes - 1}")
+        if start < end_of_previous:
+            raise ValidationError(f"run {index} {run} starts before the previous run ends (pixel {end_of_previous}): "
+                                  "runs must be sorted by start and must not overlap")
+        end_of_previous = start + length
+        clean.append([start, length, class_index])
+    return clean
+
+
 def apply_ops(mask: np.ndarray, ops: Sequence[dict]) -> np.ndarray:
     """Apply validated operations to a copy of ``mask`` in the given (server) order."""
-    image = Image.fromarray(mask.astype(np.uint8), mode="L")
-    draw = ImageDraw.Draw(image)
+    result = mask.astype(np.uint8).copy()
+    flat = result.reshape(-1)  # a view: runs write straight into ``result``
+    image = draw = None  # Pillow's copy while geometry ops follow each other
     for op in ops:
+        if op["op"] == "runs":
+            if image is not None:
+                result[...] = np.asarray(image, dtype=np.uint8)
+                image = draw = None
+            for start, length, class_index in op["runs"]:
+                flat[start:start + length] = class_index
+            continue
+        if image is None:
+            image = Image.fromarray(result, mode="L")
+            draw = ImageDraw.Draw(image)
         points = [tuple(p) for p in op["points"]]
         if op["op"] == "polygon":
             draw.polygon(points, fill=op["class"])
@@ -149,4 +195,6 @@ def apply_ops(mask: np.ndarray, ops: Sequence[dict]) -> np.ndarray:
             draw.line(points, fill=op["class"], width=max(1, round(2 * radius)))
         for x, y in points:  # round caps and joints
             draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=op["class"])
-    return np.asarray(image, dtype=np.uint8).copy()
+    if image is not None:
+        result[...] = np.asarray(image, dtype=np.uint8)
+    return result

@@ -100,7 +100,7 @@ class StudioConsumer(AsyncJsonWebsocketConsumer):
 class AnnotationConsumer(StudioConsumer):
     """``ws/annotate/<sample_id>/``: presence, cursors, painting operations in server order, saves.
 
-    Client → server: ``op`` {op: stroke|polygon …, client_id}, ``cursor`` {x, y}, ``save``, ``ping``.
+    Client → server: ``op`` {op: runs|stroke|polygon …, client_id}, ``cursor`` {x, y}, ``save``, ``ping``.
     Server → client: ``state`` (on join: version, pending ops), ``presence``, ``op`` {seq, op, user, client_id},
     ``cursor``, ``saved`` {version, seq}, ``error``, ``pong``.
     """
@@ -153,11 +153,14 @@ class AnnotationConsumer(StudioConsumer):
             raise PermissionDenied("your role may look at annotations but not paint them")
 
     async def on_op(self, message):
-        from webapp.datasets.masks import validate_stroke_op
+        from webapp.datasets.masks import validate_op
 
         self.require_painter()
-        op = validate_stroke_op(message.get("op"), (self.sample.width, self.sample.height), self.num_classes)
         client_id = str(message.get("client_id", ""))[:64]
+        try:
+            op = validate_op(message.get("op"), (self.sample.width, self.sample.height), self.num_classes)
+        except ValidationError as exc:  # the client_id tells the sender which of its operations was refused
+            return await self.error(" ".join(exc.messages), request="op", client_id=client_id)
         entry = {"op": op, "user_id": self.user.pk, "username": self.user.get_username(), "client_id": client_id}
         seq = await rooms.append_op(self.redis, self.sample_id, entry)
         await self.channel_layer.group_send(annotation_group(self.sample_id), {"type": "op", "seq": seq, **entry})

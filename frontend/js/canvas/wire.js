@@ -1,29 +1,28 @@
-// Operations on the wire. The server's live rooms speak its own op vocabulary (webapp/datasets/masks.py), applied
-// with Pillow's ImageDraw in server order:
-//   {"op": "stroke",  "class": k, "radius": r, "points": [[x, y], …]}   round brush along a polyline
-//   {"op": "polygon", "class": k, "points": [[x, y], …]}                filled polygon (outline included)
-// Pillow puts pixel centres on integer coordinates; our tools put them at +0.5. So that every client and the
-// server end with the same pixels, the studio sends its own already-rasterised runs: each run (split at row ends)
-// becomes a degenerate polygon [[x0, y], [x1, y], [x0, y]], which Pillow fills as exactly the pixels x0..x1 of row y.
-// Ops from other clients (scripts) in the server's own form are rasterised here as near to Pillow as our
-// rasterisers go; the next snapshot replaces the approximation with the server's exact mask.
+// Operations on the wire. The server's live rooms (webapp/datasets/masks.py) apply, in server order:
+//   {"op": "runs",    "runs": [[start, length, class], …]}               pixels already rasterised (runs.js format)
+//   {"op": "stroke",  "class": k, "radius": r, "points": [[x, y], …]}   round brush along a polyline (Pillow)
+//   {"op": "polygon", "class": k, "points": [[x, y], …]}                filled polygon, outline included (Pillow)
+// The studio sends every change as runs, so the server writes exactly the pixels this client drew, whatever the
+// tool (brush, fill, polygon, lasso, undo, redo). An op holds at most MAX_RUNS_PER_OP runs (the server's limit);
+// a bigger change goes as several ops, the parts of one client op. Stroke and polygon ops come from other clients
+// (scripts); Pillow puts pixel centres on integer coordinates, our rasterisers at +0.5, so they are drawn here as
+// near to Pillow as our rasterisers go (exact for one-row polygons) and the next snapshot replaces the
+// approximation with the server's exact mask.
 
 import { brushRuns } from './brush.js';
 import { polygonRuns } from './fill.js';
 
-/** Server ops for runs: one degenerate polygon per row segment. */
-export function runsToServerOps(runs, width) {
+/** The most runs the server takes in one op (webapp/datasets/masks.py MAX_RUNS_PER_OP). */
+export const MAX_RUNS_PER_OP = 4096;
+
+/**
+ * Server ops for one operation's runs (sorted, not overlapping): `runs` ops of at most `maxRuns` runs each, in
+ * order. No runs → no ops.
+ */
+export function runsToServerOps(runs, maxRuns = MAX_RUNS_PER_OP) {
   const ops = [];
-  for (const [start, length, label] of runs) {
-    let index = start;
-    const end = start + length;
-    while (index < end) {
-      const y = Math.floor(index / width);
-      const x0 = index - y * width;
-      const x1 = Math.min(width - 1, x0 + (end - index) - 1);
-      ops.push({ op: 'polygon', class: label, points: [[x0, y], [x1, y], [x0, y]] });
-      index += x1 - x0 + 1;
-    }
+  for (let i = 0; i < runs.length; i += maxRuns) {
+    ops.push({ op: 'runs', runs: runs.slice(i, i + maxRuns).map(([start, length, label]) => [start, length, label]) });
   }
   return ops;
 }
@@ -38,8 +37,14 @@ function rowRun(points, width, height) {
   return x1 >= x0 ? [y * width + x0, x1 - x0 + 1] : null;
 }
 
-/** Runs for one server op (exact for row polygons, close to Pillow otherwise). */
+/** Runs for one server op (exact for runs and row polygons, close to Pillow otherwise). */
 export function serverOpToRuns(op, width, height) {
+  if (op.op === 'runs') {
+    // The server checked them (in the mask, sorted, disjoint); clip anyway so a bad op cannot write past the end.
+    const size = width * height;
+    return op.runs.filter(([start]) => start < size)
+      .map(([start, length, label]) => [start, Math.min(length, size - start), label]);
+  }
   const label = op.class;
   if (op.op === 'polygon') {
     const run = rowRun(op.points, width, height);

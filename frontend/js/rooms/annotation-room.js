@@ -67,13 +67,7 @@ export class AnnotationRoom {
         this.handlers.onVersion(message.version);
         return this.handlers.onSaved(message);
       case 'error':
-        if (message.request === 'op' && this.shared) {
-          // The server refused one of my ops and does not say which: drop them all and load its state again
-          // (resending them would be refused the same way).
-          for (const op of [...this.shared.pending]) this.shared.reject(op.opId);
-          this.handlers.onChange(null);
-          this.reload();
-        }
+        if (message.request === 'op' && this.shared) this.refused(parseClientId(message.client_id));
         return this.handlers.onError(message.error);
       default: return undefined;
     }
@@ -124,6 +118,20 @@ export class AnnotationRoom {
     if (outcome === 'applied') this.handlers.onChange(runs, message);
   }
 
+  // The server refused one of my ops (resending it would be refused the same way). It names the op by client id:
+  // drop that op from my pending ones (parts of it the server took are in the confirmed mask, as on the server).
+  // Without a usable id: drop them all and load the server's state again.
+  refused(id) {
+    if (id?.session === this.session) {
+      this.shared.reject(id.opId);
+      this.handlers.onChange(null);
+      return;
+    }
+    for (const op of [...this.shared.pending]) this.shared.reject(op.opId);
+    this.handlers.onChange(null);
+    this.reload();
+  }
+
   resyncIfGap() {
     this.gapTimer = null;
     if (this.shared?.hasGap) this.reload();
@@ -136,7 +144,7 @@ export class AnnotationRoom {
 
   transmit(opId, runs) {
     if (!this.socket.isOpen) return; // resent from shared.pending after the reconnect's state message
-    const ops = runsToServerOps(runs, this.shared.width);
+    const ops = runsToServerOps(runs);
     ops.forEach((op, part) => {
       this.socket.sendIfOpen({ type: 'op', op, client_id: `${this.session}:${opId}:${part}/${ops.length}` });
     });
