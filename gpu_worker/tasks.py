@@ -5,12 +5,16 @@ redelivery) is harmless: ``jobs.claim`` lets exactly one live worker run a job.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import io
 import logging
+import math
 import os
 import secrets
 import socket
 import tempfile
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -27,11 +32,12 @@ from editor_core.bundle import load_latents
 from editor_core.editing import EditConfig, apply_vectors, optimize_edit, refine_config, refine_vectors, \
     render_and_segment
 from editor_core.embedding import Encoder, EncoderConfig, EncoderTrainConfig, EmbedConfig, embed_image, \
-    load_encoder, save_encoder, train_encoder as train_encoder_engine
+    image_distances, load_encoder, psnr, save_encoder, train_encoder as train_encoder_engine
 from editor_core.images import load_image
+from editor_core.perceptual import get_perceptual_loss
 from editor_core.progress import Cancelled, ProgressEvent, report
-from editor_core.segmentation import SegmentationConfig, SegmentationEnsemble, SegTrainConfig, image_uncertainty, \
-    save_segmentation, train_segmentation as train_segmentation_engine
+from editor_core.segmentation import SegmentationConfig, SegmentationEnsemble, SegTrainConfig, class_iou, \
+    image_uncertainty, save_segmentation, train_segmentation as train_segmentation_engine
 from editor_core.vectors import EditVector, EditVectorInfo
 from gpu_worker import engine_cache
 from gpu_worker.convert import image_png, latent_bytes, mask_array, uncertainty_map
@@ -51,6 +57,11 @@ from webapp.storage import read_bytes
 
 log = logging.getLogger(__name__)
 RANK_BATCH = 8
+ENCODER_CHUNK = 100  # encoder steps between time-budget checks (a tenth of the run when that is fewer)
+ENCODER_EVAL_SAMPLES = 8  # generator samples an encoder is measured on
+ENCODER_EVAL_SEED = 2 ** 31 - 1  # their seed: training draws per-step seeds from 0 up, never this one
+ENCODER_LOSS_TAIL = 50  # final losses are the mean of the last steps (single steps are noisy)
+EVAL_PIXEL_CHUNK = 1 << 14  # pixels per ensemble pass when measuring IoU: bounds memory at any resolution
 
 
 def worker_name() -> str:
@@ -237,17 +248,56 @@ def train_segmentation(job_id: int) -> str:
     return run_job(job_id, _train_segmentation)
 
 
+def _training_rows(dataset: Dataset, ids: list[int]) -> list[Sample]:
+    """The job's samples in ``ids`` order; refuses ones deleted or emptied since the job was queued."""
+    rows = {row.pk: row for row in dataset.samples.filter(pk__in=ids).select_related("dataset__generator",
+                                                                                      "annotation")}
+    gone = [pk for pk in ids if pk not in rows or not rows[pk].latent
+            or getattr(rows[pk], "annotation", None) is None or rows[pk].annotation.version == 0]
+    if gone:
+        raise ValidationError(f"samples {gone} were deleted or lost their annotation or latent after the training "
+                              "job was queued; start the training again")
+    return [rows[pk] for pk in ids]
+
+
+def _labels_at(row: Sample, size: int) -> torch.Tensor:
+    """The sample's current mask as int64 ``[size, size]`` (nearest, like the engine's training targets)."""
+    mask = torch.from_numpy(datasets.read_mask(row).astype(np.int64))[None, None].float()
+    return F.interpolate(mask, size=(size, size), mode="nearest")[0, 0].long()
+
+
+def segmentation_iou(generator, ensemble: SegmentationEnsemble, rows: list[Sample], class_rows: list[tuple[str, str]],
+                     reporter: JobReporter) -> dict:
+    """Per-class IoU of ``ensemble``'s prediction against the stored masks of ``rows``, over all their pixels at
+    the branch's resolution. A class in neither prediction nor masks gets ``iou: None`` (mIoU skips it)."""
+    size, num_classes = ensemble.config.resolution, ensemble.config.num_classes
+    predicted, targets = [], []
+    ensemble.eval()
+    for index, row in enumerate(rows):
+        with torch.no_grad():
+            _image, features = generator.synthesis(sample_latent(row), noise_mode="const", return_features=True)
+            predicted.append(ensemble.predict(features, pixel_chunk=EVAL_PIXEL_CHUNK).labels[0].cpu())
+        targets.append(_labels_at(row, size))
+        report(reporter, ProgressEvent("evaluate", index + 1, len(rows)))
+    predicted, target = torch.stack(predicted), torch.stack(targets)
+    iou = class_iou(predicted, target, num_classes)
+    pixels = torch.bincount(target.flatten(), minlength=num_classes)
+    return {"mean_iou": float(iou.nanmean()) if not iou.isnan().all() else None,
+            "per_class_iou": [{"class": k, "name": name, "colour": colour,
+                               "iou": None if math.isnan(value) else round(float(value), 6),
+                               "pixels": int(pixels[k])}
+                              for k, ((name, colour), value) in enumerate(zip(class_rows, iou.tolist()))]}
+
+
 def _train_segmentation(job: Job, reporter: JobReporter) -> dict:
     dataset = Dataset.objects.select_related("generator", "schema").get(pk=job.params["dataset_id"])
     generator = engine_cache.generator(dataset.generator)
     schema = registry.engine_schema(dataset.schema)
-    labelled = list(dataset.samples.filter(**datasets.labelled_filter()).exclude(latent="")
-                    .select_related("dataset__generator"))
-    if len(labelled) < 2:
-        raise ValidationError(f"dataset '{dataset.name}' has {len(labelled)} annotated samples with latents; "
-                              "training needs at least 2")
-    latents = torch.cat([sample_latent(s) for s in labelled])
-    masks = torch.stack([torch.from_numpy(datasets.read_mask(s).astype(np.int64)) for s in labelled])
+    split = job.params if "sample_ids" in job.params else registry.training_split(dataset)  # jobs queued earlier
+    training = _training_rows(dataset, split["sample_ids"])
+    heldout = _training_rows(dataset, split["heldout_ids"])
+    latents = torch.cat([sample_latent(s) for s in training])
+    masks = torch.stack([torch.from_numpy(datasets.read_mask(s).astype(np.int64)) for s in training])
     architecture = job.params.get("architecture", {})
     ensemble = SegmentationEnsemble(SegmentationConfig.from_generator(generator, schema.num_classes,
                                                                       **architecture))
@@ -257,9 +307,13 @@ def _train_segmentation(job: Job, reporter: JobReporter) -> dict:
                             patience=SegTrainConfig.patience if job.params.get("early_stopping", True) else None)
     outcome = train_segmentation_engine(generator, ensemble, latents, masks.to(engine_cache.device()), config,
                                         progress=reporter)
-    metrics = {"mean_iou": outcome.mean_iou, "steps": outcome.steps, "stopped_early": outcome.stopped_early,
-               "evaluated_on": outcome.evaluated_on, "num_samples": len(labelled),
-               "member_pixel_acc": outcome.member_pixel_acc}
+    class_rows = list(dataset.schema.classes.order_by("index").values_list("name", "colour"))
+    measured_on = heldout or training[:registry.MAX_HELDOUT_SAMPLES]
+    evaluation = segmentation_iou(generator, ensemble, measured_on, class_rows, reporter)
+    metrics = {**evaluation, "evaluated_on": split["evaluated_on"], "num_samples": len(training),
+               "num_heldout": len(heldout), "train_mean_iou": outcome.mean_iou, "steps": outcome.steps,
+               "stopped_early": outcome.stopped_early, "member_pixel_acc": outcome.member_pixel_acc,
+               "sample_ids": [s.pk for s in training], "heldout_ids": [s.pk for s in heldout]}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "segmentation.safetensors"
         save_segmentation(path, ensemble.cpu(), schema, meta={"generator_id": dataset.generator.fingerprint,
@@ -273,7 +327,8 @@ def _train_segmentation(job: Job, reporter: JobReporter) -> dict:
         checkpoint = registry.activate(checkpoint)
     if checkpoint.active:  # the active-learning ranking follows the branch annotators now work with
         rank_dataset(dataset, checkpoint, reporter)
-    return {"checkpoint_id": checkpoint.pk, "mean_iou": outcome.mean_iou, "active": checkpoint.active}
+    return {"checkpoint_id": checkpoint.pk, "mean_iou": metrics["mean_iou"], "active": checkpoint.active,
+            "metrics": metrics}
 
 
 @app.task(name="gpu_worker.train_encoder")
@@ -281,14 +336,115 @@ def train_encoder(job_id: int) -> str:
     return run_job(job_id, _train_encoder)
 
 
+def _photo_batches(dataset_id: int | None, batch_size: int, resolution: int):
+    """``(photo loader, callable returning [batch_size, 3, R, R] of random photos)`` over a dataset's uploaded
+    photos, or ``(None, None)``. The loader maps an index to ``[1, 3, R, R]`` and counts them (``len``); files are
+    read when drawn (the last 256 kept), so a large photo set costs no memory up front."""
+    if dataset_id is None:
+        return None, None
+    names = list(Sample.objects.filter(dataset_id=dataset_id, source=Sample.Source.UPLOADED)
+                 .order_by("pk").values_list("image", flat=True))
+    if not names:
+        raise ValidationError(f"dataset #{dataset_id} has no uploaded photos to mix in any more")
+    rng = torch.Generator().manual_seed(0)
+    photo = _PhotoLoader(names, resolution)
+
+    def batch() -> torch.Tensor:
+        return torch.cat([photo(index) for index in torch.randint(len(names), (batch_size,), generator=rng).tolist()])
+
+    return photo, batch
+
+
+class _PhotoLoader:
+    """A dataset's uploaded photos by index, ``[1, 3, R, R]`` at the generator's size; the last 256 kept decoded."""
+
+    def __init__(self, names: list[str], resolution: int):
+        self.names, self.resolution = names, resolution
+        self._cached = functools.lru_cache(maxsize=256)(self._load)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __call__(self, index: int) -> torch.Tensor:
+        return self._cached(index)
+
+    def _load(self, index: int) -> torch.Tensor:
+        return load_image(read_bytes(self.names[index]), size=self.resolution)
+
+
+@torch.no_grad()
+def encoder_quality(generator, encoder: Encoder, images: torch.Tensor, true_ws: torch.Tensor | None = None,
+                    perceptual=None) -> dict:
+    """How well ``generator(encoder(images))`` reconstructs ``images``: PSNR (dB), LPIPS (with ``perceptual``),
+    and the W+ error when the true latents are known."""
+    was_training = encoder.training
+    encoder.eval()
+    ws = encoder(images)
+    reconstructions = generator.synthesis(ws, noise_mode="const")
+    encoder.train(was_training)
+    lpips, l2 = image_distances(perceptual, reconstructions, images, EncoderTrainConfig.lpips_resolution)
+    quality = {"psnr": float(psnr(l2).mean())}
+    if lpips is not None:
+        quality["lpips"] = float(lpips.mean())
+    if true_ws is not None:
+        quality["latent_mse"] = float((ws - true_ws).square().mean())
+    return quality
+
+
 def _train_encoder(job: Job, reporter: JobReporter) -> dict:
     generator_row = Checkpoint.objects.get(pk=job.params["generator_id"], kind=Checkpoint.Kind.GENERATOR)
     generator = engine_cache.generator(generator_row)
-    encoder = Encoder(EncoderConfig.for_generator(generator)).to(engine_cache.device())
-    config = EncoderTrainConfig(steps=int(job.params["steps"]), lpips_weight=float(job.params.get("lpips_weight",
-                                                                                                   10.0)))
-    history = train_encoder_engine(generator, encoder, None, config, progress=reporter)
-    metrics = {k: v for k, v in (history[-1] if history else {}).items()}
+    device = engine_cache.device()
+    steps, max_minutes = int(job.params["steps"]), job.params.get("max_minutes")
+    config = EncoderTrainConfig(steps=steps, batch_size=int(job.params.get("batch_size", 4)),
+                                lpips_weight=float(job.params.get("lpips_weight", 10.0)))
+    photo, photos = _photo_batches(job.params.get("real_dataset_id"), config.batch_size, generator.img_resolution)
+    # The encoder in use now is measured on the same samples, so the admin can compare before activating.
+    baseline_row = Checkpoint.objects.filter(kind=Checkpoint.Kind.ENCODER, generator=generator_row, active=True).first()
+    baseline = load_encoder(engine_cache.local_path(baseline_row.file.name, baseline_row.sha256), generator) \
+        if baseline_row else None
+    encoder = Encoder(EncoderConfig.for_generator(generator)).to(device)
+
+    def progress(event: ProgressEvent) -> None:  # chunks report their own end as the total: the run's is steps
+        reporter(dataclasses.replace(event, total=steps))
+
+    started = time.monotonic()
+    if not max_minutes:
+        history = train_encoder_engine(generator, encoder, photos, config, progress=progress)
+    else:
+        # Chunks of steps, each resuming from the last one's saved state (weights + Adam moments): the time budget
+        # is checked between chunks, and a resumed run draws the same generator samples as an uninterrupted one.
+        deadline = started + float(max_minutes) * 60
+        with tempfile.TemporaryDirectory() as tmp:
+            state = Path(tmp) / "encoder-training.safetensors"
+            chunk = max(1, min(ENCODER_CHUNK, steps // 10))
+            chunked = dataclasses.replace(config, checkpoint_path=str(state), checkpoint_every=chunk)
+            history = []
+            while len(history) < steps and (not history or time.monotonic() < deadline):
+                history = train_encoder_engine(
+                    generator, encoder, photos, dataclasses.replace(chunked, steps=min(len(history) + chunk, steps)),
+                    progress=progress, resume=state if state.exists() else None)
+    minutes = (time.monotonic() - started) / 60
+
+    perceptual = get_perceptual_loss(config.lpips_net, device) if config.lpips_weight > 0 else None
+    z = torch.randn(ENCODER_EVAL_SAMPLES, generator.z_dim, generator=torch.Generator().manual_seed(ENCODER_EVAL_SEED))
+    with torch.no_grad():
+        true_ws = generator.mapping(z.to(device), truncation_psi=config.truncation_psi)
+        images = generator.synthesis(true_ws, noise_mode="const")
+    tail = history[-ENCODER_LOSS_TAIL:]
+    metrics = {"steps": len(history), "minutes": round(minutes, 2), "stopped_by_time": len(history) < steps,
+               "batch_size": config.batch_size, "lpips_weight": config.lpips_weight,
+               "real_images": len(photo) if photo is not None else 0,
+               **{f"final_{name}": sum(row[name] for row in tail) / len(tail) for name in history[-1]},
+               "eval_samples": ENCODER_EVAL_SAMPLES,
+               **{f"eval_{k}": v for k, v in encoder_quality(generator, encoder, images, true_ws, perceptual).items()}}
+    if photo is not None:  # photos it trained on: how well it fits real images at all
+        seen = torch.cat([photo(k) for k in range(min(len(photo), ENCODER_EVAL_SAMPLES))]).to(device)
+        metrics.update({f"real_{k}": v for k, v in encoder_quality(generator, encoder, seen, None, perceptual).items()})
+    if baseline is not None:
+        metrics.update({f"baseline_{k}": v for k, v in encoder_quality(generator, baseline, images, true_ws,
+                                                                       perceptual).items()})
+        metrics["baseline_checkpoint_id"] = baseline_row.pk
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "encoder.safetensors"
         save_encoder(path, encoder, generator, meta={"metrics": metrics, "job": job.pk})
@@ -298,7 +454,7 @@ def _train_encoder(job: Job, reporter: JobReporter) -> dict:
             config=encoder.config.to_dict(), metrics=metrics)
     if job.params.get("activate", True):
         checkpoint = registry.activate(checkpoint)
-    return {"checkpoint_id": checkpoint.pk, "active": checkpoint.active, "final_losses": metrics}
+    return {"checkpoint_id": checkpoint.pk, "active": checkpoint.active, "metrics": metrics}
 
 
 # --- edits ------------------------------------------------------------------------------------------------------------

@@ -110,6 +110,7 @@ export const datasetPresence = (datasetId) => get(`/datasets/${datasetId}/presen
 
 // --- models ---
 export const listCheckpoints = (kind) => get('/checkpoints', { kind });
+export const getCheckpoint = (id) => get(`/checkpoints/${id}`);
 export const activateCheckpoint = (id) => post(`/checkpoints/${id}/activate`);
 export const importCheckpoint = ({ kind, name, server_path, generator_id }) =>
   post('/checkpoints/import', { kind, name, server_path, generator_id });
@@ -121,8 +122,13 @@ export function uploadCheckpoint({ file, kind, name, generator_id }) {
   if (generator_id) form.append('generator_id', generator_id);
   return request('POST', '/checkpoints/upload', { form });
 }
-/** settings: {dataset_id, steps, name, activate, ensemble_size, hidden: [widths], pixels_per_step, early_stopping} */
+/**
+ * settings: {dataset_id, steps, name, activate, ensemble_size, hidden: [widths], pixels_per_step, early_stopping,
+ * sample_ids (default: the submitted and reviewed annotations), holdout_fraction}
+ */
 export const trainSegmentation = (settings) => post('/train/segmentation', settings);
+/** settings: {generator_id, steps, max_minutes, batch_size, lpips_weight, real_dataset_id, name, activate} */
+export const trainEncoder = (settings) => post('/train/encoder', settings);
 
 // --- jobs ---
 export const listJobs = (query) => get('/jobs', query);

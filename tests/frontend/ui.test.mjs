@@ -78,12 +78,44 @@ test('library filters: text in name or description, tag, edited class, author', 
   assert.ok(!matchesFilters(vector, { ...none, author: 'bob' }));
 });
 
-import { perClassIou, scalarMetrics } from '../../frontend/js/metrics.js';
+import { classIouRows, scalarMetrics } from '../../frontend/js/metrics.js';
 
-test('metrics: per-class IoU from a dict or a class-indexed list; scalars summarised', () => {
-  assert.deepEqual(perClassIou({ per_class_iou: { eye: 0.5, mouth: null } }), [['eye', 0.5]]);
-  assert.deepEqual(perClassIou({ class_iou: [0.9, 0.25] }, ['bg', 'skin']), [['bg', 0.9], ['skin', 0.25]]);
-  assert.equal(perClassIou({ mean_iou: 0.4 }), null);
+test('metrics: per-class IoU rows from the studio list, a class-indexed list or a dict; scalars summarised', () => {
+  const classes = [{ name: 'bg', colour: '#000000' }, { name: 'skin', colour: '#ffcc99' }, { name: 'eye', colour: '#0000ff' }];
+  assert.deepEqual(classIouRows({ per_class_iou: [
+    { class: 0, name: 'bg', colour: '#000000', iou: 0.9, pixels: 1200 },
+    { class: 2, name: 'eye', colour: '#0000ff', iou: null, pixels: 0 }] }), [
+    { index: 0, name: 'bg', colour: '#000000', iou: 0.9, pixels: 1200 },
+    { index: 2, name: 'eye', colour: '#0000ff', iou: null, pixels: 0 }]);
+  assert.deepEqual(classIouRows({ class_iou: [0.9, 0.25] }, classes).map((r) => [r.name, r.colour, r.iou]),
+    [['bg', '#000000', 0.9], ['skin', '#ffcc99', 0.25]]);
+  assert.deepEqual(classIouRows({ per_class_iou: { eye: 0.5, mouth: null } }, classes).map((r) => [r.index, r.name, r.iou]),
+    [[2, 'eye', 0.5], [-1, 'mouth', null]]);
+  assert.equal(classIouRows({ mean_iou: 0.4 }), null);
   assert.deepEqual(scalarMetrics({ mean_iou: 0.123456, steps: 200, member_pixel_acc: [0.9] }),
     ['mean iou 0.1235', 'steps 200']);
+});
+
+import { encoderQualityRows } from '../../frontend/js/metrics.js';
+
+test('metrics: encoder quality next to the active encoder, better or worse per measure', () => {
+  const rows = encoderQualityRows({ eval_psnr: 18.5, baseline_psnr: 16, eval_latent_mse: 0.4, baseline_latent_mse: 0.3,
+    eval_samples: 8 });
+  assert.deepEqual(rows, [
+    { label: 'PSNR (dB)', value: 18.5, baseline: 16, better: true },
+    { label: 'W+ error', value: 0.4, baseline: 0.3, better: false }]);
+  assert.deepEqual(encoderQualityRows({ eval_lpips: 0.2 }), [{ label: 'LPIPS', value: 0.2, baseline: null, better: null }]);
+  assert.deepEqual(encoderQualityRows({}), []);
+});
+
+import { measuredOn } from '../../frontend/js/panels/iou-table.js';
+
+test('iou table: says which samples measured the IoU', () => {
+  assert.equal(measuredOn({ evaluated_on: 'held-out', num_heldout: 3, num_samples: 13 }),
+    'on the 3 submitted/reviewed samples left out of training');
+  assert.equal(measuredOn({ evaluated_on: 'held-out split', num_heldout: 1, num_samples: 2 }),
+    'on 1 picked sample held out of training');
+  assert.equal(measuredOn({ evaluated_on: 'training', num_heldout: 0, num_samples: 2 }),
+    'on the 2 training samples (nothing was held out)');
+  assert.equal(measuredOn({ mean_iou: 0.3 }), '');
 });

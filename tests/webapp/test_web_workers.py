@@ -50,14 +50,18 @@ def test_samples_prelabel_training_and_ranking(studio, celery_worker, client_for
     annotation = Annotation.objects.get(sample=sample)
     assert annotation.revisions.get().reason == "prelabel" and annotation.status == "draft"
 
+    picked = [studio.samples[0].pk, studio.samples[1].pk, sample.pk]  # drafts: picked by hand, the pre-label too
     training = post(admin, "/api/train/segmentation", {"dataset_id": studio.dataset.pk, "steps": 5,
-                                                       "ensemble_size": 2, "hidden": [16], "pixels_per_step": 256}
-                    ).json()
+                                                       "ensemble_size": 2, "hidden": [16], "pixels_per_step": 256,
+                                                       "sample_ids": picked}).json()
     trained = wait_for_job(training["id"], worker=celery_worker)
     assert trained.status == "succeeded", trained.error
     assert trained.metrics["loss"] and trained.metrics["loss"][-1][0] >= 5  # the loss curve reached the database
     checkpoint = Checkpoint.objects.get(pk=trained.result["checkpoint_id"])
-    assert checkpoint.active and 0.0 <= checkpoint.metrics["mean_iou"] <= 1.0 and checkpoint.metrics["num_samples"] == 3
+    assert checkpoint.active and 0.0 <= checkpoint.metrics["mean_iou"] <= 1.0
+    # Nothing else is submitted, so one of the three picked is held out to measure the branch.
+    assert checkpoint.metrics["evaluated_on"] == "held-out split" and checkpoint.metrics["num_samples"] == 2
+    assert sorted(checkpoint.metrics["sample_ids"] + checkpoint.metrics["heldout_ids"]) == sorted(picked)
     assert not Checkpoint.objects.get(pk=studio.segmentation.pk).active
     ranked = studio.dataset.samples.exclude(latent="")
     assert set(ranked.values_list("ranked_with", flat=True)) == {checkpoint.pk}  # the ranking follows retraining
@@ -91,7 +95,7 @@ def test_cancel_reaches_a_running_job_and_mode3_streams_previews(studio, celery_
     admin, artist = client_for(studio.users.admin), client_for(studio.users.artist)
     blocker = post(admin, "/api/train/segmentation", {
         "dataset_id": studio.dataset.pk, "steps": 200000, "early_stopping": False, "ensemble_size": 1,
-        "hidden": [8], "pixels_per_step": 64}).json()
+        "hidden": [8], "pixels_per_step": 64, "sample_ids": [s.pk for s in studio.samples[:2]]}).json()
     wait_for_job(blocker["id"], statuses=("running",), worker=celery_worker)
 
     sample = studio.samples[0]
@@ -141,7 +145,7 @@ def test_a_job_whose_worker_is_killed_runs_again_and_finishes(studio, celery_wor
     admin = client_for(studio.users.admin)
     job = post(admin, "/api/train/segmentation", {
         "dataset_id": studio.dataset.pk, "steps": 60, "early_stopping": False, "ensemble_size": 1, "hidden": [8],
-        "pixels_per_step": 64}).json()
+        "pixels_per_step": 64, "sample_ids": [s.pk for s in studio.samples[:2]]}).json()
     running = wait_for_job(job["id"], statuses=("running",), worker=celery_worker)
     first_worker = running.worker
     celery_worker.kill()  # SIGKILL to the worker and its pool child: no chance to acknowledge or clean up

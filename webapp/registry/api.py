@@ -61,20 +61,28 @@ def delete_checkpoint(request, checkpoint_id: int):
 
 @router.post("/train/segmentation", auth=manager, response={202: JobOut})
 def train_segmentation(request, payload: TrainSegmentationIn):
-    """Retrain the segmentation branch on a dataset's annotated samples; ranking refreshes when it ends."""
+    """Retrain the segmentation branch on picked annotated samples of a dataset (default: the submitted and reviewed
+    ones); the held-out samples' per-class IoU goes into the new checkpoint's metrics; ranking refreshes when it
+    ends."""
     from webapp.datasets.models import Dataset
 
     dataset = get_object_or_404(Dataset, pk=payload.dataset_id)
     job = services.enqueue_training(dataset, request.user, payload.steps, payload.name, payload.activate,
                                     architecture={"ensemble_size": payload.ensemble_size, "hidden": payload.hidden},
-                                    pixels_per_step=payload.pixels_per_step, early_stopping=payload.early_stopping)
+                                    pixels_per_step=payload.pixels_per_step, early_stopping=payload.early_stopping,
+                                    sample_ids=payload.sample_ids, holdout_fraction=payload.holdout_fraction)
     return Status(202, job)
 
 
 @router.post("/train/encoder", auth=manager, response={202: JobOut})
 def train_encoder(request, payload: TrainEncoderIn):
-    """Train an image → W+ encoder for a generator on its own samples (embedding starts from its guess)."""
+    """Train an image → W+ encoder for a generator on its own samples, optionally mixed with a dataset's uploaded
+    photos (embedding starts from its guess); the new checkpoint's metrics hold its reconstruction quality."""
+    from webapp.datasets.models import Dataset
+
     generator = get_object_or_404(Checkpoint, pk=payload.generator_id, kind=Checkpoint.Kind.GENERATOR)
+    real_dataset = None if payload.real_dataset_id is None else get_object_or_404(Dataset, pk=payload.real_dataset_id)
     job = services.enqueue_encoder_training(generator, request.user, payload.steps, payload.name, payload.activate,
-                                            payload.lpips_weight)
+                                            payload.lpips_weight, max_minutes=payload.max_minutes,
+                                            batch_size=payload.batch_size, real_dataset=real_dataset)
     return Status(202, job)

@@ -35,6 +35,12 @@ class TrainSegmentationIn(Schema):
     hidden: list[int] = Field([256, 128, 32], min_length=1, max_length=6, description="hidden widths of each MLP")
     pixels_per_step: int = Field(16384, ge=64, le=1 << 20)
     early_stopping: bool = Field(True, description="stop when the loss stops improving (after 200 steps)")
+    sample_ids: Optional[list[int]] = Field(None, max_length=100_000, description=(
+        "annotated samples of the dataset to train on (default: every submitted or reviewed one); the submitted or "
+        "reviewed samples left out measure the per-class IoU"))
+    holdout_fraction: float = Field(0.2, ge=0, le=0.5, description=(
+        "when nothing is left out: this share of the picked samples is held out for the IoU (0: measure on the "
+        "training samples)"))
     name: str = Field("", max_length=200)
     activate: bool = True
 
@@ -42,6 +48,12 @@ class TrainSegmentationIn(Schema):
 class TrainEncoderIn(Schema):
     generator_id: int
     steps: int = Field(10_000, ge=1, le=1_000_000)
+    max_minutes: Optional[float] = Field(None, gt=0, le=24 * 60, description=(
+        "stop after this many minutes (checked every 100 steps, or a tenth of the steps if fewer) even if "
+        "fewer steps ran"))
+    batch_size: int = Field(4, ge=1, le=64, description="generator samples per step")
     lpips_weight: float = Field(10.0, ge=0, description="0 trains without LPIPS: faster, a little less sharp")
+    real_dataset_id: Optional[int] = Field(None, description=(
+        "mix in this dataset's uploaded photos: one batch of them per step (LPIPS + L2 to their reconstructions)"))
     name: str = Field("", max_length=200)
     activate: bool = True

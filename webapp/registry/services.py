@@ -6,6 +6,8 @@ generators are converted on import. ``sha256`` of the stored file is the key wor
 from __future__ import annotations
 
 import hashlib
+import math
+import random
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -195,26 +197,107 @@ def active_segmentation(generator: Checkpoint, schema: LabelSchema) -> Checkpoin
     return found
 
 
+TRAINING_STATUSES = ("submitted", "reviewed")  # annotations an admin vouches for (drafts may be half painted)
+MIN_TRAINING_SAMPLES = 2
+MAX_HELDOUT_SAMPLES = 256  # enough for a per-class IoU; more only costs evaluation time
+SPLIT_SEED = 0
+
+
+def training_split(dataset, sample_ids: Optional[list[int]] = None, holdout_fraction: float = 0.2) -> dict:
+    """Which annotated samples of ``dataset`` a segmentation branch trains on and which measure it.
+
+    ``sample_ids=None`` picks every sample whose annotation is submitted or reviewed (and has a latent). Picked
+    samples may also be drafts, never rejected, unannotated, latent-less or another dataset's samples (400).
+    Held out for the per-class IoU: the submitted/reviewed samples that were not picked (at most
+    ``MAX_HELDOUT_SAMPLES``); when every one was picked, a seeded ``holdout_fraction`` of the picked samples (at
+    least one, leaving at least two to train on); with fewer than three picked or a fraction of 0, nothing is held
+    out and the IoU is measured on the training samples (``evaluated_on: "training"``).
+    """
+    from webapp.datasets.models import Annotation, Sample
+
+    eligible = sorted(dataset.samples.filter(annotation__version__gt=0, annotation__status__in=TRAINING_STATUSES)
+                      .exclude(latent="").values_list("pk", flat=True))
+    if sample_ids is None:
+        picked = eligible
+    else:
+        picked = sorted(set(sample_ids))
+        rows = {row.pk: row for row in Sample.objects.filter(pk__in=picked).select_related("annotation")}
+        problems = []
+        unknown = [pk for pk in picked if pk not in rows]
+        if unknown:
+            problems.append(f"samples {unknown} do not exist")
+        elsewhere = [pk for pk in picked if pk in rows and rows[pk].dataset_id != dataset.pk]
+        if elsewhere:
+            problems.append(f"samples {elsewhere} belong to other datasets than '{dataset.name}'")
+        ours = [rows[pk] for pk in picked if pk in rows and rows[pk].dataset_id == dataset.pk]
+        annotation = {row.pk: getattr(row, "annotation", None) for row in ours}
+        unannotated = [row.pk for row in ours if annotation[row.pk] is None or annotation[row.pk].version == 0]
+        if unannotated:
+            problems.append(f"samples {unannotated} have no saved annotation")
+        rejected = [row.pk for row in ours if row.pk not in unannotated
+                    and annotation[row.pk].status == Annotation.Status.REJECTED]
+        if rejected:
+            problems.append(f"the annotations of samples {rejected} were rejected in review (fix and resubmit them)")
+        latent_less = [row.pk for row in ours if not row.latent]
+        if latent_less:
+            problems.append(f"samples {latent_less} are uploaded images without a latent (embed them first)")
+        if problems:
+            raise ValidationError("cannot train on the picked samples: " + "; ".join(problems))
+    if len(picked) < MIN_TRAINING_SAMPLES:
+        what = "picked" if sample_ids is not None else "submitted or reviewed annotations with latents"
+        raise ValidationError(f"dataset '{dataset.name}' has {len(picked)} {what}; training needs at least "
+                              f"{MIN_TRAINING_SAMPLES} (submit annotations, or pick samples with sample_ids)")
+    unpicked = [pk for pk in eligible if pk not in set(picked)]
+    if unpicked:
+        train, heldout, evaluated_on = picked, _spread(unpicked, MAX_HELDOUT_SAMPLES), "held-out"
+    else:
+        # Halves round up, as in the admin panel's preview (JavaScript's Math.round).
+        count = min(max(1, math.floor(len(picked) * holdout_fraction + 0.5)), len(picked) - MIN_TRAINING_SAMPLES)
+        if holdout_fraction > 0 and count >= 1:
+            shuffled = list(picked)
+            random.Random(SPLIT_SEED).shuffle(shuffled)
+            heldout = sorted(shuffled[:count])
+            train, evaluated_on = [pk for pk in picked if pk not in set(heldout)], "held-out split"
+        else:
+            train, heldout, evaluated_on = picked, [], "training"
+    return {"sample_ids": train, "heldout_ids": heldout, "evaluated_on": evaluated_on}
+
+
+def _spread(ids: list[int], limit: int) -> list[int]:
+    """At most ``limit`` of ``ids``, evenly spread over them (old and new annotations alike)."""
+    if len(ids) <= limit:
+        return ids
+    return [ids[round(k * (len(ids) - 1) / (limit - 1))] for k in range(limit)]
+
+
 def enqueue_training(dataset, user, steps: int, name: str, activate_when_done: bool,
                      architecture: Optional[dict] = None, pixels_per_step: int = 16384,
-                     early_stopping: bool = True):
-    from webapp.datasets.services import labelled_filter
+                     early_stopping: bool = True, sample_ids: Optional[list[int]] = None,
+                     holdout_fraction: float = 0.2):
+    """Queue a retraining on ``training_split``'s samples; the split is fixed now and recorded in the job."""
     from webapp.jobs import services as jobs
 
-    labelled = dataset.samples.filter(**labelled_filter()).exclude(latent="").count()
-    if labelled < 2:
-        raise ValidationError(f"dataset '{dataset.name}' has {labelled} annotated samples with latents; training "
-                              "needs at least 2")
+    split = training_split(dataset, sample_ids, holdout_fraction)
     return jobs.enqueue("train_segmentation", user, {
         "dataset_id": dataset.pk, "steps": steps, "name": name or f"{dataset.name} segmentation",
         "activate": activate_when_done, "architecture": architecture or {}, "pixels_per_step": pixels_per_step,
-        "early_stopping": early_stopping})
+        "early_stopping": early_stopping, "holdout_fraction": holdout_fraction, **split})
 
 
 def enqueue_encoder_training(generator: Checkpoint, user, steps: int, name: str, activate_when_done: bool,
-                             lpips_weight: float = 10.0):
+                             lpips_weight: float = 10.0, max_minutes: Optional[float] = None, batch_size: int = 4,
+                             real_dataset=None):
+    """Queue an encoder training for ``generator``; ``real_dataset``'s uploaded photos are mixed in (it needs one)."""
+    from webapp.datasets.models import Sample
     from webapp.jobs import services as jobs
 
-    return jobs.enqueue("train_encoder", user, {"generator_id": generator.pk, "steps": steps,
-                                                "name": name or f"{generator.name} encoder",
-                                                "activate": activate_when_done, "lpips_weight": lpips_weight})
+    params = {"generator_id": generator.pk, "steps": steps, "name": name or f"{generator.name} encoder",
+              "activate": activate_when_done, "lpips_weight": lpips_weight, "max_minutes": max_minutes,
+              "batch_size": batch_size, "real_dataset_id": None}
+    if real_dataset is not None:
+        photos = real_dataset.samples.filter(source=Sample.Source.UPLOADED).count()
+        if photos == 0:
+            raise ValidationError(f"dataset '{real_dataset.name}' has no uploaded photos to mix in: upload some, or "
+                                  "train on generator samples only")
+        params["real_dataset_id"] = real_dataset.pk
+    return jobs.enqueue("train_encoder", user, params)

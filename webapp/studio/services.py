@@ -34,9 +34,11 @@ def demo_loaded() -> bool:
     return Dataset.objects.filter(name=DEMO_DATASET).exists()
 
 
-def load_bundle(directory: Path, admin, say: Callable[[str], None]) -> Dataset:
+def load_bundle(directory: Path, admin, say: Callable[[str], None], unlabelled: int = UNLABELLED_DEMO_SAMPLES
+                ) -> Dataset:
     """Register a model bundle (editor_core.bundle layout) and build the ``demo`` dataset from it: its annotated
-    samples, some unlabelled samples to rank, and its vectors in the library."""
+    samples (reviewed: they are the bundle's own masks), ``unlabelled`` generated samples to rank, and its vectors
+    in the library."""
     from editor_core.bundle import AnnotatedSamples
     from editor_core.domains.toonface import toonface_schema
 
@@ -64,15 +66,18 @@ def load_bundle(directory: Path, admin, say: Callable[[str], None]) -> Dataset:
                                       description=f"loaded from {directory}")
     generator = registry_generator(generator_row)
     latents = annotations.latents if annotations is not None else torch.empty(0)
-    say(f"  {len(latents)} annotated samples, {UNLABELLED_DEMO_SAMPLES} unlabelled ones")
+    say(f"  {len(latents)} annotated samples, {unlabelled} unlabelled ones")
     for index, ws in enumerate(latents):
         with torch.no_grad():
             image = generator.synthesis(ws[None], noise_mode="const")
         sample = datasets.add_sample(dataset, source=Sample.Source.GENERATED, image_png=image_png(image[0]),
                                      latent=latent_bytes(ws, generator_row.fingerprint), user=admin)
-        datasets.save_mask(sample, admin, annotations.masks[index].to(torch.uint8).numpy(), base_version=0,
-                           note="demo bundle annotation")
-    for seed in range(UNLABELLED_DEMO_SAMPLES):
+        saved = datasets.save_mask(sample, admin, annotations.masks[index].to(torch.uint8).numpy(), base_version=0,
+                                   note="demo bundle annotation")
+        # The bundle's masks are the renders' true labels: reviewed, so retraining picks them by default.
+        submitted = datasets.submit(sample, admin, saved.version)
+        datasets.review(sample, admin, submitted.version, "reviewed", note="true masks of the demo bundle's renders")
+    for seed in range(unlabelled):
         z = torch.randn(1, generator.z_dim, generator=torch.Generator().manual_seed(seed))
         with torch.no_grad():
             ws = generator.mapping(z, truncation_psi=0.7)

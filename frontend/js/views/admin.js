@@ -1,12 +1,16 @@
-// Admin: model versions with metrics (import, activate), retraining the segmentation branch with a live loss curve
-// and per-class IoU, the job list with cancel/retry, and a link to user roles in Django admin.
+// Admin: model versions with metrics (import, activate), retraining the segmentation branch on picked annotated
+// samples with a live loss curve and the held-out per-class IoU, training an encoder, the job list with
+// cancel/retry, and a link to user roles in Django admin.
 
 import * as api from '../api.js';
 import { h, button, replaceChildren, formatTime } from '../ui/dom.js';
 import { showError, toast } from '../ui/toast.js';
 import { LossChart } from '../chart/loss-chart.js';
 import { describeJob, watchJob } from '../jobs.js';
-import { perClassIou, scalarMetrics } from '../metrics.js';
+import { classIouRows, scalarMetrics } from '../metrics.js';
+import { EncoderTraining } from '../panels/encoder-training.js';
+import { IouTable } from '../panels/iou-table.js';
+import { SamplePicker } from '../panels/sample-picker.js';
 
 const JOB_REFRESH_MS = 3000;
 
@@ -19,12 +23,14 @@ export class AdminView {
     this.importForm = this.buildImportForm();
     this.trainDataset = h('select', { title: 'Dataset to train on', 'aria-label': 'Training dataset',
       onchange: () => this.describeDataset() });
+    this.picker = new SamplePicker({ onChange: (plan) => { this.trainButton.disabled = this.training || Boolean(plan.error); } });
     this.trainInfo = h('p', { class: 'who' });
     this.trainSteps = h('input', { type: 'number', min: '1', max: '200000', value: '300', title: 'Training steps',
       'aria-label': 'Training steps' });
     this.trainName = h('input', { type: 'text', placeholder: 'name (optional)', title: 'Name of the new version',
       'aria-label': 'Version name' });
-    this.trainActivate = h('input', { type: 'checkbox', checked: true, title: 'Make it the active branch when done' });
+    this.trainActivate = h('input', { type: 'checkbox', checked: true, title: 'Make it the active branch when done',
+      'aria-label': 'Activate the branch when done' });
     this.trainEnsemble = h('input', { type: 'number', min: '1', max: '32', value: '10', title: 'MLP classifiers in the ensemble (the paper: 10)',
       'aria-label': 'Ensemble size' });
     this.trainHidden = h('input', { type: 'text', value: '256, 128, 32', title: 'Hidden widths of each MLP, comma separated',
@@ -37,14 +43,17 @@ export class AdminView {
     this.trainStatus = h('p', { class: 'train-status' });
     this.trainProgress = h('div', { class: 'progress' }, h('div', { style: { width: '0%' } }));
     this.chart = new LossChart('Training loss');
-    this.iou = h('div', { class: 'iou' });
+    this.iouTable = new IouTable();
+    this.encoder = new EncoderTraining({ onTrained: () => Promise.all([this.loadModels(), this.loadJobs()]) });
     this.jobs = h('div', { class: 'jobs' });
     this.element = h('div', { class: 'view admin-view' }, h('div', { class: 'admin' },
-      h('section', { class: 'panel' }, h('h2', {}, 'Model versions'), h('div', { class: 'row' }, this.kindFilter),
-        this.models, h('h3', {}, 'Import a checkpoint'), this.importForm),
+      h('div', { class: 'admin-column' },
+        h('section', { class: 'panel' }, h('h2', {}, 'Model versions'), h('div', { class: 'row' }, this.kindFilter),
+          this.models, h('h3', {}, 'Import a checkpoint'), this.importForm),
+        this.encoder.element),
       h('section', { class: 'panel train-panel' }, h('h2', {}, 'Retrain the segmentation branch'),
         h('div', { class: 'form' },
-          h('label', {}, 'Annotated samples of dataset', this.trainDataset), this.trainInfo,
+          h('label', {}, 'Annotated samples of dataset', this.trainDataset), this.trainInfo, this.picker.element,
           h('div', { class: 'row' }, h('label', {}, 'Steps', this.trainSteps), h('label', {}, 'Name', this.trainName)),
           h('div', { class: 'row' }, h('label', {}, 'Ensemble', this.trainEnsemble), h('label', {}, 'Hidden widths', this.trainHidden),
             h('label', {}, 'Pixels/step', this.trainPixels)),
@@ -52,7 +61,7 @@ export class AdminView {
             h('label', { style: { flexDirection: 'row', gap: '6px' } }, this.trainActivate, 'activate when done'),
             h('label', { style: { flexDirection: 'row', gap: '6px' } }, this.trainEarlyStop, 'early stopping')),
           h('div', { class: 'row' }, this.trainButton)),
-        this.trainStatus, this.trainProgress, this.chart.element, this.iou),
+        this.trainStatus, this.trainProgress, this.chart.element, this.iouTable.element),
       h('section', { class: 'panel wide' }, h('h2', {}, 'Jobs'),
         h('div', { class: 'row' }, button('Refresh', { title: 'Reload the job list', onclick: () => this.loadJobs() }),
           h('a', { href: '/admin/auth/user/', target: '_blank', rel: 'noopener', title: 'Users and roles in Django admin' },
@@ -92,7 +101,7 @@ export class AdminView {
     this.datasets = datasets;
     replaceChildren(this.trainDataset, datasets.map((d) => h('option', { value: d.id }, d.name)));
     this.describeDataset();
-    await Promise.all([this.loadModels(), this.loadJobs()]);
+    await Promise.all([this.loadModels(), this.loadJobs(), this.encoder.load(datasets)]);
     clearInterval(this.timer);
     this.timer = setInterval(() => this.loadJobs().catch(() => {}), JOB_REFRESH_MS);
   }
@@ -102,8 +111,21 @@ export class AdminView {
   }
 
   describeDataset() {
-    const dataset = this.datasets?.find((d) => String(d.id) === this.trainDataset.value);
+    const dataset = this.datasetById(this.trainDataset.value);
     this.trainInfo.textContent = dataset ? `${dataset.num_labelled} of ${dataset.num_samples} samples annotated` : '';
+    if (dataset) this.picker.load(dataset.id).catch((error) => showError(error, 'Loading the samples failed'));
+  }
+
+  datasetById(id) {
+    return this.datasets?.find((d) => String(d.id) === String(id));
+  }
+
+  /** Class names and colours of a label schema (cached: schemas do not change). */
+  async schemaClasses(schemaId) {
+    this.schemas ??= new Map();
+    if (!schemaId) return [];
+    if (!this.schemas.has(schemaId)) this.schemas.set(schemaId, (await api.getSchema(schemaId)).classes);
+    return this.schemas.get(schemaId);
   }
 
   async loadModels() {
@@ -115,7 +137,9 @@ export class AdminView {
         h('td', {}, c.kind), h('td', {}, `${c.name} #${c.id}`),
         h('td', {}, scalarMetrics(c.metrics).join(' · ')),
         h('td', {}, formatTime(c.created)),
-        h('td', {}, c.active || c.kind === 'generator' ? '' : button('Activate', {
+        h('td', {}, classIouRows(c.metrics) ? button('IoU', { title: `Per-class IoU of ${c.name}`,
+          onclick: async () => this.iouTable.show(c.metrics, await this.schemaClasses(c.schema_id), `Per-class IoU of ${c.name} #${c.id}`) }) : '',
+        c.active || c.kind === 'generator' ? '' : button('Activate', {
           title: `Make ${c.name} the active ${c.kind}`,
           onclick: async () => {
             try { await api.activateCheckpoint(c.id); toast(`${c.name} is active`, 'success'); await this.loadModels(); } catch (error) { showError(error, 'Activate failed'); }
@@ -151,15 +175,17 @@ export class AdminView {
     const datasetId = Number(this.trainDataset.value);
     if (!datasetId) { toast('Choose a dataset first', 'info'); return; }
     const bar = this.trainProgress.firstChild;
+    this.training = true;
     this.trainButton.disabled = true;
     this.chart.setAll({});
-    replaceChildren(this.iou);
+    this.iouTable.clear();
     try {
       const hidden = this.trainHidden.value.split(',').map((w) => Number(w.trim())).filter((w) => w > 0);
       const job = await api.trainSegmentation({ dataset_id: datasetId, steps: Number(this.trainSteps.value),
         name: this.trainName.value, activate: this.trainActivate.checked,
         ensemble_size: Number(this.trainEnsemble.value), hidden, pixels_per_step: Number(this.trainPixels.value),
-        early_stopping: this.trainEarlyStop.checked });
+        early_stopping: this.trainEarlyStop.checked, sample_ids: this.picker.pickedIds(),
+        holdout_fraction: this.picker.holdoutFraction() });
       this.trainStatus.textContent = `job #${job.id} queued`;
       await this.loadJobs();
       const final = await watchJob(job.id, {
@@ -174,28 +200,17 @@ export class AdminView {
       if (Object.keys(detail.metrics ?? {}).length) this.chart.setAll(detail.metrics);
       if (final.status !== 'succeeded') throw new Error(`training ${describeJob(final)}`);
       bar.style.width = '100%';
-      const checkpoint = (await api.listCheckpoints('segmentation')).find((c) => c.id === final.result?.checkpoint_id);
-      this.showMetrics(checkpoint, final.result);
+      const checkpoint = await api.getCheckpoint(final.result?.checkpoint_id);
+      const classes = await this.schemaClasses(checkpoint.schema_id ?? this.datasetById(datasetId)?.schema_id);
+      this.iouTable.show(checkpoint.metrics ?? final.result?.metrics, classes, `Per-class IoU of ${checkpoint.name} #${checkpoint.id}`);
       toast('Training finished', 'success');
       await this.loadModels();
     } catch (error) {
       showError(error, 'Training failed');
     } finally {
-      this.trainButton.disabled = false;
+      this.training = false;
+      this.trainButton.disabled = Boolean(this.picker.plan().error);
       await this.loadJobs();
     }
-  }
-
-  async showMetrics(checkpoint, result) {
-    const metrics = checkpoint?.metrics ?? result ?? {};
-    let names = [];
-    if (checkpoint?.schema_id) names = (await api.getSchema(checkpoint.schema_id)).classes.map((c) => c.name);
-    const perClass = perClassIou(metrics, names);
-    replaceChildren(this.iou,
-      h('h3', {}, metrics.evaluated_on ? `Metrics (evaluated on ${metrics.evaluated_on} samples)` : 'Metrics'),
-      h('p', { class: 'metrics-summary' }, scalarMetrics(metrics).join(' · ')),
-      perClass ? h('div', { class: 'iou-bars' }, perClass.map(([name, value]) => [
-        h('span', {}, name), h('div', {}, h('div', { class: 'bar', style: { width: `${Math.round(value * 100)}%` } })),
-        h('span', {}, value.toFixed(2))])) : h('p', { class: 'who' }, 'No per-class IoU in these metrics.'));
   }
 }
