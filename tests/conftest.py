@@ -31,6 +31,9 @@ _private_redis: list[processes.ManagedProcess] = []
 def pytest_addoption(parser):
     parser.addoption("--studio-db", choices=["sqlite", "postgres"], default=os.environ.get("STUDIO_TEST_DB", "sqlite"),
                      help="database for the web-service tests (default sqlite)")
+    parser.addoption("--screenshots", metavar="DIR", default=None,
+                     help="where the browser stories save their screenshots (default: pytest's temporary folder; "
+                          "docs/img refreshes the README's pictures)")
 
 
 @pytest.hookimpl(tryfirst=True)

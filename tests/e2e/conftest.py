@@ -1,6 +1,10 @@
 """Browser tests: Debian's Chromium driven by Playwright against the real studio (Daphne + Celery worker + Redis,
-from tests/conftest.py) on the tiny models of tests/webapp/conftest.py. Each story saves a screenshot to
-docs/img/e2e_<story>.png."""
+from tests/conftest.py) running the demo model bundle (demo/, loaded as ``manage.py studio`` loads it; another
+bundle folder with STUDIO_E2E_BUNDLE). The stories read the bundle's figures from the bundle, never from here.
+
+Each story saves a screenshot to pytest's temporary folder (printed at the end of the run); ``--screenshots DIR``
+or STUDIO_E2E_SCREENSHOTS=DIR saves them there instead: ``pytest tests/e2e --screenshots docs/img`` refreshes the
+README's pictures."""
 from __future__ import annotations
 
 import io
@@ -8,17 +12,20 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from tests.webapp.conftest import (PASSWORD, client_for, studio,  # noqa: F401  (fixtures)
-                                   tiny_models, users)
+from editor_core.bundle import DEMO_BUNDLE
+from tests.webapp.conftest import PASSWORD, client_for, users  # noqa: F401  (fixtures)
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "img"
+BUNDLE = Path(os.environ.get("STUDIO_E2E_BUNDLE") or DEMO_BUNDLE)
 VIEWPORT = {"width": 1280, "height": 800}
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+_screenshot_folder: list[Path] = []
+UNLABELLED_SAMPLES = 4  # the stories paint on three; every generated sample costs a render on the CPU per story
 
 
 def pytest_collection_modifyitems(config, items):
@@ -48,11 +55,33 @@ def browser(daphne_url, celery_worker):
             launched.close()
 
 
+@pytest.fixture(scope="session")
+def bundle_vectors() -> dict[str, str]:
+    """File stem → library name of the bundle's edit vectors (the names the library shows)."""
+    from editor_core.vectors import EditVector
+
+    return {path.stem: EditVector.load(path).info.name for path in sorted((BUNDLE / "vectors").glob("*.safetensors"))}
+
+
 @pytest.fixture
-def live_studio(transactional_db, studio, daphne_url, celery_worker):  # noqa: F811
-    """The studio fixture's data committed (so Daphne and the worker see it), with the server's URL."""
-    studio.url = daphne_url
-    return studio
+def live_studio(transactional_db, users, daphne_url, celery_worker):  # noqa: F811
+    """The bundle loaded into the test database like ``manage.py studio`` loads it (the admin "boss" owns it),
+    committed so that Daphne and the worker see it; with the server's URL."""
+    from webapp.registry.models import Checkpoint
+    from webapp.studio.services import load_bundle
+
+    if not (BUNDLE / "generator.safetensors").is_file():
+        pytest.fail(f"the browser stories run on the demo bundle, but {BUNDLE} has no generator.safetensors: build "
+                    "or restore it (docs/demo-model.md), or point STUDIO_E2E_BUNDLE at a bundle folder")
+    dataset = load_bundle(BUNDLE, users.admin, say=lambda line: None, unlabelled=UNLABELLED_SAMPLES)
+    samples = list(dataset.samples.select_related("annotation").order_by("pk"))
+    annotated = [s for s in samples if getattr(s, "annotation", None) is not None and s.annotation.version > 0]
+    return SimpleNamespace(
+        url=daphne_url, users=users, dataset=dataset, schema=dataset.schema, generator=dataset.generator,
+        segmentation=Checkpoint.objects.get(kind=Checkpoint.Kind.SEGMENTATION, generator=dataset.generator,
+                                            active=True),
+        samples=samples, annotated=annotated, unlabelled=[s for s in samples if s not in annotated],
+        size=dataset.generator.config["img_resolution"])
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -92,12 +121,33 @@ def open_as(request, browser, live_studio):
         context.close()
 
 
-def screenshot(page, story: str) -> Path:
-    """Saves the page as docs/img/e2e_<story>.png, quantised to 256 colours so the repository stays small."""
+def screenshot_folder(config, tmp_path_factory) -> Path:
+    chosen = config.getoption("--screenshots") or os.environ.get("STUDIO_E2E_SCREENSHOTS")
+    folder = Path(chosen) if chosen else tmp_path_factory.getbasetemp() / "e2e-screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def screenshot(request, tmp_path_factory):
+    """``screenshot(page, story)`` saves the page as e2e_<story>.png in the screenshot folder (see the module
+    docstring), quantised to 256 colours so that the repository's copies stay small."""
     from PIL import Image
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"e2e_{story}.png"
-    with Image.open(io.BytesIO(page.screenshot())) as shot:
-        shot.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
-    return path
+    folder = screenshot_folder(request.config, tmp_path_factory)
+    if not _screenshot_folder:
+        _screenshot_folder.append(folder)
+
+    def save(page, story: str) -> Path:
+        path = folder / f"e2e_{story}.png"
+        with Image.open(io.BytesIO(page.screenshot())) as shot:
+            shot.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+        return path
+
+    return save
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _screenshot_folder:
+        terminalreporter.write_line(f"e2e screenshots: {_screenshot_folder[0]} (refresh docs/img with "
+                                    "`pytest tests/e2e --screenshots docs/img`)")

@@ -1,0 +1,92 @@
+"""Admin stories in real Chromium against the studio running the demo bundle: retraining the segmentation branch on
+picked annotated samples and reading its held-out per-class IoU; training an encoder and activating it. Training
+settings are tiny (CI has two CPU cores): the stories check what the panel shows, not how good the models are."""
+from __future__ import annotations
+
+import pytest
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
+
+
+def test_admin_retrains_on_picked_samples_and_sees_per_class_iou(open_as, live_studio, screenshot):
+    from webapp.registry.models import Checkpoint
+
+    page = open_as("boss", "/admin")
+    annotated = live_studio.annotated  # the bundle's annotations, reviewed: all picked by default
+    for sample in annotated:
+        page.get_by_label(f"Train on sample #{sample.pk}", exact=True).wait_for()
+        assert page.get_by_label(f"Train on sample #{sample.pk}", exact=True).is_checked()
+    left_out = annotated[-3:]
+    for sample in left_out:
+        page.get_by_label(f"Train on sample #{sample.pk}", exact=True).uncheck()
+    summary = page.locator(".pick-summary")
+    summary.filter(has_text=f"{len(annotated) - 3} picked").wait_for()
+    assert "IoU on the 3 submitted/reviewed samples left out" in summary.inner_text()
+
+    page.get_by_label("Training steps").fill("5")
+    page.get_by_label("Ensemble size").fill("2")  # tiny settings: the test runs on a CPU
+    page.get_by_label("Hidden widths").fill("16")
+    page.get_by_label("Pixels per step").fill("256")
+    page.get_by_label("Version name").fill("picked in e2e")
+    page.get_by_label("Activate the branch when done").uncheck()  # no re-ranking of the dataset: faster
+    page.get_by_role("button", name="Start training").click()
+    page.locator(".toast-success").filter(has_text="Training finished").wait_for(timeout=270_000)
+
+    table = page.get_by_role("table", name="Per-class IoU")
+    table.wait_for()
+    checkpoint = Checkpoint.objects.get(name="picked in e2e")
+    metrics = checkpoint.metrics
+    assert metrics["evaluated_on"] == "held-out"
+    assert metrics["heldout_ids"] == sorted(s.pk for s in left_out)
+    assert metrics["sample_ids"] == sorted(s.pk for s in annotated[:-3])
+    classes = list(live_studio.schema.classes.order_by("index").values_list("name", "colour"))
+    rows = table.locator("tr[data-class-index]")
+    assert rows.count() == len(classes)
+    for k, (name, colour) in enumerate(classes):
+        row = rows.nth(k)
+        assert row.locator("td").nth(1).inner_text() == name
+        swatch = row.locator(".swatch").evaluate("e => getComputedStyle(e).backgroundColor")
+        red, green, blue = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+        assert swatch == f"rgb({red}, {green}, {blue})", (name, swatch, colour)
+        iou = metrics["per_class_iou"][k]["iou"]
+        assert row.locator("td.num").first.inner_text() == ("—" if iou is None else f"{iou:.3f}")
+    assert page.locator(".iou-mean strong").inner_text() == f"{metrics['mean_iou']:.3f}"
+    assert page.locator(".loss-chart .tag").filter(has_text="loss").count() >= 1  # the live loss curve
+    page.locator("table.data").filter(has_text="picked in e2e").wait_for()
+    page.locator(".iou-mean").scroll_into_view_if_needed()
+    screenshot(page, "admin_retrain")
+
+
+def test_admin_trains_an_encoder_and_activates_it(open_as, live_studio, screenshot):
+    from webapp.registry.models import Checkpoint
+
+    before = Checkpoint.objects.get(kind="encoder", generator=live_studio.generator, active=True)
+    page = open_as("boss", "/admin")
+    page.get_by_label("Encoder generator").locator("option").first.wait_for(state="attached")
+    page.get_by_label("Encoder steps").fill("2")  # a CPU: two steps of one sample, no LPIPS
+    page.get_by_label("Encoder batch size").fill("1")
+    page.get_by_label("LPIPS weight").fill("0")
+    page.get_by_label("Time limit (minutes)").fill("10")
+    page.get_by_label("Encoder name").fill("encoder from e2e")
+    page.get_by_role("button", name="Train encoder").click()
+    page.locator(".toast-success").filter(has_text="Encoder training finished").wait_for(timeout=270_000)
+    page.locator(".encoder-status").filter(has_text="done").wait_for()
+
+    trained = Checkpoint.objects.get(name="encoder from e2e")
+    assert not trained.active and trained.metrics["steps"] == 2
+    quality = page.get_by_role("table", name="Encoder quality")
+    quality.wait_for()
+    psnr_row = quality.locator("tr").filter(has_text="PSNR")
+    assert psnr_row.locator("td").nth(1).inner_text() == f"{trained.metrics['eval_psnr']:.3f}"
+    assert psnr_row.locator("td").nth(2).inner_text() == f"{trained.metrics['baseline_psnr']:.3f}"
+    assert trained.metrics["baseline_checkpoint_id"] == before.pk
+    assert page.locator(".encoder-panel .loss-chart .tag").filter(has_text="latent").count() == 1
+
+    page.locator(".encoder-result").get_by_role("button", name="Activate").click()
+    page.locator(".toast-success").filter(has_text="encoder from e2e is active").wait_for()
+    page.locator(".encoder-result .badge").filter(has_text="active").wait_for()
+    trained.refresh_from_db()
+    assert trained.active and not Checkpoint.objects.get(pk=before.pk).active
+    page.locator("table.data tr").filter(has_text="encoder from e2e").filter(has_text="active").wait_for()
+    page.locator(".encoder-result").scroll_into_view_if_needed()
+    screenshot(page, "admin_encoder")
