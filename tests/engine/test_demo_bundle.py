@@ -29,14 +29,16 @@ MAX_BUNDLE_BYTES = 50 * 2 ** 20
 # Held-out faces for these tests: a seed that no pipeline stage draws from (see demo_bundle.RENDER_SEEDS).
 TEST_RENDER_SEED = 777
 TEST_FACES = 4
-# Measured (docs/demo-model.md): encoder-only inversions of 200 held-out renders segment at mIoU 0.273 (0.257 on
-# these 4 faces); the 16 annotated latents are fitted at mIoU 0.878 (0.868 for the first).
-ENCODER_ONLY_MIOU_FLOOR = 0.22
-ANNOTATION_FIT_FLOOR = 0.80
-# Measured on these 4 faces: every vector moves its statistic the right way on all 4 (the eyebrows' centroid by
-# 0.1 to 1.8 px) except the smile, on 3 (one mouth keeps its width); on 100 optimised inversions, on 0.75
-# (eyebrows) to 1.00 of the faces.
-DIRECTION_MIN_AGREEING = 3   # most of the 4 faces
+# Measured (docs/demo-model.md, bundle of generator b2a6ced52474cc75): encoder-only inversions of 200 held-out renders
+# segment at mIoU 0.509 (0.522 on these 4 faces); the 16 annotated latents are fitted at mIoU 0.944 (0.960 for the
+# first).
+ENCODER_ONLY_MIOU_FLOOR = 0.45
+ANNOTATION_FIT_FLOOR = 0.90
+# Measured on these 4 faces (mode 1, scale 1): every vector moves its statistic the right way on all 4 except
+# shorter hair, on 2 (faces whose hair is already short lose a few pixels of area the wrong way, 8-26 px, while the
+# others lose 114-976 px); on 64 encoder-only inversions of fresh renders, 0.70 (shorter hair) to 1.00 of the faces
+# (demo/evaluation.json, "direction"). So: at least half of the faces, and the summed change the right way.
+DIRECTION_MIN_AGREEING = 2
 
 missing = [name for name in BUNDLE_FILES if not (DEMO_BUNDLE / name).is_file()]
 pytestmark = pytest.mark.skipif(bool(missing), reason=f"demo/ has no complete bundle yet (missing {missing}); "
@@ -112,7 +114,9 @@ def test_vector_moves_its_parts_the_right_way_on_fresh_faces(bundle, held_out, e
     _, ws, before = held_out
     delta = combined_delta([bundle.vectors[edit.name]], [1.0], bundle.generator_id)   # mode 1: w + ε·δ
     after = segment(bundle, ws + delta)
-    agreeing = int((edit.effect(after) > edit.effect(before)).sum())
+    change = edit.effect(after) - edit.effect(before)
+    agreeing = int((change > 0).sum())
+    assert float(change.sum()) > 0, f"'{edit.name}' moved its {edit.statistic} the wrong way overall: {change.tolist()}"
     assert agreeing >= DIRECTION_MIN_AGREEING, (
         f"'{edit.name}' moved its {edit.statistic} of {list(edit.measured_classes)} the right way on only "
         f"{agreeing} of {TEST_FACES} fresh faces")
