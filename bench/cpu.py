@@ -1,4 +1,4 @@
-"""CPU benchmark of the engine at 128² (a demo-sized generator), as a 2-core laptop or CI machine runs it.
+"""CPU benchmark of the engine at 128² (the demo generator's size), as a 2-core laptop or CI machine runs it.
 
     .venv/bin/python bench/cpu.py [--json bench/results/cpu.json] [--items "G forward" ...]
 """
@@ -21,7 +21,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=18, help="segmentation classes (the demo domain has 18)")
     args = parser.parse_args()
     device = torch.device("cpu")
-    config = SuiteConfig(resolution=128, seg_resolution=128, num_classes=args.classes, channel_base=8192,
+    config = SuiteConfig(resolution=128, seg_resolution=128, num_classes=args.classes, channel_base=4096,
                          channel_max=256, w_dim=256, mapping_layers=4, warmup=1, repeats=5, long_repeats=1,
                          items=tuple(args.items))
     print(environment(device))

@@ -110,13 +110,15 @@ class Suite:
                                     generator_fingerprint(self.generator), precision=config.precision)
         with torch.no_grad():
             self.ws = self.generator.mapping(torch.randn(1, config.w_dim, device=device), truncation_psi=0.7)
-        self.vectors = [self._vector(seed) for seed in range(4)]
+        # Random weights segment into few classes: each vector edits one that is present, so mode 2 has an ROI.
+        present = render_and_segment(self.models, self.ws)[1].unique().tolist()
+        self.vectors = [self._vector(seed, present[seed % len(present)]) for seed in range(4)]
 
-    def _vector(self, seed: int) -> EditVector:
+    def _vector(self, seed: int, edited_class: int) -> EditVector:
         g = torch.Generator(device="cpu").manual_seed(seed)
         delta = 0.1 * torch.randn(self.generator.num_ws, self.generator.w_dim, generator=g)
         return EditVector(delta.to(self.device), EditVectorInfo(name=f"v{seed}", generator_id=self.models.generator_id,
-                                                                edited_classes=[1 + seed]))
+                                                                edited_classes=[edited_class]))
 
     def edit_masks(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The current segmentation and a copy with a centred square (``roi_fraction`` of the area) repainted."""
