@@ -38,7 +38,7 @@ from editor_core.perceptual import get_perceptual_loss
 from editor_core.progress import Cancelled, ProgressEvent, report
 from editor_core.segmentation import SegmentationConfig, SegmentationEnsemble, SegTrainConfig, class_iou, \
     image_uncertainty, save_segmentation, train_segmentation as train_segmentation_engine
-from editor_core.vectors import EditVector, EditVectorInfo
+from editor_core.vectors import EditVector, EditVectorInfo, combined_delta
 from gpu_worker import engine_cache
 from gpu_worker.convert import image_png, latent_bytes, mask_array, uncertainty_map
 from gpu_worker.celery_app import app
@@ -455,6 +455,33 @@ def _train_encoder(job: Job, reporter: JobReporter) -> dict:
     if job.params.get("activate", True):
         checkpoint = registry.activate(checkpoint)
     return {"checkpoint_id": checkpoint.pk, "active": checkpoint.active, "metrics": metrics}
+
+
+# --- vector library ---------------------------------------------------------------------------------------------------
+@app.task(name="gpu_worker.vector_thumbnails")
+def vector_thumbnails(job_id: int) -> str:
+    return run_job(job_id, _vector_thumbnails)
+
+
+def _vector_thumbnails(job: Job, reporter: JobReporter) -> dict:
+    """Before/after thumbnails of a library vector that came without pictures: generator sample ``seed`` (mapping at
+    ``truncation_psi``) rendered as it is and with the vector added at ``scale``."""
+    row = VectorRow.objects.select_related("generator").filter(pk=job.params["vector_id"]).first()
+    if row is None:
+        raise ValidationError(f"edit vector #{job.params['vector_id']} was deleted before its thumbnails were "
+                              "rendered")
+    generator = engine_cache.generator(row.generator)
+    scale, seed = float(job.params["scale"]), int(job.params["seed"])
+    z = torch.randn(1, generator.z_dim, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        ws = generator.mapping(z.to(engine_cache.device()), truncation_psi=float(job.params["truncation_psi"]))
+        delta = combined_delta([engine_cache.vector(row)], [scale], row.generator.fingerprint)
+        images = generator.synthesis(torch.cat([ws, ws + delta.to(ws)[None]]), noise_mode="const")
+    report(reporter, ProgressEvent("thumbnails", 1, 1))
+    stored = editing.store_thumbnails(row.pk, image_png(images[0]), image_png(images[1]))
+    out = editing.vector_out(stored)
+    return {"vector_id": row.pk, "scale": scale, "seed": seed, "thumb_before_url": out["thumb_before_url"],
+            "thumb_after_url": out["thumb_after_url"]}
 
 
 # --- edits ------------------------------------------------------------------------------------------------------------

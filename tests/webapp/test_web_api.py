@@ -206,6 +206,96 @@ def test_vector_from_another_generator_is_refused(shared_studio, client_for, tin
     assert response.status_code == 400 and "learned on generator 0123456789abcdef" in response.json()["detail"]
 
 
+def tiny_vector_file(tmp_path, generator_row, name: str, fingerprint: str = "", scale_range=(-4.0, 4.0)) -> bytes:
+    """A project-format vector for ``generator_row``'s shape, learned on ``fingerprint`` (default: that generator)."""
+    import torch
+
+    from editor_core.vectors import EditVector, EditVectorInfo
+
+    path = tmp_path / f"{name}.safetensors"
+    EditVector(torch.full((generator_row.config["num_ws"], generator_row.config["w_dim"]), 0.1),
+               EditVectorInfo(name=name, generator_id=fingerprint or generator_row.fingerprint, edited_classes=[1],
+                              scale_range=scale_range)).save(path)
+    return path.read_bytes()
+
+
+def test_an_uploaded_vector_gets_its_thumbnails_rendered_by_a_job(shared_studio, client_for, tmp_path):
+    from webapp.jobs.models import Job
+
+    artist = client_for(shared_studio.users.artist)
+    data = tiny_vector_file(tmp_path, shared_studio.generator, "wider smile", scale_range=(1.5, 3.0))
+    uploaded = artist.post("/api/vectors/upload", {"file": io.BytesIO(data), "generator_id": shared_studio.generator.pk,
+                                                   "tags": "mouth"})
+    assert uploaded.status_code == 201, uploaded.content
+    vector = uploaded.json()
+    assert vector["thumb_before_url"] is None and vector["thumbnails_status"] == "queued"
+    job = Job.objects.get(pk=vector["thumbnails_job_id"])
+    assert job.kind == "vector_thumbnails" and job.queue == "interactive" and job.requested_by == \
+        shared_studio.users.artist
+    # Sample THUMBNAIL_SEED of the vector's generator at the default slider position (1), moved into the range.
+    assert job.params == {"vector_id": vector["id"], "seed": 0, "truncation_psi": 0.7, "scale": 1.5}
+    listed = {v["id"]: v for v in artist.get("/api/vectors").json()}
+    assert listed[vector["id"]]["thumbnails_job_id"] == job.pk
+    # The fixture's vector came with no pictures and no job: nothing is coming.
+    assert listed[shared_studio.vector.pk]["thumbnails_status"] is None
+
+
+def test_an_uploaded_vector_for_an_unknown_generator_is_a_clear_4xx(shared_studio, client_for, tmp_path):
+    from webapp.editing.models import EditVector
+    from webapp.jobs.models import Job
+
+    artist = client_for(shared_studio.users.artist)
+    data = tiny_vector_file(tmp_path, shared_studio.generator, "lost")
+    before = (EditVector.objects.count(), Job.objects.count())
+
+    unknown = artist.post("/api/vectors/upload", {"file": io.BytesIO(data), "generator_id": 99999})
+    assert unknown.status_code == 404
+    assert "no generator #99999" in unknown.json()["detail"] and "kind=generator" in unknown.json()["detail"]
+    branch = artist.post("/api/vectors/upload", {"file": io.BytesIO(data),
+                                                 "generator_id": shared_studio.segmentation.pk})
+    assert branch.status_code == 400 and "is a segmentation, not a generator" in branch.json()["detail"]
+    foreign = tiny_vector_file(tmp_path, shared_studio.generator, "foreign", "feedfacefeedface")
+    unregistered = artist.post("/api/vectors/upload", {"file": io.BytesIO(foreign),
+                                                       "generator_id": shared_studio.generator.pk})
+    assert unregistered.status_code == 400
+    assert "generator feedfacefeedface is not registered in this studio" in unregistered.json()["detail"]
+    assert artist.post("/api/vectors/upload", {"file": io.BytesIO(data)}).status_code == 422  # no generator_id
+    assert (EditVector.objects.count(), Job.objects.count()) == before  # nothing stored, no job queued
+
+
+def test_a_bundle_vectors_thumbnails_come_from_the_bundle(shared_studio, tmp_path):
+    from webapp.editing.services import THUMB_SIZE
+    from webapp.jobs.models import Job
+    from webapp.storage import read_bytes
+    from webapp.studio.services import import_bundle_vector
+
+    (tmp_path / "vectors").mkdir()
+    (tmp_path / "thumbnails").mkdir()
+    for name in ("with pictures", "without pictures"):
+        (tmp_path / "vectors" / f"{name}.safetensors").write_bytes(
+            tiny_vector_file(tmp_path, shared_studio.generator, name))
+    pictures = {part: np.random.default_rng(index).integers(0, 255, (200, 200, 3), dtype=np.uint8)
+                for index, part in enumerate(("before", "after"))}
+    for part, array in pictures.items():
+        Image.fromarray(array).save(tmp_path / "thumbnails" / f"with pictures_{part}.png")
+    Image.fromarray(pictures["before"]).save(tmp_path / "thumbnails" / "without pictures_before.png")  # one only
+    admin, said = shared_studio.users.admin, []
+
+    with_pictures = import_bundle_vector(tmp_path, tmp_path / "vectors" / "with pictures.safetensors",
+                                         shared_studio.generator, admin, said.append)
+    assert with_pictures.thumbnails_job is None
+    for part, field in (("before", with_pictures.thumb_before), ("after", with_pictures.thumb_after)):
+        with Image.open(io.BytesIO(read_bytes(field.name))) as stored:
+            want = Image.fromarray(pictures[part])
+            want.thumbnail((THUMB_SIZE, THUMB_SIZE))
+            assert stored.size == (THUMB_SIZE, THUMB_SIZE) and (np.asarray(stored) == np.asarray(want)).all()
+
+    without = import_bundle_vector(tmp_path, tmp_path / "vectors" / "without pictures.safetensors",
+                                   shared_studio.generator, admin, said.append)
+    assert not without.thumb_before and without.thumbnails_job.kind == Job.Kind.VECTOR_THUMBNAILS
+    assert said == ["  vector with pictures", "  vector without pictures (its thumbnails are rendered by the worker)"]
+
+
 def test_checkpoint_import_checks_format_and_paths(shared_studio, client_for, tiny_models, settings):
     admin = client_for(shared_studio.users.admin)
     junk = io.BytesIO(b"this is not a checkpoint at all")

@@ -179,3 +179,41 @@ def test_upload_embed_then_refine_with_mode2(studio, celery_worker, client_for):
     assert refined.status == "succeeded", refined.error
     result = artist.get(f"/api/edits/{edit['id']}").json()["result"]
     assert result["has_vector"] and result["edited_classes"] == [2]
+
+
+def test_an_uploaded_vector_gets_thumbnails_rendered_by_the_worker(studio, tiny_models, celery_worker, client_for,
+                                                                   tmp_path):
+    """Generator sample 0 of the vector's generator without and with the vector at the default scale (1)."""
+    import io
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from editor_core.vectors import EditVector, EditVectorInfo
+    from gpu_worker.convert import image_png
+
+    artist = client_for(studio.users.artist)
+    generator = tiny_models.generator
+    delta = torch.randn(generator.num_ws, generator.w_dim, generator=torch.Generator().manual_seed(9))
+    EditVector(delta, EditVectorInfo(name="uploaded", generator_id=tiny_models.fingerprint, edited_classes=[1])).save(
+        tmp_path / "uploaded.safetensors")
+    uploaded = artist.post("/api/vectors/upload", {
+        "file": io.BytesIO((tmp_path / "uploaded.safetensors").read_bytes()), "generator_id": studio.generator.pk})
+    assert uploaded.status_code == 201, uploaded.content
+    job = wait_for_job(uploaded.json()["thumbnails_job_id"], worker=celery_worker)
+    assert job.status == "succeeded", job.error
+    vector = artist.get(f"/api/vectors/{uploaded.json()['id']}").json()
+    assert vector["thumbnails_status"] == "ready" and job.result["thumb_after_url"] == vector["thumb_after_url"]
+
+    z = torch.randn(1, generator.z_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ws = generator.mapping(z, truncation_psi=0.7)
+        want = generator.synthesis(torch.cat([ws, ws + delta[None]]), noise_mode="const")
+    for url, image in ((vector["thumb_before_url"], want[0]), (vector["thumb_after_url"], want[1])):
+        got = np.asarray(Image.open(io.BytesIO(artist.get(url).getvalue())).convert("RGB")).astype(int)
+        expected = np.asarray(Image.open(io.BytesIO(image_png(image)))).astype(int)
+        assert got.shape == expected.shape and np.abs(got - expected).max() <= 1
+    before, after = (np.asarray(Image.open(io.BytesIO(artist.get(vector[key]).getvalue())), dtype=int)
+                     for key in ("thumb_before_url", "thumb_after_url"))
+    assert np.abs(before - after).mean() > 1  # the vector changed the picture

@@ -5,6 +5,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from ninja import File, Form, Router, UploadedFile, Status
+from ninja.errors import HttpError
 
 from webapp.accounts import roles
 from webapp.accounts.auth import role_auth
@@ -55,7 +56,7 @@ def get_edit(request, edit_id: int):
 
 @router.get("/vectors", auth=viewer, response=list[VectorOut])
 def list_vectors(request, generator_id: int = None, tag: str = None, q: str = None):
-    vectors = EditVector.objects.select_related("author")
+    vectors = EditVector.objects.select_related("author", "thumbnails_job")
     if generator_id is not None:
         vectors = vectors.filter(generator_id=generator_id)
     if q:
@@ -75,8 +76,16 @@ def create_vector(request, payload: VectorFromEditIn):
 
 @router.post("/vectors/upload", auth=role_auth("editing.add_editvector"), response={201: VectorOut})
 def upload_vector(request, file: File[UploadedFile], generator_id: Form[int], tags: Form[str] = ""):
-    generator = get_object_or_404(Checkpoint, pk=generator_id, kind=Checkpoint.Kind.GENERATOR)
-    vector = services.import_vector(request.user, file.read(), file.name or "vector", generator,
+    """Import a project-format vector file for a registered generator; a worker renders its thumbnails (the
+    response's ``thumbnails_job_id``)."""
+    checkpoint = Checkpoint.objects.filter(pk=generator_id).first()
+    if checkpoint is None:
+        raise HttpError(404, f"there is no generator #{generator_id} in this studio: GET /api/checkpoints?kind="
+                             "generator lists them (import the vector's generator first if it is not there)")
+    if checkpoint.kind != Checkpoint.Kind.GENERATOR:
+        raise ValidationError(f"checkpoint #{generator_id} is a {checkpoint.kind}, not a generator: give the "
+                              "generator_id of the generator the vector was learned on")
+    vector = services.upload_vector(request.user, file.read(), file.name or "vector", checkpoint,
                                     tags=tags.split(",") if tags else [])
     return Status(201, services.vector_out(vector))
 

@@ -58,6 +58,9 @@ class EditVector(models.Model):
     file = models.FileField(upload_to="vectors/%Y/%m/", max_length=300)
     thumb_before = models.FileField(upload_to="vectors/thumbs/%Y/%m/", blank=True, max_length=300)
     thumb_after = models.FileField(upload_to="vectors/thumbs/%Y/%m/", blank=True, max_length=300)
+    thumbnails_job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL,
+                                       related_name="+", help_text="the job rendering the thumbnails of a vector "
+                                                                   "that came without pictures (an uploaded file)")
     scale_min = models.FloatField(default=-4.0)
     scale_max = models.FloatField(default=4.0)
     source = models.ForeignKey(EditResult, null=True, blank=True, on_delete=models.SET_NULL, related_name="vectors")

@@ -71,6 +71,9 @@ class VectorOut(Schema):
     scale_max: float
     thumb_before_url: Optional[str]
     thumb_after_url: Optional[str]
+    thumbnails_job_id: Optional[int] = Field(None, description="the job rendering the thumbnails of a vector that "
+                                                               "came without pictures")
+    thumbnails_status: Optional[str] = Field(None, description="ready, or that job's status while there are none")
     file_url: str
     created: dt.datetime
 

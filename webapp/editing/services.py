@@ -21,9 +21,14 @@ from webapp.errors import Conflict
 from webapp.jobs import services as jobs
 from webapp.registry.models import Checkpoint
 from webapp.registry.services import active_segmentation
-from webapp.storage import read_bytes, save_bytes
+from webapp.storage import delete_quietly, read_bytes, save_bytes
 
 THUMB_SIZE = 128
+# Rendered thumbnails (vectors that come without pictures): one fixed generator sample, so that every such vector of
+# a generator is shown on the same face, at the library's default slider position.
+THUMBNAIL_SEED = 0
+THUMBNAIL_TRUNCATION = 0.7
+DEFAULT_SCALE = 1.0  # frontend/js/views/library.js choose(): a vector's slider starts here
 MODE_KIND = {EditSession.Mode.APPLY: "apply", EditSession.Mode.REFINE: "refine", EditSession.Mode.OPTIMIZE: "optimize"}
 
 
@@ -134,13 +139,17 @@ def _check_range(scale_min: float, scale_max: float) -> None:
         raise ValidationError(f"scale range must be low < high, got [{scale_min}, {scale_max}]")
 
 
-def _thumbnail(image_name: str) -> bytes:
-    with Image.open(io.BytesIO(read_bytes(image_name))) as image:
-        image = image.convert("RGB")
-        image.thumbnail((THUMB_SIZE, THUMB_SIZE))
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        return buffer.getvalue()
+def _thumbnail(data: bytes, what: str = "the image") -> bytes:
+    """``data`` (any image Pillow reads) as an RGB PNG of at most THUMB_SIZE² pixels."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image = image.convert("RGB")
+            image.thumbnail((THUMB_SIZE, THUMB_SIZE))
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            return buffer.getvalue()
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ValidationError(f"{what} is not a readable image: {exc}") from None
 
 
 def _save_vector_row(vector: EditVector) -> EditVector:
@@ -164,13 +173,18 @@ def vector_from_edit(user, session: EditSession, name: str, description: str, ta
                         scale_min=scale_min, scale_max=scale_max, source=result)
     vector.file.name = result.delta.name
     vector.thumb_before.name = save_bytes(f"vectors/thumbs/{session.pk}-before.png",
-                                          _thumbnail(session.sample.image.name))
-    vector.thumb_after.name = save_bytes(f"vectors/thumbs/{session.pk}-after.png", _thumbnail(result.image.name))
+                                          _thumbnail(read_bytes(session.sample.image.name)))
+    vector.thumb_after.name = save_bytes(f"vectors/thumbs/{session.pk}-after.png",
+                                         _thumbnail(read_bytes(result.image.name)))
     return _save_vector_row(vector)
 
 
-def import_vector(user, data: bytes, filename: str, generator: Checkpoint, tags: Sequence[str] = ()) -> EditVector:
-    """Add an edit-vector file (project format, from ``GET /vectors/{id}/file`` or the CLI) to the library."""
+def import_vector(user, data: bytes, filename: str, generator: Checkpoint, tags: Sequence[str] = (),
+                  thumbnails: Optional[tuple[bytes, bytes]] = None) -> EditVector:
+    """Add an edit-vector file (project format, from ``GET /vectors/{id}/file`` or the CLI) to the library.
+
+    ``thumbnails``: its before/after pictures (PNG, e.g. a bundle's ``thumbnails/<name>_before.png`` and
+    ``_after.png``); without them the vector has none until ``enqueue_thumbnails`` renders some."""
     from editor_core.checkpoints import CheckpointError
     from editor_core.vectors import EditVector as EngineVector, VectorGeneratorMismatch
 
@@ -183,15 +197,71 @@ def import_vector(user, data: bytes, filename: str, generator: Checkpoint, tags:
             engine_vector = EngineVector.load(path)
             engine_vector.check_generator(generator.fingerprint)
         except VectorGeneratorMismatch as exc:
-            raise ValidationError(str(exc)) from None
+            raise ValidationError(f"{exc}; {_owner_hint(engine_vector.info.generator_id)}") from None
         except (CheckpointError, ValueError, KeyError, TypeError) as exc:
             raise ValidationError(f"'{filename}' is not an edit-vector file: {exc}") from None
     info = engine_vector.info
     vector = EditVector(name=info.name, description=info.description, tags=_clean_tags(tags),
                         edited_classes=list(info.edited_classes), generator=generator, author=user,
                         scale_min=info.scale_range[0], scale_max=info.scale_range[1])
+    pictures = {}
+    if thumbnails is not None:  # checked before anything is stored
+        pictures = {part: _thumbnail(picture, f"the {part} thumbnail of '{info.name}'")
+                    for part, picture in zip(("before", "after"), thumbnails)}
     vector.file.name = save_bytes("vectors/imported.safetensors", data)
+    if pictures:
+        vector.thumb_before.name = save_bytes("vectors/thumbs/imported-before.png", pictures["before"])
+        vector.thumb_after.name = save_bytes("vectors/thumbs/imported-after.png", pictures["after"])
     return _save_vector_row(vector)
+
+
+def _owner_hint(fingerprint: str) -> str:
+    """Where a vector learned on generator ``fingerprint`` belongs in this studio (for the mismatch error)."""
+    owner = Checkpoint.objects.filter(kind=Checkpoint.Kind.GENERATOR, fingerprint=fingerprint).first()
+    if owner is None:
+        return (f"generator {fingerprint} is not registered in this studio: import it (POST /api/checkpoints/upload) "
+                "before its vectors")
+    return f"it belongs to generator #{owner.pk} '{owner.name}': upload it with generator_id={owner.pk}"
+
+
+def upload_vector(user, data: bytes, filename: str, generator: Checkpoint, tags: Sequence[str] = ()) -> EditVector:
+    """``POST /vectors/upload``: import the file; a worker renders its thumbnails (files carry no pictures)."""
+    with transaction.atomic():
+        vector = import_vector(user, data, filename, generator, tags)
+        enqueue_thumbnails(vector, user)
+    return vector
+
+
+def thumbnail_scale(vector: EditVector) -> float:
+    """The scale a vector's rendered thumbnails show: the library's default slider position (1, the scale the
+    vector was learned at), moved into the vector's range if that excludes it."""
+    return min(max(DEFAULT_SCALE, vector.scale_min), vector.scale_max)
+
+
+def enqueue_thumbnails(vector: EditVector, user):
+    """Queue the rendering of ``vector``'s before/after thumbnails (interactive queue): generator sample
+    THUMBNAIL_SEED without and with the vector at ``thumbnail_scale``. The library shows them once it is done."""
+    job = jobs.enqueue("vector_thumbnails", user, {
+        "vector_id": vector.pk, "seed": THUMBNAIL_SEED, "truncation_psi": THUMBNAIL_TRUNCATION,
+        "scale": thumbnail_scale(vector)})
+    vector.thumbnails_job = job
+    vector.save(update_fields=["thumbnails_job"])
+    return job
+
+
+def store_thumbnails(vector_id: int, before_png: bytes, after_png: bytes) -> EditVector:
+    """Called by the worker: attach rendered thumbnails (a vector deleted meanwhile is a ValidationError)."""
+    vector = EditVector.objects.filter(pk=vector_id).first()
+    if vector is None:
+        raise ValidationError(f"edit vector #{vector_id} was deleted before its thumbnails were rendered")
+    names = {"thumb_before": save_bytes(f"vectors/thumbs/vector{vector_id}-before.png", _thumbnail(before_png)),
+             "thumb_after": save_bytes(f"vectors/thumbs/vector{vector_id}-after.png", _thumbnail(after_png))}
+    if not EditVector.objects.filter(pk=vector_id).update(**names):
+        for name in names.values():
+            delete_quietly(name)
+        raise ValidationError(f"edit vector #{vector_id} was deleted before its thumbnails were rendered")
+    vector.refresh_from_db()
+    return vector
 
 
 def update_vector(user, vector: EditVector, changes: dict) -> EditVector:
@@ -241,7 +311,16 @@ def vector_out(vector: EditVector) -> dict:
             "scale_min": vector.scale_min, "scale_max": vector.scale_max,
             "thumb_before_url": default_storage.url(vector.thumb_before.name) if vector.thumb_before else None,
             "thumb_after_url": default_storage.url(vector.thumb_after.name) if vector.thumb_after else None,
+            "thumbnails_job_id": vector.thumbnails_job_id,
+            "thumbnails_status": _thumbnails_status(vector),
             "file_url": f"/api/vectors/{vector.pk}/file", "created": vector.created}
+
+
+def _thumbnails_status(vector: EditVector) -> Optional[str]:
+    """``ready`` (pictures attached), the rendering job's status while there are none, or None (none coming)."""
+    if vector.thumb_before and vector.thumb_after:
+        return "ready"
+    return vector.thumbnails_job.status if vector.thumbnails_job_id else None
 
 
 # --- compositions ---------------------------------------------------------------------------------------------------

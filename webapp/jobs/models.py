@@ -17,6 +17,7 @@ class Job(models.Model):
         OPTIMIZE = "optimize", "optimise an edit (mode 3)"
         TRAIN_SEGMENTATION = "train_segmentation", "train the segmentation branch"
         TRAIN_ENCODER = "train_encoder", "train the encoder"
+        VECTOR_THUMBNAILS = "vector_thumbnails", "render a library vector's thumbnails"
 
     class Status(models.TextChoices):
         QUEUED = "queued"

@@ -24,6 +24,7 @@ INTERACTIVE, TRAINING = "interactive", "training"
 QUEUE_OF_KIND = {
     Job.Kind.SAMPLE: INTERACTIVE, Job.Kind.PRELABEL: INTERACTIVE, Job.Kind.EMBED: INTERACTIVE,
     Job.Kind.APPLY: INTERACTIVE, Job.Kind.REFINE: INTERACTIVE, Job.Kind.OPTIMIZE: INTERACTIVE,
+    Job.Kind.VECTOR_THUMBNAILS: INTERACTIVE,
     Job.Kind.RANK: TRAINING, Job.Kind.TRAIN_SEGMENTATION: TRAINING, Job.Kind.TRAIN_ENCODER: TRAINING,
 }
 # Jobs that hold a GPU for seconds to hours count against a user's queue limit; real-time ones do not.

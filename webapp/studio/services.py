@@ -17,6 +17,7 @@ from webapp.registry.models import Checkpoint
 
 DEMO_DATASET = "demo"
 UNLABELLED_DEMO_SAMPLES = 12  # for the active-learning queue: the branch ranks these for annotators
+THUMBNAILS_DIR = "thumbnails"  # a bundle's vector pictures (editor_core.training.demo_bundle writes them)
 
 
 def ensure_admin(username: str, password: Optional[str]) -> Optional[str]:
@@ -84,12 +85,26 @@ def load_bundle(directory: Path, admin, say: Callable[[str], None], unlabelled: 
             image = generator.synthesis(ws, noise_mode="const")
         datasets.add_sample(dataset, source=Sample.Source.GENERATED, image_png=image_png(image[0]),
                             latent=latent_bytes(ws[0], generator_row.fingerprint), seed=seed, user=admin)
-    from webapp.editing.services import import_vector
-
     for path in sorted((directory / "vectors").glob("*.safetensors")):
-        import_vector(admin, path.read_bytes(), path.name, generator_row, tags=["demo"])
-        say(f"  vector {path.stem}")
+        import_bundle_vector(directory, path, generator_row, admin, say)
     return dataset
+
+
+def import_bundle_vector(directory: Path, path: Path, generator_row: Checkpoint, admin, say: Callable[[str], None]):
+    """A bundle's vector into the library with the bundle's ``thumbnails/<name>_before.png`` and ``_after.png``;
+    a vector without both gets thumbnails rendered by a worker (a job that waits for the studio's worker)."""
+    from webapp.editing.services import enqueue_thumbnails, import_vector
+
+    pictures = [directory / THUMBNAILS_DIR / f"{path.stem}_{part}.png" for part in ("before", "after")]
+    if all(picture.is_file() for picture in pictures):
+        vector = import_vector(admin, path.read_bytes(), path.name, generator_row, tags=["demo"],
+                               thumbnails=tuple(picture.read_bytes() for picture in pictures))
+        say(f"  vector {path.stem}")
+    else:
+        vector = import_vector(admin, path.read_bytes(), path.name, generator_row, tags=["demo"])
+        enqueue_thumbnails(vector, admin)
+        say(f"  vector {path.stem} (its thumbnails are rendered by the worker)")
+    return vector
 
 
 def registry_generator(generator_row: Checkpoint):

@@ -25,9 +25,20 @@ async function runEdit(body, onProgress) {
   return api.getEdit(session.id);
 }
 
-/** A thumbnail, or a labelled blank where the vector has none (imported files carry no pictures). */
-function thumb(url, alt) {
-  return url ? h('img', { src: url, alt, loading: 'lazy' }) : h('div', { class: 'no-thumb', title: alt }, 'no preview');
+// An uploaded vector file carries no pictures: a worker renders them (thumbnails_job_id). While that job waits or
+// runs, the library asks for the vector again this often, and shows the pictures once they are there.
+const THUMBNAIL_POLL_MS = 2000;
+const THUMBNAIL_POLL_LIMIT_MS = 10 * 60_000;
+
+/** Whether a vector's thumbnails are still being rendered. */
+export function thumbnailsPending(vector) {
+  return vector.thumbnails_status === 'queued' || vector.thumbnails_status === 'running';
+}
+
+/** A thumbnail, or a labelled blank where the vector has none (yet). */
+function thumb(url, alt, pending = false) {
+  if (url) return h('img', { src: url, alt, loading: 'lazy' });
+  return h('div', { class: 'no-thumb', title: alt }, pending ? 'rendering preview…' : 'no preview');
 }
 
 export class LibraryView {
@@ -35,6 +46,7 @@ export class LibraryView {
     this.context = context;
     this.vectors = [];
     this.chosen = new Map(); // vector id → {vector, scale, slider, readout}
+    this.following = new Set(); // ids of vectors whose thumbnails are being rendered and asked for again
     this.classes = [];
     this.search = h('input', { type: 'search', placeholder: 'Search name or description', title: 'Search (/)',
       'aria-label': 'Search vectors', oninput: () => this.renderGrid() });
@@ -99,10 +111,36 @@ export class LibraryView {
     keep(this.author, authors.map((a) => [a, a]), 'All authors');
     keep(this.classFilter, classIds.map((c) => [c, this.classes[c]?.name ?? `class ${c}`]), 'All classes');
     this.renderGrid();
+    for (const vector of this.vectors.filter(thumbnailsPending)) this.followThumbnails(vector.id);
     const compositions = await api.listCompositions();
     replaceChildren(this.compositions, h('option', { value: '' }, compositions.length ? 'Choose…' : 'none yet'),
       compositions.map((c) => h('option', { value: c.id }, `${c.name} (${c.items.length})`)));
     this.savedCompositions = compositions;
+  }
+
+  /** Asks for the vector again until its thumbnails are rendered (or their job ended), then shows them. */
+  async followThumbnails(id) {
+    if (this.following.has(id)) return;
+    this.following.add(id);
+    const deadline = Date.now() + THUMBNAIL_POLL_LIMIT_MS;
+    try {
+      while (Date.now() < deadline) {
+        await new Promise((resolve) => { setTimeout(resolve, THUMBNAIL_POLL_MS); });
+        let vector;
+        try {
+          vector = await api.getVector(id);
+        } catch (error) {
+          if (error.status === 404) return; // deleted meanwhile
+          continue; // a dropped request: ask again
+        }
+        if (thumbnailsPending(vector)) continue;
+        this.vectors = this.vectors.map((v) => (v.id === id ? vector : v));
+        this.renderGrid();
+        return;
+      }
+    } finally {
+      this.following.delete(id);
+    }
   }
 
   renderGrid() {
@@ -115,8 +153,8 @@ export class LibraryView {
       return;
     }
     replaceChildren(this.grid, shown.map((vector) => h('article', { class: 'card', dataset: { vectorId: vector.id } },
-      h('div', { class: 'thumbs' }, thumb(vector.thumb_before_url, `${vector.name} before`),
-        thumb(vector.thumb_after_url, `${vector.name} after`)),
+      h('div', { class: 'thumbs' }, thumb(vector.thumb_before_url, `${vector.name} before`, thumbnailsPending(vector)),
+        thumb(vector.thumb_after_url, `${vector.name} after`, thumbnailsPending(vector))),
       h('div', { class: 'name' }, vector.name),
       h('div', { class: 'desc' }, vector.description),
       h('div', { class: 'tags' }, vector.tags.map((t) => h('span', { class: 'tag' }, t))),
@@ -130,7 +168,8 @@ export class LibraryView {
     const backdrop = h('div', { class: 'modal-backdrop' }, h('div', { class: 'modal', role: 'dialog' },
       h('h2', {}, vector.name),
       h('div', { class: 'thumbs', style: { display: 'flex', gap: '8px' } },
-        thumb(vector.thumb_before_url, 'before'), thumb(vector.thumb_after_url, 'after')),
+        thumb(vector.thumb_before_url, 'before', thumbnailsPending(vector)),
+        thumb(vector.thumb_after_url, 'after', thumbnailsPending(vector))),
       h('p', {}, vector.description || '(no description)'),
       h('table', {},
         h('tr', {}, h('td', {}, 'Author'), h('td', {}, vector.author ?? '—')),

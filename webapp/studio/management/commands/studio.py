@@ -38,10 +38,13 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         var = Path(settings.VAR_DIR)
         self.children: list[processes.ManagedProcess] = []
+        self.private_redis = False
         try:
             env = self.redis_environment(var)
             call_command("migrate", interactive=False, verbosity=0)
             self.say("database ready")
+            if self.private_redis:
+                self.resend_queued_jobs()
             self.first_admin(options["admin"])
             self.demo_data(options["bundle"], var)
             if options["setup_only"]:
@@ -70,7 +73,29 @@ class Command(BaseCommand):
         env["REDIS_URL"] = url
         if "CELERY_BROKER_URL" not in os.environ:
             env["CELERY_BROKER_URL"] = url
+        self.use_redis(url, env["CELERY_BROKER_URL"])
+        self.private_redis = True
         return env
+
+    @staticmethod
+    def use_redis(url: str, broker_url: str) -> None:
+        """This process queues jobs too (the demo's first ranking and thumbnails): on the private Redis."""
+        from gpu_worker.celery_app import app
+
+        settings.REDIS_URL, settings.CELERY_BROKER_URL = url, broker_url
+        app.conf.broker_url = broker_url
+
+    def resend_queued_jobs(self) -> None:
+        """A fresh private Redis has no messages: jobs still queued (a previous run stopped before its worker took
+        them, or ``--setup-only``) are handed to the broker again. Sending one twice is harmless (jobs.claim)."""
+        from webapp.jobs.models import Job
+        from webapp.jobs.services import send
+
+        queued = list(Job.objects.filter(status=Job.Status.QUEUED).order_by("created"))
+        for job in queued:
+            send(job)
+        if queued:
+            self.say(f"queued {len(queued)} waiting jobs again on the private Redis")
 
     def first_admin(self, username: str) -> None:
         password = services.ensure_admin(username, os.environ.get("STUDIO_ADMIN_PASSWORD"))
