@@ -325,10 +325,13 @@ def _train_segmentation(job: Job, reporter: JobReporter) -> dict:
             metrics=metrics)
     if job.params.get("activate", True):
         checkpoint = registry.activate(checkpoint)
+    rankings = []
     if checkpoint.active:  # the active-learning ranking follows the branch annotators now work with
         rank_dataset(dataset, checkpoint, reporter)
+        # Other datasets of the same generator and schema switched branches too: their rankings are jobs of their own.
+        rankings = [job.pk for job in registry.queue_rankings(checkpoint, job.requested_by, skip=[dataset.pk])]
     return {"checkpoint_id": checkpoint.pk, "mean_iou": metrics["mean_iou"], "active": checkpoint.active,
-            "metrics": metrics}
+            "metrics": metrics, "ranking_job_ids": rankings}
 
 
 @app.task(name="gpu_worker.train_encoder")

@@ -320,6 +320,58 @@ def test_checkpoint_import_checks_format_and_paths(shared_studio, client_for, ti
     assert used.status_code == 409 and "still used" in used.json()["detail"]
 
 
+def second_branch(studio, tiny_models, tmp_path, seed: int = 5):
+    """Another segmentation branch of the studio's generator and schema (registered, not active)."""
+    import torch
+
+    from conftest import TINY_SCHEMA
+    from editor_core.segmentation import SegmentationConfig, SegmentationEnsemble, save_segmentation
+    from webapp.registry import services as registry
+
+    torch.manual_seed(seed)
+    ensemble = SegmentationEnsemble(SegmentationConfig.from_generator(tiny_models.generator, TINY_SCHEMA.num_classes,
+                                                                      hidden=(16,), ensemble_size=3), seed=seed)
+    path = tmp_path / f"branch{seed}.safetensors"
+    save_segmentation(path, ensemble, TINY_SCHEMA, meta={"generator_id": tiny_models.fingerprint})
+    return registry.import_checkpoint(studio.users.admin, kind="segmentation", name=f"branch {seed}",
+                                      data=path.read_bytes(), filename=path.name, generator=studio.generator), path
+
+
+def test_activating_a_branch_queues_the_ranking_of_its_datasets(shared_studio, tiny_models, client_for, settings,
+                                                                tmp_path):
+    from webapp.datasets import services as datasets
+    from webapp.jobs.models import Job
+
+    settings.STUDIO_MAX_QUEUED_JOBS_PER_USER = 0  # the ranking that follows an activation is not the admin's choice
+    admin = client_for(shared_studio.users.admin)
+    second, _path = second_branch(shared_studio, tiny_models, tmp_path)
+    assert not second.active
+    same = datasets.create_dataset(shared_studio.users.admin, "same models", shared_studio.schema,
+                                   shared_studio.generator)
+    other_schema = datasets.create_schema("other parts", [("background", "#000000"), ("thing", "#ff0000")])
+    datasets.create_dataset(shared_studio.users.admin, "other schema", other_schema, shared_studio.generator)
+
+    activated = admin.post(f"/api/checkpoints/{second.pk}/activate")
+    assert activated.status_code == 200 and activated.json()["active"] is True
+    rankings = Job.objects.filter(pk__in=activated.json()["ranking_job_ids"]).order_by("pk")
+    assert [(j.kind, j.queue, j.params, j.requested_by) for j in rankings] == [
+        ("rank", "training", {"dataset_id": dataset.pk, "segmentation_id": second.pk}, shared_studio.users.admin)
+        for dataset in (shared_studio.dataset, same)]  # the datasets of its generator and schema, no other
+    again = admin.post(f"/api/checkpoints/{second.pk}/activate").json()
+    assert again["ranking_job_ids"] == activated.json()["ranking_job_ids"]  # still waiting: not queued twice
+
+    back = admin.post(f"/api/checkpoints/{shared_studio.segmentation.pk}/activate").json()
+    assert len(back["ranking_job_ids"]) == 2 and not set(back["ranking_job_ids"]) & {j.pk for j in rankings}
+    assert Job.objects.get(pk=back["ranking_job_ids"][0]).params["segmentation_id"] == shared_studio.segmentation.pk
+    # A branch that is not the first of its generator and schema is imported inactive: nothing to rank.
+    third, path = second_branch(shared_studio, tiny_models, tmp_path, seed=6)
+    third.delete()
+    uploaded = admin.post("/api/checkpoints/upload", {"file": io.BytesIO(path.read_bytes()), "kind": "segmentation",
+                                                      "name": "third", "generator_id": shared_studio.generator.pk})
+    assert uploaded.status_code == 201 and uploaded.json()["active"] is False
+    assert uploaded.json()["ranking_job_ids"] == []
+
+
 def test_job_cancel_retry_and_per_user_limit(shared_studio, client_for, settings):
     from webapp.jobs import services as jobs
     from webapp.jobs.models import Job

@@ -51,9 +51,11 @@ def test_setup_creates_admin_and_loads_the_bundle_once(tmp_path, tiny_models, ke
     assert "created the first admin: username 'admin'" in first
     assert "vector bigger_hair" in first and "demo dataset 'demo' with 12 samples is ready" in first
     assert (tmp_path / "var" / "studio.sqlite3").is_file()  # SQLite under var/ by default
-    # The bundle has no thumbnails/ folder: the studio's worker renders the vector's pictures when it starts.
+    # Jobs for the studio's worker when it starts: the vector's pictures (the bundle has no thumbnails/ folder) and
+    # the demo dataset's ranking by the bundle's branch (predictions and "label next" from the start).
     assert "vector bigger_hair (its thumbnails are rendered by the worker)" in first
-    assert [kind for kind, _params in queued_jobs(tmp_path / "var")] == ["vector_thumbnails"]
+    assert "ranking the samples with segmentation branch" in first
+    assert [kind for kind, _params in queued_jobs(tmp_path / "var")] == ["vector_thumbnails", "rank"]
 
     second = run_setup(tmp_path / "var", bundle, key_prefix)
     assert "created the first admin" not in second and "demo dataset" not in second

@@ -181,3 +181,68 @@ def test_prediction_routes_explain_what_is_missing(studio, client_for):
     assert annotator.get(f"/api/samples/{studio.samples[0].pk}/segmentation.png?segmentation_id=x").status_code \
         == 422
     assert client_for(None).get(f"/api/samples/{studio.samples[0].pk}/segmentation.png").status_code == 401
+
+
+def test_activating_a_branch_ranks_its_datasets_with_it(studio, tiny_models, celery_worker, client_for, tmp_path):
+    """``POST /checkpoints/{id}/activate`` queues the rankings: stored predictions and "label next" follow."""
+    from test_web_api import second_branch
+    from webapp.datasets.models import SamplePrediction
+
+    admin, viewer = client_for(studio.users.admin), client_for(studio.users.annotator)
+    second, path = second_branch(studio, tiny_models, tmp_path)
+    sample = studio.samples[2]
+    assert viewer.get(f"/api/samples/{sample.pk}/segmentation.png?segmentation_id={second.pk}").status_code == 404
+
+    activated = post(admin, f"/api/checkpoints/{second.pk}/activate", {}).json()
+    assert activated["active"] and len(activated["ranking_job_ids"]) == 1
+    ranking = wait_for_job(activated["ranking_job_ids"][0], worker=celery_worker)
+    assert ranking.status == "succeeded", ranking.error
+    assert ranking.result["ranked"] == len(studio.samples)
+
+    response = viewer.get(f"/api/samples/{sample.pk}/segmentation.png")
+    assert response["X-Segmentation-Id"] == str(second.pk)
+    _mode, labels = png_array(response)
+    want_labels, _unsure, want_score = expected_prediction(sample, tiny_models.folder / "generator.safetensors", path)
+    assert (labels == want_labels).mean() > 0.99
+    scores = dict(SamplePrediction.objects.filter(segmentation=second).values_list("sample_id", "score"))
+    assert scores[sample.pk] == pytest.approx(want_score, rel=1e-4)
+    unlabelled = [s.pk for s in studio.samples[2:]]  # the first two are annotated
+    next_up = viewer.get(f"/api/datasets/{studio.dataset.pk}/next-to-label").json()
+    assert [s["id"] for s in next_up] == sorted(unlabelled, key=lambda pk: -scores[pk])
+    assert [s["uncertainty"] for s in next_up] == pytest.approx([scores[s["id"]] for s in next_up])
+
+
+def test_the_demo_bundle_is_ranked_and_its_vectors_get_pictures_when_loaded(users, tiny_models, celery_worker,
+                                                                            client_for, tmp_path):
+    """``manage.py studio`` loading a bundle for the first time: the demo dataset has predictions from the start
+    (a ranking job by the bundle's branch), and a vector without the bundle's thumbnails gets rendered ones."""
+    from webapp.jobs.models import Job
+    from webapp.registry.models import Checkpoint
+    from webapp.studio.services import load_bundle
+
+    bundle = tmp_path / "bundle"
+    (bundle / "vectors").mkdir(parents=True)
+    for name in ("generator.safetensors", "segmentation.safetensors"):
+        (bundle / name).write_bytes((tiny_models.folder / name).read_bytes())
+    (bundle / "vectors" / "bigger_hair.safetensors").write_bytes((tiny_models.folder / "vector.safetensors")
+                                                                 .read_bytes())
+    said = []
+    dataset = load_bundle(bundle, users.admin, said.append, unlabelled=3)
+    assert any("ranking the samples" in line for line in said)
+    ranking = Job.objects.get(kind="rank")
+    thumbnails = Job.objects.get(kind="vector_thumbnails")
+    for job in (ranking, thumbnails):
+        finished = wait_for_job(job.pk, worker=celery_worker)
+        assert finished.status == "succeeded", finished.error
+
+    branch = Checkpoint.objects.get(kind="segmentation", generator=dataset.generator, active=True)
+    assert ranking.params == {"dataset_id": dataset.pk, "segmentation_id": branch.pk}
+    viewer = client_for(users.annotator)
+    for sample in dataset.samples.all():
+        response = viewer.get(f"/api/samples/{sample.pk}/segmentation.png")
+        assert response.status_code == 200 and response["X-Segmentation-Id"] == str(branch.pk)
+    next_up = viewer.get(f"/api/datasets/{dataset.pk}/next-to-label").json()
+    assert len(next_up) == 3 and all(s["uncertainty"] is not None for s in next_up)
+    assert [s["uncertainty"] for s in next_up] == sorted((s["uncertainty"] for s in next_up), reverse=True)
+    vector = viewer.get("/api/vectors").json()[0]
+    assert vector["thumbnails_status"] == "ready" and vector["thumb_after_url"]

@@ -45,9 +45,12 @@ def time_limit(queue: str) -> int:
     return settings.STUDIO_TRAINING_TIME_LIMIT if queue == TRAINING else settings.STUDIO_INTERACTIVE_TIME_LIMIT
 
 
-def enqueue(kind: str, user, params: dict, batch_key: str = "") -> Job:
-    """Create a queued Job and hand it to Celery once the surrounding transaction commits."""
-    if kind in EXPENSIVE:
+def enqueue(kind: str, user, params: dict, batch_key: str = "", limited: bool = True) -> Job:
+    """Create a queued Job and hand it to Celery once the surrounding transaction commits.
+
+    ``limited=False``: work the studio queues itself as the consequence of a change (the ranking that follows an
+    activation) does not count against the user's limit: the change must not be refused or left half done."""
+    if kind in EXPENSIVE and limited:
         waiting = Job.objects.filter(requested_by=user, kind__in=EXPENSIVE,
                                      status__in=[Job.Status.QUEUED, Job.Status.RUNNING]).count()
         if waiting >= settings.STUDIO_MAX_QUEUED_JOBS_PER_USER:

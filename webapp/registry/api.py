@@ -1,5 +1,6 @@
 from typing import Optional
 
+from django.db import transaction
 from django.shortcuts import get_object_or_404
 from ninja import File, Form, Router, UploadedFile, Status
 
@@ -8,7 +9,8 @@ from webapp.accounts.auth import role_auth
 from webapp.jobs.schemas import JobOut
 from webapp.registry import services
 from webapp.registry.models import Checkpoint
-from webapp.registry.schemas import CheckpointOut, ImportPathIn, TrainEncoderIn, TrainSegmentationIn
+from webapp.registry.schemas import CheckpointChangeOut, CheckpointOut, ImportPathIn, TrainEncoderIn, \
+    TrainSegmentationIn
 
 router = Router(tags=["models"])
 viewer, manager = role_auth("registry.view_checkpoint"), role_auth(roles.MANAGE_MODELS)
@@ -25,22 +27,30 @@ def list_checkpoints(request, kind: str = None):
     return rows.filter(kind=kind) if kind else rows
 
 
-@router.post("/checkpoints/upload", auth=manager, response={201: CheckpointOut})
+def _with_rankings(checkpoint: Checkpoint, rankings: list) -> Checkpoint:
+    checkpoint.ranking_job_ids = [job.pk for job in rankings]
+    return checkpoint
+
+
+@router.post("/checkpoints/upload", auth=manager, response={201: CheckpointChangeOut})
 def upload_checkpoint(request, file: File[UploadedFile], kind: Form[str], name: Form[str],
                       generator_id: Form[Optional[int]] = None):
-    """Import an NVlabs .pkl / rosinality .pt / project .safetensors generator, or a segmentation branch."""
-    checkpoint = services.import_checkpoint(request.user, kind=kind, name=name, data=file.read(),
-                                            filename=file.name or "", generator=_generator(generator_id))
-    return Status(201, checkpoint)
+    """Import an NVlabs .pkl / rosinality .pt / project .safetensors generator, or a segmentation branch (the first
+    one of its generator and schema becomes active: its datasets get ranked)."""
+    with transaction.atomic():
+        checkpoint = services.import_checkpoint(request.user, kind=kind, name=name, data=file.read(),
+                                                filename=file.name or "", generator=_generator(generator_id))
+        return Status(201, _with_rankings(checkpoint, services.queue_rankings(checkpoint, request.user)))
 
 
-@router.post("/checkpoints/import", auth=manager, response={201: CheckpointOut})
+@router.post("/checkpoints/import", auth=manager, response={201: CheckpointChangeOut})
 def import_checkpoint(request, payload: ImportPathIn):
     """Import a checkpoint file that is already on the server, below one of STUDIO_IMPORT_ROOTS."""
-    checkpoint = services.import_checkpoint(request.user, kind=payload.kind, name=payload.name,
-                                            server_path=payload.server_path,
-                                            generator=_generator(payload.generator_id))
-    return Status(201, checkpoint)
+    with transaction.atomic():
+        checkpoint = services.import_checkpoint(request.user, kind=payload.kind, name=payload.name,
+                                                server_path=payload.server_path,
+                                                generator=_generator(payload.generator_id))
+        return Status(201, _with_rankings(checkpoint, services.queue_rankings(checkpoint, request.user)))
 
 
 @router.get("/checkpoints/{checkpoint_id}", auth=viewer, response=CheckpointOut)
@@ -48,9 +58,12 @@ def get_checkpoint(request, checkpoint_id: int):
     return get_object_or_404(Checkpoint, pk=checkpoint_id)
 
 
-@router.post("/checkpoints/{checkpoint_id}/activate", auth=manager, response=CheckpointOut)
+@router.post("/checkpoints/{checkpoint_id}/activate", auth=manager, response=CheckpointChangeOut)
 def activate_checkpoint(request, checkpoint_id: int):
-    return services.activate(get_object_or_404(Checkpoint, pk=checkpoint_id))
+    """Make an encoder or segmentation branch the active version; a segmentation branch's datasets are ranked
+    again by it (``ranking_job_ids``), so their stored predictions and "label next" follow the switch."""
+    checkpoint, rankings = services.activate_and_rank(get_object_or_404(Checkpoint, pk=checkpoint_id), request.user)
+    return _with_rankings(checkpoint, rankings)
 
 
 @router.delete("/checkpoints/{checkpoint_id}", auth=manager, response={204: None})

@@ -21,6 +21,12 @@ class CheckpointOut(Schema):
     created: dt.datetime
 
 
+class CheckpointChangeOut(CheckpointOut):
+    ranking_job_ids: list[int] = Field(default_factory=list, description=(
+        "an active segmentation branch: the jobs ranking the datasets that use it (their stored predictions and "
+        "\"label next\" follow it once these finish)"))
+
+
 class ImportPathIn(Schema):
     kind: Literal["generator", "segmentation"]
     name: str = Field(min_length=1, max_length=200)

@@ -10,7 +10,7 @@ import math
 import random
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -178,6 +178,35 @@ def activate(checkpoint: Checkpoint) -> Checkpoint:
         Checkpoint.objects.filter(pk=checkpoint.pk).update(active=True)
     checkpoint.refresh_from_db()
     return checkpoint
+
+
+def queue_rankings(checkpoint: Checkpoint, user, skip: Sequence[int] = ()) -> list:
+    """Rank every dataset that works with ``checkpoint`` (an active segmentation branch: the datasets of its
+    generator and label schema, less ``skip``), so that their stored predictions (``segmentation.png``,
+    ``uncertainty.png``) and the "label next" order follow the branch annotators now work with. A ranking of the same
+    dataset by the same branch that is still waiting is reused. Returns the jobs (none for other checkpoints)."""
+    from webapp.datasets.models import Dataset
+    from webapp.jobs import services as jobs
+    from webapp.jobs.models import Job
+
+    if checkpoint.kind != Checkpoint.Kind.SEGMENTATION or not checkpoint.active:
+        return []
+    rankings = []
+    for dataset in (Dataset.objects.filter(generator=checkpoint.generator, schema=checkpoint.schema)
+                    .exclude(pk__in=list(skip)).order_by("pk")):
+        waiting = Job.objects.filter(kind=Job.Kind.RANK, status=Job.Status.QUEUED, cancel_requested=False,
+                                     params__dataset_id=dataset.pk, params__segmentation_id=checkpoint.pk).first()
+        rankings.append(waiting or jobs.enqueue(Job.Kind.RANK, user, {
+            "dataset_id": dataset.pk, "segmentation_id": checkpoint.pk}, limited=False))
+    return rankings
+
+
+def activate_and_rank(checkpoint: Checkpoint, user) -> tuple[Checkpoint, list]:
+    """``POST /checkpoints/{id}/activate``: activate, then (a segmentation branch) queue the rankings of the datasets
+    that use it, in one transaction."""
+    with transaction.atomic():
+        checkpoint = activate(checkpoint)
+        return checkpoint, queue_rankings(checkpoint, user)
 
 
 def delete(checkpoint: Checkpoint) -> None:

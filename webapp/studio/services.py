@@ -87,6 +87,11 @@ def load_bundle(directory: Path, admin, say: Callable[[str], None], unlabelled: 
                             latent=latent_bytes(ws[0], generator_row.fingerprint), seed=seed, user=admin)
     for path in sorted((directory / "vectors").glob("*.safetensors")):
         import_bundle_vector(directory, path, generator_row, admin, say)
+    active = Checkpoint.objects.filter(kind=Checkpoint.Kind.SEGMENTATION, generator=generator_row, schema=schema_row,
+                                       active=True).first()
+    if active is not None:  # predictions and the "label next" order from the start: the worker ranks the samples
+        registry.queue_rankings(active, admin)
+        say(f"  ranking the samples with segmentation branch #{active.pk} (a job for the worker)")
     return dataset
 
 

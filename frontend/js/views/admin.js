@@ -142,7 +142,14 @@ export class AdminView {
         c.active || c.kind === 'generator' ? '' : button('Activate', {
           title: `Make ${c.name} the active ${c.kind}`,
           onclick: async () => {
-            try { await api.activateCheckpoint(c.id); toast(`${c.name} is active`, 'success'); await this.loadModels(); } catch (error) { showError(error, 'Activate failed'); }
+            try {
+              const { ranking_job_ids: rankings = [] } = await api.activateCheckpoint(c.id);
+              // A segmentation branch: its datasets' predictions and "label next" follow once these jobs finish.
+              toast(rankings.length ? `${c.name} is active; ranking ${rankings.length} dataset${rankings.length > 1 ? 's' : ''} with it (jobs ${rankings.map((id) => `#${id}`).join(', ')})`
+                : `${c.name} is active`, 'success');
+              await this.loadModels();
+              await this.loadJobs();
+            } catch (error) { showError(error, 'Activate failed'); }
           } }))))));
   }
 
