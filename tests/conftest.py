@@ -111,6 +111,27 @@ def daphne_url(django_db_setup, django_db_blocker):
         server.stop()
 
 
+@pytest.fixture
+def start_daphne(django_db_blocker):
+    """``start_daphne(**env)`` → ``(url, process)``: one more Daphne on the test database, with extra environment
+    (a second web process of the same studio; a test may kill it). Stopped after the test."""
+    started: list[processes.ManagedProcess] = []
+
+    def start(**extra_env):
+        port = processes.free_port()
+        with django_db_blocker.unblock():
+            env = {**_subprocess_env(), **extra_env}
+        server = processes.ManagedProcess(f"daphne {port}", processes.daphne_command("127.0.0.1", port),
+                                          VAR / f"logs/daphne-{port}.log", env=env, cwd=REPO).start()
+        started.append(server)
+        server.wait_until(lambda: processes.port_open("127.0.0.1", port), 60, "listening")
+        return f"http://127.0.0.1:{port}", server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
 class CeleryWorker:
     """A real ``celery worker`` process for this session's queues; tests may kill it and start another."""
 

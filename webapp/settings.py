@@ -36,6 +36,14 @@ def env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
 
 
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    try:
+        return default if value is None else float(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} is not a number") from None
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     value = os.environ.get(name)
     return default if value is None else [item.strip() for item in value.split(",") if item.strip()]
@@ -206,6 +214,11 @@ STUDIO_JOB_STALE_SECONDS = 3.0  # a running job whose heartbeat is older than th
 STUDIO_PROGRESS_DB_SECONDS = 1.0  # progress reaches the database at most this often (the channel layer: always)
 STUDIO_AUTOSAVE_SECONDS = env_int("STUDIO_AUTOSAVE_SECONDS", 1)  # live strokes reach the database within 2 s
 STUDIO_MODE1_MAX_BATCH = env_int("STUDIO_MODE1_MAX_BATCH", 16)
+# A live annotation room lists a user while the Daphne process holding their socket renews the entry (every third of
+# this); a crashed Daphne renews nothing, so its users drop out of every room within this + a third of it.
+STUDIO_PRESENCE_TTL_SECONDS = env_float("STUDIO_PRESENCE_TTL_SECONDS", 30.0)
+if not 0 < STUDIO_PRESENCE_TTL_SECONDS < float("inf"):
+    raise ValueError(f"STUDIO_PRESENCE_TTL_SECONDS={STUDIO_PRESENCE_TTL_SECONDS} must be a positive number of seconds")
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = STUDIO_MAX_UPLOAD_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
@@ -264,6 +265,61 @@ def test_dataset_presence_lists_who_is_in_each_live_room(studio, daphne_url, cli
     assert seen["other"] == {str(elsewhere.pk): ["ann"]}
     assert seen["bob left"] == {str(first.pk): ["ann", "art"]}
     assert viewer.get("/api/datasets/99999/presence").status_code == 404
+
+
+def test_a_crashed_daphnes_users_leave_the_rooms_when_their_presence_expires(studio, daphne_url, start_daphne,
+                                                                              client_for):
+    """Presence entries expire unless the Daphne holding the socket renews them. A second web process with a short
+    STUDIO_PRESENCE_TTL_SECONDS keeps its idle user listed for several TTLs; SIGKILLed (no leave is ever sent), its
+    user is gone from ``GET /datasets/{id}/presence`` within the TTL and from the room of a user on the surviving
+    Daphne at that process's next renewal (a third of its own TTL, default 30 s)."""
+    from webapp.realtime.rooms import heartbeat_seconds
+
+    ttl = 2.0
+    crashing_url, crashing = start_daphne(STUDIO_PRESENCE_TTL_SECONDS=str(ttl))
+    sample = studio.samples[0]
+    path = f"/ws/annotate/{sample.pk}/"
+    viewer = client_for(studio.users.artist)
+    alice, bob = (session_headers(client_for, user) for user in (studio.users.annotator, studio.users.annotator2))
+
+    def rooms():  # in a worker thread (the test client is sync): its own DB connection
+        from django.db import connection
+
+        try:
+            return viewer.get(f"/api/datasets/{studio.dataset.pk}/presence").json()
+        finally:
+            connection.close()
+
+    async def scenario():
+        seen = {}
+        async with open_socket(daphne_url, path, bob) as survivor:
+            await next_of(survivor, "state")
+            on_crashing = await open_socket(crashing_url, path, alice)
+            await next_of(on_crashing, "state")
+            while len((await next_of(survivor, "presence"))["users"]) < 2:
+                pass
+            await asyncio.sleep(3 * ttl)  # nobody sends anything: only the renewals keep alice listed
+            seen["idle"] = await asyncio.to_thread(rooms)
+            crashing.kill()
+            killed = time.monotonic()
+            while "ann" in (await asyncio.to_thread(rooms)).get(str(sample.pk), []):
+                assert time.monotonic() - killed < ttl + 5, "alice is still listed long after her Daphne died"
+                await asyncio.sleep(0.1)
+            seen["expired after"] = time.monotonic() - killed
+            seen["rest"] = await asyncio.to_thread(rooms)
+            while "ann" in (room := [user["username"] for user in (await next_of(
+                    survivor, "presence", timeout=heartbeat_seconds() + ttl + TIMEOUT))["users"]]):
+                pass
+            seen["room after"], seen["room"] = time.monotonic() - killed, room
+            with contextlib.suppress(Exception):  # its server is gone
+                await on_crashing.close()
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert seen["idle"] == {str(sample.pk): ["ann", "ann2"]}
+    assert seen["expired after"] <= ttl + 1.5, seen  # the last renewal was at most a third of the TTL before
+    assert seen["rest"] == {str(sample.pk): ["ann2"]} and seen["room"] == ["ann2"]
+    assert seen["room after"] <= ttl + heartbeat_seconds() + 2.0, seen
 
 
 def png_of(sample) -> bytes:

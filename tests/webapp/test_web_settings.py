@@ -36,3 +36,7 @@ def test_bad_setting_values_fail_with_a_clear_message(tmp_path):
     assert wrong.returncode != 0 and "STORAGE_BACKEND='ftp': use 'local' (default) or 's3'" in wrong.stderr
     wrong = settings_in(tmp_path, STUDIO_MAX_QUEUED_JOBS_PER_USER="many")
     assert wrong.returncode != 0 and "STUDIO_MAX_QUEUED_JOBS_PER_USER='many' is not an integer" in wrong.stderr
+    wrong = settings_in(tmp_path, STUDIO_PRESENCE_TTL_SECONDS="soon")
+    assert wrong.returncode != 0 and "STUDIO_PRESENCE_TTL_SECONDS='soon' is not a number" in wrong.stderr
+    wrong = settings_in(tmp_path, STUDIO_PRESENCE_TTL_SECONDS="0")
+    assert wrong.returncode != 0 and "must be a positive number of seconds" in wrong.stderr

@@ -109,6 +109,8 @@ class AnnotationConsumer(StudioConsumer):
         self.sample_id = int(self.scope["url_route"]["kwargs"]["sample_id"])
         self.redis = rooms.async_redis()
         self.flush_task: asyncio.Task | None = None
+        self.heartbeat_task: asyncio.Task | None = None
+        self.presence_sent: frozenset = frozenset()  # channels of the presence list this client got last
         await super().connect()
 
     def authorize(self) -> list[str]:
@@ -123,13 +125,36 @@ class AnnotationConsumer(StudioConsumer):
         member = {"user_id": self.user.pk, "username": self.user.get_username(), "channel": self.channel_name,
                   "can_paint": self.can_paint, "since": time.time()}
         present = await rooms.join(self.redis, self.sample.dataset_id, self.sample_id, self.channel_name, member)
+        self.heartbeat_task = asyncio.create_task(self._renew_presence(member))
         pending = await rooms.pending_ops(self.redis, self.sample_id)
         version = await database_sync_to_async(self._version)()
+        self.presence_sent = self._channels(present)
         await self.send_json({"type": "state", "sample": self.sample_id, "version": version, "pending": pending,
                               "you": member, "presence": present})
         await self.channel_layer.group_send(annotation_group(self.sample_id), {"type": "presence", "users": present})
         if pending:
             self.schedule_flush()
+
+    async def _renew_presence(self, member: dict) -> None:
+        """While this socket is open, renew its presence entry (it expires if this process dies). When the renewal
+        removed expired entries (their Daphne crashed) or had to put this one back, the whole room hears the new
+        list; when someone else removed them (a join, ``GET /datasets/{id}/presence``), this client still does."""
+        while True:
+            await asyncio.sleep(rooms.heartbeat_seconds())
+            try:
+                changed, present = await rooms.touch(self.redis, self.sample.dataset_id, self.sample_id,
+                                                     self.channel_name, member)
+                if changed:
+                    await self.channel_layer.group_send(annotation_group(self.sample_id),
+                                                        {"type": "presence", "users": present})
+                elif self._channels(present) != self.presence_sent:
+                    await self.presence({"type": "presence", "users": present})
+            except Exception:  # Redis away for a moment: try again at the next beat, keep the socket
+                log.exception("renewing the presence in the room of sample %s failed", self.sample_id)
+
+    @staticmethod
+    def _channels(users: list[dict]) -> frozenset:
+        return frozenset(user["channel"] for user in users)
 
     def _version(self) -> int:
         from webapp.datasets.services import annotation_of
@@ -138,6 +163,9 @@ class AnnotationConsumer(StudioConsumer):
         return annotation.version if annotation else 0
 
     async def disconnect(self, code):
+        if getattr(self, "heartbeat_task", None) is not None:
+            self.heartbeat_task.cancel()  # and wait until it has stopped: no renewal may land after the leave below
+            await asyncio.wait([self.heartbeat_task])
         if hasattr(self, "sample"):
             present = await rooms.leave(self.redis, self.sample.dataset_id, self.sample_id, self.channel_name)
             await self.channel_layer.group_send(annotation_group(self.sample_id), {"type": "presence",
@@ -204,6 +232,7 @@ class AnnotationConsumer(StudioConsumer):
         await self.send_json(event)
 
     async def presence(self, event):
+        self.presence_sent = self._channels(event["users"])  # what this client believes: the renewal compares
         await self.send_json(event)
 
     async def saved(self, event):

@@ -8,6 +8,12 @@ browser that drops mid-stroke loses at most what it had not yet sent.
 Presence is a hash per room (channel → member) plus, per dataset, the set of its samples whose room is occupied, so
 ``dataset_presence`` answers "who is where" for a dataset without scanning every room. Joins and leaves change both
 in one Lua call each: a sample is in the set exactly while its room has somebody in it.
+
+Entries expire: a sorted set per room holds each channel's expiry time (Redis clock), renewed by ``touch`` from the
+Daphne process that holds the socket every ``heartbeat_seconds()`` (a third of ``STUDIO_PRESENCE_TTL_SECONDS``).
+A Daphne that crashes never sends its leaves, and renews nothing: every call that reads or changes a room first
+removes the entries past their expiry (and a room left empty from the dataset's set), so its users disappear at the
+next heartbeat of anybody still in the room and from ``dataset_presence`` at once.
 """
 from __future__ import annotations
 
@@ -27,19 +33,58 @@ return seq
 """
 
 
-_JOIN = """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[3])
-return redis.call('HVALS', KEYS[1])
+# Shared by the presence scripts. KEYS[1]: the room's presence hash, KEYS[2]: its expiry zset, KEYS[3]: the dataset's
+# set of occupied rooms. The Redis clock (TIME) decides expiry, so Daphne processes on several hosts agree.
+_PRUNE_EXPIRED = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local removed = 0
+for _, channel in ipairs(redis.call('HKEYS', KEYS[1])) do
+  local expires = redis.call('ZSCORE', KEYS[2], channel)
+  if not expires or tonumber(expires) <= now then
+    redis.call('HDEL', KEYS[1], channel)
+    removed = removed + 1
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 """
 
-_LEAVE = """
-redis.call('HDEL', KEYS[1], ARGV[1])
-if redis.call('HLEN', KEYS[1]) == 0 then
-  redis.call('SREM', KEYS[2], ARGV[2])
-end
-return redis.call('HVALS', KEYS[1])
+# ARGV: channel, member JSON, sample id, ttl seconds → {entries removed or added, member JSON…}
+_TOUCH = _PRUNE_EXPIRED + """
+local added = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[3])
+local result = redis.call('HVALS', KEYS[1])
+table.insert(result, 1, removed + added)
+return result
 """
+
+# ARGV: channel, sample id → {entries removed, member JSON…}
+_LEAVE = _PRUNE_EXPIRED + """
+removed = removed + redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('HLEN', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[3], ARGV[2])
+end
+local result = redis.call('HVALS', KEYS[1])
+table.insert(result, 1, removed)
+return result
+"""
+
+# ARGV: sample id → {entries removed, member JSON…}
+_PRUNE = _PRUNE_EXPIRED + """
+if redis.call('HLEN', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[3], ARGV[1])
+end
+local result = redis.call('HVALS', KEYS[1])
+table.insert(result, 1, removed)
+return result
+"""
+
+
+def heartbeat_seconds() -> float:
+    """How often a socket's presence entry is renewed: three renewals fit in one time to live."""
+    return settings.STUDIO_PRESENCE_TTL_SECONDS / 3
 
 
 def _key(sample_id: int, part: str) -> str:
@@ -72,33 +117,46 @@ def _sorted_members(raw_values) -> list[dict]:
     return sorted((json.loads(v) for v in raw_values), key=lambda m: (m["username"], m["since"]))
 
 
+def _presence_keys(dataset_id: int, sample_id: int) -> tuple[str, str, str]:
+    return _key(sample_id, "presence"), _key(sample_id, "seen"), _occupied_key(dataset_id)
+
+
+async def touch(client: aioredis.Redis, dataset_id: int, sample_id: int, channel: str, member: dict
+                ) -> tuple[bool, list[dict]]:
+    """Put ``member`` (on ``channel``) in the room of ``sample_id`` of ``dataset_id``, or renew its entry for another
+    ``STUDIO_PRESENCE_TTL_SECONDS``; expired entries go. Returns whether the room's list changed (someone expired,
+    or this entry was new) and everybody there."""
+    raw = await client.eval(_TOUCH, 3, *_presence_keys(dataset_id, sample_id), channel, json.dumps(member),
+                            str(sample_id), repr(float(settings.STUDIO_PRESENCE_TTL_SECONDS)))
+    return int(raw[0]) > 0, _sorted_members(raw[1:])
+
+
 async def join(client: aioredis.Redis, dataset_id: int, sample_id: int, channel: str, member: dict) -> list[dict]:
     """Put ``member`` (on ``channel``) in the room of ``sample_id`` of ``dataset_id``; returns everybody there."""
-    raw = await client.eval(_JOIN, 2, _key(sample_id, "presence"), _occupied_key(dataset_id), channel,
-                            json.dumps(member), str(sample_id))
-    return _sorted_members(raw)
+    return (await touch(client, dataset_id, sample_id, channel, member))[1]
 
 
 async def leave(client: aioredis.Redis, dataset_id: int, sample_id: int, channel: str) -> list[dict]:
-    raw = await client.eval(_LEAVE, 2, _key(sample_id, "presence"), _occupied_key(dataset_id), channel,
-                            str(sample_id))
-    return _sorted_members(raw)
+    raw = await client.eval(_LEAVE, 3, *_presence_keys(dataset_id, sample_id), channel, str(sample_id))
+    return _sorted_members(raw[1:])
 
 
-async def members(client: aioredis.Redis, sample_id: int) -> list[dict]:
-    return _sorted_members(await client.hvals(_key(sample_id, "presence")))
+async def members(client: aioredis.Redis, dataset_id: int, sample_id: int) -> list[dict]:
+    raw = await client.eval(_PRUNE, 3, *_presence_keys(dataset_id, sample_id), str(sample_id))
+    return _sorted_members(raw[1:])
 
 
 def dataset_presence(dataset_id: int) -> dict[int, list[str]]:
-    """``{sample_id: [username, …]}`` for every occupied room of the dataset (names sorted, each once)."""
+    """``{sample_id: [username, …]}`` for every occupied room of the dataset (names sorted, each once); entries past
+    their expiry (a crashed Daphne's users) are removed first."""
     client = sync_redis()
     sample_ids = sorted(int(raw) for raw in client.smembers(_occupied_key(dataset_id)))
     pipeline = client.pipeline(transaction=False)
     for sample_id in sample_ids:
-        pipeline.hvals(_key(sample_id, "presence"))
+        pipeline.eval(_PRUNE, 3, *_presence_keys(dataset_id, sample_id), str(sample_id))
     rooms = {}
     for sample_id, raw in zip(sample_ids, pipeline.execute()):
-        names = sorted({json.loads(value)["username"] for value in raw})
+        names = sorted({json.loads(value)["username"] for value in raw[1:]})
         if names:
             rooms[sample_id] = names
     return rooms
