@@ -83,6 +83,25 @@ def png_bytes(array: np.ndarray, mode: str = "L") -> bytes:
     return buffer.getvalue()
 
 
+def photo_file(size: tuple[int, int], colour: tuple[int, int, int], image_format: str = "PNG") -> io.BytesIO:
+    """A one-colour photo as the multipart upload of a test client expects (a named file object)."""
+    photo = io.BytesIO()
+    Image.new("RGB", size, colour).save(photo, format=image_format)
+    photo.seek(0)
+    photo.name = f"photo.{image_format.lower()}"
+    return photo
+
+
+def tiny_bundle(folder, tiny_models):
+    """A bundle folder with the tiny generator, its segmentation branch and one vector (no thumbnails)."""
+    (folder / "vectors").mkdir(parents=True)
+    for name in ("generator.safetensors", "segmentation.safetensors"):
+        (folder / name).write_bytes((tiny_models.folder / name).read_bytes())
+    (folder / "vectors" / "bigger_hair.safetensors").write_bytes((tiny_models.folder / "vector.safetensors")
+                                                                 .read_bytes())
+    return folder
+
+
 @pytest.fixture
 def studio(users, tiny_models):
     """A registered tiny generator (imported like an upload), its active segmentation branch, a dataset with four

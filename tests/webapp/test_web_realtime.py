@@ -193,9 +193,13 @@ def test_viewers_may_watch_but_not_paint_and_see_cursors(studio, daphne_url, cli
 
 
 def test_job_socket_sends_status_and_takes_cancel(studio, daphne_url, client_for):
-    from webapp.jobs.services import enqueue
+    from webapp.jobs.models import Job
+    from webapp.jobs.services import QUEUE_OF_KIND
 
-    job = enqueue("sample", studio.users.admin, {"dataset_id": studio.dataset.pk, "count": 1})
+    # A queued row that no broker delivers: a Celery worker left running by another test file must not finish it
+    # before the socket's cancel arrives (this test is about the socket, not the worker).
+    job = Job.objects.create(kind=Job.Kind.SAMPLE, queue=QUEUE_OF_KIND[Job.Kind.SAMPLE],
+                             requested_by=studio.users.admin, params={"dataset_id": studio.dataset.pk, "count": 1})
     admin, annotator = (session_headers(client_for, user) for user in (studio.users.admin, studio.users.annotator))
 
     async def not_mine():

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import tiny_bundle
+
 pytestmark = pytest.mark.database_independent
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,12 +43,7 @@ def queued_jobs(var: Path) -> list[tuple[str, str]]:
 
 
 def test_setup_creates_admin_and_loads_the_bundle_once(tmp_path, tiny_models, key_prefix):
-    bundle = tmp_path / "bundle"
-    (bundle / "vectors").mkdir(parents=True)
-    for name in ("generator.safetensors", "segmentation.safetensors"):
-        (bundle / name).write_bytes((tiny_models.folder / name).read_bytes())
-    (bundle / "vectors" / "bigger_hair.safetensors").write_bytes((tiny_models.folder / "vector.safetensors")
-                                                                 .read_bytes())
+    bundle = tiny_bundle(tmp_path / "bundle", tiny_models)
     first = run_setup(tmp_path / "var", bundle, key_prefix)
     assert "created the first admin: username 'admin'" in first
     assert "vector bigger_hair" in first and "demo dataset 'demo' with 12 samples is ready" in first

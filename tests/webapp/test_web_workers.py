@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import png_bytes
+from conftest import photo_file, png_bytes
 from test_web_realtime import next_of, open_socket, session_headers
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -157,16 +157,9 @@ def test_a_job_whose_worker_is_killed_runs_again_and_finishes(studio, celery_wor
 
 
 def test_upload_embed_then_refine_with_mode2(studio, celery_worker, client_for):
-    import io
-
-    from PIL import Image
-
     artist = client_for(studio.users.artist)
-    photo = io.BytesIO()
-    Image.new("RGB", (48, 40), (120, 80, 60)).save(photo, format="JPEG")
-    photo.seek(0)
-    photo.name = "photo.jpg"
-    uploaded = artist.post(f"/api/datasets/{studio.dataset.pk}/samples/upload", {"file": photo}).json()
+    uploaded = artist.post(f"/api/datasets/{studio.dataset.pk}/samples/upload",
+                           {"file": photo_file((48, 40), (120, 80, 60), "JPEG")}).json()
     embedded = wait_for_job(post(artist, f"/api/samples/{uploaded['id']}/embed", {"steps": 3}).json()["id"],
                             worker=celery_worker)
     assert embedded.status == "succeeded", embedded.error

@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import photo_file, tiny_bundle
 from test_web_workers import post, wait_for_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -146,11 +147,8 @@ def test_ranking_with_a_new_branch_recomputes_every_prediction(studio, tiny_mode
 
 def test_embedding_an_upload_stores_its_prediction(studio, celery_worker, client_for):
     artist = client_for(studio.users.artist)
-    photo = io.BytesIO()
-    Image.new("RGB", (40, 40), (90, 140, 60)).save(photo, format="PNG")
-    photo.seek(0)
-    photo.name = "photo.png"
-    uploaded = artist.post(f"/api/datasets/{studio.dataset.pk}/samples/upload", {"file": photo}).json()
+    uploaded = artist.post(f"/api/datasets/{studio.dataset.pk}/samples/upload",
+                           {"file": photo_file((40, 40), (90, 140, 60))}).json()
     before = artist.get(f"/api/samples/{uploaded['id']}/segmentation.png")
     assert before.status_code == 404 and "embed it" in before.json()["detail"]
 
@@ -220,12 +218,7 @@ def test_the_demo_bundle_is_ranked_and_its_vectors_get_pictures_when_loaded(user
     from webapp.registry.models import Checkpoint
     from webapp.studio.services import load_bundle
 
-    bundle = tmp_path / "bundle"
-    (bundle / "vectors").mkdir(parents=True)
-    for name in ("generator.safetensors", "segmentation.safetensors"):
-        (bundle / name).write_bytes((tiny_models.folder / name).read_bytes())
-    (bundle / "vectors" / "bigger_hair.safetensors").write_bytes((tiny_models.folder / "vector.safetensors")
-                                                                 .read_bytes())
+    bundle = tiny_bundle(tmp_path / "bundle", tiny_models)
     said = []
     dataset = load_bundle(bundle, users.admin, said.append, unlabelled=3)
     assert any("ranking the samples" in line for line in said)

@@ -59,27 +59,28 @@ table.insert(result, 1, removed + added)
 return result
 """
 
-# ARGV: channel, sample id → {entries removed, member JSON…}
-_LEAVE = _PRUNE_EXPIRED + """
-removed = removed + redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
+
+def _release_if_empty(sample_id_arg: int) -> str:
+    """Lua tail of the leave/prune scripts: an empty room leaves the dataset's set (its sample id is
+    ``ARGV[sample_id_arg]``); returns {entries removed, member JSON…}."""
+    return f"""
 if redis.call('HLEN', KEYS[1]) == 0 then
-  redis.call('SREM', KEYS[3], ARGV[2])
+  redis.call('SREM', KEYS[3], ARGV[{sample_id_arg}])
 end
 local result = redis.call('HVALS', KEYS[1])
 table.insert(result, 1, removed)
 return result
 """
 
-# ARGV: sample id → {entries removed, member JSON…}
-_PRUNE = _PRUNE_EXPIRED + """
-if redis.call('HLEN', KEYS[1]) == 0 then
-  redis.call('SREM', KEYS[3], ARGV[1])
-end
-local result = redis.call('HVALS', KEYS[1])
-table.insert(result, 1, removed)
-return result
-"""
+
+# ARGV: channel, sample id
+_LEAVE = _PRUNE_EXPIRED + """
+removed = removed + redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+""" + _release_if_empty(2)
+
+# ARGV: sample id
+_PRUNE = _PRUNE_EXPIRED + _release_if_empty(1)
 
 
 def heartbeat_seconds() -> float:
