@@ -200,6 +200,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 STUDIO_DEVICE = os.environ.get("STUDIO_DEVICE", "auto")  # auto | cpu | cuda | cuda:N (workers only)
 # float32 | bfloat16 | float16: the precision of edit passes on a GPU worker (editor_core EditingModels.precision)
 STUDIO_EDIT_PRECISION = os.environ.get("STUDIO_EDIT_PRECISION", "float32")
+# CPU workers run at this lower priority (os.nice increment, 0 = unchanged) so the web server stays responsive
+STUDIO_CPU_WORKER_NICE = env_int("STUDIO_CPU_WORKER_NICE", 10)
+if not 0 <= STUDIO_CPU_WORKER_NICE <= 19:
+    raise ValueError(f"STUDIO_CPU_WORKER_NICE must be 0..19 (an os.nice increment), got {STUDIO_CPU_WORKER_NICE}")
 STUDIO_MAX_UPLOAD_BYTES = env_int("STUDIO_MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
 STUDIO_MAX_UPLOAD_PIXELS = env_int("STUDIO_MAX_UPLOAD_PIXELS", 40_000_000)
 STUDIO_MAX_CHECKPOINT_BYTES = env_int("STUDIO_MAX_CHECKPOINT_BYTES", 2 * 1024 ** 3)

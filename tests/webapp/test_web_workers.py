@@ -210,3 +210,14 @@ def test_an_uploaded_vector_gets_thumbnails_rendered_by_the_worker(studio, tiny_
     before, after = (np.asarray(Image.open(io.BytesIO(artist.get(vector[key]).getvalue())), dtype=int)
                      for key in ("thumb_before_url", "thumb_after_url"))
     assert np.abs(before - after).mean() > 1  # the vector changed the picture
+
+
+def test_a_cpu_worker_runs_below_the_web_servers_priority(celery_worker):
+    """So that a ranking or a retraining on the studio's own CPU does not stall live saves (STUDIO_CPU_WORKER_NICE)."""
+    import os
+
+    from django.conf import settings
+
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, celery_worker.process.process.pid) == min(
+        ours + settings.STUDIO_CPU_WORKER_NICE, 19)
