@@ -225,12 +225,7 @@ class GeneratorConfig:
             raise ValueError(f"mapping_lr_multiplier must be > 0, got {self.mapping_lr_multiplier}")
         if not 0 <= self.w_avg_beta <= 1:
             raise ValueError(f"w_avg_beta must be in [0, 1], got {self.w_avg_beta}")
-        if self.conv_clamp is not None and not self.conv_clamp > 0:
-            raise ValueError(f"conv_clamp must be None or > 0, got {self.conv_clamp}")
-        if not (isinstance(self.num_fp16_res, int) and self.num_fp16_res >= 0):
-            raise ValueError(f"num_fp16_res must be an integer >= 0, got {self.num_fp16_res!r}")
-        if self.fp16_dtype not in FP16_DTYPES:
-            raise ValueError(f"fp16_dtype must be one of {sorted(FP16_DTYPES)}, got {self.fp16_dtype!r}")
+        _check_precision_fields(self)
         if self.architecture != "skip":
             raise ValueError(f"architecture {self.architecture!r} is not supported; only the 'skip' generator "
                              f"(StyleGAN2 config-e/f) is implemented")
@@ -257,6 +252,16 @@ class GeneratorConfig:
     def from_dict(cls, data: dict[str, Any]) -> "GeneratorConfig":
         """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
         return _config_from_dict(cls, data)
+
+
+def _check_precision_fields(config: Any) -> None:
+    """The reduced-precision fields that generator and discriminator configs share."""
+    if config.conv_clamp is not None and not config.conv_clamp > 0:
+        raise ValueError(f"conv_clamp must be None or > 0, got {config.conv_clamp}")
+    if not (isinstance(config.num_fp16_res, int) and config.num_fp16_res >= 0):
+        raise ValueError(f"num_fp16_res must be an integer >= 0, got {config.num_fp16_res!r}")
+    if config.fp16_dtype not in FP16_DTYPES:
+        raise ValueError(f"fp16_dtype must be one of {sorted(FP16_DTYPES)}, got {config.fp16_dtype!r}")
 
 
 def _fp16_resolution(resolution: int, num_fp16_res: int) -> int:
@@ -549,12 +554,7 @@ class DiscriminatorConfig:
         if self.channel_base < self.resolution:
             raise ValueError(f"channel_base={self.channel_base} gives no channels at {self.resolution}px; "
                              f"use channel_base >= resolution")
-        if self.conv_clamp is not None and not self.conv_clamp > 0:
-            raise ValueError(f"conv_clamp must be None or > 0, got {self.conv_clamp}")
-        if not (isinstance(self.num_fp16_res, int) and self.num_fp16_res >= 0):
-            raise ValueError(f"num_fp16_res must be an integer >= 0, got {self.num_fp16_res!r}")
-        if self.fp16_dtype not in FP16_DTYPES:
-            raise ValueError(f"fp16_dtype must be one of {sorted(FP16_DTYPES)}, got {self.fp16_dtype!r}")
+        _check_precision_fields(self)
 
     def channels_at(self, res: int) -> int:
         return min(self.channel_base // res, self.channel_max)

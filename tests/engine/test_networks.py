@@ -212,8 +212,13 @@ def test_config_dict_round_trip_and_validation():
         GeneratorConfig(resolution=16)
     with pytest.raises(ValueError, match="architecture"):
         GeneratorConfig(resolution=32, architecture="resnet")
-    with pytest.raises(ValueError, match="fp16_dtype"):
-        GeneratorConfig(resolution=32, fp16_dtype="float8")
+    for config_class in (GeneratorConfig, DiscriminatorConfig):
+        with pytest.raises(ValueError, match="fp16_dtype"):
+            config_class(resolution=32, fp16_dtype="float8")
+        with pytest.raises(ValueError, match="conv_clamp"):
+            config_class(resolution=32, conv_clamp=0)
+        with pytest.raises(ValueError, match="num_fp16_res"):
+            config_class(resolution=32, num_fp16_res=-1)
     d_config = DiscriminatorConfig(resolution=64, channel_base=1024, channel_max=64, conv_clamp=256)
     assert DiscriminatorConfig.from_dict(json.loads(json.dumps(d_config.to_dict()))) == d_config
 
