@@ -1,6 +1,7 @@
 // Following a job live (ws/jobs/<id>/): `job.status` on join and on every change, `job.progress` with step, total
 // and losses. A reconnect gets a fresh `job.status`, so a dropped socket loses nothing that matters.
 
+import * as api from './api.js';
 import { StudioSocket } from './socket.js';
 
 export const FINISHED = ['succeeded', 'failed', 'cancelled'];
@@ -29,6 +30,29 @@ export function watchJob(jobId, handlers = {}) {
     });
   });
   return { done, cancel: () => socket.send({ type: 'cancel' }), close: () => socket.close() };
+}
+
+/**
+ * Follows a training job in an admin panel: the status line, the progress bar and the live loss chart, then the
+ * job's whole metric series (the socket may have missed steps). Throws `<what> <state>` unless it succeeded.
+ * @param {number} jobId
+ * @param {{status: HTMLElement, bar: HTMLElement, chart: {append: Function, setAll: Function}, what: string}} view
+ * @returns {Promise<object>} the final job status
+ */
+export async function followTrainingJob(jobId, { status, bar, chart, what }) {
+  const final = await watchJob(jobId, {
+    onStatus: (s) => { status.textContent = `job #${jobId}: ${describeJob(s)}`; },
+    onProgress: (p) => {
+      bar.style.width = `${Math.round(p.progress * 100)}%`;
+      chart.append(p.step, p.losses);
+      status.textContent = `job #${jobId}: ${p.stage} ${p.step}/${p.total}`;
+    },
+  }).done;
+  const detail = await api.getJob(jobId);
+  if (Object.keys(detail.metrics ?? {}).length) chart.setAll(detail.metrics);
+  if (final.status !== 'succeeded') throw new Error(`${what} ${describeJob(final)}`);
+  bar.style.width = '100%';
+  return final;
 }
 
 /** A readable line for a job's state. */

@@ -6,7 +6,7 @@ import * as api from '../api.js';
 import { h, button, replaceChildren } from '../ui/dom.js';
 import { showError, toast } from '../ui/toast.js';
 import { LossChart } from '../chart/loss-chart.js';
-import { describeJob, watchJob } from '../jobs.js';
+import { followTrainingJob } from '../jobs.js';
 import { encoderQualityRows, scalarMetrics } from '../metrics.js';
 
 const RUN_KEYS = ['steps', 'minutes', 'stopped_by_time', 'batch_size', 'lpips_weight', 'real_images', 'eval_samples'];
@@ -76,18 +76,8 @@ export class EncoderTraining {
     try {
       const job = await api.trainEncoder(this.settings());
       this.status.textContent = `job #${job.id} queued`;
-      const final = await watchJob(job.id, {
-        onStatus: (s) => { this.status.textContent = `job #${job.id}: ${describeJob(s)}`; },
-        onProgress: (p) => {
-          bar.style.width = `${Math.round(p.progress * 100)}%`;
-          this.chart.append(p.step, p.losses);
-          this.status.textContent = `job #${job.id}: ${p.stage} ${p.step}/${p.total}`;
-        },
-      }).done;
-      const detail = await api.getJob(job.id);
-      if (Object.keys(detail.metrics ?? {}).length) this.chart.setAll(detail.metrics);
-      if (final.status !== 'succeeded') throw new Error(`encoder training ${describeJob(final)}`);
-      bar.style.width = '100%';
+      const final = await followTrainingJob(job.id, { status: this.status, bar, chart: this.chart,
+        what: 'encoder training' });
       this.status.textContent = `job #${job.id}: done`;
       this.show(await api.getCheckpoint(final.result.checkpoint_id));
       toast('Encoder training finished', 'success');

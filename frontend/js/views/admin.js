@@ -6,7 +6,7 @@ import * as api from '../api.js';
 import { h, button, replaceChildren, formatTime } from '../ui/dom.js';
 import { showError, toast } from '../ui/toast.js';
 import { LossChart } from '../chart/loss-chart.js';
-import { describeJob, watchJob } from '../jobs.js';
+import { followTrainingJob } from '../jobs.js';
 import { classIouRows, scalarMetrics } from '../metrics.js';
 import { EncoderTraining } from '../panels/encoder-training.js';
 import { IouTable } from '../panels/iou-table.js';
@@ -195,18 +195,8 @@ export class AdminView {
         holdout_fraction: this.picker.holdoutFraction() });
       this.trainStatus.textContent = `job #${job.id} queued`;
       await this.loadJobs();
-      const final = await watchJob(job.id, {
-        onStatus: (s) => { this.trainStatus.textContent = `job #${job.id}: ${describeJob(s)}`; },
-        onProgress: (p) => {
-          bar.style.width = `${Math.round(p.progress * 100)}%`;
-          this.chart.append(p.step, p.losses);
-          this.trainStatus.textContent = `job #${job.id}: ${p.stage} ${p.step}/${p.total}`;
-        },
-      }).done;
-      const detail = await api.getJob(job.id);
-      if (Object.keys(detail.metrics ?? {}).length) this.chart.setAll(detail.metrics);
-      if (final.status !== 'succeeded') throw new Error(`training ${describeJob(final)}`);
-      bar.style.width = '100%';
+      const final = await followTrainingJob(job.id, { status: this.trainStatus, bar, chart: this.chart,
+        what: 'training' });
       const checkpoint = await api.getCheckpoint(final.result?.checkpoint_id);
       const classes = await this.schemaClasses(checkpoint.schema_id ?? this.datasetById(datasetId)?.schema_id);
       this.iouTable.show(checkpoint.metrics ?? final.result?.metrics, classes, `Per-class IoU of ${checkpoint.name} #${checkpoint.id}`);
