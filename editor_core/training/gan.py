@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from editor_core.checkpoints import save_generator
+from editor_core.checkpoints import GENERATOR_KIND, CheckpointError, load_generator, read_checkpoint, save_generator
 from editor_core.domains import toonface
 from editor_core.networks import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 from editor_core.progress import ProgressCallback, ProgressEvent, report
@@ -89,6 +89,9 @@ class TrainConfig:
     render_batches: int = 16  # iterations' worth of reals rendered per renderer call
     ema_kimg: float = 10.0  # half-life of the EMA generator, in thousands of images
     ema_rampup: float = 0.05  # early on the half-life is at most this fraction of the images shown
+    # A run started from an already trained generator (``GanTrainer.from_generator``) gets a fresh D; until this many
+    # thousand images have been shown only D trains, so that G is not pushed around by a D that knows nothing yet.
+    g_frozen_until_kimg: float = 0.0
     seed: int = 0
     log_every: int = 100  # iterations per loss-log row
     snapshot_kimg: float = 100.0  # checkpoint + sample grid interval
@@ -111,7 +114,7 @@ class TrainConfig:
         for name in ("g_lr", "d_lr", "snapshot_kimg"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("r1_gamma", "pl_weight", "ema_kimg", "ema_rampup"):
+        for name in ("r1_gamma", "pl_weight", "ema_kimg", "ema_rampup", "g_frozen_until_kimg"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
         if not 0.0 <= self.style_mixing_prob <= 1.0:
@@ -306,8 +309,15 @@ class GanTrainer:
         cfg = self.config
         batch = cfg.batch_size
         reals = self.reals_for_step(self.step)
+        if self.images_shown >= cfg.g_frozen_until_kimg * 1000:
+            self._generator_step(batch)
+        self._discriminator_step(batch, reals)
+        self.images_shown += batch
+        self.step += 1
+        update_ema(self.G_ema, self.G, ema_beta(batch, self.images_shown, cfg.ema_kimg, cfg.ema_rampup))
 
-        # G: non-saturating loss (D frozen so that no D weight gradients are computed).
+    def _generator_step(self, batch: int) -> None:
+        """Non-saturating loss (D frozen so that no D weight gradients are computed), path length on its interval."""
         self.G.requires_grad_(True)
         self.D.requires_grad_(False)
         with self._autocast():
@@ -317,11 +327,11 @@ class GanTrainer:
         loss_G.backward()
         self.opt_G.step()
         self._record("loss_G", loss_G)
+        if self.config.pl_weight > 0 and self.step % self.config.pl_interval == 0:
+            self._path_length_step(batch // self.config.pl_batch_shrink)
 
-        if cfg.pl_weight > 0 and self.step % cfg.pl_interval == 0:
-            self._path_length_step(batch // cfg.pl_batch_shrink)
-
-        # D: logistic loss on fresh fakes (these draws also track mapping.w_avg) and reals.
+    def _discriminator_step(self, batch: int, reals: torch.Tensor) -> None:
+        """Logistic loss on fresh fakes (these draws also track ``mapping.w_avg``) and reals, R1 on its interval."""
         self.G.requires_grad_(False)
         self.D.requires_grad_(True)
         with torch.no_grad(), self._autocast():
@@ -336,13 +346,8 @@ class GanTrainer:
         self._record("loss_D", loss_D)
         self._record("logits_real", real_logits.float().mean())
         self._record("logits_fake", fake_logits.float().mean())
-
-        if cfg.r1_gamma > 0 and self.step % cfg.r1_interval == 0:
+        if self.config.r1_gamma > 0 and self.step % self.config.r1_interval == 0:
             self._r1_step(reals)
-
-        self.images_shown += batch
-        self.step += 1
-        update_ema(self.G_ema, self.G, ema_beta(batch, self.images_shown, cfg.ema_kimg, cfg.ema_rampup))
 
     def _r1_step(self, reals: torch.Tensor) -> None:
         with self._autocast():
@@ -470,6 +475,26 @@ class GanTrainer:
         torch.save(self.state_dict(compact=self.compact_checkpoints), path)
 
     @classmethod
+    def from_generator(cls, path: Path | str, config: TrainConfig, d_warmup_kimg: float,
+                       device: torch.device | str = "cpu", compile: bool = True,
+                       compact_checkpoints: bool = False) -> "GanTrainer":
+        """Continue training an exported generator (project format): G and G_ema start from its weights, D and the
+        optimisers start fresh, the image count continues from the file's ``meta.images_shown``, and only D trains
+        for the first ``d_warmup_kimg`` thousand images. ``config.generator`` is replaced by the file's."""
+        _, _, meta = read_checkpoint(path, expected_kind=GENERATOR_KIND)
+        generator = load_generator(path)
+        images_shown = int(meta.get("images_shown", 0))
+        config = dataclasses.replace(config, generator=generator.config,
+                                     g_frozen_until_kimg=images_shown / 1000 + d_warmup_kimg)
+        trainer = cls(config, device=device, compile=compile, compact_checkpoints=compact_checkpoints)
+        trainer.G.load_state_dict(generator.state_dict())
+        trainer.G_ema.load_state_dict(generator.state_dict())
+        trainer.images_shown = images_shown
+        # New data: the real-image chunks are indexed by step, so continuing the count draws faces not seen before.
+        trainer.step = images_shown // config.batch_size
+        return trainer
+
+    @classmethod
     def load(cls, path: Path | str, device: torch.device | str = "cpu", compile: bool = True,
              compact_checkpoints: Optional[bool] = None) -> "GanTrainer":
         """Rebuild a trainer from ``save``'s file; the loop continues where it stopped, with the random-number
@@ -575,6 +600,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     train.add_argument("--kimg", type=float, required=True, help="total thousands of images to show (all sessions)")
     train.add_argument("--minutes", type=float, default=None, help="stop and checkpoint after this much wall time")
     train.add_argument("--resume", type=Path, default=None, help="a latest.pt to continue from")
+    train.add_argument("--init-generator", type=Path, default=None,
+                       help="start G and G_ema from an exported generator (.safetensors) with a fresh D")
+    train.add_argument("--d-warmup-kimg", type=float, default=50.0,
+                       help="with --init-generator: thousands of images during which only D trains (default 50)")
     train.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     train.add_argument("--no-compile", action="store_true", help="run eagerly (debugging; much slower)")
     train.add_argument("--compact-checkpoint", action="store_true", default=None,
@@ -595,11 +624,21 @@ def main(argv: Optional[list[str]] = None) -> None:
     overrides = {name: value for name, value in (("batch_size", args.batch), ("r1_gamma", args.r1_gamma),
                                                  ("pl_weight", args.pl_weight), ("seed", args.seed))
                  if value is not None}
+    if args.d_warmup_kimg < 0:
+        parser.error(f"--d-warmup-kimg must be ≥ 0, got {args.d_warmup_kimg}")
     if args.resume is not None:
-        if overrides:
-            parser.error(f"--resume continues the checkpoint's own training config; drop {sorted(overrides)}")
+        if overrides or args.init_generator is not None:
+            parser.error(f"--resume continues the checkpoint's own training config and networks; drop "
+                         f"{sorted(overrides) + (['--init-generator'] if args.init_generator else [])}")
         trainer = GanTrainer.load(args.resume, device=args.device, compile=not args.no_compile,
                                   compact_checkpoints=args.compact_checkpoint)
+    elif args.init_generator is not None:
+        try:
+            trainer = GanTrainer.from_generator(args.init_generator, TrainConfig(**overrides), args.d_warmup_kimg,
+                                                device=args.device, compile=not args.no_compile,
+                                                compact_checkpoints=bool(args.compact_checkpoint))
+        except (CheckpointError, ValueError) as err:
+            parser.error(f"--init-generator {args.init_generator}: {err}")
     else:
         trainer = GanTrainer(TrainConfig(**overrides), device=args.device, compile=not args.no_compile,
                              compact_checkpoints=bool(args.compact_checkpoint))

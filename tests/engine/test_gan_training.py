@@ -153,3 +153,39 @@ def test_separable_fir_of_the_cuda_training_path_equals_the_grouped_convolution(
     x = torch.randn(2, 5, size, size, dtype=torch.float64)
     expected = fir_filter(x, f, padding, stride, gain)  # the CPU path: grouped convolution
     torch.testing.assert_close(separable_fir_filter(x, f, padding, stride, gain), expected, rtol=0, atol=1e-12)
+
+
+def test_training_continues_from_an_exported_generator_with_d_warmup(tmp_path):
+    first = GanTrainer(tiny_config())
+    first.train(tmp_path / "first", total_kimg=kimg(3))
+    export_generator(tmp_path / "first" / "latest.pt", tmp_path / "G.safetensors")
+    exported = load_generator(tmp_path / "G.safetensors")
+
+    warmup_steps = 2
+    trainer = GanTrainer.from_generator(tmp_path / "G.safetensors", tiny_config(), d_warmup_kimg=kimg(warmup_steps))
+    assert (trainer.images_shown, trainer.step) == (3 * BATCH, 3)
+    for name, tensor in exported.state_dict().items():
+        assert torch.equal(trainer.G.state_dict()[name], tensor), name
+    trainer.train(tmp_path / "second", total_kimg=kimg(3 + warmup_steps))
+    for name, tensor in exported.named_parameters():  # D warm-up: G's weights have not moved (w_avg is tracked)
+        assert torch.equal(dict(trainer.G.named_parameters())[name], tensor), name
+    assert all(math.isnan(row["loss_G"]) and not math.isnan(row["loss_D"]) for row in trainer.log)
+
+    trainer.train(tmp_path / "second", total_kimg=kimg(3 + warmup_steps + 1))
+    assert not math.isnan(trainer.log[-1]["loss_G"])
+    assert any(not torch.equal(tensor, dict(exported.named_parameters())[name])
+               for name, tensor in trainer.G.named_parameters())
+    resumed = GanTrainer.load(tmp_path / "second" / "latest.pt")
+    assert resumed.config.g_frozen_until_kimg == pytest.approx(kimg(3 + warmup_steps))
+
+
+def test_cli_refuses_init_generator_with_resume_or_a_bad_file(tmp_path, capsys):
+    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit):
+        main(["train", "--out", str(tmp_path / "o"), "--kimg", "1", "--device", "cpu",
+              "--init-generator", str(tmp_path / "junk.safetensors")])
+    assert "--init-generator" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--out", str(tmp_path / "o"), "--kimg", "1", "--device", "cpu", "--d-warmup-kimg", "-1",
+              "--init-generator", str(tmp_path / "junk.safetensors")])
+    assert "--d-warmup-kimg" in capsys.readouterr().err
