@@ -50,9 +50,9 @@ from editor_core.domains import toonface
 from editor_core.domains.toonface import PARAM_SCHEMA, ToonFaceParams, ToonPart, toonface_schema
 from editor_core.editing import (EditConfig, EditingModels, apply_vectors, dilate, optimize_edit, refine_config,
                                  refine_vectors, render_and_segment, resize_mask)
-from editor_core.embedding import (BATCH_EMBED_STEPS, ENCODER_TRAINING_KIND, EmbedConfig, Encoder, EncoderConfig,
-                                   EncoderTrainConfig, embed_image, image_distances, load_encoder, psnr, save_encoder,
-                                   train_encoder)
+from editor_core.embedding import (BATCH_EMBED_STEPS, ENCODER_KIND, ENCODER_TRAINING_KIND, EmbedConfig, Encoder,
+                                   EncoderConfig, EncoderTrainConfig, embed_image, image_distances, load_encoder, psnr,
+                                   save_encoder, train_encoder)
 from editor_core.networks import Generator
 from editor_core.perceptual import get_perceptual_loss
 from editor_core.segmentation import (SegmentationConfig, SegmentationEnsemble, SegTrainConfig, class_iou,
@@ -302,8 +302,11 @@ class DemoPipeline:
     """The stages, over one bundle folder ``out`` (which holds the generator) and a scratch folder ``work``."""
 
     def __init__(self, out: Path, work: Path, config: PipelineConfig, device: torch.device,
-                 figures: Optional[Path] = None, log: Callable[[str], None] = print):
+                 figures: Optional[Path] = None, log: Callable[[str], None] = print,
+                 encoder_init: Optional[Path] = None):
         self.out, self.work, self.config, self.device = Path(out), Path(work), config, torch.device(device)
+        # An encoder of a related generator (e.g. the bundle's earlier one) to start the encoder stage from.
+        self.encoder_init = None if encoder_init is None else Path(encoder_init)
         self.figures = Path(figures) if figures is not None else self.work / "figures"
         self.log = log
         generator_path = self.out / GENERATOR_FILE
@@ -412,6 +415,8 @@ class DemoPipeline:
         self.work.mkdir(parents=True, exist_ok=True)
         state = self.work / ENCODER_STATE_FILE
         encoder = Encoder(EncoderConfig.for_generator(G, **dict(cfg.encoder_widths))).to(self.device)
+        if self.encoder_init is not None and not state.exists():
+            self._initialise_encoder(encoder)
         stream = RenderStream(cfg.encoder_batch, self.resolution, SEED_STREAMS["encoder_reals"], self.device)
         train_config = EncoderTrainConfig(steps=cfg.encoder_steps, batch_size=cfg.encoder_batch, lr=cfg.encoder_lr,
                                           lpips_net=cfg.lpips_net, seed=cfg.seed, checkpoint_path=str(state),
@@ -447,13 +452,25 @@ class DemoPipeline:
                 "lr": cfg.encoder_lr, "lpips_net": cfg.lpips_net, "real_images": "toon-face renders, a fresh batch "
                 "per step", "session_minutes": round((time.monotonic() - start) / 60, 2), "final_losses": last,
                 "encoder_only_psnr_fp32": round(psnr32, 3), "encoder_only_psnr_fp16": round(psnr16, 3),
-                "dtype": "float16" if ship_fp16 else "float32"}
+                "dtype": "float16" if ship_fp16 else "float32",
+                "initialised_from": None if self.encoder_init is None else str(self.encoder_init)}
         save_encoder(path, copy.deepcopy(encoder).half() if ship_fp16 else encoder, G, meta)
         self.log(f"encoder: saved {path} ({meta['dtype']}; encoder-only PSNR {psnr32:.2f} dB fp32, "
                  f"{psnr16:.2f} dB fp16)")
         self._update_manifest({ENCODER_FILE: {
             "what": f"image → W+ encoder ({meta['dtype']})", "how": f"train_encoder, {done} steps of batch "
             f"{cfg.encoder_batch} generator samples + {cfg.encoder_batch} renders", "created": meta["created"]}})
+
+    def _initialise_encoder(self, encoder: Encoder) -> None:
+        """Start from ``encoder_init``'s weights (same architecture; its generator may differ: ``train_encoder``
+        replaces ``w_avg`` with this generator's)."""
+        tensors, config, meta = read_checkpoint(self.encoder_init, ENCODER_KIND)
+        if EncoderConfig.from_dict(config) != encoder.config:
+            raise ValueError(f"{self.encoder_init} is an encoder of another architecture ({config}); the encoder "
+                             f"stage builds {encoder.config.to_dict()}")
+        encoder.load_state_dict({name: t.float() for name, t in tensors.items()})
+        self.log(f"encoder: starting from {self.encoder_init} (trained {meta.get('steps', '?')} steps for "
+                 f"generator {meta.get('generator_fingerprint', '?')})")
 
     def regressor_stage(self, force: bool = False) -> None:
         """Train the render-parameter regressor (the Fréchet-distance features) on fresh renders."""
@@ -914,6 +931,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="scratch folder for training state and the markdown report")
     parser.add_argument("--figures", type=Path, default=None,
                         help="folder for the PNG figures (default: <work>/figures)")
+    parser.add_argument("--encoder-init", type=Path, default=None,
+                        help="start the encoder stage from this encoder (e.g. one trained for an earlier generator)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--force", action="store_true", help="rebuild outputs that exist")
     options = {"encoder_minutes": float, "encoder_steps": int, "encoder_batch": int, "regressor_minutes": float,
@@ -936,7 +955,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                           "cpu" if args.device == "auto" else args.device)
     _install_generator(args.generator or args.out / GENERATOR_FILE, args.out)
     pipeline = DemoPipeline(args.out, args.work, config, device, args.figures,
-                            log=lambda line: print(line, flush=True))
+                            log=lambda line: print(line, flush=True), encoder_init=args.encoder_init)
     for stage in (STAGES if args.stage == "all" else (args.stage,)):
         began = time.monotonic()
         getattr(pipeline, f"{stage}_stage")(force=args.force)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from editor_core.bundle import AnnotatedSamples, load_bundle
 from editor_core.checkpoints import read_checkpoint, save_generator
 from editor_core.domains import toonface
 from editor_core.domains.toonface import toonface_schema
+from editor_core.embedding import Encoder, EncoderConfig, load_encoder
 from editor_core.networks import Generator
 from editor_core.perceptual import BackboneWeightsMissing, find_backbone_weights
 from editor_core.training.demo_bundle import (DEMO_EDITS, DemoPipeline, GroundTruthEdit, PipelineConfig,
@@ -114,6 +116,28 @@ def test_stages_skip_existing_outputs_and_the_encoder_resumes(built):
     assert read_checkpoint(encoder_file)[2]["steps"] == 6
     assert any(line.startswith("encoder: step 6") for line in lines)
     assert not any(line.startswith("encoder: step 2") for line in lines[-4:])
+
+
+def test_encoder_stage_starts_from_an_earlier_encoder(built, tmp_path):
+    pipeline, _ = built
+    earlier = load_encoder(pipeline.out / "encoder.safetensors", pipeline.generator)
+    lines: list[str] = []
+    out = tmp_path / "bundle"
+    out.mkdir()
+    shutil.copyfile(pipeline.out / "generator.safetensors", out / "generator.safetensors")
+    started = DemoPipeline(out, tmp_path / "work", dataclasses.replace(TINY_PIPELINE, encoder_steps=1),
+                           torch.device("cpu"), log=lines.append, encoder_init=pipeline.out / "encoder.safetensors")
+    initialised = Encoder(earlier.config)
+    started._initialise_encoder(initialised)
+    for name, tensor in earlier.state_dict().items():
+        assert torch.equal(initialised.state_dict()[name], tensor.float()), name
+    started.encoder_stage()
+    assert read_checkpoint(out / "encoder.safetensors")[2]["initialised_from"] == str(pipeline.out / "encoder.safetensors")
+    assert any(line.startswith("encoder: starting from") for line in lines)
+
+    narrower = Encoder(EncoderConfig.for_generator(pipeline.generator, channel_max=8))
+    with pytest.raises(ValueError, match="another architecture"):
+        started._initialise_encoder(narrower)
 
 
 def test_command_line_refuses_another_generator_in_the_bundle(built, tmp_path):
