@@ -1,13 +1,48 @@
 """Reading and writing files through Django's default storage (local media or S3, by settings)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterator, Optional
+
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.db import transaction
+
+# The names save_bytes stored inside the innermost open atomic_with_files block (None outside any).
+_stored_in_block: ContextVar[Optional[list[str]]] = ContextVar("stored_in_block", default=None)
 
 
 def save_bytes(name: str, data: bytes) -> str:
     """Store ``data`` under ``name`` (a free name is chosen if it exists) and return the stored name."""
-    return default_storage.save(name, ContentFile(data))
+    stored = default_storage.save(name, ContentFile(data))
+    block = _stored_in_block.get()
+    if block is not None:
+        block.append(stored)
+    return stored
+
+
+@contextmanager
+def atomic_with_files() -> Iterator[None]:
+    """``transaction.atomic()`` whose stored files go with its rows: when the block raises (a 409 for a taken name,
+    a database error, a refused job), its rows roll back and the files ``save_bytes`` stored inside it are deleted,
+    so a failed request leaves no orphan files. Nested in another such block, its files stay in the outer one's
+    care until that one ends too."""
+    enclosing = _stored_in_block.get()
+    stored: list[str] = []
+    token = _stored_in_block.set(stored)
+    try:
+        with transaction.atomic():
+            yield
+    except BaseException:
+        for name in stored:
+            delete_quietly(name)
+        raise
+    else:
+        if enclosing is not None:
+            enclosing.extend(stored)
+    finally:
+        _stored_in_block.reset(token)
 
 
 def read_bytes(name: str) -> bytes:

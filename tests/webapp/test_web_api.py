@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import png_bytes
+from conftest import photo_file, png_bytes
 from webapp.datasets.masks import decode_coco_rle
 
 pytestmark = pytest.mark.django_db
@@ -24,6 +24,28 @@ def current_mask(client, sample_id: int) -> np.ndarray:
     response = client.get(f"/api/samples/{sample_id}/annotation/mask.png")
     assert response.status_code == 200
     return np.asarray(Image.open(io.BytesIO(response.content)))
+
+
+def stored_files(folder: str = "") -> set[str]:
+    """Every file name in the studio's storage below ``folder`` (what a refused request must not add to)."""
+    from django.core.files.storage import default_storage
+
+    try:
+        folders, files = default_storage.listdir(folder)
+    except FileNotFoundError:
+        return set()
+    names = {f"{folder}/{name}".lstrip("/") for name in files}
+    for sub in folders:
+        names |= stored_files(f"{folder}/{sub}".lstrip("/"))
+    return names
+
+
+def raising(error: Exception):
+    """A stand-in for a function or method that fails with ``error``, whatever it is called with."""
+    def fail(*_args, **_kwargs):
+        raise error
+
+    return fail
 
 
 def test_me_reports_role_and_permissions(shared_studio, client_for):
@@ -263,6 +285,91 @@ def test_an_uploaded_vector_for_an_unknown_generator_is_a_clear_4xx(shared_studi
     assert (EditVector.objects.count(), Job.objects.count()) == before  # nothing stored, no job queued
 
 
+def test_a_refused_or_failed_vector_upload_leaves_no_file_in_storage(shared_studio, client_for, tmp_path,
+                                                                     monkeypatch):
+    from webapp.editing import services as editing
+    from webapp.editing.models import EditVector
+
+    artist = client_for(shared_studio.users.artist)
+    generator = shared_studio.generator
+    downloaded = artist.get(f"/api/vectors/{shared_studio.vector.pk}/file").content
+    before = (stored_files(), EditVector.objects.count())
+    taken = artist.post("/api/vectors/upload", {"file": io.BytesIO(downloaded), "generator_id": generator.pk})
+    assert taken.status_code == 409
+    assert taken.json()["detail"] == f"generator #{generator.pk} already has a vector named 'bigger hair'"
+    assert (stored_files(), EditVector.objects.count()) == before
+
+    # Any failure after the file is stored, here queueing its thumbnails.
+    monkeypatch.setattr(editing, "enqueue_thumbnails", raising(ConnectionError("the broker is unreachable")))
+    with pytest.raises(ConnectionError):
+        artist.post("/api/vectors/upload", {"file": io.BytesIO(tiny_vector_file(tmp_path, generator, "new look")),
+                                            "generator_id": generator.pk})
+    assert (stored_files(), EditVector.objects.count()) == before
+
+
+def test_a_vector_from_an_edit_under_a_taken_name_leaves_no_thumbnails(shared_studio, client_for):
+    from webapp.editing import services as editing
+    from webapp.editing.models import EditSession
+
+    sample, artist = shared_studio.samples[0], shared_studio.users.artist
+    session = EditSession.objects.create(sample=sample, generator=shared_studio.generator,
+                                         segmentation=shared_studio.segmentation, mode=EditSession.Mode.OPTIMIZE,
+                                         user=artist)
+    picture = png_bytes(np.zeros((32, 32, 3), np.uint8), mode="RGB")
+    editing.store_result(session, image_png=picture, mask_png=picture, latent=b"latent", delta=b"delta")
+    before = stored_files()
+    taken = client_for(artist).post("/api/vectors", {"edit_id": session.pk, "name": "bigger hair"},
+                                    content_type="application/json")
+    assert taken.status_code == 409 and "already has a vector named 'bigger hair'" in taken.json()["detail"]
+    assert stored_files() == before
+
+
+def test_uploads_that_fail_after_storing_leave_no_file(shared_studio, client_for, tiny_models, tmp_path, settings,
+                                                       monkeypatch):
+    """A photo, a checkpoint, a mask and a mode-3 target mask: each is stored before its row is written or its job
+    queued; when that fails, the request answers the error and its files are gone with its rows."""
+    from django.db import DatabaseError, IntegrityError
+
+    from webapp.datasets.models import AnnotationRevision, Sample
+    from webapp.editing.models import EditSession
+    from webapp.registry import services as registry
+    from webapp.registry.models import Checkpoint
+
+    admin, annotator = client_for(shared_studio.users.admin), client_for(shared_studio.users.annotator)
+    artist = client_for(shared_studio.users.artist)
+    sample = shared_studio.samples[2]
+    branch, path = second_branch(shared_studio, tiny_models, tmp_path, seed=7)
+    branch.delete()  # a branch file the studio does not know (the deleted row's stored file is in 'before')
+    before = stored_files()
+
+    def rows():
+        return [model.objects.count() for model in (Sample, Checkpoint, AnnotationRevision, EditSession)]
+
+    rows_before = rows()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Sample, "save", raising(DatabaseError("disk full")))
+        with pytest.raises(DatabaseError):
+            artist.post(f"/api/datasets/{shared_studio.dataset.pk}/samples/upload",
+                        {"file": photo_file((40, 40), (90, 140, 60))})
+    with monkeypatch.context() as patch:
+        patch.setattr(registry, "queue_rankings", raising(ConnectionError("the broker is unreachable")))
+        with pytest.raises(ConnectionError):
+            admin.post("/api/checkpoints/upload", {"file": io.BytesIO(path.read_bytes()), "kind": "segmentation",
+                                                   "name": "again", "generator_id": shared_studio.generator.pk})
+    with monkeypatch.context() as patch:  # two first saves of the sample raced: the revision's version is taken
+        patch.setattr(AnnotationRevision.objects, "create", raising(IntegrityError("UNIQUE constraint failed")))
+        mask = b64(png_bytes(np.ones((32, 32), np.uint8)))
+        lost_race = annotator.put(f"/api/samples/{sample.pk}/annotation", {"base_version": 0, "mask_png": mask},
+                                  content_type="application/json")
+        assert lost_race.status_code == 409 and lost_race.json()["current_version"] == 0
+    settings.STUDIO_MAX_QUEUED_JOBS_PER_USER = 0
+    refused = artist.post("/api/edits", {"sample_id": sample.pk, "mode": 3, "target_mask_png": mask,
+                                         "edited_classes": [1]}, content_type="application/json")
+    assert refused.status_code == 429
+    assert stored_files() == before and rows() == rows_before
+
+
 def test_a_bundle_vectors_thumbnails_come_from_the_bundle(shared_studio, tmp_path):
     from webapp.editing.services import THUMB_SIZE
     from webapp.jobs.models import Job
@@ -320,19 +427,21 @@ def test_checkpoint_import_checks_format_and_paths(shared_studio, client_for, ti
     assert used.status_code == 409 and "still used" in used.json()["detail"]
 
 
-def second_branch(studio, tiny_models, tmp_path, seed: int = 5):
-    """Another segmentation branch of the studio's generator and schema (registered, not active)."""
+def second_branch(studio, tiny_models, tmp_path, seed: int = 5, schema=None):
+    """Another segmentation branch of the studio's generator and schema (registered, not active); with an engine
+    ``schema``, a branch of the studio's generator that predicts that schema's classes instead (active: the first)."""
     import torch
 
     from conftest import TINY_SCHEMA
     from editor_core.segmentation import SegmentationConfig, SegmentationEnsemble, save_segmentation
     from webapp.registry import services as registry
 
+    schema = schema or TINY_SCHEMA
     torch.manual_seed(seed)
-    ensemble = SegmentationEnsemble(SegmentationConfig.from_generator(tiny_models.generator, TINY_SCHEMA.num_classes,
+    ensemble = SegmentationEnsemble(SegmentationConfig.from_generator(tiny_models.generator, schema.num_classes,
                                                                       hidden=(16,), ensemble_size=3), seed=seed)
     path = tmp_path / f"branch{seed}.safetensors"
-    save_segmentation(path, ensemble, TINY_SCHEMA, meta={"generator_id": tiny_models.fingerprint})
+    save_segmentation(path, ensemble, schema, meta={"generator_id": tiny_models.fingerprint})
     return registry.import_checkpoint(studio.users.admin, kind="segmentation", name=f"branch {seed}",
                                       data=path.read_bytes(), filename=path.name, generator=studio.generator), path
 
@@ -370,6 +479,43 @@ def test_activating_a_branch_queues_the_ranking_of_its_datasets(shared_studio, t
                                                       "name": "third", "generator_id": shared_studio.generator.pk})
     assert uploaded.status_code == 201 and uploaded.json()["active"] is False
     assert uploaded.json()["ranking_job_ids"] == []
+
+
+def test_ranking_refuses_a_branch_of_another_label_schema_up_front(shared_studio, tiny_models, client_for, tmp_path):
+    """A chosen branch must be one of the dataset's generator *and* label schema: a branch that predicts other
+    classes is refused with the reason before a job exists (it would only fail in the worker)."""
+    from editor_core.schema import LabelSchema as EngineSchema
+    from webapp.jobs.models import Job
+
+    admin = client_for(shared_studio.users.admin)
+    dataset, sample = shared_studio.dataset, shared_studio.samples[0]
+    other, _path = second_branch(shared_studio, tiny_models, tmp_path,
+                                 schema=EngineSchema.from_names("other parts", ["background", "thing"]))
+    assert other.generator_id == dataset.generator_id and other.schema_id != dataset.schema_id
+    jobs_before = Job.objects.count()
+
+    def rank(segmentation_id):
+        return admin.post(f"/api/datasets/{dataset.pk}/rank", {"segmentation_id": segmentation_id},
+                          content_type="application/json")
+
+    mismatched = rank(other.pk)
+    assert mismatched.status_code == 400
+    assert mismatched.json()["detail"] == (f"segmentation branch #{other.pk} predicts the classes of label schema "
+                                           "'other parts', not those of label schema 'tiny parts' of dataset "
+                                           "'tiny set'")
+    # The stored predictions are asked for through the same check.
+    prediction = admin.get(f"/api/samples/{sample.pk}/segmentation.png?segmentation_id={other.pk}")
+    assert prediction.status_code == 400 and prediction.json()["detail"] == mismatched.json()["detail"]
+    for wrong, reason in ((shared_studio.generator.pk, "is a generator, not a segmentation branch"),
+                          (99999, "does not exist, not a segmentation branch")):
+        refused = rank(wrong)
+        assert refused.status_code == 400 and reason in refused.json()["detail"]
+    assert Job.objects.count() == jobs_before
+
+    accepted = rank(shared_studio.segmentation.pk)
+    assert accepted.status_code == 202
+    assert Job.objects.get(pk=accepted.json()["id"]).params == {"dataset_id": dataset.pk,
+                                                                 "segmentation_id": shared_studio.segmentation.pk}
 
 
 def test_job_cancel_retry_and_per_user_limit(shared_studio, client_for, settings):

@@ -24,7 +24,7 @@ from webapp.errors import Conflict
 from webapp.jobs import services as jobs
 from webapp.registry.models import Checkpoint
 from webapp.registry.services import active_segmentation
-from webapp.storage import delete_quietly, read_bytes, save_bytes
+from webapp.storage import atomic_with_files, delete_quietly, read_bytes, save_bytes
 
 MIN_CLASSES, MAX_CLASSES = 2, 255  # a mask is 8-bit; the paper's schemas have 16–34 part classes
 COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -83,12 +83,13 @@ def add_sample(dataset: Dataset, *, source: str, image_png: bytes, latent: bytes
         width, height = image.size
     sample = Sample(dataset=dataset, source=source, seed=seed, width=width, height=height, created_by=user)
     prefix = f"datasets/{dataset.pk}/samples"
-    sample.image.name = save_bytes(f"{prefix}/image.png", image_png)
-    if latent:
-        sample.latent.name = save_bytes(f"{prefix}/latent.safetensors", latent)
-    if original:
-        sample.original.name = save_bytes(f"{prefix}/{original_name or 'upload'}", original)
-    sample.save()
+    with atomic_with_files():  # a sample that cannot be saved leaves no files behind
+        sample.image.name = save_bytes(f"{prefix}/image.png", image_png)
+        if latent:
+            sample.latent.name = save_bytes(f"{prefix}/latent.safetensors", latent)
+        if original:
+            sample.original.name = save_bytes(f"{prefix}/{original_name or 'upload'}", original)
+        sample.save()
     return sample
 
 
@@ -178,7 +179,7 @@ def save_mask(sample: Sample, user, mask: np.ndarray, base_version: int,
 def _new_version(sample: Sample, user, base_version: int, reason: str, status: str, note: str,
                  mask_data: Optional[bytes] = None, required_status: Iterable[str] = ()) -> Annotation:
     try:
-        with transaction.atomic():
+        with atomic_with_files():  # a conflict found after the mask was stored (409) leaves no mask file behind
             annotation, _ = Annotation.objects.get_or_create(sample=sample)
             if annotation.version != base_version:
                 raise _conflict(sample, base_version)
@@ -249,6 +250,25 @@ def next_to_label(dataset: Dataset, limit: int = 20):
 
 
 # --- model predictions --------------------------------------------------------------------------------------------
+def dataset_segmentation(dataset: Dataset, segmentation_id: int) -> Checkpoint:
+    """Checkpoint ``segmentation_id`` if it is a segmentation branch that works on ``dataset``: trained on the
+    dataset's generator and predicting the dataset's label schema (its classes). Anything else is refused up front
+    with a ValidationError (400) that says what differs, rather than queued for a worker to fail on."""
+    checkpoint = Checkpoint.objects.select_related("schema").filter(pk=segmentation_id).first()
+    if checkpoint is None or checkpoint.kind != Checkpoint.Kind.SEGMENTATION:
+        what = "does not exist" if checkpoint is None else f"is a {checkpoint.kind}"
+        raise ValidationError(f"checkpoint #{segmentation_id} {what}, not a segmentation branch of dataset "
+                              f"'{dataset.name}'")
+    if checkpoint.generator_id != dataset.generator_id:
+        raise ValidationError(f"segmentation branch #{checkpoint.pk} belongs to generator #{checkpoint.generator_id}, "
+                              f"not to generator #{dataset.generator_id} of dataset '{dataset.name}'")
+    if checkpoint.schema_id != dataset.schema_id:
+        predicts = f"label schema '{checkpoint.schema.name}'" if checkpoint.schema else "no label schema"
+        raise ValidationError(f"segmentation branch #{checkpoint.pk} predicts the classes of {predicts}, not those "
+                              f"of label schema '{dataset.schema.name}' of dataset '{dataset.name}'")
+    return checkpoint
+
+
 class PredictionMissing(LookupError):
     """No stored prediction answers the request (HTTP 404); the message says how to get one."""
 
@@ -299,7 +319,7 @@ def prediction_of(sample: Sample, segmentation_id: Optional[int] = None) -> Samp
     """The stored prediction of segmentation branch ``segmentation_id`` (default: the dataset's active branch).
 
     PredictionMissing (404) says why there is none and what produces one; a checkpoint that is not a segmentation
-    branch of this dataset is a ValidationError (400)."""
+    branch of this dataset is a ValidationError (400, ``dataset_segmentation``)."""
     dataset = sample.dataset
     if segmentation_id is None:
         try:
@@ -307,11 +327,7 @@ def prediction_of(sample: Sample, segmentation_id: Optional[int] = None) -> Samp
         except ValidationError as exc:
             raise PredictionMissing(f"sample #{sample.pk} has no prediction: {' '.join(exc.messages)}") from None
     else:
-        segmentation = Checkpoint.objects.filter(pk=segmentation_id, kind=Checkpoint.Kind.SEGMENTATION,
-                                                 generator=dataset.generator, schema=dataset.schema).first()
-        if segmentation is None:
-            raise ValidationError(f"checkpoint #{segmentation_id} is not a segmentation branch of dataset "
-                                  f"'{dataset.name}' (its generator and label schema)")
+        segmentation = dataset_segmentation(dataset, segmentation_id)
     prediction = SamplePrediction.objects.filter(sample=sample, segmentation=segmentation).first()
     if prediction is not None:
         return prediction
@@ -390,14 +406,12 @@ def enqueue_prelabel(sample: Sample, user):
 
 
 def enqueue_ranking(dataset: Dataset, user, segmentation_id: Optional[int] = None):
+    """``POST /datasets/{id}/rank``: queue a ranking by branch ``segmentation_id`` (default: the active branch),
+    checked by ``dataset_segmentation`` before the job exists."""
     if segmentation_id is None:
         segmentation = active_segmentation(dataset.generator, dataset.schema)
     else:
-        segmentation = Checkpoint.objects.filter(pk=segmentation_id, kind=Checkpoint.Kind.SEGMENTATION,
-                                                 generator=dataset.generator).first()
-        if segmentation is None:
-            raise ValidationError(f"checkpoint #{segmentation_id} is not a segmentation branch of this dataset's "
-                                  "generator")
+        segmentation = dataset_segmentation(dataset, segmentation_id)
     return jobs.enqueue("rank", user, {"dataset_id": dataset.pk, "segmentation_id": segmentation.pk})
 
 

@@ -21,7 +21,7 @@ from webapp.errors import Conflict
 from webapp.jobs import services as jobs
 from webapp.registry.models import Checkpoint
 from webapp.registry.services import active_segmentation
-from webapp.storage import delete_quietly, read_bytes, save_bytes
+from webapp.storage import atomic_with_files, read_bytes, save_bytes
 
 THUMB_SIZE = 128
 # Rendered thumbnails (vectors that come without pictures): one fixed generator sample, so that every such vector of
@@ -77,7 +77,7 @@ def start_edit(user, sample: Sample, mode: int, *, vectors: Sequence[tuple[int, 
         if mode == EditSession.Mode.APPLY:
             raise ValidationError("mode 1 applies vectors without optimisation: 'steps' is for modes 2 and 3")
         params["steps"] = steps
-    with transaction.atomic():
+    with atomic_with_files():  # a refused job (429) leaves no target mask behind
         session = EditSession.objects.create(sample=sample, generator=generator, segmentation=segmentation, mode=mode,
                                              params=params, user=user)
         if mode == EditSession.Mode.OPTIMIZE:
@@ -172,11 +172,12 @@ def vector_from_edit(user, session: EditSession, name: str, description: str, ta
                         edited_classes=result.edited_classes, generator=session.generator, author=user,
                         scale_min=scale_min, scale_max=scale_max, source=result)
     vector.file.name = result.delta.name
-    vector.thumb_before.name = save_bytes(f"vectors/thumbs/{session.pk}-before.png",
-                                          _thumbnail(read_bytes(session.sample.image.name)))
-    vector.thumb_after.name = save_bytes(f"vectors/thumbs/{session.pk}-after.png",
-                                         _thumbnail(read_bytes(result.image.name)))
-    return _save_vector_row(vector)
+    with atomic_with_files():  # a taken name (409) leaves no thumbnails behind
+        vector.thumb_before.name = save_bytes(f"vectors/thumbs/{session.pk}-before.png",
+                                              _thumbnail(read_bytes(session.sample.image.name)))
+        vector.thumb_after.name = save_bytes(f"vectors/thumbs/{session.pk}-after.png",
+                                             _thumbnail(read_bytes(result.image.name)))
+        return _save_vector_row(vector)
 
 
 def import_vector(user, data: bytes, filename: str, generator: Checkpoint, tags: Sequence[str] = (),
@@ -208,11 +209,12 @@ def import_vector(user, data: bytes, filename: str, generator: Checkpoint, tags:
     if thumbnails is not None:  # checked before anything is stored
         pictures = {part: _thumbnail(picture, f"the {part} thumbnail of '{info.name}'")
                     for part, picture in zip(("before", "after"), thumbnails)}
-    vector.file.name = save_bytes("vectors/imported.safetensors", data)
-    if pictures:
-        vector.thumb_before.name = save_bytes("vectors/thumbs/imported-before.png", pictures["before"])
-        vector.thumb_after.name = save_bytes("vectors/thumbs/imported-after.png", pictures["after"])
-    return _save_vector_row(vector)
+    with atomic_with_files():  # a taken name (409) or any later failure leaves no files behind
+        vector.file.name = save_bytes("vectors/imported.safetensors", data)
+        if pictures:
+            vector.thumb_before.name = save_bytes("vectors/thumbs/imported-before.png", pictures["before"])
+            vector.thumb_after.name = save_bytes("vectors/thumbs/imported-after.png", pictures["after"])
+        return _save_vector_row(vector)
 
 
 def _owner_hint(fingerprint: str) -> str:
@@ -226,7 +228,7 @@ def _owner_hint(fingerprint: str) -> str:
 
 def upload_vector(user, data: bytes, filename: str, generator: Checkpoint, tags: Sequence[str] = ()) -> EditVector:
     """``POST /vectors/upload``: import the file; a worker renders its thumbnails (files carry no pictures)."""
-    with transaction.atomic():
+    with atomic_with_files():  # the stored file goes too if queueing the thumbnails fails
         vector = import_vector(user, data, filename, generator, tags)
         enqueue_thumbnails(vector, user)
     return vector
@@ -254,12 +256,11 @@ def store_thumbnails(vector_id: int, before_png: bytes, after_png: bytes) -> Edi
     vector = EditVector.objects.filter(pk=vector_id).first()
     if vector is None:
         raise ValidationError(f"edit vector #{vector_id} was deleted before its thumbnails were rendered")
-    names = {"thumb_before": save_bytes(f"vectors/thumbs/vector{vector_id}-before.png", _thumbnail(before_png)),
-             "thumb_after": save_bytes(f"vectors/thumbs/vector{vector_id}-after.png", _thumbnail(after_png))}
-    if not EditVector.objects.filter(pk=vector_id).update(**names):
-        for name in names.values():
-            delete_quietly(name)
-        raise ValidationError(f"edit vector #{vector_id} was deleted before its thumbnails were rendered")
+    with atomic_with_files():
+        names = {"thumb_before": save_bytes(f"vectors/thumbs/vector{vector_id}-before.png", _thumbnail(before_png)),
+                 "thumb_after": save_bytes(f"vectors/thumbs/vector{vector_id}-after.png", _thumbnail(after_png))}
+        if not EditVector.objects.filter(pk=vector_id).update(**names):
+            raise ValidationError(f"edit vector #{vector_id} was deleted before its thumbnails were rendered")
     vector.refresh_from_db()
     return vector
 

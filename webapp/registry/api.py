@@ -1,6 +1,5 @@
 from typing import Optional
 
-from django.db import transaction
 from django.shortcuts import get_object_or_404
 from ninja import File, Form, Router, UploadedFile, Status
 
@@ -37,20 +36,18 @@ def upload_checkpoint(request, file: File[UploadedFile], kind: Form[str], name: 
                       generator_id: Form[Optional[int]] = None):
     """Import an NVlabs .pkl / rosinality .pt / project .safetensors generator, or a segmentation branch (the first
     one of its generator and schema becomes active: its datasets get ranked)."""
-    with transaction.atomic():
-        checkpoint = services.import_checkpoint(request.user, kind=kind, name=name, data=file.read(),
-                                                filename=file.name or "", generator=_generator(generator_id))
-        return Status(201, _with_rankings(checkpoint, services.queue_rankings(checkpoint, request.user)))
+    checkpoint, rankings = services.import_and_rank(request.user, kind=kind, name=name, data=file.read(),
+                                                    filename=file.name or "", generator=_generator(generator_id))
+    return Status(201, _with_rankings(checkpoint, rankings))
 
 
 @router.post("/checkpoints/import", auth=manager, response={201: CheckpointChangeOut})
 def import_checkpoint(request, payload: ImportPathIn):
     """Import a checkpoint file that is already on the server, below one of STUDIO_IMPORT_ROOTS."""
-    with transaction.atomic():
-        checkpoint = services.import_checkpoint(request.user, kind=payload.kind, name=payload.name,
-                                                server_path=payload.server_path,
-                                                generator=_generator(payload.generator_id))
-        return Status(201, _with_rankings(checkpoint, services.queue_rankings(checkpoint, request.user)))
+    checkpoint, rankings = services.import_and_rank(request.user, kind=payload.kind, name=payload.name,
+                                                    server_path=payload.server_path,
+                                                    generator=_generator(payload.generator_id))
+    return Status(201, _with_rankings(checkpoint, rankings))
 
 
 @router.get("/checkpoints/{checkpoint_id}", auth=viewer, response=CheckpointOut)

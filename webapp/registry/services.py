@@ -20,7 +20,7 @@ from django.db.models import ProtectedError
 from webapp.datasets.models import LabelClass, LabelSchema
 from webapp.errors import Conflict
 from webapp.registry.models import Checkpoint
-from webapp.storage import save_bytes
+from webapp.storage import atomic_with_files, save_bytes
 
 ENGINE_FORMAT = {"editgan": Checkpoint.SourceFormat.PROJECT, "nvlabs-pickle": Checkpoint.SourceFormat.NVLABS,
                  "rosinality": Checkpoint.SourceFormat.ROSINALITY}
@@ -155,8 +155,8 @@ def register_file(path: Path, *, kind: str, name: str, source_format: str, user=
     if duplicate is not None:
         raise Conflict(f"this {kind} is already registered as #{duplicate.pk} '{duplicate.name}'",
                        existing_id=duplicate.pk)
-    stored = save_bytes(f"checkpoints/{kind}/{digest[:16]}.safetensors", path.read_bytes())
-    with transaction.atomic():
+    with atomic_with_files():  # a row that cannot be created (or activated) leaves no stored file behind
+        stored = save_bytes(f"checkpoints/{kind}/{digest[:16]}.safetensors", path.read_bytes())
         checkpoint = Checkpoint.objects.create(
             kind=kind, name=name, file=stored, sha256=digest, fingerprint=fingerprint or digest[:32],
             generator=generator if kind != Checkpoint.Kind.GENERATOR else None, schema=schema,
@@ -165,6 +165,15 @@ def register_file(path: Path, *, kind: str, name: str, source_format: str, user=
                 generator=generator, kind=kind, schema=schema, active=True).exists():
             activate(checkpoint)
     return checkpoint
+
+
+def import_and_rank(user, **source) -> tuple[Checkpoint, list]:
+    """``POST /checkpoints/upload`` and ``/checkpoints/import``: ``import_checkpoint(user, **source)``, then (a
+    branch that became active) queue the rankings of its datasets. One transaction: if the rankings cannot be queued,
+    neither the checkpoint row nor its stored file remains."""
+    with atomic_with_files():
+        checkpoint = import_checkpoint(user, **source)
+        return checkpoint, queue_rankings(checkpoint, user)
 
 
 def activate(checkpoint: Checkpoint) -> Checkpoint:
