@@ -48,7 +48,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.suite import Measurement, Suite, SuiteConfig, environment, time_call, write_json  # noqa: E402
-from editor_core.editing import EditConfig, _labels, apply_vectors, prepare_edit  # noqa: E402
+from editor_core.editing import EditConfig, _labels, apply_vectors, prepare_edit, roi_cross_entropy  # noqa: E402
 from editor_core.networks import GeneratorConfig  # noqa: E402
 
 COPY_BYTES = 2 ** 30
@@ -124,6 +124,12 @@ def ensemble_min_bytes(segmenter: torch.nn.Module, features: list[torch.Tensor],
     return feature_bytes + 2 * pixels * activation_channels * activation_bytes + pixels * 8
 
 
+def roi_pixel_count(suite: Suite) -> int:
+    """Pixels in the ROI of the Suite's edit: the painted square plus every pixel of the classes it covered."""
+    original, edited = suite.edit_masks()
+    return int(prepare_edit(suite.models, suite.ws, original, edited, EditConfig()).roi.sum())
+
+
 def mode3_pieces(suite: Suite) -> list[tuple[str, str, str, Callable[[], object]]]:
     """(key, name, role, callable) of the mode-3 step and its parts, on the Suite's latent and edit masks."""
     models, G = suite.models, suite.generator
@@ -149,12 +155,7 @@ def mode3_pieces(suite: Suite) -> list[tuple[str, str, str, Callable[[], object]
     def segmentation_term():
         maps = [f.detach().requires_grad_(True) for f in features]
         with models.autocast():
-            # The cross-entropy as editing._edit_losses computes it.
-            logits = models.segmenter.forward_pixels(maps, roi.index)                # [B, E, K, P]
-            batch, members = logits.shape[:2]
-            ce = F.cross_entropy(logits.flatten(0, 1), roi.target.repeat_interleave(members, dim=0),
-                                 reduction="none")
-            ce = (ce.view(batch, members, -1).mean(dim=1) * roi.weight).sum() / roi.weight.sum()
+            ce = roi_cross_entropy(models.segmenter, maps, roi)
         ce.backward()
 
     def l2_term():
@@ -356,6 +357,8 @@ def print_summary(report: dict) -> None:
     env = report["environment"]
     print(f"\n== summary: {env.get('gpu', env.get('cpu'))}, {config.resolution}² G, seg {config.seg_resolution}², "
           f"{config.precision}, torch {env['torch']} ==")
+    print(f"mode-3 ROI: {report['roi_pixels']} pixels ({report['roi_pixels'] / config.seg_resolution ** 2:.0%} of the "
+          f"segmentation)")
     if ceilings:
         matmul = ", ".join(f"{name} {value:.0f}" for name, value in ceilings["matmul_tflops"].items())
         print(f"ceilings: copy {ceilings['copy_gbps']:.0f} GB/s (read+write); matmul TFLOP/s {matmul}; "
@@ -447,6 +450,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
                          repeats=args.repeats)
     report["config"] = config
     suite = Suite(config, device)
+    report["roi_pixels"] = roi_pixel_count(suite)
     print(f"\n== components: {args.resolution}² G, seg {args.seg_resolution}², {args.precision} ==")
     components, wholes = measure_components(suite, report["ceilings"], args.warmup, args.repeats, print)
     report["components"] = components

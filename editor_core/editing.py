@@ -386,6 +386,15 @@ class _RoiPixels:
         return cls(index=order, target=target.flatten(1).gather(1, order), weight=weight)
 
 
+def roi_cross_entropy(segmenter: torch.nn.Module, features: list[torch.Tensor], roi: _RoiPixels) -> torch.Tensor:
+    """Cross-entropy of every ensemble member against ``roi.target`` at the ROI pixels, averaged over members and
+    ROI pixels (padding excluded): the inside-the-ROI term of the edit objective, a scalar tensor."""
+    logits = segmenter.forward_pixels(features, roi.index)                                # [B, E, K, P]
+    batch, members = logits.shape[:2]
+    ce = F.cross_entropy(logits.flatten(0, 1), roi.target.repeat_interleave(members, dim=0), reduction="none")
+    return (ce.view(batch, members, -1).mean(dim=1) * roi.weight).sum() / roi.weight.sum()
+
+
 def _edit_losses(models: EditingModels, ws: torch.Tensor, image: torch.Tensor, features: list[torch.Tensor],
                  masked_original: torch.Tensor, outside: torch.Tensor, roi: _RoiPixels, config: EditConfig,
                  use_encoder: bool) -> dict[str, torch.Tensor]:
@@ -393,10 +402,7 @@ def _edit_losses(models: EditingModels, ws: torch.Tensor, image: torch.Tensor, f
     masked_image = image * outside
     lpips = models.perceptual(masked_image, masked_original).mean()
     l2 = F.mse_loss(masked_image, masked_original)
-    logits = models.segmenter.forward_pixels(features, roi.index)                       # [B, E, K, P]
-    batch, members = logits.shape[:2]
-    ce = F.cross_entropy(logits.flatten(0, 1), roi.target.repeat_interleave(members, dim=0), reduction="none")
-    ce = (ce.view(batch, members, -1).mean(dim=1) * roi.weight).sum() / roi.weight.sum()
+    ce = roi_cross_entropy(models.segmenter, features, roi)
     total = config.outside_weight * (config.lpips_weight * lpips + config.l2_weight * l2) + config.ce_weight * ce
     losses = {"lpips_outside": lpips, "l2_outside": l2, "ce_inside": ce}
     if use_encoder:
