@@ -155,7 +155,7 @@ def mode3_pieces(suite: Suite) -> list[tuple[str, str, str, Callable[[], object]
     def segmentation_term():
         maps = [f.detach().requires_grad_(True) for f in features]
         with models.autocast():
-            ce = roi_cross_entropy(models.segmenter, maps, roi)
+            ce = roi_cross_entropy(models, maps, roi)
         ce.backward()
 
     def l2_term():

@@ -52,6 +52,7 @@ class SuiteConfig:
     mapping_layers: int = 8
     num_fp16_res: int = 0
     precision: str = "float32"          # EditingModels.precision of the editing items
+    roi_pixel_chunk: Optional[int] = None  # EditingModels.roi_pixel_chunk of the editing items
     warmup: int = 3
     repeats: int = 10
     long_repeats: int = 3
@@ -107,7 +108,8 @@ class Suite:
                                                        hidden=config.hidden, ensemble_size=config.ensemble_size)
         self.segmenter = SegmentationEnsemble(seg_config).to(device).eval().requires_grad_(False)
         self.models = EditingModels(self.generator, self.segmenter, get_perceptual_loss("vgg", device),
-                                    generator_fingerprint(self.generator), precision=config.precision)
+                                    generator_fingerprint(self.generator), precision=config.precision,
+                                    roi_pixel_chunk=config.roi_pixel_chunk)
         with torch.no_grad():
             self.ws = self.generator.mapping(torch.randn(1, config.w_dim, device=device), truncation_psi=0.7)
         # Random weights segment into few classes: each vector edits one that is present, so mode 2 has an ROI.

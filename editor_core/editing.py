@@ -35,6 +35,9 @@ class EditingModels:
     ``precision``: ``"float32"`` (default, exact) or ``"bfloat16"`` / ``"float16"``, which run every network pass of
     an edit under autocast (matrix work in reduced precision with float32 accumulation; the latent, Adam and the loss
     reductions stay float32). It halves the memory traffic that dominates a 512² edit step on a GPU.
+    ``roi_pixel_chunk``: evaluate the segmentation branch at the ROI pixels this many at a time and recompute each
+    chunk in backward (``SegmentationEnsemble.forward_pixels``), so a large edit's memory no longer grows with its
+    ROI, for one more forward pass of the per-pixel layers; ``None`` (default) keeps every pixel's activations.
     """
 
     generator: torch.nn.Module
@@ -43,10 +46,13 @@ class EditingModels:
     generator_id: str
     encoder: Optional[torch.nn.Module] = None
     precision: str = "float32"
+    roi_pixel_chunk: Optional[int] = None
 
     def __post_init__(self) -> None:
         if self.precision not in _AUTOCAST_DTYPES:
             raise ValueError(f"precision must be one of {sorted(_AUTOCAST_DTYPES)}, got {self.precision!r}")
+        if self.roi_pixel_chunk is not None and self.roi_pixel_chunk < 1:
+            raise ValueError(f"roi_pixel_chunk must be ≥ 1 or None, got {self.roi_pixel_chunk}")
         for module in (self.generator, self.segmenter, self.perceptual, self.encoder):
             if module is not None:
                 module.eval().requires_grad_(False)
@@ -386,10 +392,12 @@ class _RoiPixels:
         return cls(index=order, target=target.flatten(1).gather(1, order), weight=weight)
 
 
-def roi_cross_entropy(segmenter: torch.nn.Module, features: list[torch.Tensor], roi: _RoiPixels) -> torch.Tensor:
+def roi_cross_entropy(models: EditingModels, features: list[torch.Tensor], roi: _RoiPixels) -> torch.Tensor:
     """Cross-entropy of every ensemble member against ``roi.target`` at the ROI pixels, averaged over members and
     ROI pixels (padding excluded): the inside-the-ROI term of the edit objective, a scalar tensor."""
-    logits = segmenter.forward_pixels(features, roi.index)                                # [B, E, K, P]
+    # The indices come from a mask of the segmentation's own size, so the range check (a GPU sync) is skipped.
+    logits = models.segmenter.forward_pixels(features, roi.index, pixel_chunk=models.roi_pixel_chunk,
+                                             check_pixels=False)                           # [B, E, K, P]
     batch, members = logits.shape[:2]
     ce = F.cross_entropy(logits.flatten(0, 1), roi.target.repeat_interleave(members, dim=0), reduction="none")
     return (ce.view(batch, members, -1).mean(dim=1) * roi.weight).sum() / roi.weight.sum()
@@ -402,7 +410,7 @@ def _edit_losses(models: EditingModels, ws: torch.Tensor, image: torch.Tensor, f
     masked_image = image * outside
     lpips = models.perceptual(masked_image, masked_original).mean()
     l2 = F.mse_loss(masked_image, masked_original)
-    ce = roi_cross_entropy(models.segmenter, features, roi)
+    ce = roi_cross_entropy(models, features, roi)
     total = config.outside_weight * (config.lpips_weight * lpips + config.l2_weight * l2) + config.ce_weight * ce
     losses = {"lpips_outside": lpips, "l2_outside": l2, "ce_inside": ce}
     if use_encoder:

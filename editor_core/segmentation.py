@@ -36,6 +36,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from editor_core.checkpoints import read_checkpoint, save_checkpoint
 from editor_core.progress import ProgressCallback, ProgressEvent, report
@@ -252,16 +253,39 @@ class SegmentationEnsemble(nn.Module):
         batch = logits.shape[0]
         return logits.view(batch, self.config.ensemble_size, self.config.num_classes, *logits.shape[-2:])
 
-    def forward_pixels(self, features: Sequence[torch.Tensor], pixels: torch.Tensor) -> torch.Tensor:
+    def forward_pixels(self, features: Sequence[torch.Tensor], pixels: torch.Tensor,
+                       pixel_chunk: Optional[int] = None, check_pixels: bool = True) -> torch.Tensor:
         """Member logits ``[B, E, K, P]`` at flat output pixels ``pixels`` (int64 ``[B, P]``, ``y·S + x``).
 
         Equal to ``forward(features)`` at those pixels in eval mode; in train mode BatchNorm uses the statistics of
         the sampled pixels (DatasetGAN trained on random pixel batches too).
+
+        ``pixel_chunk``: run the per-pixel part ``pixel_chunk`` pixels at a time and, under autograd, recompute each
+        chunk in backward instead of keeping its ``[B, E·w0, chunk]`` activations (eval mode only). Peak memory then
+        follows the chunk, not P, for one more forward pass of the per-pixel part; the result is the same.
+        ``check_pixels=False`` skips the index range check, whose device → host read stalls a GPU queue (for
+        callers whose indices are valid by construction, like the edit loop).
         """
         self._check_features(features)
-        self._check_pixels(pixels, features[0].shape[0])
-        hidden = self._input_projection_at(features, pixels)  # [B, E·w0, P]
-        logits = self._mlp_tail(hidden.unsqueeze(-1)).squeeze(-1)
+        if check_pixels:
+            self._check_pixels(pixels, features[0].shape[0])
+        if pixel_chunk is not None and pixel_chunk < 1:
+            raise ValueError(f"pixel_chunk must be ≥ 1, got {pixel_chunk}")
+        if pixel_chunk is not None and self.training:
+            raise ValueError("chunked forward_pixels needs eval mode (call ensemble.eval()): in train mode BatchNorm "
+                             "would normalise each chunk with its own statistics")
+        coarse = self._coarse_projection(features, pixels.shape[1])
+        if pixel_chunk is None or pixels.shape[1] <= pixel_chunk:
+            logits = self._pixel_logits(features, coarse, pixels)
+        else:
+            chunks = []
+            for start in range(0, pixels.shape[1], pixel_chunk):
+                part = pixels[:, start:start + pixel_chunk]
+                if torch.is_grad_enabled():
+                    chunks.append(checkpoint(self._pixel_logits, features, coarse, part, use_reentrant=False))
+                else:
+                    chunks.append(self._pixel_logits(features, coarse, part))
+            logits = torch.cat(chunks, dim=-1)
         return logits.view(logits.shape[0], self.config.ensemble_size, self.config.num_classes, -1)
 
     def forward_naive(self, features: Sequence[torch.Tensor], pixels: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -319,28 +343,48 @@ class SegmentationEnsemble(nn.Module):
         inputs = torch.cat([_resample(features[i].to(weight.dtype), resolution, mode) for i in maps], dim=1)
         return F.conv2d(inputs, weight)
 
-    def _input_projection_at(self, features: Sequence[torch.Tensor], pixels: torch.Tensor) -> torch.Tensor:
+    def _coarse_projection(self, features: Sequence[torch.Tensor], pixel_count: int
+                           ) -> Optional[tuple[int, torch.Tensor]]:
+        """The first Linear of the coarse maps (``r² ≤ pixel_count``) at native resolution, summed top-down:
+        ``(resolution, [B, E·w0, r, r])`` at the finest coarse resolution, or ``None`` when no map is that coarse.
+
+        Gathering a map's channels at P pixels costs ``P·C_i`` products, projecting it natively ``r²·C_i``: below
+        ``r² = P`` the native projection is cheaper, and the E·w0-channel sum is then sampled once at the pixels.
+        """
+        mode = self.config.upsample
+        coarse = [r for r in self._top_down_resolutions if r * r <= pixel_count]
+        total: Optional[torch.Tensor] = None
+        for resolution in coarse:
+            term = self._group_term(features, self._groups_by_resolution[resolution], resolution)
+            total = term if total is None else _resample(total, resolution, mode).add_(term)
+        return None if total is None else (coarse[-1], total)
+
+    def _pixel_logits(self, features: Sequence[torch.Tensor], coarse: Optional[tuple[int, torch.Tensor]],
+                      pixels: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, E·K, P]`` at ``pixels``, given ``_coarse_projection``'s result."""
+        hidden = self._input_projection_at(features, coarse, pixels)  # [B, E·w0, P]
+        return self._mlp_tail(hidden.unsqueeze(-1)).squeeze(-1)
+
+    def _input_projection_at(self, features: Sequence[torch.Tensor], coarse: Optional[tuple[int, torch.Tensor]],
+                             pixels: torch.Tensor) -> torch.Tensor:
         """First Linear of all members at the given output pixels, ReLU'd: ``[B, E·w0, P]``.
 
         Each map's upsampled value at an output pixel is a fixed combination of ≤ 4 native pixels (1 for nearest),
-        so it is gathered from the native map; only ``C_i × P`` values per map are ever touched. Coarse maps
-        (``r² ≤ P``) are cheaper the other way round: their first Linear is applied at native resolution
-        (``r²·C_i`` instead of ``P·C_i`` products), summed top-down like ``forward`` does (exact for nearest), and
-        the E·w0-channel sum is sampled once at the pixels. At 512² config-f with a quarter of the map as ROI this
-        is about 10× fewer multiply-adds than gathering every channel first.
+        so it is gathered from the native map; only ``C_i × P`` values per map are ever touched. The coarse maps
+        come already projected and summed (``_coarse_projection``): that E·w0-channel sum is sampled once at the
+        pixels. At 512² config-f with a quarter of the map as ROI this is about 10× fewer multiply-adds than
+        gathering every channel first.
         """
-        cfg = self.config
-        size, mode = cfg.resolution, cfg.upsample
+        size, mode = self.config.resolution, self.config.upsample
         rows, cols = pixels // size, pixels % size
-        coarse = [r for r in self._top_down_resolutions if r * r <= pixels.shape[1]]
         total: Optional[torch.Tensor] = None
-        if coarse:
-            for resolution in coarse:
-                term = self._group_term(features, self._groups_by_resolution[resolution], resolution)
-                total = term if total is None else _resample(total, resolution, mode).add_(term)
-            tap_index, tap_weight = _resample_taps(coarse[-1], size, mode, total.device)
-            total = self._gather_resampled(total, rows, cols, tap_index, tap_weight)
-        projected_natively = {index for r in coarse for index in self._groups_by_resolution[r]}
+        projected_natively: set[int] = set()
+        if coarse is not None:
+            resolution, coarse_sum = coarse
+            tap_index, tap_weight = _resample_taps(resolution, size, mode, coarse_sum.device)
+            total = self._gather_resampled(coarse_sum, rows, cols, tap_index, tap_weight)
+            projected_natively = {index for r in self._top_down_resolutions if r <= resolution
+                                  for index in self._groups_by_resolution[r]}
         taps_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         for index, feature in enumerate(features):
             if index in projected_natively:

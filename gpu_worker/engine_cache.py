@@ -76,4 +76,5 @@ def editing_models(generator_checkpoint, segmentation_checkpoint) -> EditingMode
     return EditingModels(generator=generator(generator_checkpoint), segmenter=ensemble,
                          perceptual=get_perceptual_loss("vgg", device()),
                          generator_id=generator_checkpoint.fingerprint,
-                         precision=settings.STUDIO_EDIT_PRECISION if device().type == "cuda" else "float32")
+                         precision=settings.STUDIO_EDIT_PRECISION if device().type == "cuda" else "float32",
+                         roi_pixel_chunk=settings.STUDIO_EDIT_ROI_CHUNK or None)

@@ -200,6 +200,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 STUDIO_DEVICE = os.environ.get("STUDIO_DEVICE", "auto")  # auto | cpu | cuda | cuda:N (workers only)
 # float32 | bfloat16 | float16: the precision of edit passes on a GPU worker (editor_core EditingModels.precision)
 STUDIO_EDIT_PRECISION = os.environ.get("STUDIO_EDIT_PRECISION", "float32")
+# Workers: evaluate the segmentation branch at an edit's ROI pixels this many at a time, recomputing each chunk in
+# backward (editor_core EditingModels.roi_pixel_chunk), so a large 512² edit fits a small card; 0 = all at once
+STUDIO_EDIT_ROI_CHUNK = env_int("STUDIO_EDIT_ROI_CHUNK", 0)
+if STUDIO_EDIT_ROI_CHUNK < 0:
+    raise ValueError(f"STUDIO_EDIT_ROI_CHUNK must be ≥ 0 (0 = no chunking), got {STUDIO_EDIT_ROI_CHUNK}")
 # CPU workers run at this lower priority (os.nice increment, 0 = unchanged) so the web server stays responsive
 STUDIO_CPU_WORKER_NICE = env_int("STUDIO_CPU_WORKER_NICE", 10)
 if not 0 <= STUDIO_CPU_WORKER_NICE <= 19:

@@ -158,6 +158,22 @@ def test_bfloat16_precision_edits_like_float32(models, latent):
     assert reduced.image.dtype == torch.float32 and reduced.delta.dtype == torch.float32
 
 
+def test_chunked_roi_pixels_edit_like_the_whole_roi(models, latent):
+    """roi_pixel_chunk recomputes the segmentation at the ROI pixels chunk by chunk: the same edit, step for step."""
+    chunked = EditingModels(models.generator, models.segmenter, models.perceptual, models.generator_id,
+                            roi_pixel_chunk=37)
+    _, original_mask = render_and_segment(models, latent)
+    edited = square_edit(original_mask, 2, 6, 6, 12)
+    whole = optimize_edit(models, latent, original_mask, edited, EditConfig(steps=3))
+    in_chunks = optimize_edit(chunked, latent, original_mask, edited, EditConfig(steps=3))
+    assert int(whole.roi.sum()) > 3 * 37
+    for step_whole, step_chunked in zip(whole.history, in_chunks.history):
+        assert step_chunked == pytest.approx(step_whole, rel=1e-4, abs=1e-6)
+    torch.testing.assert_close(in_chunks.ws, whole.ws, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="roi_pixel_chunk"):
+        EditingModels(models.generator, models.segmenter, models.perceptual, models.generator_id, roi_pixel_chunk=0)
+
+
 def test_unknown_precision_is_refused(models):
     with pytest.raises(ValueError, match="precision"):
         EditingModels(models.generator, models.segmenter, models.perceptual, models.generator_id, precision="int8")

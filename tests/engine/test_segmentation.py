@@ -103,6 +103,37 @@ def test_pixel_path_equals_full_map_in_eval_mode(upsample):
     _assert_close(ensemble.forward_pixels(features, pixels), expected)
 
 
+@pytest.mark.parametrize("upsample", ["nearest", "bilinear"])
+@pytest.mark.parametrize("layout", LAYOUTS[:3], ids=["stylegan", "upsampled-output", "downsampled-maps"])
+def test_chunked_pixel_path_gives_the_same_logits_and_gradients(layout, upsample):
+    # Chunks of 7 do not divide 300; the coarse maps are projected once, each chunk is recomputed in backward.
+    channels, resolutions, size = layout
+    ensemble = _ensemble(channels, resolutions, size, upsample).eval()
+    pixels = torch.randint(0, size * size, (2, 300), generator=torch.Generator().manual_seed(4))
+    upstream = torch.randn(2, 3, 4, 300, generator=torch.Generator().manual_seed(5))
+    results = []
+    for chunk in (None, 7):
+        features = [f.requires_grad_(True) for f in _features(channels, resolutions)]
+        logits = ensemble.forward_pixels(features, pixels, pixel_chunk=chunk)
+        logits.backward(upstream)
+        results.append((logits.detach(), [f.grad for f in features]))
+    (whole, whole_grads), (chunked, chunked_grads) = results
+    _assert_close(chunked, whole)
+    for grad_chunked, grad_whole in zip(chunked_grads, whole_grads):
+        _assert_close(grad_chunked, grad_whole)
+    with torch.no_grad():
+        _assert_close(ensemble.forward_pixels(_features(channels, resolutions), pixels, pixel_chunk=7), whole)
+
+
+def test_chunked_pixel_path_refuses_train_mode_and_bad_chunks():
+    channels, resolutions, size = LAYOUTS[0]
+    features, pixels = _features(channels, resolutions), torch.arange(20).expand(2, -1)
+    with pytest.raises(ValueError, match="eval mode"):
+        _ensemble(channels, resolutions, size).train().forward_pixels(features, pixels, pixel_chunk=8)
+    with pytest.raises(ValueError, match="pixel_chunk must be"):
+        _ensemble(channels, resolutions, size).eval().forward_pixels(features, pixels, pixel_chunk=0)
+
+
 def test_top_down_accumulation_only_where_it_is_exact():
     channels, resolutions, size = LAYOUTS[3]
     assert _ensemble(channels, resolutions, size, "nearest")._top_down_resolutions == [3, 6, 12]  # 8 does not divide 12

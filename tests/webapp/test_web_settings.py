@@ -42,3 +42,5 @@ def test_bad_setting_values_fail_with_a_clear_message(tmp_path):
     assert wrong.returncode != 0 and "must be a positive number of seconds" in wrong.stderr
     wrong = settings_in(tmp_path, STUDIO_CPU_WORKER_NICE="-5")
     assert wrong.returncode != 0 and "STUDIO_CPU_WORKER_NICE must be 0..19" in wrong.stderr
+    wrong = settings_in(tmp_path, STUDIO_EDIT_ROI_CHUNK="-1")
+    assert wrong.returncode != 0 and "STUDIO_EDIT_ROI_CHUNK must be ≥ 0" in wrong.stderr
