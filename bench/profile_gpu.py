@@ -405,6 +405,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--channel-base", type=int, default=32768, help="generator channel_base (32768 = config-f)")
     parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="EditingModels.precision (autocast) of every component")
+    parser.add_argument("--roi-pixel-chunk", type=_positive_int, default=None,
+                        help="EditingModels.roi_pixel_chunk: segment the ROI this many pixels at a time (default: all)")
     parser.add_argument("--steps", type=_positive_int, default=10, help="profiled iterations of each item")
     parser.add_argument("--repeats", type=_positive_int, default=20, help="timed repeats of each component")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls before each component's repeats")
@@ -446,7 +448,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
         print(f"{report['ceilings_skipped']}; {report['profiles_skipped']}")
 
     config = SuiteConfig(resolution=args.resolution, seg_resolution=args.seg_resolution,
-                         channel_base=args.channel_base, precision=args.precision, warmup=args.warmup,
+                         channel_base=args.channel_base, precision=args.precision,
+                         roi_pixel_chunk=args.roi_pixel_chunk, warmup=args.warmup,
                          repeats=args.repeats)
     report["config"] = config
     suite = Suite(config, device)

@@ -72,7 +72,8 @@ def test_kernels_fall_into_categories_by_name():
 
 
 @pytest.mark.parametrize("argv", [["--precision", "float64"], ["--resolution", "48"], ["--steps", "0"],
-                                  ["--device", "cpu", "--seg-resolution", "8"], ["--warmup", "-1"]])
+                                  ["--roi-pixel-chunk", "0"], ["--device", "cpu", "--seg-resolution", "8"],
+                                  ["--warmup", "-1"]])
 def test_invalid_options_are_argparse_errors(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         profile_gpu.parse_args(argv)
