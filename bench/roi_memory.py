@@ -3,7 +3,7 @@
 
 The term is component (c) of ``bench/profile_gpu.py``: the ensemble at the ROI pixels of the benchmark's edit and
 its cross-entropy, forward and backward to the synthesis features. Each setting runs in a fresh process so its peak
-is its own: peak resident set over the process's level just before the term on a CPU,
+is its own: on a CPU (Linux) the peak resident set during the term over the resident set just before it,
 ``torch.cuda.max_memory_allocated`` over the allocation before it on CUDA.
 
     .venv/bin/python bench/roi_memory.py --chunks 0 16384 4096            (0 = all ROI pixels at once)
@@ -13,13 +13,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def _status_mib(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 2 ** 10
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _reset_peak_rss() -> float:
+    """Current resident set (MiB), after resetting the kernel's peak-RSS mark (Linux: ``clear_refs`` 5), so that the
+    peak read afterwards belongs to the measured call and not to the set-up (which runs full-map segmentations)."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_mib("VmRSS")
+
+
+def _peak_rss_mib() -> float:
+    return _status_mib("VmHWM")
 
 
 def measure(chunk: int, device_name: str, resolution: int) -> dict:
@@ -40,7 +57,7 @@ def measure(chunk: int, device_name: str, resolution: int) -> dict:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     allocated_before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 10
+    rss_before = _reset_peak_rss()
     start = time.perf_counter()
     loss = roi_cross_entropy(suite.models, features, roi)
     loss.backward()
@@ -53,8 +70,7 @@ def measure(chunk: int, device_name: str, resolution: int) -> dict:
     if device.type == "cuda":
         report["cuda_peak_mib"] = round((torch.cuda.max_memory_allocated(device) - allocated_before) / 2 ** 20)
     else:
-        report["peak_rss_increase_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 10
-                                                - rss_before)
+        report["peak_rss_increase_mib"] = round(_peak_rss_mib() - rss_before)
     return report
 
 
