@@ -198,8 +198,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 
 # --- Studio ------------------------------------------------------------------------------------------------------
 STUDIO_DEVICE = os.environ.get("STUDIO_DEVICE", "auto")  # auto | cpu | cuda | cuda:N (workers only)
-# float32 | bfloat16 | float16: the precision of edit passes on a GPU worker (editor_core EditingModels.precision)
+# The precision of edit passes on a GPU worker (editor_core EditingModels.precision). The engine's own list
+# (editor_core.editing._AUTOCAST_DTYPES) would import torch into the web process; a test keeps the two equal.
+STUDIO_EDIT_PRECISION_CHOICES = ("float32", "bfloat16", "float16")
 STUDIO_EDIT_PRECISION = os.environ.get("STUDIO_EDIT_PRECISION", "float32")
+if STUDIO_EDIT_PRECISION not in STUDIO_EDIT_PRECISION_CHOICES:
+    raise ValueError(f"STUDIO_EDIT_PRECISION={STUDIO_EDIT_PRECISION!r}: use one of "
+                     f"{', '.join(STUDIO_EDIT_PRECISION_CHOICES)}")
 # Workers: evaluate the segmentation branch at an edit's ROI pixels this many at a time, recomputing each chunk in
 # backward (editor_core EditingModels.roi_pixel_chunk), so a large 512² edit fits a small card; 0 = all at once
 STUDIO_EDIT_ROI_CHUNK = env_int("STUDIO_EDIT_ROI_CHUNK", 0)

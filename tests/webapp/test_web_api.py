@@ -370,6 +370,65 @@ def test_uploads_that_fail_after_storing_leave_no_file(shared_studio, client_for
     assert stored_files() == before and rows() == rows_before
 
 
+def test_worker_results_that_fail_after_storing_leave_no_file(shared_studio, tiny_models, tmp_path, monkeypatch):
+    """A prediction, a new latent and an edit's result: a worker stores their files before it writes their rows;
+    when a row write fails, the rows roll back (the earlier ones stay as they were) and the new files are gone."""
+    from django.db import DatabaseError, IntegrityError
+    from django.db.models import QuerySet
+
+    from webapp.datasets import services as datasets
+    from webapp.datasets.models import Sample, SamplePrediction
+    from webapp.editing import services as editing
+    from webapp.editing.models import EditResult, EditSession
+
+    sample = shared_studio.samples[0]
+    labels = np.zeros((sample.height, sample.width), np.uint8)
+    branch, _path = second_branch(shared_studio, tiny_models, tmp_path, seed=9)
+    for segmentation in (shared_studio.segmentation, branch):  # two predictions: set_sample_latent drops both
+        datasets.store_prediction(sample, segmentation, labels, labels, uncertainty_peak=1.0, score=0.5)
+    session = EditSession.objects.create(sample=sample, generator=shared_studio.generator,
+                                         segmentation=shared_studio.segmentation, mode=EditSession.Mode.OPTIMIZE,
+                                         user=shared_studio.users.artist)
+    picture = png_bytes(np.zeros((32, 32, 3), np.uint8), mode="RGB")
+    editing.store_result(session, image_png=picture, mask_png=picture, latent=b"latent")
+    before = stored_files()
+
+    def rows():
+        return (list(Sample.objects.filter(pk=sample.pk).values_list("latent", "uncertainty", "ranked_with")),
+                list(SamplePrediction.objects.order_by("pk").values_list("pk", "mask", "uncertainty", "score")),
+                list(EditResult.objects.values_list("pk", "image", "mask", "latent")))
+
+    rows_before = rows()
+
+    with monkeypatch.context() as patch:  # the sample's ranking, written after the prediction's row
+        patch.setattr(QuerySet, "update", raising(DatabaseError("disk full")))
+        with pytest.raises(DatabaseError):
+            datasets.store_prediction(Sample.objects.get(pk=sample.pk), shared_studio.segmentation, labels + 1,
+                                      labels, uncertainty_peak=2.0, score=0.9)
+    assert stored_files() == before and rows() == rows_before
+
+    deleted = []
+    real_delete = SamplePrediction.delete
+
+    def second_delete_fails(prediction, *args, **kwargs):  # the first prediction (and its files) is gone by then
+        if deleted:
+            raise DatabaseError("connection lost")
+        deleted.append(prediction.pk)
+        return real_delete(prediction, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(SamplePrediction, "delete", second_delete_fails)
+        with pytest.raises(DatabaseError):
+            datasets.set_sample_latent(Sample.objects.get(pk=sample.pk), b"new latent")
+    assert deleted and stored_files() == before and rows() == rows_before
+
+    with monkeypatch.context() as patch:  # a retried job's result, after the earlier one's row was deleted
+        patch.setattr(EditResult, "save", raising(IntegrityError("UNIQUE constraint failed")))
+        with pytest.raises(IntegrityError):
+            editing.store_result(session, image_png=picture, mask_png=picture, latent=b"latent", delta=b"delta")
+    assert stored_files() == before and rows() == rows_before
+
+
 def test_a_bundle_vectors_thumbnails_come_from_the_bundle(shared_studio, tmp_path):
     from webapp.editing.services import THUMB_SIZE
     from webapp.jobs.models import Job

@@ -44,3 +44,14 @@ def test_bad_setting_values_fail_with_a_clear_message(tmp_path):
     assert wrong.returncode != 0 and "STUDIO_CPU_WORKER_NICE must be 0..19" in wrong.stderr
     wrong = settings_in(tmp_path, STUDIO_EDIT_ROI_CHUNK="-1")
     assert wrong.returncode != 0 and "STUDIO_EDIT_ROI_CHUNK must be ≥ 0" in wrong.stderr
+    wrong = settings_in(tmp_path, STUDIO_EDIT_PRECISION="fp16")
+    assert wrong.returncode != 0 and "STUDIO_EDIT_PRECISION='fp16': use one of float32, bfloat16, float16" in wrong.stderr
+
+
+def test_the_allowed_edit_precisions_are_the_engines():
+    """The settings keep their own list (importing the engine's would load torch in the web process)."""
+    from django.conf import settings
+
+    from editor_core.editing import _AUTOCAST_DTYPES
+
+    assert set(settings.STUDIO_EDIT_PRECISION_CHOICES) == set(_AUTOCAST_DTYPES)

@@ -95,11 +95,12 @@ def add_sample(dataset: Dataset, *, source: str, image_png: bytes, latent: bytes
 
 def set_sample_latent(sample: Sample, latent: bytes) -> None:
     """A new W+ latent (an embedding): what the segmentation branches said about the old one no longer holds."""
-    sample.latent.name = save_bytes(f"datasets/{sample.dataset_id}/samples/latent.safetensors", latent)
-    sample.uncertainty, sample.ranked_with = None, None
-    sample.save(update_fields=["latent", "uncertainty", "ranked_with"])
-    for prediction in sample.predictions.all():
-        _delete_prediction(prediction)
+    with atomic_with_files():  # a latent that cannot be recorded leaves no file behind
+        sample.latent.name = save_bytes(f"datasets/{sample.dataset_id}/samples/latent.safetensors", latent)
+        sample.uncertainty, sample.ranked_with = None, None
+        sample.save(update_fields=["latent", "uncertainty", "ranked_with"])
+        for prediction in sample.predictions.all():
+            _delete_prediction(prediction)
 
 
 def upload_sample(dataset: Dataset, user, data: bytes, filename: str) -> Sample:
@@ -286,9 +287,9 @@ def store_prediction(sample: Sample, segmentation: Checkpoint, labels: np.ndarra
                                   f"{array.dtype} {'×'.join(map(str, array.shape))}")
     masks.check_classes(labels, sample.dataset.schema.num_classes)
     folder = f"datasets/{sample.dataset_id}/predictions/{sample.pk}"
-    mask_name = save_bytes(f"{folder}/seg{segmentation.pk}-labels.png", mask_png(sample, labels))
-    uncertainty_name = save_bytes(f"{folder}/seg{segmentation.pk}-uncertainty.png", _grey_png(uncertainty))
-    with transaction.atomic():
+    with atomic_with_files():  # a prediction that cannot be recorded leaves no files behind
+        mask_name = save_bytes(f"{folder}/seg{segmentation.pk}-labels.png", mask_png(sample, labels))
+        uncertainty_name = save_bytes(f"{folder}/seg{segmentation.pk}-uncertainty.png", _grey_png(uncertainty))
         previous = SamplePrediction.objects.select_for_update().filter(sample=sample,
                                                                        segmentation=segmentation).first()
         replaced = (previous.mask.name, previous.uncertainty.name) if previous else ()
@@ -311,8 +312,8 @@ def _grey_png(values: np.ndarray) -> bytes:
 def _delete_prediction(prediction: SamplePrediction) -> None:
     names = (prediction.mask.name, prediction.uncertainty.name)
     prediction.delete()
-    for name in names:
-        delete_quietly(name)
+    # The files go once the row's deletion holds (at once outside a transaction), not when it rolls back.
+    transaction.on_commit(lambda: [delete_quietly(name) for name in names])
 
 
 def prediction_of(sample: Sample, segmentation_id: Optional[int] = None) -> SamplePrediction:

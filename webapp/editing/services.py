@@ -105,13 +105,14 @@ def store_result(session: EditSession, *, image_png: bytes, mask_png: bytes, lat
     """Called by the worker when an edit finished."""
     prefix = f"edits/{session.pk}"
     result = EditResult(session=session, edited_classes=list(edited_classes), metrics=metrics or {})
-    result.image.name = save_bytes(f"{prefix}/image.png", image_png)
-    result.mask.name = save_bytes(f"{prefix}/mask.png", mask_png)
-    result.latent.name = save_bytes(f"{prefix}/latent.safetensors", latent)
-    if delta:
-        result.delta.name = save_bytes(f"{prefix}/vector.safetensors", delta)
-    EditResult.objects.filter(session=session).delete()  # a retried job replaces the earlier result
-    result.save()
+    with atomic_with_files():  # a result that cannot be recorded leaves no files behind
+        result.image.name = save_bytes(f"{prefix}/image.png", image_png)
+        result.mask.name = save_bytes(f"{prefix}/mask.png", mask_png)
+        result.latent.name = save_bytes(f"{prefix}/latent.safetensors", latent)
+        if delta:
+            result.delta.name = save_bytes(f"{prefix}/vector.safetensors", delta)
+        EditResult.objects.filter(session=session).delete()  # a retried job replaces the earlier result
+        result.save()
     return result
 
 
