@@ -9,7 +9,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 
-# The names save_bytes stored inside the innermost open atomic_with_files block (None outside any).
+# The names save_bytes stored inside the innermost open files_removed_on_error block (None outside any).
 _stored_in_block: ContextVar[Optional[list[str]]] = ContextVar("stored_in_block", default=None)
 
 
@@ -23,17 +23,19 @@ def save_bytes(name: str, data: bytes) -> str:
 
 
 @contextmanager
-def atomic_with_files() -> Iterator[None]:
-    """``transaction.atomic()`` whose stored files go with its rows: when the block raises (a 409 for a taken name,
-    a database error, a refused job), its rows roll back and the files ``save_bytes`` stored inside it are deleted,
-    so a failed request leaves no orphan files. Nested in another such block, its files stay in the outer one's
-    care until that one ends too."""
+def files_removed_on_error() -> Iterator[None]:
+    """When the block raises, delete the files ``save_bytes`` stored inside it, so a failed request or job leaves no
+    orphan files. Nested in another such block, its files stay in the outer one's care until that one ends too.
+
+    It opens no transaction: code that runs in a CPU worker stores its files first and writes its rows in a short
+    ``transaction.atomic()`` inside the block. On SQLite every transaction takes the database's write lock at once
+    (``transaction_mode`` IMMEDIATE), and a lower-priority worker holding it through PNG encoding and file writes
+    kept the web server's saves waiting for seconds."""
     enclosing = _stored_in_block.get()
     stored: list[str] = []
     token = _stored_in_block.set(stored)
     try:
-        with transaction.atomic():
-            yield
+        yield
     except BaseException:
         for name in stored:
             delete_quietly(name)
@@ -43,6 +45,14 @@ def atomic_with_files() -> Iterator[None]:
             enclosing.extend(stored)
     finally:
         _stored_in_block.reset(token)
+
+
+@contextmanager
+def atomic_with_files() -> Iterator[None]:
+    """``transaction.atomic()`` whose stored files go with its rows: when the block raises (a 409 for a taken name,
+    a database error, a refused job), its rows roll back and the files stored inside it are deleted."""
+    with files_removed_on_error(), transaction.atomic():
+        yield
 
 
 def read_bytes(name: str) -> bytes:

@@ -24,7 +24,7 @@ from webapp.errors import Conflict
 from webapp.jobs import services as jobs
 from webapp.registry.models import Checkpoint
 from webapp.registry.services import active_segmentation
-from webapp.storage import atomic_with_files, delete_quietly, read_bytes, save_bytes
+from webapp.storage import atomic_with_files, delete_quietly, files_removed_on_error, read_bytes, save_bytes
 
 MIN_CLASSES, MAX_CLASSES = 2, 255  # a mask is 8-bit; the paper's schemas have 16–34 part classes
 COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -83,7 +83,7 @@ def add_sample(dataset: Dataset, *, source: str, image_png: bytes, latent: bytes
         width, height = image.size
     sample = Sample(dataset=dataset, source=source, seed=seed, width=width, height=height, created_by=user)
     prefix = f"datasets/{dataset.pk}/samples"
-    with atomic_with_files():  # a sample that cannot be saved leaves no files behind
+    with files_removed_on_error():  # a sample that cannot be saved leaves no files behind
         sample.image.name = save_bytes(f"{prefix}/image.png", image_png)
         if latent:
             sample.latent.name = save_bytes(f"{prefix}/latent.safetensors", latent)
@@ -95,12 +95,14 @@ def add_sample(dataset: Dataset, *, source: str, image_png: bytes, latent: bytes
 
 def set_sample_latent(sample: Sample, latent: bytes) -> None:
     """A new W+ latent (an embedding): what the segmentation branches said about the old one no longer holds."""
-    with atomic_with_files():  # a latent that cannot be recorded leaves no file behind
-        sample.latent.name = save_bytes(f"datasets/{sample.dataset_id}/samples/latent.safetensors", latent)
-        sample.uncertainty, sample.ranked_with = None, None
-        sample.save(update_fields=["latent", "uncertainty", "ranked_with"])
-        for prediction in sample.predictions.all():
-            _delete_prediction(prediction)
+    with files_removed_on_error():  # a latent that cannot be recorded leaves no file behind
+        name = save_bytes(f"datasets/{sample.dataset_id}/samples/latent.safetensors", latent)
+        with transaction.atomic():
+            sample.latent.name = name
+            sample.uncertainty, sample.ranked_with = None, None
+            sample.save(update_fields=["latent", "uncertainty", "ranked_with"])
+            for prediction in sample.predictions.all():
+                _delete_prediction(prediction)
 
 
 def upload_sample(dataset: Dataset, user, data: bytes, filename: str) -> Sample:
@@ -287,19 +289,20 @@ def store_prediction(sample: Sample, segmentation: Checkpoint, labels: np.ndarra
                                   f"{array.dtype} {'×'.join(map(str, array.shape))}")
     masks.check_classes(labels, sample.dataset.schema.num_classes)
     folder = f"datasets/{sample.dataset_id}/predictions/{sample.pk}"
-    with atomic_with_files():  # a prediction that cannot be recorded leaves no files behind
+    with files_removed_on_error():  # a prediction that cannot be recorded leaves no files behind
         mask_name = save_bytes(f"{folder}/seg{segmentation.pk}-labels.png", mask_png(sample, labels))
         uncertainty_name = save_bytes(f"{folder}/seg{segmentation.pk}-uncertainty.png", _grey_png(uncertainty))
-        previous = SamplePrediction.objects.select_for_update().filter(sample=sample,
-                                                                       segmentation=segmentation).first()
-        replaced = (previous.mask.name, previous.uncertainty.name) if previous else ()
-        prediction, _ = SamplePrediction.objects.update_or_create(
-            sample=sample, segmentation=segmentation,
-            defaults={"mask": mask_name, "uncertainty": uncertainty_name,
-                      "uncertainty_peak": float(uncertainty_peak), "score": float(score)})
-        Sample.objects.filter(pk=sample.pk).update(uncertainty=float(score), ranked_with=segmentation)
-        # The old files go once the row names the new ones; a reader that got the old row retries (prediction_file).
-        transaction.on_commit(lambda: [delete_quietly(name) for name in replaced])
+        with transaction.atomic():
+            previous = SamplePrediction.objects.select_for_update().filter(sample=sample,
+                                                                           segmentation=segmentation).first()
+            replaced = (previous.mask.name, previous.uncertainty.name) if previous else ()
+            prediction, _ = SamplePrediction.objects.update_or_create(
+                sample=sample, segmentation=segmentation,
+                defaults={"mask": mask_name, "uncertainty": uncertainty_name,
+                          "uncertainty_peak": float(uncertainty_peak), "score": float(score)})
+            Sample.objects.filter(pk=sample.pk).update(uncertainty=float(score), ranked_with=segmentation)
+            # The old files go once the row names the new ones; a reader that got the old row retries.
+            transaction.on_commit(lambda: [delete_quietly(name) for name in replaced])
     return prediction
 
 

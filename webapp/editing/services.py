@@ -21,7 +21,7 @@ from webapp.errors import Conflict
 from webapp.jobs import services as jobs
 from webapp.registry.models import Checkpoint
 from webapp.registry.services import active_segmentation
-from webapp.storage import atomic_with_files, read_bytes, save_bytes
+from webapp.storage import atomic_with_files, files_removed_on_error, read_bytes, save_bytes
 
 THUMB_SIZE = 128
 # Rendered thumbnails (vectors that come without pictures): one fixed generator sample, so that every such vector of
@@ -105,14 +105,15 @@ def store_result(session: EditSession, *, image_png: bytes, mask_png: bytes, lat
     """Called by the worker when an edit finished."""
     prefix = f"edits/{session.pk}"
     result = EditResult(session=session, edited_classes=list(edited_classes), metrics=metrics or {})
-    with atomic_with_files():  # a result that cannot be recorded leaves no files behind
+    with files_removed_on_error():  # a result that cannot be recorded leaves no files behind
         result.image.name = save_bytes(f"{prefix}/image.png", image_png)
         result.mask.name = save_bytes(f"{prefix}/mask.png", mask_png)
         result.latent.name = save_bytes(f"{prefix}/latent.safetensors", latent)
         if delta:
             result.delta.name = save_bytes(f"{prefix}/vector.safetensors", delta)
-        EditResult.objects.filter(session=session).delete()  # a retried job replaces the earlier result
-        result.save()
+        with transaction.atomic():
+            EditResult.objects.filter(session=session).delete()  # a retried job replaces the earlier result
+            result.save()
     return result
 
 
@@ -257,7 +258,7 @@ def store_thumbnails(vector_id: int, before_png: bytes, after_png: bytes) -> Edi
     vector = EditVector.objects.filter(pk=vector_id).first()
     if vector is None:
         raise ValidationError(f"edit vector #{vector_id} was deleted before its thumbnails were rendered")
-    with atomic_with_files():
+    with files_removed_on_error():
         names = {"thumb_before": save_bytes(f"vectors/thumbs/vector{vector_id}-before.png", _thumbnail(before_png)),
                  "thumb_after": save_bytes(f"vectors/thumbs/vector{vector_id}-after.png", _thumbnail(after_png))}
         if not EditVector.objects.filter(pk=vector_id).update(**names):
