@@ -28,20 +28,20 @@ def env_bool(name: str, default: bool) -> bool:
     raise ValueError(f"environment variable {name}={value!r} is not a boolean: use 1/0, true/false or yes/no")
 
 
-def env_int(name: str, default: int) -> int:
+def _env_number(name: str, default, parse, kind: str):
     value = os.environ.get(name)
     try:
-        return default if value is None else int(value)
+        return default if value is None else parse(value)
     except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+        raise ValueError(f"environment variable {name}={value!r} is not {kind}") from None
+
+
+def env_int(name: str, default: int) -> int:
+    return _env_number(name, default, int, "an integer")
 
 
 def env_float(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    try:
-        return default if value is None else float(value)
-    except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} is not a number") from None
+    return _env_number(name, default, float, "a number")
 
 
 def env_list(name: str, default: list[str]) -> list[str]:

@@ -31,21 +31,21 @@ def test_local_sqlite_by_default_and_s3_postgres_by_environment(tmp_path):
     assert scaled.stdout.split() == ["S3Storage", "django.db.backends.postgresql", "studio-files"], scaled.stderr
 
 
+BAD_SETTINGS = [  # (environment, what stderr must say)
+    ({"STORAGE_BACKEND": "ftp"}, "STORAGE_BACKEND='ftp': use 'local' (default) or 's3'"),
+    ({"STUDIO_MAX_QUEUED_JOBS_PER_USER": "many"}, "STUDIO_MAX_QUEUED_JOBS_PER_USER='many' is not an integer"),
+    ({"STUDIO_PRESENCE_TTL_SECONDS": "soon"}, "STUDIO_PRESENCE_TTL_SECONDS='soon' is not a number"),
+    ({"STUDIO_PRESENCE_TTL_SECONDS": "0"}, "must be a positive number of seconds"),
+    ({"STUDIO_CPU_WORKER_NICE": "-5"}, "STUDIO_CPU_WORKER_NICE must be 0..19"),
+    ({"STUDIO_EDIT_ROI_CHUNK": "-1"}, "STUDIO_EDIT_ROI_CHUNK must be ≥ 0"),
+    ({"STUDIO_EDIT_PRECISION": "fp16"}, "STUDIO_EDIT_PRECISION='fp16': use one of float32, bfloat16, float16"),
+]
+
+
 def test_bad_setting_values_fail_with_a_clear_message(tmp_path):
-    wrong = settings_in(tmp_path, STORAGE_BACKEND="ftp")
-    assert wrong.returncode != 0 and "STORAGE_BACKEND='ftp': use 'local' (default) or 's3'" in wrong.stderr
-    wrong = settings_in(tmp_path, STUDIO_MAX_QUEUED_JOBS_PER_USER="many")
-    assert wrong.returncode != 0 and "STUDIO_MAX_QUEUED_JOBS_PER_USER='many' is not an integer" in wrong.stderr
-    wrong = settings_in(tmp_path, STUDIO_PRESENCE_TTL_SECONDS="soon")
-    assert wrong.returncode != 0 and "STUDIO_PRESENCE_TTL_SECONDS='soon' is not a number" in wrong.stderr
-    wrong = settings_in(tmp_path, STUDIO_PRESENCE_TTL_SECONDS="0")
-    assert wrong.returncode != 0 and "must be a positive number of seconds" in wrong.stderr
-    wrong = settings_in(tmp_path, STUDIO_CPU_WORKER_NICE="-5")
-    assert wrong.returncode != 0 and "STUDIO_CPU_WORKER_NICE must be 0..19" in wrong.stderr
-    wrong = settings_in(tmp_path, STUDIO_EDIT_ROI_CHUNK="-1")
-    assert wrong.returncode != 0 and "STUDIO_EDIT_ROI_CHUNK must be ≥ 0" in wrong.stderr
-    wrong = settings_in(tmp_path, STUDIO_EDIT_PRECISION="fp16")
-    assert wrong.returncode != 0 and "STUDIO_EDIT_PRECISION='fp16': use one of float32, bfloat16, float16" in wrong.stderr
+    for env, message in BAD_SETTINGS:
+        wrong = settings_in(tmp_path, **env)
+        assert wrong.returncode != 0 and message in wrong.stderr, (env, wrong.stderr[-500:])
 
 
 def test_the_allowed_edit_precisions_are_the_engines():
