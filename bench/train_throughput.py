@@ -43,6 +43,9 @@ VARIANTS = {
     "demo": ({}, True),
     "demo-eager": ({}, False),
     "demo-b32": ({"batch_size": 32}, True),
+    # Larger batches: at 128² a batch of 64 leaves the GPU launch-bound (docs/demo-model.md, Throughput).
+    "demo-b128": ({"batch_size": 128}, True),
+    "demo-b256": ({"batch_size": 256}, True),
     "cb8192": (_networks(8192, 256, 256, 4), True),  # the first (interim) demo run's networks
     # The reference point: NVlabs networks at 128², channel_max 256 (G 10 M, D 7 M), no regularisers.
     "nvlabs-size-noreg": ({**_networks(16384, 256, 512, 8), "r1_gamma": 0.0, "style_mixing_prob": 0.0}, True),

@@ -207,8 +207,8 @@ class PipelineConfig:
     seg_hidden: tuple[int, ...] = (256, 128, 32)
     seg_resolution: Optional[int] = None   # None: the generator's resolution
     seg_steps: int = 3000
-    vector_sources: int = 4
-    vector_steps: int = 100
+    vector_sources: int = 8
+    vector_steps: int = 200
     eval_renders: int = 200
     transfer_renders: int = 100
     eval_embed_steps: int = 300
@@ -319,9 +319,10 @@ class DemoPipeline:
         if self.device.type == "cuda":
             enable_cuda_fast_math()
 
-    # -- shared helpers -----------------------------------------------------------------------------------------------
+    # -- helpers of the stages, public for the studies that must measure as they do (bench/demo_miou_factors.py) -----
 
-    def _render(self, count: int, purpose: str, overrides: Optional[dict[str, torch.Tensor]] = None):
+    def render(self, count: int, purpose: str, overrides: Optional[dict[str, torch.Tensor]] = None):
+        """``count`` faces of ``purpose``'s own seed (``RENDER_SEEDS``): ``(params, images, masks)``."""
         return render_faces(count, self.config.seed * 1000 + RENDER_SEEDS[purpose], self.resolution, self.device,
                             overrides)
 
@@ -339,7 +340,7 @@ class DemoPipeline:
         finally:
             self.generator.eval()
 
-    def _embed(self, images: torch.Tensor, encoder: Encoder, steps: int
+    def embed(self, images: torch.Tensor, encoder: Encoder, steps: int
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Encoder + optimisation inversion of ``images``, ``embed_batch`` at a time → ``(ws, psnr, lpips)``."""
         config = EmbedConfig(steps=steps, lpips_net=self.config.lpips_net, preview_every=steps)
@@ -368,7 +369,7 @@ class DemoPipeline:
     def _encode(self, encoder: Encoder, images: torch.Tensor) -> torch.Tensor:
         return torch.cat([encoder(images[part]) for part in _chunks(len(images), self.config.forward_batch)])
 
-    def _segment(self, models: EditingModels, ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def segment(self, models: EditingModels, ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(images, labels)`` of latents, ``forward_batch`` at a time."""
         images, labels = zip(*(render_and_segment(models, ws[part])
                                for part in _chunks(len(ws), self.config.forward_batch)))
@@ -442,7 +443,7 @@ class DemoPipeline:
             history = train_encoder(G, encoder, stream, dataclasses.replace(train_config, steps=done), resume=state)
         encoder.eval().requires_grad_(False)
 
-        _, images, _ = self._render(cfg.encoder_check_renders, "encoder_check")
+        _, images, _ = self.render(cfg.encoder_check_renders, "encoder_check")
         psnr32 = self._reconstruction(self._encode(encoder, images), images)[0].mean().item()
         rounded = _rounded_to_fp16(encoder)
         psnr16 = self._reconstruction(self._encode(rounded, images), images)[0].mean().item()
@@ -488,7 +489,7 @@ class DemoPipeline:
         start = time.monotonic()
         history = train_param_regressor(regressor, batches, RegressorTrainConfig(
             steps=cfg.regressor_steps, minutes=cfg.regressor_minutes))
-        params, images, _ = self._render(cfg.regressor_check_renders, "regressor_check")
+        params, images, _ = self.render(cfg.regressor_check_renders, "regressor_check")
         r2 = regression_r2(regressor, images, regression_targets(params))
         per_target = {name: round(float(value), 4) for name, value in zip(target_names(), r2)}
         meta = {"created": _now(), "device": _device_name(self.device), "steps": history[-1]["step"],
@@ -509,8 +510,8 @@ class DemoPipeline:
             return
         cfg = self.config
         encoder = load_encoder(self.out / ENCODER_FILE, self.generator)
-        params, images, masks = self._render(cfg.annotated_samples, "annotate")
-        ws, psnrs, lpipses = self._embed(images, encoder, cfg.annotate_steps)
+        params, images, masks = self.render(cfg.annotated_samples, "annotate")
+        ws, psnrs, lpipses = self.embed(images, encoder, cfg.annotate_steps)
         meta = {
             "created": _now(), "device": _device_name(self.device), "source": "inverted renders with their true masks",
             "description": "Each latent is the inversion (encoder + optimisation) of a toon-face render; its mask is "
@@ -570,7 +571,7 @@ class DemoPipeline:
                                                   {edit.param: before_value})
             after = toonface.render(toonface.with_param(params, edit.param, edit.after), self.resolution)[1]
             sources.append((edit, seed, images, before, after))
-        ws_all, psnrs, _ = self._embed(torch.cat([images for _, _, images, _, _ in sources]), bundle.encoder,
+        ws_all, psnrs, _ = self.embed(torch.cat([images for _, _, images, _, _ in sources]), bundle.encoder,
                                        cfg.annotate_steps)
         (self.out / THUMBNAILS_DIR).mkdir(parents=True, exist_ok=True)
         files = {}
@@ -614,13 +615,13 @@ class DemoPipeline:
         report: dict[str, Any] = {"created": _now(), "device": _device_name(self.device),
                                   "generator": self.generator_id, "config": dataclasses.asdict(cfg)}
 
-        eval_params, eval_images, eval_masks = self._render(cfg.eval_renders, "evaluate")
+        eval_params, eval_images, eval_masks = self.render(cfg.eval_renders, "evaluate")
         transfer_seed = cfg.seed * 1000 + RENDER_SEEDS["transfer"]
-        transfer_params, transfer_images, transfer_masks = self._render(
+        transfer_params, transfer_images, transfer_masks = self.render(
             cfg.transfer_renders, "transfer", transfer_overrides(cfg.transfer_renders, transfer_seed))
         images = torch.cat([eval_images, transfer_images])
         ws0 = self._encode(bundle.encoder, images)
-        ws, psnrs, lpipses = self._embed(images, bundle.encoder, cfg.eval_embed_steps)
+        ws, psnrs, lpipses = self.embed(images, bundle.encoder, cfg.eval_embed_steps)
         self.log(f"evaluate: inverted {len(images)} renders ({time.monotonic() - start:.0f} s)")
         n = cfg.eval_renders
         psnr0, lpips0 = self._reconstruction(ws0[:n], eval_images)
@@ -652,10 +653,10 @@ class DemoPipeline:
         cfg = self.config
         bundle = self._load()
         models = bundle.editing_models(get_perceptual_loss(cfg.lpips_net, self.device))
-        _, images, masks = self._render(8, "evaluate")
+        _, images, masks = self.render(8, "evaluate")
         transfer_seed = cfg.seed * 1000 + RENDER_SEEDS["transfer"]
-        transfer_params, transfer_images, _ = self._render(2, "transfer", transfer_overrides(2, transfer_seed))
-        ws, _, _ = self._embed(torch.cat([images, transfer_images]), bundle.encoder, cfg.eval_embed_steps)
+        transfer_params, transfer_images, _ = self.render(2, "transfer", transfer_overrides(2, transfer_seed))
+        ws, _, _ = self.embed(torch.cat([images, transfer_images]), bundle.encoder, cfg.eval_embed_steps)
         self._write_figures(models, bundle, images, masks, ws[:8], self._encode(bundle.encoder, images),
                             transfer_params, ws[8:])
         self.log(f"figures: written to {self.figures}")
@@ -669,13 +670,13 @@ class DemoPipeline:
         truth = resize_mask(masks, size).cpu()
         figures = {}
         for name, latents in (("optimised", ws), ("encoder_only", ws0)):
-            labels = self._segment(models, latents)[1].cpu()
+            labels = self.segment(models, latents)[1].cpu()
             iou = class_iou(labels, truth, schema.num_classes)
             figures[name] = {"miou": float(iou.nanmean()),
                              "per_class": {c: (None if math.isnan(v) else round(v, 4))
                                            for c, v in zip(schema.class_names, iou.tolist())}}
         annotations = bundle.annotations
-        labels = self._segment(models, annotations.latents.to(self.device))[1].cpu()
+        labels = self.segment(models, annotations.latents.to(self.device))[1].cpu()
         figures["annotated_samples_fit"] = float(class_iou(labels, resize_mask(annotations.masks, size),
                                                            schema.num_classes).nanmean())
         figures["renders"] = len(ws)
@@ -717,7 +718,7 @@ class DemoPipeline:
         cfg = self.config
         perceptual = models.perceptual
         size = models.seg_resolution
-        original_images, original_labels = self._segment(models, ws)
+        original_images, original_labels = self.segment(models, ws)
         figures: dict[str, Any] = {"renders": len(ws)}
         for edit in DEMO_EDITS:
             vector = bundle.vectors[edit.name]
@@ -770,11 +771,11 @@ class DemoPipeline:
         renders (what the shipped tests check, on 8 faces)."""
         count = self.config.direction_samples
         z = torch.randn(count, self.generator.z_dim, generator=torch.Generator().manual_seed(SAMPLE_SEEDS["direction"]))
-        _, images, _ = self._render(count, "direction")
+        _, images, _ = self.render(count, "direction")
         figures: dict[str, Any] = {"faces": count}
         for name, ws in (("samples", self.generator.mapping(z.to(self.device))),
                          ("encoded_renders", self._encode(bundle.encoder, images))):
-            labels = self._segment(models, ws)[1]
+            labels = self.segment(models, ws)[1]
             figures[name] = {}
             for edit in DEMO_EDITS:
                 vector = bundle.vectors[edit.name]
@@ -792,7 +793,7 @@ class DemoPipeline:
         G = self.generator
         z = torch.randn(24, G.z_dim, generator=torch.Generator().manual_seed(SAMPLE_SEEDS["figures"]))
         save_image_grid(G(z.to(self.device), noise_mode="const"), self.figures / "demo_samples.png", columns=8)
-        save_image_grid(self._render(24, "figures")[1], self.figures / "demo_renders.png", columns=8)
+        save_image_grid(self.render(24, "figures")[1], self.figures / "demo_renders.png", columns=8)
 
         inverted, labels = render_and_segment(models, ws)
         encoded = G.synthesis(ws0, noise_mode="const")

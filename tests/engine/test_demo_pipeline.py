@@ -232,3 +232,27 @@ def test_annotated_samples_round_trip_keeps_the_meta(built):
     samples = AnnotatedSamples.load(pipeline.out / "annotations.safetensors")
     assert samples.meta["inversion"]["steps"] == TINY_PIPELINE.annotate_steps
     assert len(samples.meta["inversion"]["psnr"]) == len(samples.latents)
+
+
+def test_miou_factor_study_scores_like_the_evaluate_stage(built, tmp_path):
+    """bench/demo_miou_factors.py on the tiny bundle: the shipped branch at evaluate's inversion steps scores what
+    evaluate reported on the same faces, and every other annotation set trains a branch of its own."""
+    from bench.demo_miou_factors import build_parser, run
+
+    pipeline, _ = built
+    args = build_parser().parse_args([
+        "--bundle", str(pipeline.out), "--work", str(tmp_path), "--device", "cpu",
+        "--eval-renders", str(TINY_PIPELINE.eval_renders), "--eval-steps", str(TINY_PIPELINE.eval_embed_steps), "1",
+        "--annotation-counts", "5", "6", "--aligned-steps", "3"])
+    report = run(args, TINY_PIPELINE)
+    evaluated = json.loads((pipeline.out / "evaluation.json").read_text())["segmentation"]["optimised"]
+    names = ["shipped (4 annotations)", "5 annotations", "6 annotations", "4 annotations, 3-step inversions"]
+    assert list(report["miou"]) == names and list(report["training_fit"]) == names
+    shipped = report["miou"]["shipped (4 annotations)"][TINY_PIPELINE.eval_embed_steps]
+    # evaluate inverts these faces in one batch with the transfer faces: per-image results, up to float rounding.
+    assert shipped["miou"] == pytest.approx(evaluated["miou"], abs=5e-3)
+    assert set(shipped["per_class"]) == set(evaluated["per_class"])
+    for by_steps in report["miou"].values():
+        assert sorted(by_steps) == [1, TINY_PIPELINE.eval_embed_steps]
+        assert all(0 <= result["miou"] <= 1 for result in by_steps.values())
+    assert set(report["inversion"]) == {1, TINY_PIPELINE.eval_embed_steps}
