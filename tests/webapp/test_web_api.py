@@ -324,6 +324,43 @@ def test_a_vector_from_an_edit_under_a_taken_name_leaves_no_thumbnails(shared_st
     assert stored_files() == before
 
 
+def test_replaced_results_and_thumbnails_leave_no_files_but_those_the_library_uses(
+        shared_studio, client_for, django_capture_on_commit_callbacks):
+    """A retried edit's earlier result and a vector's re-rendered thumbnails: the files they replace are deleted once
+    the new rows commit, except the vector file that the library took from the earlier result."""
+    from webapp.editing import services as editing
+    from webapp.editing.models import EditSession, EditVector
+    from webapp.storage import read_bytes
+
+    sample, artist = shared_studio.samples[0], shared_studio.users.artist
+    session = EditSession.objects.create(sample=sample, generator=shared_studio.generator,
+                                         segmentation=shared_studio.segmentation, mode=EditSession.Mode.OPTIMIZE,
+                                         user=artist)
+    picture = png_bytes(np.zeros((32, 32, 3), np.uint8), mode="RGB")
+    first = editing.store_result(session, image_png=picture, mask_png=picture, latent=b"latent", delta=b"delta")
+    saved = client_for(artist).post("/api/vectors", {"edit_id": session.pk, "name": "first try"},
+                                    content_type="application/json")
+    assert saved.status_code == 201, saved.content
+    vector = EditVector.objects.get(pk=saved.json()["id"])
+    assert vector.file.name == first.delta.name
+
+    with django_capture_on_commit_callbacks(execute=True):
+        second = editing.store_result(session, image_png=picture, mask_png=picture, latent=b"latent 2",
+                                      delta=b"delta 2")
+    files = stored_files()
+    assert not {first.image.name, first.mask.name, first.latent.name} & files
+    assert {first.delta.name, second.image.name, second.mask.name, second.latent.name, second.delta.name} <= files
+    vector.refresh_from_db()
+    assert vector.source is None and read_bytes(vector.file.name) == b"delta"
+
+    earlier_thumbnails = {vector.thumb_before.name, vector.thumb_after.name}
+    with django_capture_on_commit_callbacks(execute=True):
+        rerendered = editing.store_thumbnails(vector.pk, picture, picture)
+    files = stored_files()
+    assert not earlier_thumbnails & files
+    assert {rerendered.thumb_before.name, rerendered.thumb_after.name} <= files
+
+
 def test_uploads_that_fail_after_storing_leave_no_file(shared_studio, client_for, tiny_models, tmp_path, settings,
                                                        monkeypatch):
     """A photo, a checkpoint, a mask and a mode-3 target mask: each is stored before its row is written or its job

@@ -21,7 +21,7 @@ from webapp.errors import Conflict
 from webapp.jobs import services as jobs
 from webapp.registry.models import Checkpoint
 from webapp.registry.services import active_segmentation
-from webapp.storage import atomic_with_files, files_removed_on_error, read_bytes, save_bytes
+from webapp.storage import atomic_with_files, delete_quietly, files_removed_on_error, read_bytes, save_bytes
 
 THUMB_SIZE = 128
 # Rendered thumbnails (vectors that come without pictures): one fixed generator sample, so that every such vector of
@@ -112,9 +112,23 @@ def store_result(session: EditSession, *, image_png: bytes, mask_png: bytes, lat
         if delta:
             result.delta.name = save_bytes(f"{prefix}/vector.safetensors", delta)
         with transaction.atomic():
-            EditResult.objects.filter(session=session).delete()  # a retried job replaces the earlier result
+            earlier = EditResult.objects.filter(session=session)  # a retried job replaces the earlier result
+            _delete_unused_files_on_commit([name for old in earlier for name in
+                                            (old.image.name, old.mask.name, old.latent.name, old.delta.name)])
+            earlier.delete()
             result.save()
     return result
+
+
+def _delete_unused_files_on_commit(names: Sequence[str]) -> None:
+    """Once the transaction commits, delete the files ``names`` that no library vector uses: a vector saved from an
+    edit shares the edit's vector file, and its thumbnails are its own."""
+    names = [name for name in names if name]
+    used = set()
+    for field in ("file", "thumb_before", "thumb_after"):
+        used.update(EditVector.objects.filter(**{f"{field}__in": names}).values_list(field, flat=True))
+    unused = [name for name in names if name not in used]
+    transaction.on_commit(lambda: [delete_quietly(name) for name in unused])
 
 
 def session_out(session: EditSession) -> dict:
@@ -261,8 +275,11 @@ def store_thumbnails(vector_id: int, before_png: bytes, after_png: bytes) -> Edi
     with files_removed_on_error():
         names = {"thumb_before": save_bytes(f"vectors/thumbs/vector{vector_id}-before.png", _thumbnail(before_png)),
                  "thumb_after": save_bytes(f"vectors/thumbs/vector{vector_id}-after.png", _thumbnail(after_png))}
-        if not EditVector.objects.filter(pk=vector_id).update(**names):
-            raise ValidationError(f"edit vector #{vector_id} was deleted before its thumbnails were rendered")
+        with transaction.atomic():
+            earlier = EditVector.objects.filter(pk=vector_id).values_list("thumb_before", "thumb_after").first()
+            if earlier is None or not EditVector.objects.filter(pk=vector_id).update(**names):
+                raise ValidationError(f"edit vector #{vector_id} was deleted before its thumbnails were rendered")
+            _delete_unused_files_on_commit(earlier)  # re-rendered thumbnails replace the earlier ones
     vector.refresh_from_db()
     return vector
 
