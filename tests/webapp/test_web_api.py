@@ -724,3 +724,28 @@ def test_foreign_generator_checkpoints_are_imported_and_converted(shared_studio,
 
     stored = Checkpoint.objects.get(pk=body["id"])
     assert checkpoints.detect_checkpoint_format(stored.file.path) == "editgan"  # converted to the project format
+
+
+def test_an_imported_schema_is_matched_by_name_else_by_its_classes(shared_studio):
+    """A branch or annotations whose schema has the classes of a known schema under another name use that schema (so
+    they work with its data sets); the same name with other classes is refused; new classes make a new schema."""
+    import dataclasses
+
+    from django.core.exceptions import ValidationError
+
+    from editor_core.schema import LabelSchema as EngineSchema
+    from webapp.datasets.models import LabelSchema
+    from webapp.registry.services import engine_schema, schema_for
+
+    ours = shared_studio.schema
+    known = engine_schema(ours)
+    assert schema_for(known) == ours
+    assert schema_for(dataclasses.replace(known, name="renamed by its trainer")) == ours
+    with pytest.raises(ValidationError, match=f"a schema named '{ours.name}' exists with other classes"):
+        schema_for(dataclasses.replace(known, class_names=tuple(reversed(known.class_names))))
+    count = LabelSchema.objects.count()
+    fresh = schema_for(EngineSchema(name="two parts", class_names=("background", "part"),
+                                    colours=((0, 0, 0), (255, 128, 0))))
+    assert fresh != ours and LabelSchema.objects.count() == count + 1
+    assert engine_schema(fresh).class_names == ("background", "part")
+    assert list(fresh.classes.order_by("index").values_list("colour", flat=True)) == ["#000000", "#ff8000"]

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import ProtectedError
+from django.db.models import Count, ProtectedError
 
 from webapp.datasets.models import LabelClass, LabelSchema
 from webapp.errors import Conflict
@@ -57,28 +57,36 @@ def _source_format(path: Path) -> str:
 
 
 def schema_for(engine_schema) -> LabelSchema:
-    """The LabelSchema row equal to an engine ``LabelSchema`` (created if new; a same-name different one is refused)."""
+    """The LabelSchema row for an engine ``LabelSchema``: the one of its name (which must have its classes), else one
+    with the same classes under another name (a branch or annotations then work with that schema's data sets), else
+    a new one."""
     from editor_core.schema import colour_to_hex
 
-    names = list(engine_schema.class_names)
-    colours = [colour_to_hex(c) for c in engine_schema.colours]
+    classes = list(zip(engine_schema.class_names, (colour_to_hex(c) for c in engine_schema.colours)))
     existing = LabelSchema.objects.filter(name=engine_schema.name).first()
     if existing is not None:
-        rows = list(existing.classes.order_by("index").values_list("name", "colour"))
-        if rows != list(zip(names, colours)):
+        if _class_rows(existing) != classes:
             raise ValidationError(f"a schema named '{engine_schema.name}' exists with other classes; rename one")
         return existing
+    for candidate in LabelSchema.objects.annotate(size=Count("classes")).filter(size=len(classes)).order_by("pk"):
+        if _class_rows(candidate) == classes:
+            return candidate
     with transaction.atomic():
         schema = LabelSchema.objects.create(name=engine_schema.name)
         LabelClass.objects.bulk_create(LabelClass(schema=schema, index=i, name=n, colour=c)
-                                       for i, (n, c) in enumerate(zip(names, colours)))
+                                       for i, (n, c) in enumerate(classes))
     return schema
+
+
+def _class_rows(schema: LabelSchema) -> list[tuple[str, str]]:
+    """``(name, "#rrggbb")`` of each class in index order (colours in lower case, as ``colour_to_hex`` writes them)."""
+    return [(name, colour.lower()) for name, colour in schema.classes.order_by("index").values_list("name", "colour")]
 
 
 def engine_schema(schema: LabelSchema):
     from editor_core.schema import LabelSchema as EngineSchema
 
-    rows = list(schema.classes.order_by("index").values_list("name", "colour"))
+    rows = _class_rows(schema)
     return EngineSchema(name=schema.name, class_names=tuple(n for n, _ in rows), colours=tuple(c for _, c in rows))
 
 
