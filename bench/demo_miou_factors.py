@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -31,19 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 EXTRA_ANNOTATION_SEED = 111  # not in RENDER_SEEDS: faces no stage trains, annotates or evaluates on
 # 128 samples' features (56 MiB each in fp16) stay cached on a large GPU, as the shipped 16 did in the default 1 GiB.
 FEATURE_CACHE_BYTES = 16 << 30
-
-
-def _miou(pipeline: Any, models: Any, ws: Any, masks: Any) -> dict[str, Any]:
-    from editor_core.domains.toonface import toonface_schema
-    from editor_core.editing import resize_mask
-    from editor_core.segmentation import class_iou
-
-    schema = toonface_schema()
-    labels = pipeline.segment(models, ws)[1].cpu()
-    iou = class_iou(labels, resize_mask(masks, models.seg_resolution).cpu(), schema.num_classes)
-    return {"miou": round(float(iou.nanmean()), 4),
-            "per_class": {c: (None if math.isnan(v) else round(v, 4))
-                          for c, v in zip(schema.class_names, iou.tolist())}}
 
 
 def run(args: argparse.Namespace, config: Any) -> dict[str, Any]:
@@ -115,7 +101,8 @@ def run(args: argparse.Namespace, config: Any) -> dict[str, Any]:
         report["training_fit"][name] = round(result.mean_iou, 4)
         log(f"branch '{name}': {result.steps} steps, training mIoU {result.mean_iou:.3f}")
 
-    report["miou"] = {name: {steps: _miou(pipeline, models, eval_ws[steps], eval_masks) for steps in args.eval_steps}
+    report["miou"] = {name: {steps: pipeline.segmentation_iou(models, eval_ws[steps], eval_masks)
+                             for steps in args.eval_steps}
                       for name, models in branches.items()}
     for name, by_steps in report["miou"].items():
         log(f"{name}: " + ", ".join(f"{steps} steps {r['miou']:.4f}" for steps, r in by_steps.items()))

@@ -341,7 +341,7 @@ class DemoPipeline:
             self.generator.eval()
 
     def embed(self, images: torch.Tensor, encoder: Encoder, steps: int
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Encoder + optimisation inversion of ``images``, ``embed_batch`` at a time → ``(ws, psnr, lpips)``."""
         config = EmbedConfig(steps=steps, lpips_net=self.config.lpips_net, preview_every=steps)
         ws, psnrs, lpipses = [], [], []
@@ -374,6 +374,15 @@ class DemoPipeline:
         images, labels = zip(*(render_and_segment(models, ws[part])
                                for part in _chunks(len(ws), self.config.forward_batch)))
         return torch.cat(images), torch.cat(labels)
+
+    def segmentation_iou(self, models: EditingModels, ws: torch.Tensor, masks: torch.Tensor) -> dict[str, Any]:
+        """How the segmentation of latents ``ws`` matches the true ``masks``: per-class IoU pooled over the faces
+        (``None`` for a class in neither) and their mean, ``{"miou", "per_class"}``."""
+        schema = toonface_schema()
+        labels = self.segment(models, ws)[1].cpu()
+        iou = class_iou(labels, resize_mask(masks, models.seg_resolution).cpu(), schema.num_classes)
+        per_class = {c: (None if math.isnan(v) else round(v, 4)) for c, v in zip(schema.class_names, iou.tolist())}
+        return {"miou": float(iou.nanmean()), "per_class": per_class}
 
     def _load(self) -> ModelBundle:
         return load_bundle(self.out, device=self.device)
@@ -572,7 +581,7 @@ class DemoPipeline:
             after = toonface.render(toonface.with_param(params, edit.param, edit.after), self.resolution)[1]
             sources.append((edit, seed, images, before, after))
         ws_all, psnrs, _ = self.embed(torch.cat([images for _, _, images, _, _ in sources]), bundle.encoder,
-                                       cfg.annotate_steps)
+                                      cfg.annotate_steps)
         (self.out / THUMBNAILS_DIR).mkdir(parents=True, exist_ok=True)
         files = {}
         for index, (edit, seed, images, before, after) in enumerate(sources):
@@ -665,20 +674,11 @@ class DemoPipeline:
 
     def _segmentation_figures(self, models: EditingModels, bundle: ModelBundle, ws: torch.Tensor, ws0: torch.Tensor,
                               masks: torch.Tensor) -> dict[str, Any]:
-        schema = toonface_schema()
-        size = models.seg_resolution
-        truth = resize_mask(masks, size).cpu()
-        figures = {}
-        for name, latents in (("optimised", ws), ("encoder_only", ws0)):
-            labels = self.segment(models, latents)[1].cpu()
-            iou = class_iou(labels, truth, schema.num_classes)
-            figures[name] = {"miou": float(iou.nanmean()),
-                             "per_class": {c: (None if math.isnan(v) else round(v, 4))
-                                           for c, v in zip(schema.class_names, iou.tolist())}}
+        figures = {name: self.segmentation_iou(models, latents, masks)
+                   for name, latents in (("optimised", ws), ("encoder_only", ws0))}
         annotations = bundle.annotations
-        labels = self.segment(models, annotations.latents.to(self.device))[1].cpu()
-        figures["annotated_samples_fit"] = float(class_iou(labels, resize_mask(annotations.masks, size),
-                                                           schema.num_classes).nanmean())
+        figures["annotated_samples_fit"] = self.segmentation_iou(models, annotations.latents.to(self.device),
+                                                                 annotations.masks)["miou"]
         figures["renders"] = len(ws)
         self.log(f"evaluate: mIoU {figures['optimised']['miou']:.4f} (encoder only "
                  f"{figures['encoder_only']['miou']:.4f})")
