@@ -307,7 +307,7 @@ def _train_segmentation(job: Job, reporter: JobReporter) -> dict:
                             patience=SegTrainConfig.patience if job.params.get("early_stopping", True) else None)
     outcome = train_segmentation_engine(generator, ensemble, latents, masks.to(engine_cache.device()), config,
                                         progress=reporter)
-    class_rows = list(dataset.schema.classes.order_by("index").values_list("name", "colour"))
+    class_rows = dataset.schema.class_rows()
     measured_on = heldout or training[:registry.MAX_HELDOUT_SAMPLES]
     evaluation = segmentation_iou(generator, ensemble, measured_on, class_rows, reporter)
     metrics = {**evaluation, "evaluated_on": split["evaluated_on"], "num_samples": len(training),

@@ -19,6 +19,10 @@ class LabelSchema(models.Model):
     def num_classes(self) -> int:
         return self.classes.count()
 
+    def class_rows(self) -> list[tuple[str, str]]:
+        """``(name, "#rrggbb")`` of each class, in index order."""
+        return list(self.classes.order_by("index").values_list("name", "colour"))
+
 
 class LabelClass(models.Model):
     schema = models.ForeignKey(LabelSchema, on_delete=models.CASCADE, related_name="classes")

@@ -55,7 +55,7 @@ def create_schema(name: str, classes: Sequence[tuple[str, str]], description: st
 
 def schema_classes(schema: LabelSchema) -> tuple[list[str], list[str]]:
     """(names, colours) in index order."""
-    rows = list(schema.classes.order_by("index").values_list("name", "colour"))
+    rows = schema.class_rows()
     return [n for n, _ in rows], [c for _, c in rows]
 
 

@@ -65,11 +65,11 @@ def schema_for(engine_schema) -> LabelSchema:
     classes = list(zip(engine_schema.class_names, (colour_to_hex(c) for c in engine_schema.colours)))
     existing = LabelSchema.objects.filter(name=engine_schema.name).first()
     if existing is not None:
-        if _class_rows(existing) != classes:
+        if not _has_classes(existing, classes):
             raise ValidationError(f"a schema named '{engine_schema.name}' exists with other classes; rename one")
         return existing
     for candidate in LabelSchema.objects.annotate(size=Count("classes")).filter(size=len(classes)).order_by("pk"):
-        if _class_rows(candidate) == classes:
+        if _has_classes(candidate, classes):
             return candidate
     with transaction.atomic():
         schema = LabelSchema.objects.create(name=engine_schema.name)
@@ -78,15 +78,15 @@ def schema_for(engine_schema) -> LabelSchema:
     return schema
 
 
-def _class_rows(schema: LabelSchema) -> list[tuple[str, str]]:
-    """``(name, "#rrggbb")`` of each class in index order (colours in lower case, as ``colour_to_hex`` writes them)."""
-    return [(name, colour.lower()) for name, colour in schema.classes.order_by("index").values_list("name", "colour")]
+def _has_classes(schema: LabelSchema, classes: list[tuple[str, str]]) -> bool:
+    """Whether ``schema`` has exactly ``classes`` (``colour_to_hex``'s lower-case colours), in order."""
+    return [(name, colour.lower()) for name, colour in schema.class_rows()] == classes
 
 
 def engine_schema(schema: LabelSchema):
     from editor_core.schema import LabelSchema as EngineSchema
 
-    rows = _class_rows(schema)
+    rows = schema.class_rows()
     return EngineSchema(name=schema.name, class_names=tuple(n for n, _ in rows), colours=tuple(c for _, c in rows))
 
 
