@@ -17,6 +17,7 @@ backward), fused Adam. The regulariser passes run eagerly because compiled graph
 Command line (see docs/demo-model.md)::
 
     python -m editor_core.training.gan train --out DIR --kimg 3000 --minutes 9 [--resume DIR/latest.pt]
+        [--compile-cache FILE]
     python -m editor_core.training.gan export --checkpoint DIR/latest.pt --out demo/generator.safetensors
 """
 from __future__ import annotations
@@ -552,6 +553,30 @@ def _load_adam_checkpoint_state(optimizer: torch.optim.Adam, state: dict[str, An
     optimizer.load_state_dict(state)
 
 
+def load_compile_cache(path: Path | str) -> int:
+    """Hot-load the ``torch.compile`` artifacts (FX graphs, Triton kernels, autotuning) that ``save_compile_cache``
+    wrote, so that this process's compilations become cache hits. A device session starts every call on a fresh
+    machine, where compiling the trainer's graphs costs minutes; artifacts of the same GPU kind and torch build
+    carry over. Returns how many artifacts were loaded; raises ``ValueError`` for a file that is not such a cache."""
+    info = torch.compiler.load_cache_artifacts(Path(path).read_bytes())
+    if info is None:  # torch logs why (checksum, unpickling) and returns None
+        raise ValueError(f"{path} is not a torch.compile cache written by save_compile_cache")
+    return sum(len(keys) for keys in info.artifacts.values())
+
+
+def save_compile_cache(path: Path | str) -> int:
+    """Write the ``torch.compile`` artifacts of this process's compilations (cache hits included) to ``path``,
+    atomically; returns the bytes written, 0 when nothing was compiled (then ``path`` is left alone)."""
+    artifacts = torch.compiler.save_cache_artifacts()
+    if artifacts is None or not artifacts[0]:
+        return 0
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(artifacts[0])
+    os.replace(tmp, path)
+    return len(artifacts[0])
+
+
 def enable_cuda_fast_math() -> None:
     """TF32 for the float32 matmuls/convs that autocast leaves alone, and cuDNN's per-shape algorithm search."""
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -606,6 +631,9 @@ def main(argv: Optional[list[str]] = None) -> None:
                        help="with --init-generator: thousands of images during which only D trains (default 50)")
     train.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     train.add_argument("--no-compile", action="store_true", help="run eagerly (debugging; much slower)")
+    train.add_argument("--compile-cache", type=Path, default=None,
+                       help="torch.compile artifacts: loaded before training when the file exists, written after "
+                            "(carry it to the next fresh machine of the same GPU kind to skip most compilation)")
     train.add_argument("--compact-checkpoint", action="store_true", default=None,
                        help="store weights in float16 and Adam moments in bfloat16 (half the size, resume not "
                             "exact); a resumed run keeps its checkpoint's choice")
@@ -626,6 +654,11 @@ def main(argv: Optional[list[str]] = None) -> None:
                  if value is not None}
     if args.d_warmup_kimg < 0:
         parser.error(f"--d-warmup-kimg must be ≥ 0, got {args.d_warmup_kimg}")
+    if args.compile_cache is not None and args.compile_cache.exists():
+        try:
+            print(f"compile cache: {load_compile_cache(args.compile_cache)} artifacts from {args.compile_cache}")
+        except ValueError as err:
+            parser.error(f"--compile-cache: {err}")
     if args.resume is not None:
         if overrides or args.init_generator is not None:
             parser.error(f"--resume continues the checkpoint's own training config and networks; drop "
@@ -647,6 +680,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     with tqdm(total=int(args.kimg * 1000), initial=trainer.images_shown, unit="img", unit_scale=True,
               smoothing=0.1) as bar:
         trainer.train(args.out, args.kimg, minutes=args.minutes, progress=_tqdm_progress(bar))
+    if args.compile_cache is not None:
+        print(f"compile cache: {save_compile_cache(args.compile_cache)} bytes written to {args.compile_cache}")
     last = trainer.log[-1] if trainer.log else {}
     print(f"stopped at {trainer.images_shown} images ({trainer.images_shown / 1000:.1f} kimg), step {trainer.step}, "
           f"{trainer.train_seconds / 60:.1f} min trained in total; last log row: {last}")

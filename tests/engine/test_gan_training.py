@@ -4,6 +4,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import os
+import re
+import subprocess
+import shutil
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -189,3 +195,85 @@ def test_cli_refuses_init_generator_with_resume_or_a_bad_file(tmp_path, capsys):
         main(["train", "--out", str(tmp_path / "o"), "--kimg", "1", "--device", "cpu", "--d-warmup-kimg", "-1",
               "--init-generator", str(tmp_path / "junk.safetensors")])
     assert "--d-warmup-kimg" in capsys.readouterr().err
+
+
+COMPILE_ONCE = """
+import sys, torch
+from torch._dynamo.utils import counters
+from editor_core.training.gan import load_compile_cache, save_compile_cache
+mode, path = sys.argv[1:]
+if mode == "load":
+    print("loaded", load_compile_cache(path))
+layer = torch.compile(torch.nn.Linear(8, 4))
+layer(torch.randn(2, 8)).sum().backward()
+print("hits", counters["inductor"]["fxgraph_cache_hit"], "misses", counters["inductor"]["fxgraph_cache_miss"])
+if mode == "save":
+    print("bytes", save_compile_cache(path))
+"""
+
+
+def test_compile_cache_turns_a_fresh_machines_compilation_into_cache_hits(tmp_path):
+    # Two processes with their own inductor cache folders stand for two fresh device machines.
+    def compile_in_fresh_process(mode: str) -> str:
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / f"inductor-{mode}")}
+        done = subprocess.run([sys.executable, "-c", COMPILE_ONCE, mode, str(tmp_path / "compile.cache")],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    first = compile_in_fresh_process("save")
+    graphs = int(re.search(r"hits 0 misses (\d+)", first).group(1))  # forward and backward
+    assert graphs >= 2 and (tmp_path / "compile.cache").stat().st_size > 0
+    second = compile_in_fresh_process("load")
+    assert int(re.search(r"loaded (\d+)", second).group(1)) >= graphs
+    assert f"hits {graphs} misses 0" in second, second
+
+
+def test_cli_refuses_a_compile_cache_that_is_not_one(tmp_path, capsys):
+    (tmp_path / "junk.cache").write_bytes(b"not a cache")
+    with pytest.raises(SystemExit):
+        main(["train", "--out", str(tmp_path / "o"), "--kimg", "1", "--device", "cpu",
+              "--compile-cache", str(tmp_path / "junk.cache")])
+    assert "--compile-cache" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_device_script_resumes_from_the_parts_the_previous_call_sent_back(tmp_path):
+    # bin/device-train-gan on CPU with the demo networks at batch 2: a new run, then a resumed one on a "fresh
+    # machine" that only has what the first call sent back.
+    repo = Path(__file__).resolve().parents[2]
+    carry, first_out, second_out = tmp_path / "carry", tmp_path / "out1", tmp_path / "out2"
+    for folder in (carry, first_out, second_out):
+        folder.mkdir()
+
+    def call(out: Path, *args: str, kimg: str = "0.002") -> subprocess.CompletedProcess:  # one step a call
+        env = {**os.environ, "OUT": str(out), "PYTHONPATH": str(repo), "KIMG": kimg}
+        return subprocess.run(["bash", str(repo / "bin" / "device-train-gan"), str(carry), *args], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=600)
+
+    first = call(first_out, "5", "--batch", "2", "--device", "cpu")
+    assert first.returncode == 0, first.stderr
+    parts = sorted(first_out.glob("latest.pt.part-*"))
+    assert len(parts) > 1 and all(part.stat().st_size <= 15 * 2 ** 20 for part in parts)
+    assert (first_out / "log.csv").exists() and list(first_out.glob("grid_*kimg.png"))
+    for path in first_out.iterdir():
+        shutil.copy(path, carry)
+
+    refused = call(second_out, "5", "--batch", "4")
+    assert refused.returncode == 2 and "drop --batch 4" in refused.stderr and not list(second_out.iterdir())
+    second = call(second_out, "5", kimg="0.004")
+    assert second.returncode == 0, second.stderr
+    joined = tmp_path / "joined.pt"
+    joined.write_bytes(b"".join(p.read_bytes() for p in sorted(second_out.glob("latest.pt.part-*"))))
+    resumed = GanTrainer.load(joined)
+    assert resumed.config.batch_size == 2 and resumed.step == 2
+    assert [row["step"] for row in resumed.log] == [1, 2]
+
+
+def test_device_script_explains_its_arguments(tmp_path):
+    script = Path(__file__).resolve().parents[2] / "bin" / "device-train-gan"
+    for args, env, message in (([], {}, "usage:"), ([str(tmp_path / "none"), "1"], {}, "is not a folder"),
+                               ([str(tmp_path), "1"], {"OUT": ""}, "$OUT must name")):
+        done = subprocess.run(["bash", str(script), *args], env={**os.environ, **env}, capture_output=True,
+                              text=True, cwd=tmp_path)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
