@@ -726,6 +726,59 @@ def test_foreign_generator_checkpoints_are_imported_and_converted(shared_studio,
     assert checkpoints.detect_checkpoint_format(stored.file.path) == "editgan"  # converted to the project format
 
 
+def transaction_depths(monkeypatch, functions: dict) -> dict:
+    """Wrap each ``(owner, attribute)`` of ``functions`` (by name) to record how many transactions or savepoints
+    beyond the test's own were open when it first ran; returns the dict they record into."""
+    from django.db import connection
+
+    depth_here = len(connection.savepoint_ids)
+    depths = {}
+
+    def recording(name, function):
+        def record(*args, **kwargs):
+            depths.setdefault(name, len(connection.savepoint_ids) - depth_here)
+            return function(*args, **kwargs)
+        return record
+
+    for name, (owner, attribute) in functions.items():
+        monkeypatch.setattr(owner, attribute, recording(name, getattr(owner, attribute)))
+    return depths
+
+
+def test_uploads_convert_and_store_before_their_transaction_opens(shared_studio, client_for, tiny_models, tmp_path,
+                                                                 settings, monkeypatch):
+    """Converting a large pickle takes seconds; on SQLite an open transaction holds the write lock (every annotator's
+    save waits), so a checkpoint or vector upload converts and stores its file with no transaction of its own open,
+    and writes only its rows (and queues its jobs) in one."""
+    import torch
+
+    from editor_core import checkpoints
+    from editor_core.networks import Generator
+    from webapp.editing import services as editing
+    from webapp.editing.models import EditVector
+    from webapp.registry import services as registry
+    from webapp.registry.models import Checkpoint
+
+    depths = transaction_depths(monkeypatch, {
+        "convert": (registry, "_convert_generator"), "store checkpoint": (registry, "save_bytes"),
+        "checkpoint row": (Checkpoint.objects, "create"), "store vector": (editing, "save_bytes"),
+        "vector row": (EditVector, "save")})
+    torch.manual_seed(12)
+    checkpoints.write_nvlabs_style_pickle(tmp_path / "network-snapshot.pkl", Generator(tiny_models.generator.config))
+    settings.STUDIO_IMPORT_ROOTS = [tmp_path]
+    response = client_for(shared_studio.users.admin).post(
+        "/api/checkpoints/import", {"kind": "generator", "name": "big pickle",
+                                    "server_path": str(tmp_path / "network-snapshot.pkl")},
+        content_type="application/json")
+    assert response.status_code == 201, response.content
+    data = tiny_vector_file(tmp_path, shared_studio.generator, "wider nose")
+    response = client_for(shared_studio.users.artist).post(
+        "/api/vectors/upload", {"file": io.BytesIO(data), "generator_id": shared_studio.generator.pk})
+    assert response.status_code == 201, response.content
+    # The vector's transaction (its row and thumbnail job) holds the savepoint that turns a taken name into a 409.
+    assert depths == {"convert": 0, "store checkpoint": 0, "checkpoint row": 1, "store vector": 0, "vector row": 2}
+
+
 def test_an_imported_schema_is_matched_by_name_else_by_its_classes(shared_studio):
     """A branch or annotations whose schema has the classes of a known schema under another name use that schema (so
     they work with its data sets); the same name with other classes is refused; new classes make a new schema."""

@@ -5,7 +5,7 @@ import io
 import re
 import tempfile
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -188,7 +188,7 @@ def vector_from_edit(user, session: EditSession, name: str, description: str, ta
                         edited_classes=result.edited_classes, generator=session.generator, author=user,
                         scale_min=scale_min, scale_max=scale_max, source=result)
     vector.file.name = result.delta.name
-    with atomic_with_files():  # a taken name (409) leaves no thumbnails behind
+    with files_removed_on_error():  # a taken name (409) leaves no thumbnails behind
         vector.thumb_before.name = save_bytes(f"vectors/thumbs/{session.pk}-before.png",
                                               _thumbnail(read_bytes(session.sample.image.name)))
         vector.thumb_after.name = save_bytes(f"vectors/thumbs/{session.pk}-after.png",
@@ -197,11 +197,13 @@ def vector_from_edit(user, session: EditSession, name: str, description: str, ta
 
 
 def import_vector(user, data: bytes, filename: str, generator: Checkpoint, tags: Sequence[str] = (),
-                  thumbnails: Optional[tuple[bytes, bytes]] = None) -> EditVector:
+                  thumbnails: Optional[tuple[bytes, bytes]] = None,
+                  then: Optional[Callable[[EditVector], object]] = None) -> EditVector:
     """Add an edit-vector file (project format, from ``GET /vectors/{id}/file`` or the CLI) to the library.
 
     ``thumbnails``: its before/after pictures (PNG, e.g. a bundle's ``thumbnails/<name>_before.png`` and
-    ``_after.png``); without them the vector has none until ``enqueue_thumbnails`` renders some."""
+    ``_after.png``); without them the vector has none until ``enqueue_thumbnails`` renders some. ``then(vector)``
+    runs in the row's transaction; the files are stored before it opens (on SQLite it holds the write lock)."""
     from editor_core.checkpoints import CheckpointError
     from editor_core.vectors import EditVector as EngineVector, VectorGeneratorMismatch
 
@@ -225,12 +227,16 @@ def import_vector(user, data: bytes, filename: str, generator: Checkpoint, tags:
     if thumbnails is not None:  # checked before anything is stored
         pictures = {part: _thumbnail(picture, f"the {part} thumbnail of '{info.name}'")
                     for part, picture in zip(("before", "after"), thumbnails)}
-    with atomic_with_files():  # a taken name (409) or any later failure leaves no files behind
+    with files_removed_on_error():  # a taken name (409) or any later failure leaves no files behind
         vector.file.name = save_bytes("vectors/imported.safetensors", data)
         if pictures:
             vector.thumb_before.name = save_bytes("vectors/thumbs/imported-before.png", pictures["before"])
             vector.thumb_after.name = save_bytes("vectors/thumbs/imported-after.png", pictures["after"])
-        return _save_vector_row(vector)
+        with transaction.atomic():
+            _save_vector_row(vector)
+            if then is not None:
+                then(vector)
+    return vector
 
 
 def _owner_hint(fingerprint: str) -> str:
@@ -243,11 +249,9 @@ def _owner_hint(fingerprint: str) -> str:
 
 
 def upload_vector(user, data: bytes, filename: str, generator: Checkpoint, tags: Sequence[str] = ()) -> EditVector:
-    """``POST /vectors/upload``: import the file; a worker renders its thumbnails (files carry no pictures)."""
-    with atomic_with_files():  # the stored file goes too if queueing the thumbnails fails
-        vector = import_vector(user, data, filename, generator, tags)
-        enqueue_thumbnails(vector, user)
-    return vector
+    """``POST /vectors/upload``: import the file; a worker renders its thumbnails (files carry no pictures). If
+    they cannot be queued, neither the row nor the stored file remains."""
+    return import_vector(user, data, filename, generator, tags, then=lambda vector: enqueue_thumbnails(vector, user))
 
 
 def thumbnail_scale(vector: EditVector) -> float:

@@ -10,7 +10,7 @@ import math
 import random
 import tempfile
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -20,7 +20,7 @@ from django.db.models import Count, ProtectedError
 from webapp.datasets.models import LabelClass, LabelSchema
 from webapp.errors import Conflict
 from webapp.registry.models import Checkpoint
-from webapp.storage import atomic_with_files, save_bytes
+from webapp.storage import files_removed_on_error, save_bytes
 
 ENGINE_FORMAT = {"editgan": Checkpoint.SourceFormat.PROJECT, "nvlabs-pickle": Checkpoint.SourceFormat.NVLABS,
                  "rosinality": Checkpoint.SourceFormat.ROSINALITY}
@@ -91,10 +91,14 @@ def engine_schema(schema: LabelSchema):
 
 
 def import_checkpoint(user, *, kind: str, name: str, data: Optional[bytes] = None, filename: str = "",
-                      server_path: str = "", generator: Optional[Checkpoint] = None) -> Checkpoint:
-    """Validate a checkpoint with the engine, convert it to the project format and register it.
+                      server_path: str = "", generator: Optional[Checkpoint] = None,
+                      then: Optional[Callable[[Checkpoint], object]] = None) -> Checkpoint:
+    """Validate a checkpoint with the engine, convert it to the project format and register it (``register_file``,
+    which runs ``then`` in the row's transaction).
 
     Give either ``data`` + ``filename`` (an upload) or ``server_path``. Segmentation branches need ``generator``.
+    No transaction is open while the file is read and converted: that takes seconds for a large pickle, and on
+    SQLite a transaction holds the database's write lock from its start, so every annotator's save would wait.
     """
     if bool(data) == bool(server_path):
         raise ValidationError("give either an uploaded file or a server path, not both or neither")
@@ -118,7 +122,7 @@ def import_checkpoint(user, *, kind: str, name: str, data: Optional[bytes] = Non
         else:
             raise ValidationError(f"importing {kind} checkpoints is not supported; use generator or segmentation")
         return register_file(converted, kind=kind, name=name, source_format=source_format, user=user,
-                             generator=generator, **fields)
+                             generator=generator, then=then, **fields)
 
 
 def _convert_generator(source: Path, converted: Path) -> dict:
@@ -149,39 +153,50 @@ def _check_segmentation(source: Path, converted: Path, generator: Optional[Check
         raise ValidationError(f"this segmentation branch was trained on generator {trained_on}, not on "
                               f"#{generator.pk} ({generator.fingerprint})")
     converted.write_bytes(source.read_bytes())
-    return {"fingerprint": generator.fingerprint, "config": ensemble.config.to_dict(), "schema": schema_for(schema),
+    return {"fingerprint": generator.fingerprint, "config": ensemble.config.to_dict(), "schema": schema,
             "metrics": dict(meta.get("metrics", {}))}
 
 
 def register_file(path: Path, *, kind: str, name: str, source_format: str, user=None,
-                  generator: Optional[Checkpoint] = None, schema: Optional[LabelSchema] = None,
-                  fingerprint: str = "", config: Optional[dict] = None, metrics: Optional[dict] = None) -> Checkpoint:
-    """Store a project-format file and create its Checkpoint row (the first segmentation branch becomes active)."""
+                  generator: Optional[Checkpoint] = None, schema=None, fingerprint: str = "",
+                  config: Optional[dict] = None, metrics: Optional[dict] = None,
+                  then: Optional[Callable[[Checkpoint], object]] = None) -> Checkpoint:
+    """Store a project-format file and create its Checkpoint row (the first segmentation branch becomes active).
+
+    ``schema`` is a LabelSchema row or an engine schema (matched or created by ``schema_for`` with the row).
+    ``then(checkpoint)`` runs in the row's transaction: when it raises, the row rolls back and the stored file goes.
+    The file is written before that transaction opens, which thus stays short (on SQLite it holds the write lock).
+    """
     digest = sha256_of(path)
     same = {"fingerprint": fingerprint} if kind == Checkpoint.Kind.GENERATOR else {"sha256": digest}
     duplicate = Checkpoint.objects.filter(kind=kind, **same).first()
     if duplicate is not None:
         raise Conflict(f"this {kind} is already registered as #{duplicate.pk} '{duplicate.name}'",
                        existing_id=duplicate.pk)
-    with atomic_with_files():  # a row that cannot be created (or activated) leaves no stored file behind
+    with files_removed_on_error():  # a row that cannot be created (or activated) leaves no stored file behind
         stored = save_bytes(f"checkpoints/{kind}/{digest[:16]}.safetensors", path.read_bytes())
-        checkpoint = Checkpoint.objects.create(
-            kind=kind, name=name, file=stored, sha256=digest, fingerprint=fingerprint or digest[:32],
-            generator=generator if kind != Checkpoint.Kind.GENERATOR else None, schema=schema,
-            source_format=source_format, config=config or {}, metrics=metrics or {}, created_by=user)
-        if kind != Checkpoint.Kind.GENERATOR and not Checkpoint.objects.filter(
-                generator=generator, kind=kind, schema=schema, active=True).exists():
-            activate(checkpoint)
+        with transaction.atomic():
+            if schema is not None and not isinstance(schema, LabelSchema):
+                schema = schema_for(schema)
+            checkpoint = Checkpoint.objects.create(
+                kind=kind, name=name, file=stored, sha256=digest, fingerprint=fingerprint or digest[:32],
+                generator=generator if kind != Checkpoint.Kind.GENERATOR else None, schema=schema,
+                source_format=source_format, config=config or {}, metrics=metrics or {}, created_by=user)
+            if kind != Checkpoint.Kind.GENERATOR and not Checkpoint.objects.filter(
+                    generator=generator, kind=kind, schema=schema, active=True).exists():
+                activate(checkpoint)
+            if then is not None:
+                then(checkpoint)
     return checkpoint
 
 
 def import_and_rank(user, **source) -> tuple[Checkpoint, list]:
     """``POST /checkpoints/upload`` and ``/checkpoints/import``: ``import_checkpoint(user, **source)``, then (a
-    branch that became active) queue the rankings of its datasets. One transaction: if the rankings cannot be queued,
-    neither the checkpoint row nor its stored file remains."""
-    with atomic_with_files():
-        checkpoint = import_checkpoint(user, **source)
-        return checkpoint, queue_rankings(checkpoint, user)
+    branch that became active) queue the rankings of its datasets in the row's transaction: if they cannot be
+    queued, neither the checkpoint row nor its stored file remains."""
+    rankings: list = []
+    checkpoint = import_checkpoint(user, then=lambda row: rankings.extend(queue_rankings(row, user)), **source)
+    return checkpoint, rankings
 
 
 def activate(checkpoint: Checkpoint) -> Checkpoint:
