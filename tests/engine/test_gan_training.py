@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import lzma
 import math
 import os
 import re
@@ -212,19 +213,27 @@ if mode == "save":
 """
 
 
-def test_compile_cache_turns_a_fresh_machines_compilation_into_cache_hits(tmp_path):
-    # Two processes with their own inductor cache folders stand for two fresh device machines.
-    def compile_in_fresh_process(mode: str) -> str:
-        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / f"inductor-{mode}")}
-        done = subprocess.run([sys.executable, "-c", COMPILE_ONCE, mode, str(tmp_path / "compile.cache")],
-                              env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr
-        return done.stdout
+def compile_in_fresh_process(mode: str, cache: Path, inductor_dir: Path) -> str:
+    """COMPILE_ONCE in a process with its own inductor cache folder: a fresh device machine."""
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(inductor_dir)}
+    done = subprocess.run([sys.executable, "-c", COMPILE_ONCE, mode, str(cache)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
-    first = compile_in_fresh_process("save")
-    graphs = int(re.search(r"hits 0 misses (\d+)", first).group(1))  # forward and backward
-    assert graphs >= 2 and (tmp_path / "compile.cache").stat().st_size > 0
-    second = compile_in_fresh_process("load")
+
+@pytest.fixture(scope="module")
+def saved_compile_cache(tmp_path_factory) -> tuple[Path, int]:
+    """A compile cache file and the number of graphs compiled into it."""
+    folder = tmp_path_factory.mktemp("compile-cache")
+    out = compile_in_fresh_process("save", folder / "compile.cache", folder / "inductor")
+    return folder / "compile.cache", int(re.search(r"hits 0 misses (\d+)", out).group(1))
+
+
+def test_compile_cache_turns_a_fresh_machines_compilation_into_cache_hits(saved_compile_cache, tmp_path):
+    cache, graphs = saved_compile_cache
+    assert graphs >= 2 and cache.stat().st_size > 0  # forward and backward
+    second = compile_in_fresh_process("load", cache, tmp_path / "inductor")
     assert int(re.search(r"loaded (\d+)", second).group(1)) >= graphs
     assert f"hits {graphs} misses 0" in second, second
 
@@ -238,9 +247,10 @@ def test_cli_refuses_a_compile_cache_that_is_not_one(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_device_script_resumes_from_the_parts_the_previous_call_sent_back(tmp_path):
+def test_device_script_resumes_from_the_parts_the_previous_call_sent_back(saved_compile_cache, tmp_path):
     # bin/device-train-gan on CPU with the demo networks at batch 2: a new run, then a resumed one on a "fresh
-    # machine" that only has what the first call sent back.
+    # machine" that only has what the first call sent back, and a compile cache (which the CPU path only loads:
+    # it compiles nothing, so none comes back).
     repo = Path(__file__).resolve().parents[2]
     carry, first_out, second_out = tmp_path / "carry", tmp_path / "out1", tmp_path / "out2"
     for folder in (carry, first_out, second_out):
@@ -256,13 +266,17 @@ def test_device_script_resumes_from_the_parts_the_previous_call_sent_back(tmp_pa
     parts = sorted(first_out.glob("latest.pt.part-*"))
     assert len(parts) > 1 and all(part.stat().st_size <= 15 * 2 ** 20 for part in parts)
     assert (first_out / "log.csv").exists() and list(first_out.glob("grid_*kimg.png"))
+    assert not (first_out / "compile.cache.xz").exists()
     for path in first_out.iterdir():
         shutil.copy(path, carry)
+    (carry / "compile.cache.xz").write_bytes(lzma.compress(saved_compile_cache[0].read_bytes()))
 
     refused = call(second_out, "5", "--batch", "4")
     assert refused.returncode == 2 and "drop --batch 4" in refused.stderr and not list(second_out.iterdir())
     second = call(second_out, "5", kimg="0.004")
     assert second.returncode == 0, second.stderr
+    assert re.search(r"compile cache: \d+ artifacts from", second.stdout), second.stdout
+    assert not (second_out / "compile.cache.xz").exists()
     joined = tmp_path / "joined.pt"
     joined.write_bytes(b"".join(p.read_bytes() for p in sorted(second_out.glob("latest.pt.part-*"))))
     resumed = GanTrainer.load(joined)
