@@ -244,6 +244,10 @@ def test_cli_refuses_a_compile_cache_that_is_not_one(tmp_path, capsys):
         main(["train", "--out", str(tmp_path / "o"), "--kimg", "1", "--device", "cpu",
               "--compile-cache", str(tmp_path / "junk.cache")])
     assert "--compile-cache" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # refused before training, not when the cache is written after it
+        main(["train", "--out", str(tmp_path / "o"), "--kimg", "1", "--device", "cpu",
+              "--compile-cache", str(tmp_path / "missing" / "compile.cache")])
+    assert "folder" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
