@@ -186,18 +186,6 @@ def test_training_continues_from_an_exported_generator_with_d_warmup(tmp_path):
     assert resumed.config.g_frozen_until_kimg == pytest.approx(kimg(3 + warmup_steps))
 
 
-def test_cli_refuses_init_generator_with_resume_or_a_bad_file(tmp_path, capsys):
-    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
-    with pytest.raises(SystemExit):
-        main(["train", "--out", str(tmp_path / "o"), "--kimg", "1", "--device", "cpu",
-              "--init-generator", str(tmp_path / "junk.safetensors")])
-    assert "--init-generator" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["train", "--out", str(tmp_path / "o"), "--kimg", "1", "--device", "cpu", "--d-warmup-kimg", "-1",
-              "--init-generator", str(tmp_path / "junk.safetensors")])
-    assert "--d-warmup-kimg" in capsys.readouterr().err
-
-
 COMPILE_ONCE = """
 import sys, torch
 from torch._dynamo.utils import counters
@@ -238,16 +226,19 @@ def test_compile_cache_turns_a_fresh_machines_compilation_into_cache_hits(saved_
     assert f"hits {graphs} misses 0" in second, second
 
 
-def test_cli_refuses_a_compile_cache_that_is_not_one(tmp_path, capsys):
-    (tmp_path / "junk.cache").write_bytes(b"not a cache")
+@pytest.mark.parametrize("arguments, message", [
+    (["--init-generator", "junk"], "--init-generator junk"),
+    (["--init-generator", "junk", "--d-warmup-kimg", "-1"], "--d-warmup-kimg must be ≥ 0"),
+    (["--compile-cache", "junk"], "--compile-cache: junk is not a torch.compile cache"),
+    (["--compile-cache", "missing/compile.cache"], "--compile-cache: folder missing does not exist"),
+])
+def test_cli_refuses_bad_files_and_values_before_training(tmp_path, monkeypatch, capsys, arguments, message):
+    # Refused before anything trains (a missing cache folder would otherwise fail only after the run).
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "junk").write_bytes(b"neither a checkpoint nor a cache")
     with pytest.raises(SystemExit):
-        main(["train", "--out", str(tmp_path / "o"), "--kimg", "1", "--device", "cpu",
-              "--compile-cache", str(tmp_path / "junk.cache")])
-    assert "--compile-cache" in capsys.readouterr().err
-    with pytest.raises(SystemExit):  # refused before training, not when the cache is written after it
-        main(["train", "--out", str(tmp_path / "o"), "--kimg", "1", "--device", "cpu",
-              "--compile-cache", str(tmp_path / "missing" / "compile.cache")])
-    assert "folder" in capsys.readouterr().err
+        main(["train", "--out", "o", "--kimg", "1", "--device", "cpu", *arguments])
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
