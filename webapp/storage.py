@@ -1,13 +1,16 @@
 """Reading and writing files through Django's default storage (local media or S3, by settings)."""
 from __future__ import annotations
 
+import datetime as dt
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Iterator, Optional
 
+from django.apps import apps
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import models, transaction
+from django.utils import timezone
 
 # The names save_bytes stored inside the innermost open files_removed_on_error block (None outside any).
 _stored_in_block: ContextVar[Optional[list[str]]] = ContextVar("stored_in_block", default=None)
@@ -63,3 +66,36 @@ def read_bytes(name: str) -> bytes:
 def delete_quietly(name: str) -> None:
     if name and default_storage.exists(name):
         default_storage.delete(name)
+
+
+def stored_names(folder: str = "") -> Iterator[str]:
+    """Every file name in the studio's storage below ``folder``."""
+    try:
+        folders, files = default_storage.listdir(folder)
+    except FileNotFoundError:
+        return
+    for name in files:
+        yield f"{folder}/{name}".lstrip("/")
+    for sub in folders:
+        yield from stored_names(f"{folder}/{sub}".lstrip("/"))
+
+
+def referenced_names() -> set[str]:
+    """Every stored file name that a row of any model refers to through a ``FileField``."""
+    names: set[str] = set()
+    for model in apps.get_models():
+        fields = [field.name for field in model._meta.concrete_fields if isinstance(field, models.FileField)]
+        for row in model._default_manager.values_list(*fields) if fields else ():
+            names.update(name for name in row if name)
+    return names
+
+
+def unreferenced_files(older_than: dt.timedelta) -> Iterator[tuple[str, int]]:
+    """``(name, bytes)`` of the stored files that no row refers to and that were last written more than
+    ``older_than`` ago: deleted samples' and vectors' files, replaced latents. Younger files are left alone: an
+    upload stores its file before its row commits, and a queued job may still read a replaced file."""
+    referenced = referenced_names()
+    cutoff = timezone.now() - older_than
+    for name in stored_names():
+        if name not in referenced and default_storage.get_modified_time(name) < cutoff:
+            yield name, default_storage.size(name)

@@ -28,16 +28,9 @@ def current_mask(client, sample_id: int) -> np.ndarray:
 
 def stored_files(folder: str = "") -> set[str]:
     """Every file name in the studio's storage below ``folder`` (what a refused request must not add to)."""
-    from django.core.files.storage import default_storage
+    from webapp.storage import stored_names
 
-    try:
-        folders, files = default_storage.listdir(folder)
-    except FileNotFoundError:
-        return set()
-    names = {f"{folder}/{name}".lstrip("/") for name in files}
-    for sub in folders:
-        names |= stored_files(f"{folder}/{sub}".lstrip("/"))
-    return names
+    return set(stored_names(folder))
 
 
 def raising(error: Exception):
