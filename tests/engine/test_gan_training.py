@@ -252,7 +252,8 @@ def test_device_script_resumes_from_the_parts_the_previous_call_sent_back(saved_
         folder.mkdir()
 
     def call(out: Path, *args: str, kimg: str = "0.002") -> subprocess.CompletedProcess:  # one step a call
-        env = {**os.environ, "OUT": str(out), "PYTHONPATH": str(repo), "KIMG": kimg}
+        env = {**os.environ, "OUT": str(out), "PYTHONPATH": str(repo), "KIMG": kimg,
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # its python3 is ours
         return subprocess.run(["bash", str(repo / "bin" / "device-train-gan"), str(carry), *args], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=600)
 
