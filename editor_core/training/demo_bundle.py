@@ -58,10 +58,10 @@ from editor_core.perceptual import get_perceptual_loss
 from editor_core.segmentation import (SegmentationConfig, SegmentationEnsemble, SegTrainConfig, class_iou,
                                       save_segmentation, train_segmentation)
 from editor_core.training.gan import enable_cuda_fast_math, save_image_grid
-from editor_core.training.param_regressor import (ParamRegressor, RegressorConfig, RegressorTrainConfig,
-                                                  frechet_distance, load_param_regressor, regression_r2,
-                                                  regression_targets, regressor_features, save_param_regressor,
-                                                  target_names, train_param_regressor)
+from editor_core.training.param_regressor import (REGRESSOR_KIND, ParamRegressor, RegressorConfig,
+                                                  RegressorTrainConfig, frechet_distance, load_param_regressor,
+                                                  regression_r2, regression_targets, regressor_features,
+                                                  save_param_regressor, target_names, train_param_regressor)
 from editor_core.vectors import EditVector, EditVectorInfo
 
 STAGES = ("encoder", "regressor", "annotate", "segmentation", "vectors", "evaluate", "figures")
@@ -486,6 +486,9 @@ class DemoPipeline:
         """Train the render-parameter regressor (the Fréchet-distance features) on fresh renders."""
         path = self.out / REGRESSOR_FILE
         if self._skip(path, force):
+            # The regressor sees renders only, so one copied in from another generator's bundle serves this one as
+            # well (and keeps Fréchet distances comparable across generators); it still needs its manifest entry.
+            self._record_regressor(path)
             return
         cfg = self.config
         regressor = ParamRegressor(RegressorConfig(self.resolution, len(target_names()))).to(self.device)
@@ -507,6 +510,15 @@ class DemoPipeline:
                 "r2_mean": round(float(r2.mean()), 4)}
         save_param_regressor(path, regressor, meta, dtype=torch.float16)
         self.log(f"regressor: saved {path}; held-out R² mean {meta['r2_mean']:.3f}")
+        self._record_regressor(path)
+
+    def _record_regressor(self, path: Path) -> None:
+        """The manifest entry of the regressor file at ``path``, once it is checked to fit this bundle's renders."""
+        resolution = load_param_regressor(path).config.resolution
+        if resolution != self.resolution:
+            raise ValueError(f"{path} regresses {resolution}² renders, not this generator's {self.resolution}²; "
+                             f"delete it or rebuild it with --force")
+        meta = read_checkpoint(path, REGRESSOR_KIND)[2]
         self._update_manifest({REGRESSOR_FILE: {
             "what": "render-parameter regressor (fp16): feature network of the Fréchet distance",
             "how": "editor_core.training.param_regressor on fresh renders", "created": meta["created"]}},

@@ -227,6 +227,27 @@ def test_regressor_file_round_trip(tmp_path):
         loaded(images[:, :, :16, :16])
 
 
+def test_a_regressor_copied_from_another_bundle_is_adopted_and_recorded(built, tmp_path):
+    # It sees renders only, so a new generator's bundle can keep the old one (its Fréchet distances stay comparable).
+    pipeline, _ = built
+    out = tmp_path / "bundle"
+    out.mkdir()
+    torch.manual_seed(1)
+    save_generator(out / "generator.safetensors", Generator(TINY_GENERATOR).eval())
+    shutil.copy(pipeline.out / "param_regressor.safetensors", out)
+    lines: list[str] = []
+    DemoPipeline(out, tmp_path / "work", TINY_PIPELINE, torch.device("cpu"), log=lines.append).regressor_stage()
+    assert "skipped" in lines[-1]
+    ours, theirs = (json.loads((folder / "bundle.json").read_text()) for folder in (out, pipeline.out))
+    assert ours["files"]["param_regressor.safetensors"] == theirs["files"]["param_regressor.safetensors"]
+    assert ours["figures"]["regressor_r2_mean"] == theirs["figures"]["regressor_r2_mean"]
+
+    other_size = ParamRegressor(RegressorConfig(resolution=64, num_targets=len(target_names())))
+    save_param_regressor(out / "param_regressor.safetensors", other_size, {"created": "now", "r2_mean": 0.0})
+    with pytest.raises(ValueError, match="regresses 64² renders, not this generator's 32²"):
+        DemoPipeline(out, tmp_path / "work", TINY_PIPELINE, torch.device("cpu"), log=lines.append).regressor_stage()
+
+
 def test_annotated_samples_round_trip_keeps_the_meta(built):
     pipeline, _ = built
     samples = AnnotatedSamples.load(pipeline.out / "annotations.safetensors")
