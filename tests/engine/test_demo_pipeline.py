@@ -3,9 +3,15 @@ render-parameter regressor / Fréchet distance it measures with. CPU, tiny count
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -246,6 +252,37 @@ def test_a_regressor_copied_from_another_bundle_is_adopted_and_recorded(built, t
     save_param_regressor(out / "param_regressor.safetensors", other_size, {"created": "now", "r2_mean": 0.0})
     with pytest.raises(ValueError, match="regresses 64² renders, not this generator's 32²"):
         DemoPipeline(out, tmp_path / "work", TINY_PIPELINE, torch.device("cpu"), log=lines.append).regressor_stage()
+
+
+def test_device_script_runs_stages_on_the_carried_bundle_and_sends_back_what_they_finished(tmp_path):
+    # bin/device-build-bundle on CPU with a tiny generator: the regressor stage runs, the annotate stage fails (no
+    # encoder yet), and the bundle comes back with the regressor in it all the same.
+    repo = Path(__file__).resolve().parents[2]
+    seed, carry, out = tmp_path / "seed", tmp_path / "carry", tmp_path / "out"
+    for folder in (seed, carry, out):
+        folder.mkdir()
+    torch.manual_seed(2)
+    save_generator(seed / "generator.safetensors", Generator(TINY_GENERATOR).eval())
+    with tarfile.open(carry / "bundle.tar.part-aa", "w") as archive:
+        archive.add(seed / "generator.safetensors", arcname="generator.safetensors")
+    env = {**os.environ, "OUT": str(out), "PYTHONPATH": str(repo),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["bash", str(repo / "bin" / "device-build-bundle"), str(carry), "regressor,annotate",
+                           "--regressor-steps", "1", "--device", "cpu"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0 and "encoder" in done.stdout + done.stderr
+    returned = tmp_path / "returned"
+    returned.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(b"".join(p.read_bytes() for p in sorted(out.glob("bundle.tar.part-*"))))) \
+            as archive:
+        archive.extractall(returned, filter="data")
+    assert {p.name for p in returned.iterdir()} == {"generator.safetensors", "param_regressor.safetensors",
+                                                    "bundle.json"}
+    assert "== regressor done" in (out / "stages.log").read_text()
+
+    usage = subprocess.run(["bash", str(repo / "bin" / "device-build-bundle"), str(seed), "regressor"],
+                           env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert usage.returncode == 2 and "has no bundle.tar.part-*" in usage.stderr
 
 
 def test_annotated_samples_round_trip_keeps_the_meta(built):
