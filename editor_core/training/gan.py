@@ -654,13 +654,14 @@ def main(argv: Optional[list[str]] = None) -> None:
                  if value is not None}
     if args.d_warmup_kimg < 0:
         parser.error(f"--d-warmup-kimg must be ≥ 0, got {args.d_warmup_kimg}")
-    if args.compile_cache is not None and not args.compile_cache.parent.is_dir():
-        parser.error(f"--compile-cache: folder {args.compile_cache.parent} does not exist")
-    if args.compile_cache is not None and args.compile_cache.exists():
-        try:
-            print(f"compile cache: {load_compile_cache(args.compile_cache)} artifacts from {args.compile_cache}")
-        except ValueError as err:
-            parser.error(f"--compile-cache: {err}")
+    if args.compile_cache is not None:
+        if not args.compile_cache.parent.is_dir():
+            parser.error(f"--compile-cache: folder {args.compile_cache.parent} does not exist")
+        if args.compile_cache.exists():
+            try:
+                print(f"compile cache: {load_compile_cache(args.compile_cache)} artifacts from {args.compile_cache}")
+            except ValueError as err:
+                parser.error(f"--compile-cache: {err}")
     if args.resume is not None:
         if overrides or args.init_generator is not None:
             parser.error(f"--resume continues the checkpoint's own training config and networks; drop "

@@ -1,6 +1,11 @@
 """Shared tiny models for the engine tests: a 32² generator, a segmentation branch trained on it, LPIPS."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -9,6 +14,16 @@ from editor_core.networks import Generator, GeneratorConfig
 TINY_GENERATOR = GeneratorConfig(resolution=32, z_dim=64, w_dim=64, channel_base=512, channel_max=64,
                                  mapping_layers=2)
 TINY_CLASSES = 3
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_device_script(name: str, *args: str, out: Path, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """``bin/<name> ARGS`` as a device call runs it: repository on PYTHONPATH, ``$OUT`` for the files that come
+    back, and this test's own python3 first on PATH."""
+    environment = {**os.environ, "OUT": str(out), "PYTHONPATH": str(REPO), **env,
+                   "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(["bash", str(REPO / "bin" / name), *args], cwd=cwd, env=environment, capture_output=True,
+                          text=True, timeout=600)
 
 
 @pytest.fixture(scope="session")

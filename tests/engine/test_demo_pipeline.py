@@ -6,12 +6,8 @@ import dataclasses
 import io
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 import tarfile
-from pathlib import Path
 
 import pytest
 import torch
@@ -28,7 +24,7 @@ from editor_core.training.demo_bundle import (DEMO_EDITS, DemoPipeline, GroundTr
 from editor_core.training.param_regressor import (ParamRegressor, RegressorConfig, frechet_distance,
                                                   load_param_regressor, regression_targets, save_param_regressor,
                                                   target_names)
-from tests.engine.conftest import TINY_GENERATOR
+from tests.engine.conftest import TINY_GENERATOR, run_device_script
 
 TINY_PIPELINE = PipelineConfig(
     encoder_steps=4, encoder_minutes=10.0, encoder_batch=2, encoder_chunk=2, encoder_check_renders=2,
@@ -257,7 +253,6 @@ def test_a_regressor_copied_from_another_bundle_is_adopted_and_recorded(built, t
 def test_device_script_runs_stages_on_the_carried_bundle_and_sends_back_what_they_finished(tmp_path):
     # bin/device-build-bundle on CPU with a tiny generator: the regressor stage runs, the annotate stage fails (no
     # encoder yet), and the bundle comes back with the regressor in it all the same.
-    repo = Path(__file__).resolve().parents[2]
     seed, carry, out = tmp_path / "seed", tmp_path / "carry", tmp_path / "out"
     for folder in (seed, carry, out):
         folder.mkdir()
@@ -265,11 +260,8 @@ def test_device_script_runs_stages_on_the_carried_bundle_and_sends_back_what_the
     save_generator(seed / "generator.safetensors", Generator(TINY_GENERATOR).eval())
     with tarfile.open(carry / "bundle.tar.part-aa", "w") as archive:
         archive.add(seed / "generator.safetensors", arcname="generator.safetensors")
-    env = {**os.environ, "OUT": str(out), "PYTHONPATH": str(repo),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(["bash", str(repo / "bin" / "device-build-bundle"), str(carry), "regressor,annotate",
-                           "--regressor-steps", "1", "--device", "cpu"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = run_device_script("device-build-bundle", str(carry), "regressor,annotate", "--regressor-steps", "1",
+                             "--device", "cpu", out=out, cwd=tmp_path)
     assert done.returncode != 0 and "encoder" in done.stdout + done.stderr
     returned = tmp_path / "returned"
     returned.mkdir()
@@ -280,8 +272,7 @@ def test_device_script_runs_stages_on_the_carried_bundle_and_sends_back_what_the
                                                     "bundle.json"}
     assert "== regressor done" in (out / "stages.log").read_text()
 
-    usage = subprocess.run(["bash", str(repo / "bin" / "device-build-bundle"), str(seed), "regressor"],
-                           env=env, capture_output=True, text=True, cwd=tmp_path)
+    usage = run_device_script("device-build-bundle", str(seed), "regressor", out=out, cwd=tmp_path)
     assert usage.returncode == 2 and "has no bundle.tar.part-*" in usage.stderr
 
 

@@ -19,6 +19,7 @@ from editor_core.checkpoints import load_generator
 from editor_core.networks import (DiscriminatorConfig, GeneratorConfig, fir_filter, make_resample_filter,
                                   separable_fir_filter)
 from editor_core.training.gan import GanTrainer, TrainConfig, ema_beta, export_generator, main
+from tests.engine.conftest import run_device_script
 
 BATCH = 4
 
@@ -246,16 +247,12 @@ def test_device_script_resumes_from_the_parts_the_previous_call_sent_back(saved_
     # bin/device-train-gan on CPU with the demo networks at batch 2: a new run, then a resumed one on a "fresh
     # machine" that only has what the first call sent back, and a compile cache (which the CPU path only loads:
     # it compiles nothing, so none comes back).
-    repo = Path(__file__).resolve().parents[2]
     carry, first_out, second_out = tmp_path / "carry", tmp_path / "out1", tmp_path / "out2"
     for folder in (carry, first_out, second_out):
         folder.mkdir()
 
     def call(out: Path, *args: str, kimg: str = "0.002") -> subprocess.CompletedProcess:  # one step a call
-        env = {**os.environ, "OUT": str(out), "PYTHONPATH": str(repo), "KIMG": kimg,
-               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # its python3 is ours
-        return subprocess.run(["bash", str(repo / "bin" / "device-train-gan"), str(carry), *args], cwd=tmp_path,
-                              env=env, capture_output=True, text=True, timeout=600)
+        return run_device_script("device-train-gan", str(carry), *args, out=out, cwd=tmp_path, KIMG=kimg)
 
     first = call(first_out, "5", "--batch", "2", "--device", "cpu")
     assert first.returncode == 0, first.stderr
@@ -281,9 +278,8 @@ def test_device_script_resumes_from_the_parts_the_previous_call_sent_back(saved_
 
 
 def test_device_script_explains_its_arguments(tmp_path):
-    script = Path(__file__).resolve().parents[2] / "bin" / "device-train-gan"
-    for args, env, message in (([], {}, "usage:"), ([str(tmp_path / "none"), "1"], {}, "is not a folder"),
-                               ([str(tmp_path), "1"], {"OUT": ""}, "$OUT must name")):
-        done = subprocess.run(["bash", str(script), *args], env={**os.environ, **env}, capture_output=True,
-                              text=True, cwd=tmp_path)
+    for args, out, message in (([], tmp_path, "usage:"),
+                               ([str(tmp_path / "none"), "1"], tmp_path, "is not a folder"),
+                               ([str(tmp_path), "1"], "", "$OUT must name")):
+        done = run_device_script("device-train-gan", *args, out=out, cwd=tmp_path)
         assert done.returncode == 2 and message in done.stderr, done.stderr
