@@ -305,3 +305,32 @@ def test_miou_factor_study_scores_like_the_evaluate_stage(built, tmp_path):
         assert sorted(by_steps) == [1, TINY_PIPELINE.eval_embed_steps]
         assert all(0 <= result["miou"] <= 1 for result in by_steps.values())
     assert set(report["inversion"]) == {1, TINY_PIPELINE.eval_embed_steps}
+
+
+def test_generator_comparison_scores_copies_of_one_generator_alike(built, tmp_path, capsys):
+    """bench/generator_compare.py on the tiny bundle: the same generator under two names gets the same figures (the
+    renders, steps and sample latents are fixed), the Fréchet floor is reported at the generators' resolution, and
+    bad arguments are refused before any work."""
+    from bench import generator_compare
+
+    pipeline, _ = built
+    copy = tmp_path / "copy.safetensors"
+    shutil.copy(pipeline.out / "generator.safetensors", copy)
+    report_path = tmp_path / "compare.json"
+    generator_compare.main([str(pipeline.out / "generator.safetensors"), str(copy), "--renders", "2", "--steps", "2",
+                            "--lpips-resolution", "32", "--fd-samples", "6",
+                            "--regressor", str(pipeline.out / "param_regressor.safetensors"),
+                            "--json", str(report_path)])
+    report = json.loads(report_path.read_text())
+    original, copied = report["generators"].values()
+    for key in ("inversion_psnr", "inversion_lpips", "fd_samples_vs_renders"):
+        assert original[key] == pytest.approx(copied[key], rel=1e-5), key
+    assert original["inversion_psnr"]["mean"] > 0 and 0 < original["inversion_lpips"]["mean"] < 1
+    assert original["fd_samples_vs_renders"] >= 0 and list(report["renders_vs_renders"]) == ["32"]
+
+    for bad, message in ((["--renders", "0"], "--renders must be at least 1"),
+                         (["--fd-samples", "1"], "--fd-samples must be at least 2"),
+                         (["--regressor", str(tmp_path / "none.safetensors")], "none.safetensors is not a file")):
+        with pytest.raises(SystemExit) as refused:
+            generator_compare.parse_args([str(copy), *bad])
+        assert refused.value.code == 2 and message in capsys.readouterr().err

@@ -1,0 +1,114 @@
+"""Which of several demo generators is worth a bundle rebuild? Cheap figures that need no encoder, on CPU or GPU.
+
+A rebuild (encoder, annotations, segmentation branch, vectors, evaluation) costs about 12 minutes of device time,
+and the held-out mIoU it ends in is bounded by how exactly the generator reproduces renders (docs/demo-model.md,
+*What bounds the mIoU*). So compare candidates first, each the same way:
+
+* **inversion without an encoder**: ``embed_image`` from ``w_avg`` on the same held-out renders (the ``evaluate``
+  stage's seed), the same steps and loss; PSNR and LPIPS of the best step, mean ± std. An encoder would start every
+  generator closer, but it has to be trained per generator; from ``w_avg`` the comparison is fair and free.
+* **Fréchet distance** of ψ = 1 samples to renders in the features of one render-parameter regressor (the shipped
+  one by default, so figures are comparable across generators), with the render-vs-render floor.
+
+Prints one JSON object and writes it to ``--json``:
+
+    .venv/bin/python bench/generator_compare.py demo/generator.safetensors new.safetensors --json scratch/cmp.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("generators", nargs="+", type=Path, help="generator files (project format) to compare")
+    parser.add_argument("--renders", type=int, default=8, help="held-out renders to invert (default 8)")
+    parser.add_argument("--steps", type=int, default=300, help="optimisation steps per inversion (default 300)")
+    parser.add_argument("--lpips-resolution", type=int, default=128,
+                        help="LPIPS input size during the inversion (default 128: 4x cheaper than the tool's 256)")
+    parser.add_argument("--fd-samples", type=int, default=1000, help="images a side for the Fréchet distance")
+    parser.add_argument("--regressor", type=Path, default=Path("demo/param_regressor.safetensors"),
+                        help="render-parameter regressor whose features the Fréchet distance uses")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", type=Path, help="also write the report here")
+    args = parser.parse_args(argv)
+    for name in ("renders", "steps", "lpips_resolution"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.fd_samples < 2:
+        parser.error("--fd-samples must be at least 2 (a covariance needs two)")
+    for path in [*args.generators, args.regressor]:
+        if not path.is_file():
+            parser.error(f"{path} is not a file")
+    return args
+
+
+def compare(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from editor_core.checkpoints import load_generator
+    from editor_core.embedding import EmbedConfig, embed_image
+    from editor_core.training.demo_bundle import RENDER_SEEDS, SAMPLE_SEEDS, render_faces
+    from editor_core.training.param_regressor import frechet_distance, load_param_regressor, regressor_features
+
+    device = torch.device(args.device)
+    regressor = load_param_regressor(args.regressor, device)
+    config = EmbedConfig(steps=args.steps, lpips_resolution=args.lpips_resolution)
+    report: dict[str, Any] = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                              "renders": args.renders, "steps": args.steps,
+                              "lpips_resolution": args.lpips_resolution, "fd_samples": args.fd_samples,
+                              "regressor": str(args.regressor), "generators": {}}
+    render_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def renders_at(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(held-out renders to invert, render features for the Fréchet distance) at ``size``."""
+        if size not in render_cache:
+            _, targets, _ = render_faces(args.renders, RENDER_SEEDS["evaluate"], size, device)
+            features = regressor_features(regressor, render_faces(args.fd_samples, RENDER_SEEDS["fd_renders"],
+                                                                  size, device)[1])
+            render_cache[size] = targets, features
+            floor = regressor_features(regressor, render_faces(args.fd_samples, RENDER_SEEDS["fd_renders_floor"],
+                                                               size, device)[1])
+            report.setdefault("renders_vs_renders", {})[size] = frechet_distance(floor, features)
+        return render_cache[size]
+
+    for path in args.generators:
+        clock = time.monotonic()
+        generator = load_generator(path, device).eval().requires_grad_(False)
+        targets, render_features = renders_at(generator.config.resolution)
+        result = embed_image(generator, None, targets, config)
+        z = torch.randn(args.fd_samples, generator.z_dim, generator=torch.Generator().manual_seed(
+            SAMPLE_SEEDS["fd_samples"])).to(device)
+        with torch.no_grad():
+            samples = torch.cat([generator(z[i:i + 100], truncation_psi=1.0, noise_mode="const").clamp(-1, 1)
+                                 for i in range(0, len(z), 100)])
+        report["generators"][str(path)] = {
+            "inversion_psnr": _stats(result.psnr), "inversion_lpips": _stats(result.lpips),
+            "fd_samples_vs_renders": frechet_distance(regressor_features(regressor, samples), render_features),
+            "seconds": round(time.monotonic() - clock, 1)}
+    return report
+
+
+def _stats(values: Any) -> dict[str, float]:
+    values = values.double()
+    return {"mean": round(values.mean().item(), 4), "std": round(values.std().item(), 4) if len(values) > 1 else 0.0}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    report = compare(args)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
