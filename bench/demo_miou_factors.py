@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import emit_report  # noqa: E402 (needs the path above when run as a script)
 
 EXTRA_ANNOTATION_SEED = 111  # not in RENDER_SEEDS: faces no stage trains, annotates or evaluates on
 # 128 samples' features (56 MiB each in fp16) stay cached on a large GPU, as the shipped 16 did in the default 1 GiB.
@@ -133,10 +134,7 @@ def main() -> None:
             or args.seg_steps < 0:
         parser.error("counts and steps must be positive (--aligned-steps and --seg-steps may be 0)")
     report = run(args, PipelineConfig(seg_steps=args.seg_steps) if args.seg_steps else PipelineConfig())
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit_report(report, args.json)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,14 @@ Prints one JSON object and writes it to ``--json``:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import emit_report  # noqa: E402 (needs the path above when run as a script)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -104,10 +105,7 @@ def _stats(values: Any) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     report = compare(args)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit_report(report, args.json)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,13 @@ of it; it shows how fine the tolerance of the metric is at this resolution. Rend
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import emit_report  # noqa: E402 (needs the path above when run as a script)
 
 AXIS_DIRECTIONS = ((0, 1), (0, -1), (1, 0), (-1, 0))
 
@@ -86,10 +87,7 @@ def _shifted(mask: Any, direction: tuple[int, int], distance: int) -> Any:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     report = shift_ceiling(args)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit_report(report, args.json)
 
 
 if __name__ == "__main__":
