@@ -8,7 +8,8 @@ and the held-out mIoU it ends in is bounded by how exactly the generator reprodu
   stage's seed), the same steps and loss; PSNR and LPIPS of the best step, mean ± std. An encoder would start every
   generator closer, but it has to be trained per generator; from ``w_avg`` the comparison is fair and free.
 * **Fréchet distance** of ψ = 1 samples to renders in the features of one render-parameter regressor (the shipped
-  one by default, so figures are comparable across generators), with the render-vs-render floor.
+  one by default, so figures are comparable across generators), with the render-vs-render floor; latents and
+  renders are drawn as the ``evaluate`` stage draws them, so at its ``--fd-samples`` the figures are its own.
 
 Prints one JSON object and writes it to ``--json``:
 
@@ -56,8 +57,9 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
 
     from editor_core.checkpoints import load_generator
     from editor_core.embedding import EmbedConfig, embed_image
-    from editor_core.training.demo_bundle import RENDER_SEEDS, SAMPLE_SEEDS, render_faces
-    from editor_core.training.param_regressor import frechet_distance, load_param_regressor, regressor_features
+    from editor_core.training.demo_bundle import (RENDER_SEEDS, SAMPLE_SEEDS, mean_and_std, render_faces,
+                                                  render_features, sample_features)
+    from editor_core.training.param_regressor import frechet_distance, load_param_regressor
 
     device = torch.device(args.device)
     regressor = load_param_regressor(args.regressor, device)
@@ -65,41 +67,30 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                               "renders": args.renders, "steps": args.steps,
                               "lpips_resolution": args.lpips_resolution, "fd_samples": args.fd_samples,
-                              "regressor": str(args.regressor), "generators": {}}
+                              "regressor": str(args.regressor), "generators": {}, "renders_vs_renders": {}}
     render_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def renders_at(size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(held-out renders to invert, render features for the Fréchet distance) at ``size``."""
+        """(held-out renders to invert, render features for the Fréchet distance) at ``size``, as ``evaluate``
+        draws them."""
         if size not in render_cache:
-            _, targets, _ = render_faces(args.renders, RENDER_SEEDS["evaluate"], size, device)
-            features = regressor_features(regressor, render_faces(args.fd_samples, RENDER_SEEDS["fd_renders"],
-                                                                  size, device)[1])
-            render_cache[size] = targets, features
-            floor = regressor_features(regressor, render_faces(args.fd_samples, RENDER_SEEDS["fd_renders_floor"],
-                                                               size, device)[1])
-            report.setdefault("renders_vs_renders", {})[size] = frechet_distance(floor, features)
+            features = render_features(regressor, args.fd_samples, RENDER_SEEDS["fd_renders"], size, device)
+            floor = render_features(regressor, args.fd_samples, RENDER_SEEDS["fd_renders_floor"], size, device)
+            report["renders_vs_renders"][size] = frechet_distance(floor, features)
+            render_cache[size] = render_faces(args.renders, RENDER_SEEDS["evaluate"], size, device)[1], features
         return render_cache[size]
 
     for path in args.generators:
         clock = time.monotonic()
         generator = load_generator(path, device).eval().requires_grad_(False)
-        targets, render_features = renders_at(generator.config.resolution)
+        targets, renders = renders_at(generator.config.resolution)
         result = embed_image(generator, None, targets, config)
-        z = torch.randn(args.fd_samples, generator.z_dim, generator=torch.Generator().manual_seed(
-            SAMPLE_SEEDS["fd_samples"])).to(device)
-        with torch.no_grad():
-            samples = torch.cat([generator(z[i:i + 100], truncation_psi=1.0, noise_mode="const").clamp(-1, 1)
-                                 for i in range(0, len(z), 100)])
+        samples = sample_features(generator, regressor, args.fd_samples, SAMPLE_SEEDS["fd_samples"], 1.0)
         report["generators"][str(path)] = {
-            "inversion_psnr": _stats(result.psnr), "inversion_lpips": _stats(result.lpips),
-            "fd_samples_vs_renders": frechet_distance(regressor_features(regressor, samples), render_features),
+            "inversion_psnr": mean_and_std(result.psnr), "inversion_lpips": mean_and_std(result.lpips),
+            "fd_samples_vs_renders": frechet_distance(samples, renders),
             "seconds": round(time.monotonic() - clock, 1)}
     return report
-
-
-def _stats(values: Any) -> dict[str, float]:
-    values = values.double()
-    return {"mean": round(values.mean().item(), 4), "std": round(values.std().item(), 4) if len(values) > 1 else 0.0}
 
 
 def main(argv: list[str] | None = None) -> None:

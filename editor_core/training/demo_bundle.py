@@ -76,6 +76,7 @@ MANIFEST_FILE = "bundle.json"
 EVALUATION_FILE = "evaluation.json"
 ENCODER_STATE_FILE = "encoder-training.safetensors"
 
+FD_CHUNK = 250  # images per regressor pass of the Fréchet distance
 RENDER_SEEDS = {"annotate": 101, "vector_sources": 102, "evaluate": 103, "transfer": 104, "fd_renders": 105,
                 "fd_renders_floor": 106, "regressor_check": 107, "encoder_check": 108, "figures": 109,
                 "direction": 110}
@@ -275,6 +276,27 @@ def _chunks(count: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, count))
 
 
+@torch.no_grad()
+def sample_features(generator: Generator, regressor: ParamRegressor, count: int, seed: int, psi: float
+                    ) -> torch.Tensor:
+    """Regressor features ``[count, D]`` (float64, CPU) of ``count`` generator samples (z from ``seed``, truncation
+    ``psi``, constant noise): one side of the Fréchet distance."""
+    device = generator.mapping.w_avg.device
+    z = torch.randn(count, generator.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    return torch.cat([regressor_features(regressor, generator(z[part], truncation_psi=psi, noise_mode="const"))
+                      for part in _chunks(count, FD_CHUNK)])
+
+
+@torch.no_grad()
+def render_features(regressor: ParamRegressor, count: int, seed: int, size: int, device: torch.device
+                    ) -> torch.Tensor:
+    """Regressor features ``[count, D]`` (float64, CPU) of ``count`` renders at ``size``², rendered ``FD_CHUNK`` at a
+    time (chunk ``k`` from seed ``seed·100 000 + k·FD_CHUNK``): the other side of the Fréchet distance."""
+    return torch.cat([regressor_features(regressor, render_faces(part.stop - part.start, seed * 100_000 + part.start,
+                                                                 size, device)[1])
+                      for part in _chunks(count, FD_CHUNK)])
+
+
 def _mask_image(mask: torch.Tensor) -> torch.Tensor:
     """``[H, W]`` labels → ``[3, H, W]`` in ``[-1, 1]`` in the toon-face schema's colours (for figures)."""
     return toonface_schema().colourise(mask.cpu()).permute(2, 0, 1).float() / 127.5 - 1
@@ -285,7 +307,8 @@ def _mean_change(a: torch.Tensor, b: torch.Tensor, region: torch.Tensor) -> torc
     return ((a - b).abs() * 127.5 * region).flatten(1).sum(1) / region.flatten(1).sum(1)
 
 
-def _stats(values: torch.Tensor) -> dict[str, float]:
+def mean_and_std(values: torch.Tensor) -> dict[str, float]:
+    """``{"mean", "std"}`` of per-image figures ``[N]`` (std 0 for one image)."""
     values = values.double()
     return {"mean": float(values.mean()), "std": float(values.std()) if len(values) > 1 else 0.0}
 
@@ -648,8 +671,8 @@ class DemoPipeline:
         psnr0, lpips0 = self._reconstruction(ws0[:n], eval_images)
         report["inversion"] = {
             "renders": n, "steps": cfg.eval_embed_steps, "lpips_net": cfg.lpips_net,
-            "optimised": {"psnr": _stats(psnrs[:n]), "lpips": _stats(lpipses[:n])},
-            "encoder_only": {"psnr": _stats(psnr0), "lpips": _stats(lpips0)}}
+            "optimised": {"psnr": mean_and_std(psnrs[:n]), "lpips": mean_and_std(lpipses[:n])},
+            "encoder_only": {"psnr": mean_and_std(psnr0), "lpips": mean_and_std(lpips0)}}
 
         report["segmentation"] = self._segmentation_figures(models, bundle, ws[:n], ws0[:n], eval_masks)
         report["frechet"] = self._frechet_figures(bundle)
@@ -701,25 +724,19 @@ class DemoPipeline:
         cfg, G = self.config, self.generator
         regressor = load_param_regressor(self.out / REGRESSOR_FILE, self.device)
 
-        def sample_features(seed: int, psi: float) -> torch.Tensor:
-            z = torch.randn(cfg.fd_samples, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
-            return torch.cat([regressor_features(regressor, G(z[part], truncation_psi=psi, noise_mode="const"))
-                              for part in _chunks(len(z), 250)])
+        def samples(seed: int, psi: float) -> torch.Tensor:
+            return sample_features(G, regressor, cfg.fd_samples, seed, psi)
 
-        def render_features(purpose: str) -> torch.Tensor:
-            seed = cfg.seed * 1000 + RENDER_SEEDS[purpose]
-            return torch.cat([regressor_features(regressor, render_faces(part.stop - part.start, seed * 100_000
-                                                                         + part.start, self.resolution,
-                                                                         self.device)[1])
-                              for part in _chunks(cfg.fd_samples, 250)])
+        def renders_of(purpose: str) -> torch.Tensor:
+            return render_features(regressor, cfg.fd_samples, cfg.seed * 1000 + RENDER_SEEDS[purpose],
+                                   self.resolution, self.device)
 
-        renders = render_features("fd_renders")
+        renders = renders_of("fd_renders")
         figures = {
             "samples": cfg.fd_samples, "feature_dim": int(renders.shape[1]),
-            "samples_vs_renders": frechet_distance(sample_features(SAMPLE_SEEDS["fd_samples"], 1.0), renders),
-            "samples_psi0.7_vs_renders": frechet_distance(
-                sample_features(SAMPLE_SEEDS["fd_samples_truncated"], 0.7), renders),
-            "renders_vs_renders": frechet_distance(render_features("fd_renders_floor"), renders),
+            "samples_vs_renders": frechet_distance(samples(SAMPLE_SEEDS["fd_samples"], 1.0), renders),
+            "samples_psi0.7_vs_renders": frechet_distance(samples(SAMPLE_SEEDS["fd_samples_truncated"], 0.7), renders),
+            "renders_vs_renders": frechet_distance(renders_of("fd_renders_floor"), renders),
             "regressor_r2_mean": read_checkpoint(self.out / REGRESSOR_FILE)[2].get("r2_mean")}
         self.log(f"evaluate: FD samples vs renders {figures['samples_vs_renders']:.4f} "
                  f"(renders vs renders {figures['renders_vs_renders']:.4f})")
