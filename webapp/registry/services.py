@@ -17,6 +17,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count, ProtectedError
 
+from webapp.accounts import roles
 from webapp.datasets.models import LabelClass, LabelSchema
 from webapp.errors import Conflict
 from webapp.registry.models import Checkpoint
@@ -24,6 +25,11 @@ from webapp.storage import files_removed_on_error, save_bytes
 
 ENGINE_FORMAT = {"editgan": Checkpoint.SourceFormat.PROJECT, "nvlabs-pickle": Checkpoint.SourceFormat.NVLABS,
                  "rosinality": Checkpoint.SourceFormat.ROSINALITY}
+
+
+def visible_checkpoints(user):
+    """Every role may see every checkpoint (and its file)."""
+    return Checkpoint.objects.all() if user.has_perm(roles.VIEW_CHECKPOINTS) else Checkpoint.objects.none()
 
 
 def sha256_of(path: Path) -> str:

@@ -1,0 +1,104 @@
+"""What the studio promises about access (docs/deploy.md, *Security*): stored files go only to those who may see
+the row that owns them, under names nobody can guess; error texts carry no server paths or Python reprs; logins and
+token creation are throttled; API tokens expire and can be listed and revoked."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from conftest import make_user, png_bytes
+
+pytestmark = pytest.mark.django_db
+
+PICTURE = png_bytes(np.zeros((32, 32, 3), np.uint8), mode="RGB")
+
+
+def media_url(name: str) -> str:
+    from django.core.files.storage import default_storage
+
+    return default_storage.url(name)
+
+
+def finished_edit(studio, user):
+    """An edit of ``user`` with a stored result (what a worker leaves), as the row and its API answer's URLs."""
+    from webapp.editing import services as editing
+    from webapp.editing.models import EditSession
+
+    session = EditSession.objects.create(sample=studio.samples[0], generator=studio.generator,
+                                         segmentation=studio.segmentation, mode=EditSession.Mode.OPTIMIZE, user=user)
+    result = editing.store_result(session, image_png=PICTURE, mask_png=PICTURE, latent=b"latent", delta=b"delta")
+    return session, result
+
+
+def test_edit_files_are_served_only_to_those_who_may_see_the_edit(shared_studio, client_for):
+    users = shared_studio.users
+    session, result = finished_edit(shared_studio, users.artist)
+    owner = client_for(users.artist)
+    answer = owner.get(f"/api/edits/{session.pk}").json()["result"]
+    urls = {"image": answer["image_url"], "latent": media_url(result.latent.name),
+            "mask": answer["mask_url"], "vector": media_url(result.delta.name)}
+    other_artist = make_user("art2", "artist")
+    for user in (users.annotator, other_artist, users.nobody, None):
+        client = client_for(user)
+        assert client.get(f"/api/edits/{session.pk}").status_code in (401, 403, 404)
+        for what, url in urls.items():
+            assert client.get(url).status_code == 404, (user, what)  # the same answer as for no such file
+    for user in (users.artist, users.admin):  # the owner, and admins who see every job
+        for what, url in urls.items():
+            response = client_for(user).get(url)
+            assert response.status_code == 200, (user, what)
+    assert b"".join(owner.get(urls["latent"]).streaming_content) == b"latent"
+
+
+def test_every_kind_of_stored_file_follows_its_row(shared_studio, client_for, tiny_models):
+    """Samples, masks, revisions, predictions, checkpoints, vectors and thumbnails: any role sees these rows, so
+    their files go to any role; never to someone without a role, nor anonymously; an orphan file to nobody."""
+    from webapp.datasets import services as datasets
+    from webapp.datasets.models import Annotation, AnnotationRevision
+    from webapp.editing import services as editing
+    from webapp.registry.models import Checkpoint
+    from webapp.storage import save_bytes
+
+    sample = shared_studio.samples[0]
+    labels = np.zeros((sample.height, sample.width), np.uint8)
+    prediction = datasets.store_prediction(sample, shared_studio.segmentation, labels, labels, 0.5, 0.1)
+    vector = editing.store_thumbnails(shared_studio.vector.pk, PICTURE, PICTURE)
+    names = [sample.image.name, sample.latent.name, prediction.mask.name, prediction.uncertainty.name,
+             vector.file.name, vector.thumb_before.name, vector.thumb_after.name,
+             *Annotation.objects.values_list("mask", flat=True),
+             *AnnotationRevision.objects.values_list("mask", flat=True),
+             *Checkpoint.objects.values_list("file", flat=True)]
+    assert all(names)
+    for name in names:
+        assert client_for(shared_studio.users.annotator).get(media_url(name)).status_code == 200, name
+        assert client_for(shared_studio.users.nobody).get(media_url(name)).status_code == 404, name
+        assert client_for(None).get(media_url(name)).status_code == 404, name
+    orphan = save_bytes("images/orphan.png", PICTURE)
+    assert client_for(shared_studio.users.admin).get(media_url(orphan)).status_code == 404
+    sneaky = f"/media/images/../{sample.image.name}"
+    assert client_for(shared_studio.users.admin).get(sneaky).status_code == 404
+
+
+def test_every_model_with_files_says_who_may_read_them():
+    """A new model with a FileField must name its visibility function, else its files are served to nobody."""
+    from django.apps import apps
+
+    from webapp.studio.media import FILE_OWNERS, file_fields
+
+    with_files = {model for model in apps.get_models() if file_fields(model)}
+    assert with_files == set(FILE_OWNERS)
+
+
+def test_stored_names_cannot_be_guessed(shared_studio):
+    """Two edits' files share no id and no sequence: each name is its kind and a fresh 128-bit token."""
+    first, second = (finished_edit(shared_studio, shared_studio.users.artist)[1] for _ in range(2))
+    token = re.compile(r"^edits/([0-9a-f]{32})-(image\.png|mask\.png|latent\.safetensors|vector\.safetensors)$")
+    tokens = set()
+    for result in (first, second):
+        for name in (result.image.name, result.mask.name, result.latent.name, result.delta.name):
+            match = token.match(name)
+            assert match, name
+            tokens.add(match.group(1))
+    assert len(tokens) == 8  # every file its own token
