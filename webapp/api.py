@@ -5,7 +5,7 @@ from ninja import NinjaAPI
 from webapp.accounts.api import router as accounts_router
 from webapp.datasets.api import router as datasets_router
 from webapp.editing.api import router as editing_router
-from webapp.errors import Conflict
+from webapp.errors import Conflict, readable
 from webapp.jobs.api import router as jobs_router
 from webapp.jobs.services import TooManyJobs
 from webapp.registry.api import router as registry_router
@@ -20,7 +20,7 @@ api.add_router("/", jobs_router)
 
 @api.exception_handler(ValidationError)
 def invalid_input(request, exc: ValidationError):
-    return api.create_response(request, {"detail": " ".join(exc.messages)}, status=400)
+    return api.create_response(request, {"detail": readable(" ".join(exc.messages))}, status=400)
 
 
 @api.exception_handler(PermissionDenied)

@@ -102,3 +102,75 @@ def test_stored_names_cannot_be_guessed(shared_studio):
             assert match, name
             tokens.add(match.group(1))
     assert len(tokens) == 8  # every file its own token
+
+
+def assert_no_server_detail(text: str) -> None:
+    """No server path (temporary folder, media, var, code) and no Python object repr in a user-facing text."""
+    import tempfile
+
+    from django.conf import settings
+
+    assert text
+    assert "object at 0x" not in text, text
+    for folder in {tempfile.gettempdir(), "/tmp/", str(settings.MEDIA_ROOT), str(settings.VAR_DIR),
+                   str(settings.BASE_DIR)}:
+        assert folder not in text, text
+
+
+def named(data: bytes, name: str):
+    import io
+
+    upload = io.BytesIO(data)
+    upload.name = name
+    return upload
+
+
+@pytest.mark.parametrize("data, filename", [
+    (b"this is not a checkpoint at all", "model.pkl"),
+    (b"\x80\x02}q\x00.", "network-snapshot.pkl"),  # a pickle, but no NVlabs network in it
+    (b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": 1}", "generator.safetensors"),  # a truncated safetensors header
+    (b"PK\x03\x04 not really a zip", "stylegan2.pt"),
+])
+def test_a_bad_checkpoint_upload_says_why_without_server_paths(shared_studio, client_for, data, filename):
+    refused = client_for(shared_studio.users.admin).post(
+        "/api/checkpoints/upload", {"file": named(data, filename), "kind": "generator", "name": "bad"})
+    assert refused.status_code == 400
+    detail = refused.json()["detail"]
+    assert_no_server_detail(detail)
+
+
+def test_bad_vector_mask_and_thumbnail_uploads_say_why_without_reprs(shared_studio, client_for):
+    import base64
+
+    from django.core.exceptions import ValidationError
+
+    from webapp.editing.services import import_vector
+
+    artist = client_for(shared_studio.users.artist)
+    vector = artist.post("/api/vectors/upload", {"file": named(b"\x08\x00\x00\x00\x00\x00\x00\x00{}junk", "mine.vec"),
+                                                 "generator_id": shared_studio.generator.pk})
+    assert vector.status_code == 400
+    assert "mine.vec" in vector.json()["detail"]
+    assert_no_server_detail(vector.json()["detail"])
+    sample = shared_studio.samples[2]
+    mask = client_for(shared_studio.users.annotator).put(
+        f"/api/samples/{sample.pk}/annotation", {"mask_png": base64.b64encode(b"GIF89a nonsense").decode(),
+                                                 "base_version": 0}, content_type="application/json")
+    assert mask.status_code == 400
+    assert_no_server_detail(mask.json()["detail"])
+    with pytest.raises(ValidationError) as refused:
+        import_vector(shared_studio.users.artist, (shared_studio.vector.file.open("rb").read()), "v.safetensors",
+                      shared_studio.generator, thumbnails=(b"not a picture", b"nor this"))
+    assert_no_server_detail(" ".join(refused.value.messages))
+
+
+def test_a_failed_jobs_error_names_no_server_path(shared_studio):
+    from django.conf import settings
+
+    from webapp.jobs import services as jobs
+    from webapp.jobs.models import Job
+
+    job = Job.objects.create(kind="sample", queue="interactive", requested_by=shared_studio.users.admin)
+    failed = jobs.finish(job, Job.Status.FAILED, error=f"{settings.MEDIA_ROOT}/checkpoints/generator/x.safetensors "
+                                                       "is not a readable .safetensors file")
+    assert failed.error == "x.safetensors is not a readable .safetensors file"

@@ -17,7 +17,7 @@ from webapp.accounts import roles
 from webapp.datasets import services as datasets
 from webapp.datasets.models import Sample
 from webapp.editing.models import Composition, CompositionItem, EditResult, EditSession, EditVector
-from webapp.errors import Conflict
+from webapp.errors import Conflict, readable
 from webapp.jobs import services as jobs
 from webapp.registry.models import Checkpoint
 from webapp.registry.services import active_segmentation
@@ -174,7 +174,7 @@ def _thumbnail(data: bytes, what: str = "the image") -> bytes:
             image.save(buffer, format="PNG")
             return buffer.getvalue()
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ValidationError(f"{what} is not a readable image: {exc}") from None
+        raise ValidationError(f"{what} is not a readable image: {readable(exc)}") from None
 
 
 def _save_vector_row(vector: EditVector) -> EditVector:
@@ -225,9 +225,11 @@ def import_vector(user, data: bytes, filename: str, generator: Checkpoint, tags:
             engine_vector = EngineVector.load(path)
             engine_vector.check_generator(generator.fingerprint)
         except VectorGeneratorMismatch as exc:
-            raise ValidationError(f"{exc}; {_owner_hint(engine_vector.info.generator_id)}") from None
+            raise ValidationError(f"{readable(exc, {path: filename})}; "
+                                  f"{_owner_hint(engine_vector.info.generator_id)}") from None
         except (CheckpointError, ValueError, KeyError, TypeError) as exc:
-            raise ValidationError(f"'{filename}' is not an edit-vector file: {exc}") from None
+            raise ValidationError(f"'{filename}' is not an edit-vector file: {readable(exc, {path: filename})}"
+                                  ) from None
     info = engine_vector.info
     vector = EditVector(name=info.name, description=info.description, tags=_clean_tags(tags),
                         edited_classes=list(info.edited_classes), generator=generator, author=user,

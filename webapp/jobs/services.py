@@ -13,7 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from webapp.accounts import roles
-from webapp.errors import Conflict
+from webapp.errors import Conflict, readable
 from webapp.jobs.models import Job
 from webapp.jobs.signals import job_retried
 from webapp.realtime.groups import job_group, publish
@@ -186,7 +186,7 @@ def append_log(job: Job, line: str) -> None:
 
 def finish(job: Job, status: str, *, result: Optional[dict] = None, error: str = "", metrics: Optional[dict] = None
            ) -> Job:
-    fields = {"status": status, "finished": timezone.now(), "error": error[-10_000:]}
+    fields = {"status": status, "finished": timezone.now(), "error": readable(error)[-10_000:]}
     if status == Job.Status.SUCCEEDED:
         fields["progress"] = 1.0
     if result is not None:
