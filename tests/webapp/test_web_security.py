@@ -3,6 +3,7 @@ the row that owns them, under names nobody can guess; error texts carry no serve
 token creation are throttled; API tokens expire and can be listed and revoked."""
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import numpy as np
@@ -174,3 +175,105 @@ def test_a_failed_jobs_error_names_no_server_path(shared_studio):
     failed = jobs.finish(job, Job.Status.FAILED, error=f"{settings.MEDIA_ROOT}/checkpoints/generator/x.safetensors "
                                                        "is not a readable .safetensors file")
     assert failed.error == "x.safetensors is not a readable .safetensors file"
+
+
+# --- throttling ---------------------------------------------------------------------------------------------------
+def sign_in(client, username: str, password: str, address: str = "10.0.0.1"):
+    return client.post("/api/auth/login", {"username": username, "password": password},
+                       content_type="application/json", REMOTE_ADDR=address)
+
+
+def test_30_wrong_passwords_end_in_429_with_retry_after(shared_studio, settings):
+    """The attack of the issue: 30 wrong passwords in a row. The first STUDIO_LOGIN_FAILURES_PER_USERNAME are
+    plain 401s, then 429s that say when to come back — even for the right password."""
+    from django.test import Client
+
+    client = Client()
+    answers = [sign_in(client, "ann", f"guess {k}") for k in range(30)]
+    limit = settings.STUDIO_LOGIN_FAILURES_PER_USERNAME
+    assert [a.status_code for a in answers] == [401] * limit + [429] * (30 - limit)
+    refused = answers[-1]
+    assert "too many sign-in attempts" in refused.json()["detail"]
+    assert 0 < int(refused["Retry-After"]) <= settings.STUDIO_LOGIN_WINDOW_SECONDS
+    assert sign_in(client, "ann", "correct horse battery staple").status_code == 429
+    assert sign_in(client, "art", "correct horse battery staple").json()["username"] == "art"  # others sign in
+
+
+def test_login_throttle_counts_per_username_and_per_address_in_a_window(shared_studio, settings):
+    from django.test import Client
+
+    from webapp.accounts.models import ThrottleEvent
+
+    settings.STUDIO_LOGIN_FAILURES_PER_USERNAME, settings.STUDIO_LOGIN_FAILURES_PER_ADDRESS = 3, 5
+    client = Client()
+    for _ in range(2):
+        assert sign_in(client, "ann", "wrong").status_code == 401
+    assert sign_in(client, "ann", "correct horse battery staple").status_code == 200  # a success clears the count
+    for _ in range(3):
+        assert sign_in(client, "ANN", "wrong", address="10.0.0.2").status_code == 401  # one username, any case
+    assert sign_in(client, "ann", "wrong", address="10.0.0.3").status_code == 429  # from any address
+    # One address trying many usernames: its own limit.
+    for name in ("x1", "x2", "x3", "x4", "x5"):
+        assert sign_in(client, name, "wrong", address="10.9.9.9").status_code == 401
+    assert sign_in(client, "art", "correct horse battery staple", address="10.9.9.9").status_code == 429
+    assert sign_in(client, "art", "correct horse battery staple", address="10.9.9.8").status_code == 200
+    # Once the window has passed (the events are moved back in time), the username may try again.
+    ThrottleEvent.objects.update(created=ThrottleEvent.objects.earliest("created").created
+                                 - dt.timedelta(seconds=settings.STUDIO_LOGIN_WINDOW_SECONDS + 1))
+    assert sign_in(client, "ann", "wrong").status_code == 401
+
+
+def test_token_creation_is_throttled_per_user(shared_studio, client_for, settings):
+    settings.STUDIO_TOKENS_PER_WINDOW = 2
+    annotator, artist = client_for(shared_studio.users.annotator), client_for(shared_studio.users.artist)
+    for k in range(2):
+        assert annotator.post("/api/tokens", {"name": f"script {k}"}, content_type="application/json"
+                              ).status_code == 201
+    refused = annotator.post("/api/tokens", {"name": "one more"}, content_type="application/json")
+    assert refused.status_code == 429 and "too many token creation attempts" in refused.json()["detail"]
+    assert int(refused["Retry-After"]) > 0
+    assert artist.post("/api/tokens", {"name": "mine"}, content_type="application/json").status_code == 201
+
+
+# --- token lifetime, listing and revocation -----------------------------------------------------------------------
+def test_tokens_expire_after_their_lifetime(shared_studio, client_for, settings):
+    from django.test import Client
+    from django.utils import timezone
+
+    from webapp.accounts.models import ApiToken
+
+    created = client_for(shared_studio.users.annotator).post("/api/tokens", {"name": "nightly export"},
+                                                             content_type="application/json").json()
+    token = ApiToken.objects.get(pk=created["id"])
+    lifetime = token.expires - token.created
+    assert abs(lifetime - dt.timedelta(days=settings.STUDIO_TOKEN_LIFETIME_DAYS)) < dt.timedelta(minutes=1)
+    script = Client(HTTP_AUTHORIZATION=f"Bearer {created['key']}")
+    assert script.get("/api/me").status_code == 200
+    ApiToken.objects.filter(pk=token.pk).update(expires=timezone.now() - dt.timedelta(seconds=1))
+    expired = script.get("/api/me")
+    assert expired.status_code == 401 and "expired" in expired.json()["detail"]
+    assert script.get(media_url(shared_studio.samples[0].image.name)).status_code == 404
+    unknown = Client(HTTP_AUTHORIZATION="Bearer egs_made_up").get("/api/me")
+    assert unknown.status_code == 401 and "not valid" in unknown.json()["detail"]
+
+
+def test_tokens_are_listed_without_secrets_and_only_their_owner_revokes_them(shared_studio, client_for):
+    from django.test import Client
+
+    owner, other = client_for(shared_studio.users.artist), client_for(shared_studio.users.annotator)
+    created = owner.post("/api/tokens", {"name": "render farm"}, content_type="application/json").json()
+    script = Client(HTTP_AUTHORIZATION=f"Bearer {created['key']}")
+    assert script.get("/api/me").status_code == 200
+    listed = owner.get("/api/tokens").json()
+    mine = next(t for t in listed if t["id"] == created["id"])
+    assert set(mine) == {"id", "name", "prefix", "created", "last_used", "expires", "revoked", "status"}
+    assert mine["status"] == "active" and mine["last_used"] and created["key"].startswith(mine["prefix"])
+    assert created["key"] not in owner.get("/api/tokens").content.decode()
+    assert all(t["id"] != created["id"] for t in other.get("/api/tokens").json())
+    assert other.delete(f"/api/tokens/{created['id']}").status_code == 404  # someone else's: not found
+    assert script.get("/api/me").status_code == 200
+    assert owner.delete(f"/api/tokens/{created['id']}").status_code == 204
+    revoked = script.get("/api/me")
+    assert revoked.status_code == 401 and "revoked" in revoked.json()["detail"]
+    mine = next(t for t in owner.get("/api/tokens").json() if t["id"] == created["id"])
+    assert mine["status"] == "revoked" and mine["revoked"]
