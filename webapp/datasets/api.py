@@ -11,7 +11,7 @@ from ninja.errors import HttpError
 from webapp.accounts import roles
 from webapp.accounts.auth import role_auth
 from webapp.datasets import services
-from webapp.datasets.models import Dataset, LabelSchema, Sample
+from webapp.datasets.models import Dataset, LabelSchema
 from webapp.datasets.schemas import (AnnotationOut, DatasetIn, DatasetOut, EmbedIn, GenerateIn, MaskIn, RankIn,
                                      ReviewIn, RevisionOut, SampleOut, SchemaIn, SchemaOut, VersionIn)
 from webapp.jobs import services as jobs

@@ -11,7 +11,7 @@ from webapp.accounts import roles
 from webapp.accounts.auth import role_auth
 from webapp.datasets.models import Sample
 from webapp.editing import services
-from webapp.editing.models import Composition, EditVector
+from webapp.editing.models import Composition
 from webapp.editing.schemas import (CompositionIn, CompositionOut, EditIn, EditOut, VectorFromEditIn, VectorOut,
                                     VectorPatchIn)
 from webapp.registry.models import Checkpoint
