@@ -26,8 +26,9 @@ def _server_folders() -> list[str]:
     from django.conf import settings
 
     folders = {tempfile.gettempdir(), str(settings.MEDIA_ROOT), str(settings.VAR_DIR), str(settings.BASE_DIR)}
-    resolved = {str(Path(folder).resolve()) for folder in folders}
-    return sorted(folders | resolved, key=len, reverse=True)  # the longest first: a folder inside another one
+    folders |= {str(Path(folder).resolve()) for folder in folders}
+    folders = {folder.rstrip("/") for folder in folders} - {""}  # never the root: that would eat every URL path
+    return sorted(folders, key=len, reverse=True)  # the longest first: a folder inside another one
 
 
 def readable(error: BaseException | str, shown_as: Optional[Mapping[str | Path, str]] = None) -> str:
@@ -37,5 +38,5 @@ def readable(error: BaseException | str, shown_as: Optional[Mapping[str | Path, 
     for path, name in sorted((shown_as or {}).items(), key=lambda item: len(str(item[0])), reverse=True):
         text = text.replace(str(path), name)
     for folder in _server_folders():
-        text = re.sub(re.escape(folder.rstrip("/")) + r"/(?:[^\s'\"]*/)?([^\s/'\"]*)", r"\1", text)
+        text = re.sub(re.escape(folder) + r"/(?:[^\s'\"]*/)?([^\s/'\"]*)", r"\1", text)
     return _OBJECT_REPR.sub("", text)
