@@ -165,7 +165,7 @@ def test_bad_vector_mask_and_thumbnail_uploads_say_why_without_reprs(shared_stud
     assert_no_server_detail(" ".join(refused.value.messages))
 
 
-def test_a_failed_jobs_error_names_no_server_path(shared_studio):
+def test_a_failed_jobs_error_and_log_name_no_server_path(shared_studio):
     from django.conf import settings
 
     from webapp.jobs import services as jobs
@@ -175,6 +175,8 @@ def test_a_failed_jobs_error_names_no_server_path(shared_studio):
     failed = jobs.finish(job, Job.Status.FAILED, error=f"{settings.MEDIA_ROOT}/checkpoints/generator/x.safetensors "
                                                        "is not a readable .safetensors file")
     assert failed.error == "x.safetensors is not a readable .safetensors file"
+    jobs.append_log(job, f'  File "{settings.BASE_DIR}/editor_core/checkpoints.py", line 126, in read_header')
+    assert Job.objects.get(pk=job.pk).log == '  File "checkpoints.py", line 126, in read_header\n'
 
 
 # --- throttling ---------------------------------------------------------------------------------------------------

@@ -180,7 +180,8 @@ def save_progress(job_id: int, *, progress: float, stage: str, message: str, met
 
 
 def append_log(job: Job, line: str) -> None:
-    job.log = (job.log + line.rstrip() + "\n")[-100_000:]
+    """Add to the log its owner reads (server paths shortened: the worker's own log has the full traceback)."""
+    job.log = (job.log + readable(line).rstrip() + "\n")[-100_000:]
     Job.objects.filter(pk=job.pk).update(log=job.log)
 
 
