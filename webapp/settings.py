@@ -131,6 +131,23 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LOGIN_URL = "/admin/login/"
 
+
+def env_positive_int(name: str, default: int) -> int:
+    value = env_int(name, default)
+    if value < 1:
+        raise ValueError(f"environment variable {name}={value} must be at least 1")
+    return value
+
+
+# Throttling, counted in the database so that every web process sees the same counts: failed logins per username
+# and per client address, and token creations per user, within a sliding window; beyond it the API answers 429.
+STUDIO_LOGIN_FAILURES_PER_USERNAME = env_positive_int("STUDIO_LOGIN_FAILURES_PER_USERNAME", 5)
+STUDIO_LOGIN_FAILURES_PER_ADDRESS = env_positive_int("STUDIO_LOGIN_FAILURES_PER_ADDRESS", 20)
+STUDIO_LOGIN_WINDOW_SECONDS = env_positive_int("STUDIO_LOGIN_WINDOW_SECONDS", 300)
+STUDIO_TOKENS_PER_WINDOW = env_positive_int("STUDIO_TOKENS_PER_WINDOW", 10)
+STUDIO_TOKEN_WINDOW_SECONDS = env_positive_int("STUDIO_TOKEN_WINDOW_SECONDS", 3600)
+STUDIO_TOKEN_LIFETIME_DAYS = env_positive_int("STUDIO_TOKEN_LIFETIME_DAYS", 30)  # API tokens are refused after this
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

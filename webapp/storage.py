@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Iterator, Optional
@@ -16,9 +17,18 @@ from django.utils import timezone
 _stored_in_block: ContextVar[Optional[list[str]]] = ContextVar("stored_in_block", default=None)
 
 
+def unguessable_name(name: str) -> str:
+    """``name`` with a random token before its file name: ``edits/image.png`` → ``edits/<32 hex digits>-image.png``.
+
+    Nobody can guess a stored file's name (not from another one, nor from a row's id), so a URL leaks only what it
+    names; protected media still serves a file only to those who may see its row (webapp.studio.media)."""
+    folder, _, filename = name.rpartition("/")
+    return f"{folder}/{secrets.token_hex(16)}-{filename}".lstrip("/")
+
+
 def save_bytes(name: str, data: bytes) -> str:
-    """Store ``data`` under ``name`` (a free name is chosen if it exists) and return the stored name."""
-    stored = default_storage.save(name, ContentFile(data))
+    """Store ``data`` under ``unguessable_name(name)`` and return the stored name."""
+    stored = default_storage.save(unguessable_name(name), ContentFile(data))
     block = _stored_in_block.get()
     if block is not None:
         block.append(stored)

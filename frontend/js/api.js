@@ -77,6 +77,11 @@ export const login = async (username, password) => {
   return post('/auth/login', { username, password });
 };
 export const logout = () => post('/auth/logout');
+/** Your API tokens, newest first: {id, name, prefix, created, last_used, expires, revoked, status}; never keys. */
+export const listTokens = () => get('/tokens');
+/** A new token; its `key` is in this answer only. */
+export const createToken = (name) => post('/tokens', { name });
+export const revokeToken = (id) => request('DELETE', `/tokens/${id}`);
 
 // --- datasets, samples, annotations ---
 export const listSchemas = () => get('/schemas');

@@ -11,11 +11,14 @@ import { AnnotateView } from './views/annotate.js';
 import { EditView } from './views/edit.js';
 import { LibraryView } from './views/library.js';
 import { AdminView } from './views/admin.js';
+import { AccountView } from './views/account.js';
 
-const VIEW_CLASSES = { annotate: AnnotateView, edit: EditView, library: LibraryView, admin: AdminView };
-// The permission a workspace needs; without it its tab is not shown (the server checks again on every call).
+const VIEW_CLASSES = { annotate: AnnotateView, edit: EditView, library: LibraryView, admin: AdminView,
+  account: AccountView };
+// The permission a workspace needs (none: every role); without it its tab is not shown (the server checks again
+// on every call).
 const VIEW_PERMISSION = { annotate: 'datasets.view_dataset', edit: 'editing.run_edit',
-  library: 'editing.view_editvector', admin: 'registry.manage_models' };
+  library: 'editing.view_editvector', admin: 'registry.manage_models', account: null };
 
 window.addEventListener('error', (event) => {
   // Browsers report a ResizeObserver that needed two passes as an error; it is harmless and not the user's business.
@@ -78,7 +81,7 @@ async function boot() {
   replaceChildren(app);
   const views = {};
   let current = null;
-  const allowed = VIEWS.filter((view) => user.permissions.includes(VIEW_PERMISSION[view]));
+  const allowed = VIEWS.filter((view) => !VIEW_PERMISSION[view] || user.permissions.includes(VIEW_PERMISSION[view]));
   for (const link of document.querySelectorAll('.tabs a')) link.hidden = !allowed.includes(link.dataset.view);
   const logout = document.getElementById('logout');
   logout.hidden = false;

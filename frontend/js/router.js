@@ -1,6 +1,6 @@
-// Hash routes: #/annotate, #/annotate/12, #/edit/34, #/library, #/admin. Pure parsing is exported for tests.
+// Hash routes: #/annotate, #/annotate/12, #/edit/34, #/library, #/admin, #/account. Pure parsing is exported for tests.
 
-export const VIEWS = ['annotate', 'edit', 'library', 'admin'];
+export const VIEWS = ['annotate', 'edit', 'library', 'admin', 'account'];
 
 /** '#/annotate/12?x=1' → {view: 'annotate', id: 12}; unknown → the default view. */
 export function parseRoute(hash, fallback = 'annotate') {

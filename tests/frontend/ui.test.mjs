@@ -58,6 +58,7 @@ import { parseRoute, routeHash } from '../../frontend/js/router.js';
 test('routes parse to a view and an optional id', () => {
   assert.deepEqual(parseRoute('#/annotate/12'), { view: 'annotate', id: 12 });
   assert.deepEqual(parseRoute('#/library'), { view: 'library', id: null });
+  assert.deepEqual(parseRoute('#/account'), { view: 'account', id: null });
   assert.deepEqual(parseRoute(''), { view: 'annotate', id: null });
   assert.deepEqual(parseRoute('#/nope/x'), { view: 'annotate', id: null });
   assert.equal(routeHash('edit', 4), '#/edit/4');

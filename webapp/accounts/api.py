@@ -1,5 +1,6 @@
-from django.contrib.auth import authenticate, login, logout
+from django.contrib.auth import logout
 from django.middleware.csrf import get_token
+from django.shortcuts import get_object_or_404
 from ninja import Router, Status
 from ninja.errors import HttpError
 from ninja.utils import check_csrf
@@ -22,10 +23,9 @@ def csrf(request):
 def login_view(request, payload: LoginIn):
     if check_csrf(request) is not None:
         raise HttpError(403, "CSRF check failed: GET /api/auth/csrf first and send X-CSRFToken")
-    user = authenticate(request, username=payload.username, password=payload.password)
+    user = services.log_in(request, payload.username, payload.password)
     if user is None:
         raise HttpError(401, "wrong username or password")
-    login(request, user)
     return services.describe(user)
 
 
@@ -42,6 +42,7 @@ def me(request):
 
 @router.get("/tokens", auth=role_auth(), response=list[TokenOut])
 def list_tokens(request):
+    """Your API tokens, newest first: active, expired and revoked ones (never their keys)."""
     return ApiToken.objects.filter(user=request.user)
 
 
@@ -52,6 +53,8 @@ def create_token(request, payload: TokenIn):
 
 
 @router.delete("/tokens/{token_id}", auth=role_auth(), response={204: None})
-def delete_token(request, token_id: int):
-    services.revoke_token(request.user, token_id)
+def revoke_token(request, token_id: int):
+    """Revoke one of your tokens: it is refused from now on and stays listed as revoked. Another user's token is
+    not found (404), like one that does not exist."""
+    services.revoke_token(get_object_or_404(ApiToken, user=request.user, pk=token_id))
     return Status(204, None)

@@ -17,8 +17,13 @@ from ninja.utils import check_csrf
 from webapp.accounts.models import ApiToken, hash_token
 
 
-def user_from_token(authorization: str | None):
-    """The active user whose token is in an ``Authorization: Bearer|Token <key>`` header, else None."""
+class TokenRefused(Exception):
+    """An ``Authorization`` header whose token is unknown, expired or revoked (HTTP 401); the text says which."""
+
+
+def token_from_header(authorization: str | None) -> Optional[ApiToken]:
+    """The usable token in an ``Authorization: Bearer|Token <key>`` header (its use recorded), None without such a
+    header; TokenRefused for a key that is unknown, expired, revoked or whose user is deactivated."""
     if not authorization:
         return None
     scheme, _, key = authorization.partition(" ")
@@ -26,9 +31,23 @@ def user_from_token(authorization: str | None):
         return None
     token = ApiToken.objects.select_related("user").filter(key_hash=hash_token(key.strip())).first()
     if token is None or not token.user.is_active:
-        return None
+        raise TokenRefused("this API token is not valid: create one on your account page (POST /api/tokens)")
+    if token.status == "revoked":
+        raise TokenRefused(f"this API token ('{token.name}') was revoked on {token.revoked:%Y-%m-%d %H:%M} UTC")
+    if token.status == "expired":
+        raise TokenRefused(f"this API token ('{token.name}') expired on {token.expires:%Y-%m-%d %H:%M} UTC: create a "
+                           "new one on your account page")
     ApiToken.objects.filter(pk=token.pk).update(last_used=timezone.now())
-    return token.user
+    return token
+
+
+def user_from_token(authorization: str | None):
+    """The active user whose usable token is in an ``Authorization`` header, else None (websockets)."""
+    try:
+        token = token_from_header(authorization)
+    except TokenRefused:
+        return None
+    return token.user if token else None
 
 
 class RoleAuth:
@@ -38,7 +57,11 @@ class RoleAuth:
         self.permission = permission
 
     def __call__(self, request):
-        user = user_from_token(request.headers.get("Authorization"))
+        try:
+            token = token_from_header(request.headers.get("Authorization"))
+        except TokenRefused as refused:
+            raise HttpError(401, str(refused)) from None
+        user = token.user if token else None
         if user is None:
             session_user = getattr(request, "user", AnonymousUser())
             if not session_user.is_authenticated:

@@ -21,9 +21,11 @@ UPLOAD = "datasets.add_sample"
 EDIT_IMAGES = "editing.run_edit"
 MANAGE_MODELS = "registry.manage_models"
 VIEW_ALL_JOBS = "jobs.view_all_jobs"
+VIEW_CHECKPOINTS = "registry.view_checkpoint"
+VIEW_VECTORS = "editing.view_editvector"
 
-_READ = [VIEW, "datasets.view_sample", "datasets.view_annotation", "registry.view_checkpoint",
-         "editing.view_editvector", "editing.view_composition", "jobs.view_job"]
+_READ = [VIEW, "datasets.view_sample", "datasets.view_annotation", VIEW_CHECKPOINTS,
+         VIEW_VECTORS, "editing.view_composition", "jobs.view_job"]
 ROLE_PERMISSIONS: dict[str, list[str]] = {
     ANNOTATOR: _READ + [ANNOTATE],
     ARTIST: _READ + [UPLOAD, EDIT_IMAGES, "editing.add_editvector", "editing.change_editvector",

@@ -28,6 +28,9 @@ class TokenOut(Schema):
     prefix: str
     created: dt.datetime
     last_used: Optional[dt.datetime]
+    expires: dt.datetime
+    revoked: Optional[dt.datetime]
+    status: str  # active | expired | revoked
 
 
 class NewTokenOut(TokenOut):

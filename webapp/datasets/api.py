@@ -11,7 +11,7 @@ from ninja.errors import HttpError
 from webapp.accounts import roles
 from webapp.accounts.auth import role_auth
 from webapp.datasets import services
-from webapp.datasets.models import Dataset, LabelSchema, Sample
+from webapp.datasets.models import Dataset, LabelSchema
 from webapp.datasets.schemas import (AnnotationOut, DatasetIn, DatasetOut, EmbedIn, GenerateIn, MaskIn, RankIn,
                                      ReviewIn, RevisionOut, SampleOut, SchemaIn, SchemaOut, VersionIn)
 from webapp.jobs import services as jobs
@@ -120,23 +120,24 @@ def export_dataset(request, dataset_id: int):
 
 @router.get("/samples/{sample_id}", auth=viewer, response=SampleOut)
 def get_sample(request, sample_id: int):
-    return services.sample_out(get_object_or_404(Sample, pk=sample_id))
+    return services.sample_out(get_object_or_404(services.visible_samples(request.user), pk=sample_id))
 
 
 @router.delete("/samples/{sample_id}", auth=manager, response={204: None})
 def delete_sample(request, sample_id: int):
-    services.delete_sample(get_object_or_404(Sample, pk=sample_id))
+    services.delete_sample(get_object_or_404(services.visible_samples(request.user), pk=sample_id))
     return Status(204, None)
 
 
 @router.get("/samples/{sample_id}/image.png", auth=viewer)
 def sample_image(request, sample_id: int):
-    sample = get_object_or_404(Sample, pk=sample_id)
+    sample = get_object_or_404(services.visible_samples(request.user), pk=sample_id)
     return HttpResponse(read_bytes(sample.image.name), content_type="image/png")
 
 
-def _prediction_png(sample_id: int, segmentation_id: Optional[int], part: str) -> HttpResponse:
-    sample = get_object_or_404(Sample.objects.select_related("dataset__generator", "dataset__schema"), pk=sample_id)
+def _prediction_png(request, sample_id: int, segmentation_id: Optional[int], part: str) -> HttpResponse:
+    samples = services.visible_samples(request.user).select_related("dataset__generator", "dataset__schema")
+    sample = get_object_or_404(samples, pk=sample_id)
     try:
         prediction, data = services.prediction_file(sample, segmentation_id, part)
     except services.PredictionMissing as exc:
@@ -151,7 +152,7 @@ def _prediction_png(sample_id: int, segmentation_id: Optional[int], part: str) -
 def predicted_mask(request, sample_id: int, segmentation_id: Optional[int] = None):
     """The segmentation branch's prediction (default: the active branch) as a palette PNG of class indices, like
     ``annotation/mask.png``. Workers store it when they generate, embed, pre-label or rank; 404 until then."""
-    return _prediction_png(sample_id, segmentation_id, "mask")
+    return _prediction_png(request, sample_id, segmentation_id, "mask")
 
 
 @router.get("/samples/{sample_id}/uncertainty.png", auth=viewer)
@@ -159,25 +160,25 @@ def prediction_uncertainty(request, sample_id: int, segmentation_id: Optional[in
     """Where that prediction is unsure: a greyscale PNG at the sample's size, 0 = the ensemble members agree …
     255 = the image's largest disagreement, whose value in nats (Jensen-Shannon divergence) is the
     ``X-Uncertainty-Peak`` header."""
-    return _prediction_png(sample_id, segmentation_id, "uncertainty")
+    return _prediction_png(request, sample_id, segmentation_id, "uncertainty")
 
 
 @router.post("/samples/{sample_id}/embed", auth=uploader, response={202: JobOut})
 def embed_sample(request, sample_id: int, payload: EmbedIn):
     """Find the sample's W+ latent (needed before uploaded photos can be edited or pre-labelled)."""
-    sample = get_object_or_404(Sample, pk=sample_id)
+    sample = get_object_or_404(services.visible_samples(request.user), pk=sample_id)
     return Status(202, jobs.enqueue("embed", request.user, {"sample_id": sample.pk, "steps": payload.steps}))
 
 
 @router.get("/samples/{sample_id}/annotation", auth=viewer, response=AnnotationOut)
 def get_annotation(request, sample_id: int):
-    return services.annotation_out(get_object_or_404(Sample, pk=sample_id))
+    return services.annotation_out(get_object_or_404(services.visible_samples(request.user), pk=sample_id))
 
 
 @router.put("/samples/{sample_id}/annotation", auth=annotator, response=AnnotationOut)
 def save_annotation(request, sample_id: int, payload: MaskIn):
     """Save a whole mask. A stale ``base_version`` is refused with 409 and the current version."""
-    sample = get_object_or_404(Sample, pk=sample_id)
+    sample = get_object_or_404(services.visible_samples(request.user), pk=sample_id)
     try:
         png = base64.b64decode(payload.mask_png, validate=True)
     except (binascii.Error, ValueError):
@@ -188,38 +189,38 @@ def save_annotation(request, sample_id: int, payload: MaskIn):
 
 @router.get("/samples/{sample_id}/annotation/mask.png", auth=viewer)
 def annotation_mask(request, sample_id: int, version: int = None):
-    sample = get_object_or_404(Sample, pk=sample_id)
+    sample = get_object_or_404(services.visible_samples(request.user), pk=sample_id)
     return HttpResponse(services.mask_png(sample, services.read_mask(sample, version)), content_type="image/png")
 
 
 @router.get("/samples/{sample_id}/annotation/coco", auth=viewer)
 def annotation_coco(request, sample_id: int):
     """The current mask as COCO annotations with run-length encoded segmentations."""
-    return services.sample_coco(get_object_or_404(Sample, pk=sample_id))
+    return services.sample_coco(get_object_or_404(services.visible_samples(request.user), pk=sample_id))
 
 
 @router.post("/samples/{sample_id}/annotation/submit", auth=annotator, response=AnnotationOut)
 def submit_annotation(request, sample_id: int, payload: VersionIn):
-    sample = get_object_or_404(Sample, pk=sample_id)
+    sample = get_object_or_404(services.visible_samples(request.user), pk=sample_id)
     services.submit(sample, request.user, payload.base_version)
     return services.annotation_out(sample)
 
 
 @router.post("/samples/{sample_id}/annotation/review", auth=role_auth(roles.REVIEW), response=AnnotationOut)
 def review_annotation(request, sample_id: int, payload: ReviewIn):
-    sample = get_object_or_404(Sample, pk=sample_id)
+    sample = get_object_or_404(services.visible_samples(request.user), pk=sample_id)
     services.review(sample, request.user, payload.base_version, payload.decision, payload.note)
     return services.annotation_out(sample)
 
 
 @router.get("/samples/{sample_id}/annotation/revisions", auth=viewer, response=list[RevisionOut])
 def annotation_revisions(request, sample_id: int):
-    sample = get_object_or_404(Sample, pk=sample_id)
+    sample = get_object_or_404(services.visible_samples(request.user), pk=sample_id)
     return [services.revision_out(r) for r in services.revisions(sample)]
 
 
 @router.post("/samples/{sample_id}/prelabel", auth=annotator, response={202: JobOut})
 def prelabel(request, sample_id: int):
     """Ask the active segmentation branch for a mask; it arrives as a draft revision ('prelabel')."""
-    sample = get_object_or_404(Sample, pk=sample_id)
+    sample = get_object_or_404(services.visible_samples(request.user), pk=sample_id)
     return Status(202, services.enqueue_prelabel(sample, request.user))

@@ -14,6 +14,8 @@ import numpy as np
 from django.core.exceptions import ValidationError
 from PIL import Image, ImageDraw
 
+from webapp.errors import readable
+
 MAX_POINTS_PER_OP = 2000
 MAX_BRUSH_RADIUS = 256
 MAX_RUNS_PER_OP = 4096  # ~60 KB of JSON: well inside a websocket message; a bigger change is sent as several ops
@@ -50,7 +52,7 @@ def decode_mask_png(data: bytes, size: tuple[int, int], num_classes: int) -> np.
                                   f"{image.mode}")
         mask = np.asarray(image, dtype=np.uint8).copy()
     except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ValidationError(f"the mask is not a readable PNG image: {exc}") from None
+        raise ValidationError(f"the mask is not a readable PNG image: {readable(exc)}") from None
     check_classes(mask, num_classes)
     return mask
 

@@ -76,6 +76,11 @@ def generator_resolution(generator: Checkpoint) -> int:
 
 
 # --- samples ------------------------------------------------------------------------------------------------------
+def visible_samples(user):
+    """Every role may see every sample, with its annotation, revisions, predictions and their files."""
+    return Sample.objects.all() if user.has_perm(roles.VIEW) else Sample.objects.none()
+
+
 def add_sample(dataset: Dataset, *, source: str, image_png: bytes, latent: bytes = b"", seed: Optional[int] = None,
                original: bytes = b"", original_name: str = "", user=None) -> Sample:
     """Store a new sample; ``image_png`` is at generator resolution, ``latent`` a W+ .safetensors file."""

@@ -11,13 +11,13 @@ from webapp.accounts import roles
 from webapp.accounts.auth import role_auth
 from webapp.datasets.models import Sample
 from webapp.editing import services
-from webapp.editing.models import Composition, EditVector
+from webapp.editing.models import Composition
 from webapp.editing.schemas import (CompositionIn, CompositionOut, EditIn, EditOut, VectorFromEditIn, VectorOut,
                                     VectorPatchIn)
 from webapp.registry.models import Checkpoint
 
 router = Router(tags=["editing"])
-viewer, editor = role_auth("editing.view_editvector"), role_auth(roles.EDIT_IMAGES)
+viewer, editor = role_auth(roles.VIEW_VECTORS), role_auth(roles.EDIT_IMAGES)
 
 
 def _b64(data: str, field: str) -> bytes:
@@ -56,7 +56,7 @@ def get_edit(request, edit_id: int):
 
 @router.get("/vectors", auth=viewer, response=list[VectorOut])
 def list_vectors(request, generator_id: int = None, tag: str = None, q: str = None):
-    vectors = EditVector.objects.select_related("author", "thumbnails_job")
+    vectors = services.visible_vectors(request.user).select_related("author", "thumbnails_job")
     if generator_id is not None:
         vectors = vectors.filter(generator_id=generator_id)
     if q:
@@ -92,25 +92,25 @@ def upload_vector(request, file: File[UploadedFile], generator_id: Form[int], ta
 
 @router.get("/vectors/{vector_id}", auth=viewer, response=VectorOut)
 def get_vector(request, vector_id: int):
-    return services.vector_out(get_object_or_404(EditVector, pk=vector_id))
+    return services.vector_out(get_object_or_404(services.visible_vectors(request.user), pk=vector_id))
 
 
 @router.patch("/vectors/{vector_id}", auth=role_auth("editing.change_editvector"), response=VectorOut)
 def update_vector(request, vector_id: int, payload: VectorPatchIn):
-    vector = get_object_or_404(EditVector, pk=vector_id)
+    vector = get_object_or_404(services.visible_vectors(request.user), pk=vector_id)
     return services.vector_out(services.update_vector(request.user, vector, payload.dict(exclude_unset=True)))
 
 
 @router.delete("/vectors/{vector_id}", auth=role_auth("editing.delete_editvector"), response={204: None})
 def delete_vector(request, vector_id: int):
-    services.delete_vector(request.user, get_object_or_404(EditVector, pk=vector_id))
+    services.delete_vector(request.user, get_object_or_404(services.visible_vectors(request.user), pk=vector_id))
     return Status(204, None)
 
 
 @router.get("/vectors/{vector_id}/file", auth=viewer)
 def download_vector(request, vector_id: int):
     """The vector as a project-format .safetensors file (usable with ``python -m editor_core apply``)."""
-    vector = get_object_or_404(EditVector, pk=vector_id)
+    vector = get_object_or_404(services.visible_vectors(request.user), pk=vector_id)
     response = HttpResponse(services.vector_file(vector), content_type="application/octet-stream")
     response["Content-Disposition"] = f'attachment; filename="vector-{vector.pk}.safetensors"'
     return response

@@ -17,7 +17,7 @@ from webapp.accounts import roles
 from webapp.datasets import services as datasets
 from webapp.datasets.models import Sample
 from webapp.editing.models import Composition, CompositionItem, EditResult, EditSession, EditVector
-from webapp.errors import Conflict
+from webapp.errors import Conflict, readable
 from webapp.jobs import services as jobs
 from webapp.registry.models import Checkpoint
 from webapp.registry.services import active_segmentation
@@ -81,7 +81,7 @@ def start_edit(user, sample: Sample, mode: int, *, vectors: Sequence[tuple[int, 
         session = EditSession.objects.create(sample=sample, generator=generator, segmentation=segmentation, mode=mode,
                                              params=params, user=user)
         if mode == EditSession.Mode.OPTIMIZE:
-            session.target_mask.name = save_bytes(f"edits/{session.pk}/target.png",
+            session.target_mask.name = save_bytes("edits/target.png",
                                                   datasets.mask_png(sample, target))
             session.save(update_fields=["target_mask"])
         batch_key = f"apply:{generator.pk}:{segmentation.pk}" if mode == EditSession.Mode.APPLY else ""
@@ -96,21 +96,25 @@ def follow_retry(sender, old, new, **_kwargs) -> None:
 
 
 def visible_sessions(user):
+    """The edits ``user`` may see (and their files): their own; every edit for those who see all jobs."""
     sessions = EditSession.objects.select_related("job", "result")
     return sessions if user.has_perm(roles.VIEW_ALL_JOBS) else sessions.filter(user=user)
+
+
+def visible_results(user):
+    return EditResult.objects.filter(session__in=visible_sessions(user))
 
 
 def store_result(session: EditSession, *, image_png: bytes, mask_png: bytes, latent: bytes, delta: bytes = b"",
                  edited_classes: Sequence[int] = (), metrics: Optional[dict] = None) -> EditResult:
     """Called by the worker when an edit finished."""
-    prefix = f"edits/{session.pk}"
     result = EditResult(session=session, edited_classes=list(edited_classes), metrics=metrics or {})
     with files_removed_on_error():  # a result that cannot be recorded leaves no files behind
-        result.image.name = save_bytes(f"{prefix}/image.png", image_png)
-        result.mask.name = save_bytes(f"{prefix}/mask.png", mask_png)
-        result.latent.name = save_bytes(f"{prefix}/latent.safetensors", latent)
+        result.image.name = save_bytes("edits/image.png", image_png)
+        result.mask.name = save_bytes("edits/mask.png", mask_png)
+        result.latent.name = save_bytes("edits/latent.safetensors", latent)
         if delta:
-            result.delta.name = save_bytes(f"{prefix}/vector.safetensors", delta)
+            result.delta.name = save_bytes("edits/vector.safetensors", delta)
         with transaction.atomic():
             earlier = EditResult.objects.filter(session=session)  # a retried job replaces the earlier result
             _delete_unused_files_on_commit([name for old in earlier for name in
@@ -143,6 +147,11 @@ def session_out(session: EditSession) -> dict:
 
 
 # --- vector library -------------------------------------------------------------------------------------------------
+def visible_vectors(user):
+    """The library is shared: every role may see every vector (and its file and thumbnails)."""
+    return EditVector.objects.all() if user.has_perm(roles.VIEW_VECTORS) else EditVector.objects.none()
+
+
 def _clean_tags(tags: Sequence[str]) -> list[str]:
     cleaned = sorted({t.strip().lower() for t in tags if t.strip()})
     if any(len(t) > 40 or not re.match(r"^[\w -]+$", t) for t in cleaned):
@@ -165,7 +174,7 @@ def _thumbnail(data: bytes, what: str = "the image") -> bytes:
             image.save(buffer, format="PNG")
             return buffer.getvalue()
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ValidationError(f"{what} is not a readable image: {exc}") from None
+        raise ValidationError(f"{what} is not a readable image: {readable(exc)}") from None
 
 
 def _save_vector_row(vector: EditVector) -> EditVector:
@@ -189,9 +198,9 @@ def vector_from_edit(user, session: EditSession, name: str, description: str, ta
                         scale_min=scale_min, scale_max=scale_max, source=result)
     vector.file.name = result.delta.name
     with files_removed_on_error():  # a taken name (409) leaves no thumbnails behind
-        vector.thumb_before.name = save_bytes(f"vectors/thumbs/{session.pk}-before.png",
+        vector.thumb_before.name = save_bytes("vectors/thumbs/before.png",
                                               _thumbnail(read_bytes(session.sample.image.name)))
-        vector.thumb_after.name = save_bytes(f"vectors/thumbs/{session.pk}-after.png",
+        vector.thumb_after.name = save_bytes("vectors/thumbs/after.png",
                                              _thumbnail(read_bytes(result.image.name)))
         return _save_vector_row(vector)
 
@@ -216,9 +225,11 @@ def import_vector(user, data: bytes, filename: str, generator: Checkpoint, tags:
             engine_vector = EngineVector.load(path)
             engine_vector.check_generator(generator.fingerprint)
         except VectorGeneratorMismatch as exc:
-            raise ValidationError(f"{exc}; {_owner_hint(engine_vector.info.generator_id)}") from None
+            raise ValidationError(f"{readable(exc, {path: filename})}; "
+                                  f"{_owner_hint(engine_vector.info.generator_id)}") from None
         except (CheckpointError, ValueError, KeyError, TypeError) as exc:
-            raise ValidationError(f"'{filename}' is not an edit-vector file: {exc}") from None
+            raise ValidationError(f"'{filename}' is not an edit-vector file: {readable(exc, {path: filename})}"
+                                  ) from None
     info = engine_vector.info
     vector = EditVector(name=info.name, description=info.description, tags=_clean_tags(tags),
                         edited_classes=list(info.edited_classes), generator=generator, author=user,
@@ -277,8 +288,8 @@ def store_thumbnails(vector_id: int, before_png: bytes, after_png: bytes) -> Edi
     if vector is None:
         raise ValidationError(f"edit vector #{vector_id} was deleted before its thumbnails were rendered")
     with files_removed_on_error():
-        names = {"thumb_before": save_bytes(f"vectors/thumbs/vector{vector_id}-before.png", _thumbnail(before_png)),
-                 "thumb_after": save_bytes(f"vectors/thumbs/vector{vector_id}-after.png", _thumbnail(after_png))}
+        names = {"thumb_before": save_bytes("vectors/thumbs/before.png", _thumbnail(before_png)),
+                 "thumb_after": save_bytes("vectors/thumbs/after.png", _thumbnail(after_png))}
         with transaction.atomic():
             earlier = EditVector.objects.filter(pk=vector_id).values_list("thumb_before", "thumb_after").first()
             if earlier is None or not EditVector.objects.filter(pk=vector_id).update(**names):

@@ -13,7 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from webapp.accounts import roles
-from webapp.errors import Conflict
+from webapp.errors import Conflict, readable
 from webapp.jobs.models import Job
 from webapp.jobs.signals import job_retried
 from webapp.realtime.groups import job_group, publish
@@ -180,13 +180,14 @@ def save_progress(job_id: int, *, progress: float, stage: str, message: str, met
 
 
 def append_log(job: Job, line: str) -> None:
-    job.log = (job.log + line.rstrip() + "\n")[-100_000:]
+    """Add to the log its owner reads (server paths shortened: the worker's own log has the full traceback)."""
+    job.log = (job.log + readable(line).rstrip() + "\n")[-100_000:]
     Job.objects.filter(pk=job.pk).update(log=job.log)
 
 
 def finish(job: Job, status: str, *, result: Optional[dict] = None, error: str = "", metrics: Optional[dict] = None
            ) -> Job:
-    fields = {"status": status, "finished": timezone.now(), "error": error[-10_000:]}
+    fields = {"status": status, "finished": timezone.now(), "error": readable(error)[-10_000:]}
     if status == Job.Status.SUCCEEDED:
         fields["progress"] = 1.0
     if result is not None:

@@ -12,7 +12,7 @@ from webapp.registry.schemas import CheckpointChangeOut, CheckpointOut, ImportPa
     TrainSegmentationIn
 
 router = Router(tags=["models"])
-viewer, manager = role_auth("registry.view_checkpoint"), role_auth(roles.MANAGE_MODELS)
+viewer, manager = role_auth(roles.VIEW_CHECKPOINTS), role_auth(roles.MANAGE_MODELS)
 
 
 def _generator(generator_id: Optional[int]) -> Optional[Checkpoint]:
@@ -22,7 +22,7 @@ def _generator(generator_id: Optional[int]) -> Optional[Checkpoint]:
 
 @router.get("/checkpoints", auth=viewer, response=list[CheckpointOut])
 def list_checkpoints(request, kind: str = None):
-    rows = Checkpoint.objects.all()
+    rows = services.visible_checkpoints(request.user)
     return rows.filter(kind=kind) if kind else rows
 
 
@@ -52,7 +52,7 @@ def import_checkpoint(request, payload: ImportPathIn):
 
 @router.get("/checkpoints/{checkpoint_id}", auth=viewer, response=CheckpointOut)
 def get_checkpoint(request, checkpoint_id: int):
-    return get_object_or_404(Checkpoint, pk=checkpoint_id)
+    return get_object_or_404(services.visible_checkpoints(request.user), pk=checkpoint_id)
 
 
 @router.post("/checkpoints/{checkpoint_id}/activate", auth=manager, response=CheckpointChangeOut)

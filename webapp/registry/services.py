@@ -17,13 +17,19 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count, ProtectedError
 
+from webapp.accounts import roles
 from webapp.datasets.models import LabelClass, LabelSchema
-from webapp.errors import Conflict
+from webapp.errors import Conflict, readable
 from webapp.registry.models import Checkpoint
 from webapp.storage import files_removed_on_error, save_bytes
 
 ENGINE_FORMAT = {"editgan": Checkpoint.SourceFormat.PROJECT, "nvlabs-pickle": Checkpoint.SourceFormat.NVLABS,
                  "rosinality": Checkpoint.SourceFormat.ROSINALITY}
+
+
+def visible_checkpoints(user):
+    """Every role may see every checkpoint (and its file)."""
+    return Checkpoint.objects.all() if user.has_perm(roles.VIEW_CHECKPOINTS) else Checkpoint.objects.none()
 
 
 def sha256_of(path: Path) -> str:
@@ -53,7 +59,7 @@ def _source_format(path: Path) -> str:
     try:
         return ENGINE_FORMAT[detect_checkpoint_format(path)]
     except CheckpointError as exc:
-        raise ValidationError(str(exc)) from None
+        raise ValidationError(readable(exc)) from None
 
 
 def schema_for(engine_schema) -> LabelSchema:
@@ -131,7 +137,7 @@ def _convert_generator(source: Path, converted: Path) -> dict:
     try:
         generator = load_generator(source)
     except (CheckpointError, ValueError, KeyError, RuntimeError) as exc:
-        raise ValidationError(f"not a usable StyleGAN2 generator checkpoint: {exc}") from None
+        raise ValidationError(f"not a usable StyleGAN2 generator checkpoint: {readable(exc)}") from None
     save_generator(converted, generator)
     config = generator.config.to_dict()
     config.update(img_resolution=generator.img_resolution, num_ws=generator.num_ws, w_dim=generator.w_dim)
@@ -147,7 +153,7 @@ def _check_segmentation(source: Path, converted: Path, generator: Optional[Check
     try:
         ensemble, schema, meta = load_segmentation(source)
     except (CheckpointError, ValueError, KeyError, RuntimeError) as exc:
-        raise ValidationError(f"not a usable segmentation checkpoint: {exc}") from None
+        raise ValidationError(f"not a usable segmentation checkpoint: {readable(exc)}") from None
     trained_on = meta.get("generator_id")
     if trained_on and trained_on != generator.fingerprint:
         raise ValidationError(f"this segmentation branch was trained on generator {trained_on}, not on "
