@@ -28,9 +28,9 @@ TOO_LARGE = "a body one byte over DATA_UPLOAD_MAX_MEMORY_SIZE"  # made when sent
 class Case:
     route: str  # "METHOD /path" exactly as the API registers it, e.g. "PATCH /vectors/{vector_id}"
     what: str
-    status: int
-    user: Optional[str] = "admin"  # a key of World.users; None: not logged in
-    path: dict = field(default_factory=dict)  # path parameters replacing World.ids (a value, or a World.ids key)
+    status: int | tuple  # the answer; a tuple: any of these
+    user: Optional[str] = "admin"  # who sends it: a key of world.clients; None: not logged in
+    path: dict = field(default_factory=dict)  # path parameters instead of world.ids (a value, or a world.ids key)
     query: str = ""
     body: Any = None  # dict/list: sent as JSON; str/bytes: sent as they are (JSON content type)
     form: Optional[dict] = None  # multipart fields; file objects are made from bytes values
@@ -73,7 +73,9 @@ VALID = {
     "POST /samples/{sample_id}/annotation/review": {"base_version": 0, "decision": "reviewed"},
     "PATCH /vectors/{vector_id}": {"name": "x"},
 }
-NOT_FOUND = {"DELETE /tokens/{token_id}": 400}  # "you have no token #n": the status of an id that matches nothing
+# Another user's token: "you have no token #n" (400) here, 404 once tokens are revoked rather than deleted (sec-web)
+TOKEN_NOT_YOURS = (400, 404)
+NOT_FOUND = {"DELETE /tokens/{token_id}": TOKEN_NOT_YOURS}  # the status of an id that matches nothing
 LEAKS = pytest.mark.xfail(strict=True, reason="the error text names a temporary file or a Python object: fixed on "
                                               "branch sec-web (bdca7e5); remove this mark once merged")
 
@@ -85,7 +87,8 @@ HOSTILE = [
     Case("POST /auth/login", "NUL in the password", 422, user=None, body={"username": "boss", "password": "a\x00"},
          loc=("body", "payload", "password")),
     Case("POST /tokens", "name too long", 422, body={"name": "t" * 101}, loc=("body", "payload", "name")),
-    Case("DELETE /tokens/{token_id}", "another user's token", 400, user="artist2", path={"token_id": "admin_token"}),
+    Case("DELETE /tokens/{token_id}", "another user's token", TOKEN_NOT_YOURS, user="artist2",
+         path={"token_id": "admin_token"}),
     Case("GET /schemas", "caller without a role", 403, user="nobody"),
     Case("POST /schemas", "annotator creates a schema", 403, user="annotator",
          body={"name": "s", "classes": [{"name": "a", "colour": "#000000"}] * 2}),
@@ -349,8 +352,8 @@ def generated_cases() -> list[Case]:
         if operation.auth_callbacks:
             cases.append(Case(route, "not logged in", 401, user=None))
         for name in re.findall(r"{(\w+)}", route):
-            valid = ({"form": VALID[route]} if _param_models(operation, "file") else
-                     {"body": VALID[route]} if _param_models(operation, "body") else {})
+            valid = ({"form": VALID.get(route)} if _param_models(operation, "file") else
+                     {"body": VALID.get(route)} if _param_models(operation, "body") else {})
             cases.append(Case(route, f"{name} of a word", 422, path={name: "abc"}, loc=("path", name), **valid))
             cases.append(Case(route, f"{name} beyond a 64-bit integer", NOT_FOUND.get(route, 404),
                               path={name: 2 ** 64}, **valid))
@@ -379,6 +382,9 @@ def test_every_route_has_a_hostile_case():
     covered = {_case(case).route for case in HOSTILE} | set(NO_INPUT)
     assert not set(ROUTES) - covered, f"routes without a hostile case: {sorted(set(ROUTES) - covered)}"
     assert not covered - set(ROUTES), f"cases for routes that do not exist: {sorted(covered - set(ROUTES))}"
+    with_input = {route for route, operation in ROUTES.items() if "{" in route and (
+        _param_models(operation, "body") or _param_models(operation, "file"))}
+    assert with_input == set(VALID), f"VALID needs a body for {sorted(with_input - set(VALID))}"
 
 
 def test_every_request_field_is_bounded():
@@ -519,7 +525,7 @@ def _files() -> set[str]:
 
 
 def _with_ids(value: Any, ids: dict) -> Any:
-    """``value`` with World.ids keys standing for ids replaced by the ids (only where a body field ends in _id)."""
+    """``value`` with world.ids keys standing for ids replaced by the ids (only where a body field ends in _id)."""
     if isinstance(value, dict):
         return {k: ids.get(v, v) if k.endswith("_id") and isinstance(v, str) else _with_ids(v, ids)
                 for k, v in value.items()}
@@ -580,7 +586,8 @@ def test_hostile_request(world, case):
 
     response = _send(client, case, world.ids)
 
-    assert response.status_code == case.status, response.content[:500]
+    assert response.status_code in (case.status if isinstance(case.status, tuple) else (case.status,)), \
+        (response.status_code, response.content[:500])
     _readable(response)
     if case.loc is not None:
         locs = [tuple(e["loc"]) for e in response.json()["detail"]]
