@@ -5,10 +5,12 @@ from typing import Optional
 
 from ninja import Schema
 
+from webapp.validation import text
+
 
 class LoginIn(Schema):
-    username: str
-    password: str
+    username: text(150)  # Django's username length
+    password: text(4096)
 
 
 class MeOut(Schema):
@@ -19,7 +21,7 @@ class MeOut(Schema):
 
 
 class TokenIn(Schema):
-    name: str
+    name: text(100)
 
 
 class TokenOut(Schema):

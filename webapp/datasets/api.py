@@ -5,7 +5,7 @@ from typing import Optional
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
-from ninja import File, Router, UploadedFile, Status
+from ninja import File, Query, Router, UploadedFile, Status
 from ninja.errors import HttpError
 
 from webapp.accounts import roles
@@ -13,11 +13,12 @@ from webapp.accounts.auth import role_auth
 from webapp.datasets import services
 from webapp.datasets.models import Dataset, LabelSchema
 from webapp.datasets.schemas import (AnnotationOut, DatasetIn, DatasetOut, EmbedIn, GenerateIn, MaskIn, RankIn,
-                                     ReviewIn, RevisionOut, SampleOut, SchemaIn, SchemaOut, VersionIn)
+                                     ReviewIn, RevisionOut, SampleOut, SchemaIn, SchemaOut, Version, VersionIn)
 from webapp.jobs import services as jobs
 from webapp.jobs.schemas import JobOut
 from webapp.registry.models import Checkpoint
 from webapp.storage import read_bytes
+from webapp.validation import RowId
 
 router = Router(tags=["datasets"])
 viewer, annotator = role_auth(roles.VIEW), role_auth(roles.ANNOTATE)
@@ -65,18 +66,18 @@ def delete_dataset(request, dataset_id: int):
 
 
 @router.get("/datasets/{dataset_id}/samples", auth=viewer, response=list[SampleOut])
-def list_samples(request, dataset_id: int, offset: int = 0, limit: int = 100):
+def list_samples(request, dataset_id: int, offset: int = Query(0, ge=0, le=2 ** 31 - 1),
+                 limit: int = Query(100, ge=1, le=500)):
     dataset = get_object_or_404(Dataset, pk=dataset_id)
-    limit = max(1, min(limit, 500))
-    rows = dataset.samples.select_related("annotation")[max(0, offset):max(0, offset) + limit]
+    rows = dataset.samples.select_related("annotation")[offset:offset + limit]
     return [services.sample_out(s) for s in rows]
 
 
 @router.get("/datasets/{dataset_id}/next-to-label", auth=viewer, response=list[SampleOut])
-def next_to_label(request, dataset_id: int, limit: int = 20):
+def next_to_label(request, dataset_id: int, limit: int = Query(20, ge=1, le=200)):
     """Active learning: unlabelled samples, most uncertain first."""
     dataset = get_object_or_404(Dataset, pk=dataset_id)
-    return [services.sample_out(s) for s in services.next_to_label(dataset, max(1, min(limit, 200)))]
+    return [services.sample_out(s) for s in services.next_to_label(dataset, limit)]
 
 
 @router.get("/datasets/{dataset_id}/presence", auth=viewer, response=dict[str, list[str]])
@@ -149,14 +150,14 @@ def _prediction_png(request, sample_id: int, segmentation_id: Optional[int], par
 
 
 @router.get("/samples/{sample_id}/segmentation.png", auth=viewer)
-def predicted_mask(request, sample_id: int, segmentation_id: Optional[int] = None):
+def predicted_mask(request, sample_id: int, segmentation_id: Optional[RowId] = None):
     """The segmentation branch's prediction (default: the active branch) as a palette PNG of class indices, like
     ``annotation/mask.png``. Workers store it when they generate, embed, pre-label or rank; 404 until then."""
     return _prediction_png(request, sample_id, segmentation_id, "mask")
 
 
 @router.get("/samples/{sample_id}/uncertainty.png", auth=viewer)
-def prediction_uncertainty(request, sample_id: int, segmentation_id: Optional[int] = None):
+def prediction_uncertainty(request, sample_id: int, segmentation_id: Optional[RowId] = None):
     """Where that prediction is unsure: a greyscale PNG at the sample's size, 0 = the ensemble members agree …
     255 = the image's largest disagreement, whose value in nats (Jensen-Shannon divergence) is the
     ``X-Uncertainty-Peak`` header."""
@@ -188,7 +189,7 @@ def save_annotation(request, sample_id: int, payload: MaskIn):
 
 
 @router.get("/samples/{sample_id}/annotation/mask.png", auth=viewer)
-def annotation_mask(request, sample_id: int, version: int = None):
+def annotation_mask(request, sample_id: int, version: Optional[Version] = None):
     sample = get_object_or_404(services.visible_samples(request.user), pk=sample_id)
     return HttpResponse(services.mask_png(sample, services.read_mask(sample, version)), content_type="image/png")
 

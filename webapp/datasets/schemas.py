@@ -1,20 +1,24 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 from ninja import Field, Schema
 
+from webapp.validation import MASK_PNG_MAX_CHARS, FiniteFloat, RowId, text
+
+Version = Annotated[int, Field(ge=0, le=2 ** 31 - 1)]  # an annotation version (0: none yet)
+
 
 class LabelClassIO(Schema):
-    name: str
+    name: text(60) = Field(min_length=1)
     colour: str = Field(pattern=r"^#[0-9a-fA-F]{6}$", description="#rrggbb")
 
 
 class SchemaIn(Schema):
-    name: str = Field(min_length=1, max_length=100)
-    description: str = ""
-    classes: list[LabelClassIO] = Field(description="index order; class 0 is the background")
+    name: text(100) = Field(min_length=1)
+    description: text(10_000) = ""
+    classes: list[LabelClassIO] = Field(max_length=255, description="index order; class 0 is the background")
 
 
 class SchemaOut(Schema):
@@ -25,10 +29,10 @@ class SchemaOut(Schema):
 
 
 class DatasetIn(Schema):
-    name: str = Field(min_length=1, max_length=100)
-    description: str = ""
-    schema_id: int
-    generator_id: int
+    name: text(100) = Field(min_length=1)
+    description: text(10_000) = ""
+    schema_id: RowId
+    generator_id: RowId
 
 
 class DatasetOut(Schema):
@@ -51,7 +55,7 @@ class SampleOut(Schema):
     height: int
     has_latent: bool
     image_url: str
-    uncertainty: Optional[float]
+    uncertainty: Optional[FiniteFloat]
     annotation_version: int
     annotation_status: Optional[str]
     created: dt.datetime
@@ -67,18 +71,19 @@ class AnnotationOut(Schema):
 
 
 class MaskIn(Schema):
-    base_version: int = Field(ge=0, description="the version this mask was painted on (0: first save)")
-    mask_png: str = Field(description="base64 palette/greyscale PNG of class indices, at the sample's size")
+    base_version: Version = Field(description="the version this mask was painted on (0: first save)")
+    mask_png: text(MASK_PNG_MAX_CHARS) = Field(description="base64 palette/greyscale PNG of class indices, at the "
+                                                           "sample's size")
 
 
 class VersionIn(Schema):
-    base_version: int = Field(ge=0)
+    base_version: Version
 
 
 class ReviewIn(Schema):
-    base_version: int = Field(ge=0)
+    base_version: Version
     decision: Literal["reviewed", "rejected"]
-    note: str = ""
+    note: text(10_000) = ""
 
 
 class RevisionOut(Schema):
@@ -92,12 +97,12 @@ class RevisionOut(Schema):
 
 class GenerateIn(Schema):
     count: int = Field(ge=1, le=64)
-    truncation_psi: float = Field(0.7, ge=0.0, le=1.0)
+    truncation_psi: FiniteFloat = Field(0.7, ge=0.0, le=1.0)
     seed: Optional[int] = Field(None, ge=0, le=2 ** 31 - 1)
 
 
 class RankIn(Schema):
-    segmentation_id: Optional[int] = Field(None, description="default: the active segmentation branch")
+    segmentation_id: Optional[RowId] = Field(None, description="default: the active segmentation branch")
 
 
 class EmbedIn(Schema):

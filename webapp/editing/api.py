@@ -1,10 +1,11 @@
 import base64
 import binascii
+from typing import Optional
 
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
-from ninja import File, Form, Router, UploadedFile, Status
+from ninja import File, Form, Query, Router, UploadedFile, Status
 from ninja.errors import HttpError
 
 from webapp.accounts import roles
@@ -15,6 +16,7 @@ from webapp.editing.models import Composition
 from webapp.editing.schemas import (CompositionIn, CompositionOut, EditIn, EditOut, VectorFromEditIn, VectorOut,
                                     VectorPatchIn)
 from webapp.registry.models import Checkpoint
+from webapp.validation import RowId, text
 
 router = Router(tags=["editing"])
 viewer, editor = role_auth(roles.VIEW_VECTORS), role_auth(roles.EDIT_IMAGES)
@@ -42,11 +44,11 @@ def start_edit(request, payload: EditIn):
 
 
 @router.get("/edits", auth=editor, response=list[EditOut])
-def list_edits(request, sample_id: int = None, limit: int = 50):
+def list_edits(request, sample_id: Optional[RowId] = None, limit: int = Query(50, ge=1, le=500)):
     sessions = services.visible_sessions(request.user)
     if sample_id is not None:
         sessions = sessions.filter(sample_id=sample_id)
-    return [services.session_out(s) for s in sessions[:max(1, min(limit, 500))]]
+    return [services.session_out(s) for s in sessions[:limit]]
 
 
 @router.get("/edits/{edit_id}", auth=editor, response=EditOut)
@@ -55,7 +57,8 @@ def get_edit(request, edit_id: int):
 
 
 @router.get("/vectors", auth=viewer, response=list[VectorOut])
-def list_vectors(request, generator_id: int = None, tag: str = None, q: str = None):
+def list_vectors(request, generator_id: Optional[RowId] = None, tag: Optional[text(40)] = None,
+                 q: Optional[text(100)] = None):
     vectors = services.visible_vectors(request.user).select_related("author", "thumbnails_job")
     if generator_id is not None:
         vectors = vectors.filter(generator_id=generator_id)
@@ -75,7 +78,7 @@ def create_vector(request, payload: VectorFromEditIn):
 
 
 @router.post("/vectors/upload", auth=role_auth("editing.add_editvector"), response={201: VectorOut})
-def upload_vector(request, file: File[UploadedFile], generator_id: Form[int], tags: Form[str] = ""):
+def upload_vector(request, file: File[UploadedFile], generator_id: Form[RowId], tags: text(2000) = Form("")):
     """Import a project-format vector file for a registered generator; a worker renders its thumbnails (the
     response's ``thumbnails_job_id``)."""
     checkpoint = Checkpoint.objects.filter(pk=generator_id).first()
@@ -117,7 +120,7 @@ def download_vector(request, vector_id: int):
 
 
 @router.get("/compositions", auth=viewer, response=list[CompositionOut])
-def list_compositions(request, generator_id: int = None):
+def list_compositions(request, generator_id: Optional[RowId] = None):
     rows = Composition.objects.prefetch_related("items").select_related("author")
     if generator_id is not None:
         rows = rows.filter(generator_id=generator_id)

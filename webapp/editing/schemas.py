@@ -1,24 +1,32 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 from ninja import Field, Schema
 
+from webapp.validation import MASK_PNG_MAX_CHARS, FiniteFloat, RowId, text
+
+SCALE_LIMIT = 100
+"""The largest |scale| a vector is applied with, and so the widest slider range it can have."""
+Scale = Annotated[FiniteFloat, Field(ge=-SCALE_LIMIT, le=SCALE_LIMIT)]
+ClassIndex = Annotated[int, Field(ge=0, le=254)]  # a schema has at most 255 classes
+Tags = Annotated[list[text(40)], Field(max_length=32)]  # services check the letters; 40: the longest they keep
+
 
 class ScaledVectorIn(Schema):
-    vector_id: int
-    scale: float = Field(ge=-100, le=100)
+    vector_id: RowId
+    scale: Scale
 
 
 class EditIn(Schema):
-    sample_id: int
+    sample_id: RowId
     mode: Literal[1, 2, 3]
-    vectors: list[ScaledVectorIn] = Field(default_factory=list, description="modes 1 and 2")
-    composition_id: Optional[int] = Field(None, description="modes 1 and 2: use a saved composition's vectors")
-    target_mask_png: str = Field("", description="mode 3: base64 PNG of the repainted mask")
-    edited_classes: list[int] = Field(default_factory=list, description="mode 3: classes the edit is about "
-                                                                         "(default: those that changed)")
+    vectors: list[ScaledVectorIn] = Field(default_factory=list, max_length=32, description="modes 1 and 2")
+    composition_id: Optional[RowId] = Field(None, description="modes 1 and 2: use a saved composition's vectors")
+    target_mask_png: text(MASK_PNG_MAX_CHARS) = Field("", description="mode 3: base64 PNG of the repainted mask")
+    edited_classes: list[ClassIndex] = Field(default_factory=list, max_length=255, description=(
+        "mode 3: classes the edit is about (default: those that changed)"))
     steps: Optional[int] = Field(None, ge=1, le=2000, description="modes 2 and 3: optimisation steps")
 
 
@@ -43,20 +51,20 @@ class EditOut(Schema):
 
 
 class VectorFromEditIn(Schema):
-    edit_id: int
-    name: str = Field(min_length=1, max_length=100)
-    description: str = ""
-    tags: list[str] = Field(default_factory=list)
-    scale_min: float = -4.0
-    scale_max: float = 4.0
+    edit_id: RowId
+    name: text(100) = Field(min_length=1)
+    description: text(10_000) = ""
+    tags: Tags = Field(default_factory=list)
+    scale_min: Scale = -4.0
+    scale_max: Scale = 4.0
 
 
 class VectorPatchIn(Schema):
-    name: Optional[str] = Field(None, min_length=1, max_length=100)
-    description: Optional[str] = None
-    tags: Optional[list[str]] = None
-    scale_min: Optional[float] = None
-    scale_max: Optional[float] = None
+    name: Optional[text(100)] = Field(None, min_length=1)
+    description: Optional[text(10_000)] = None
+    tags: Optional[Tags] = None
+    scale_min: Optional[Scale] = None
+    scale_max: Optional[Scale] = None
 
 
 class VectorOut(Schema):
@@ -67,8 +75,8 @@ class VectorOut(Schema):
     edited_classes: list[int]
     generator_id: int
     author: Optional[str]
-    scale_min: float
-    scale_max: float
+    scale_min: FiniteFloat
+    scale_max: FiniteFloat
     thumb_before_url: Optional[str]
     thumb_after_url: Optional[str]
     thumbnails_job_id: Optional[int] = Field(None, description="the job rendering the thumbnails of a vector that "
@@ -79,13 +87,13 @@ class VectorOut(Schema):
 
 
 class CompositionItemIO(Schema):
-    vector_id: int
-    scale: float = Field(ge=-100, le=100)
+    vector_id: RowId
+    scale: Scale
 
 
 class CompositionIn(Schema):
-    name: str = Field(min_length=1, max_length=100)
-    generator_id: int
+    name: text(100) = Field(min_length=1)
+    generator_id: RowId
     items: list[CompositionItemIO] = Field(min_length=1, max_length=32)
 
 

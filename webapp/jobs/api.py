@@ -1,23 +1,27 @@
 from django.shortcuts import get_object_or_404
-from ninja import Router, Status
+from typing import Optional
+
+from ninja import Query, Router, Status
 
 from webapp.accounts.auth import role_auth
 from webapp.jobs import services
 from webapp.jobs.schemas import JobDetailOut, JobOut
+from webapp.validation import text
 
 router = Router(tags=["jobs"])
 viewer = role_auth("jobs.view_job")
 
 
 @router.get("/jobs", auth=viewer, response=list[JobOut])
-def list_jobs(request, status: str = None, kind: str = None, limit: int = 50):
+def list_jobs(request, status: Optional[text(16)] = None, kind: Optional[text(32)] = None,
+              limit: int = Query(50, ge=1, le=500)):
     """Your jobs (admins: everybody's), newest first."""
     jobs = services.visible_jobs(request.user)
     if status:
         jobs = jobs.filter(status=status)
     if kind:
         jobs = jobs.filter(kind=kind)
-    return jobs[:max(1, min(limit, 500))]
+    return jobs[:limit]
 
 
 @router.get("/jobs/{job_id}", auth=viewer, response=JobDetailOut)

@@ -5,13 +5,15 @@ from typing import Optional
 
 from ninja import Schema
 
+from webapp.validation import FiniteFloat
+
 
 class JobOut(Schema):
     id: int
     kind: str
     queue: str
     status: str
-    progress: float
+    progress: FiniteFloat
     stage: str
     message: str
     params: dict

@@ -10,6 +10,7 @@ from webapp.registry import services
 from webapp.registry.models import Checkpoint
 from webapp.registry.schemas import CheckpointChangeOut, CheckpointOut, ImportPathIn, TrainEncoderIn, \
     TrainSegmentationIn
+from webapp.validation import RowId, text
 
 router = Router(tags=["models"])
 viewer, manager = role_auth(roles.VIEW_CHECKPOINTS), role_auth(roles.MANAGE_MODELS)
@@ -21,7 +22,7 @@ def _generator(generator_id: Optional[int]) -> Optional[Checkpoint]:
 
 
 @router.get("/checkpoints", auth=viewer, response=list[CheckpointOut])
-def list_checkpoints(request, kind: str = None):
+def list_checkpoints(request, kind: Optional[text(16)] = None):
     rows = services.visible_checkpoints(request.user)
     return rows.filter(kind=kind) if kind else rows
 
@@ -32,8 +33,8 @@ def _with_rankings(checkpoint: Checkpoint, rankings: list) -> Checkpoint:
 
 
 @router.post("/checkpoints/upload", auth=manager, response={201: CheckpointChangeOut})
-def upload_checkpoint(request, file: File[UploadedFile], kind: Form[str], name: Form[str],
-                      generator_id: Form[Optional[int]] = None):
+def upload_checkpoint(request, file: File[UploadedFile], kind: Form[text(16)], name: Form[text(200)],
+                      generator_id: Form[Optional[RowId]] = None):
     """Import an NVlabs .pkl / rosinality .pt / project .safetensors generator, or a segmentation branch (the first
     one of its generator and schema becomes active: its datasets get ranked)."""
     checkpoint, rankings = services.import_and_rank(request.user, kind=kind, name=name, data=file.read(),

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 from ninja import Field, Schema
+
+from webapp.validation import FiniteFloat, RowId, text
+
+HiddenWidth = Annotated[int, Field(ge=1, le=1024)]  # four times the paper's widest MLP layer
 
 
 class CheckpointOut(Schema):
@@ -29,37 +33,38 @@ class CheckpointChangeOut(CheckpointOut):
 
 class ImportPathIn(Schema):
     kind: Literal["generator", "segmentation"]
-    name: str = Field(min_length=1, max_length=200)
-    server_path: str
-    generator_id: Optional[int] = None
+    name: text(200) = Field(min_length=1)
+    server_path: text(4096) = Field(min_length=1, description="PATH_MAX: the longest path Linux opens")
+    generator_id: Optional[RowId] = None
 
 
 class TrainSegmentationIn(Schema):
-    dataset_id: int
+    dataset_id: RowId
     steps: int = Field(2000, ge=1, le=200_000)
     ensemble_size: int = Field(10, ge=1, le=32, description="MLP classifiers in the ensemble (the paper: 10)")
-    hidden: list[int] = Field([256, 128, 32], min_length=1, max_length=6, description="hidden widths of each MLP")
+    hidden: list[HiddenWidth] = Field([256, 128, 32], min_length=1, max_length=6, description="each MLP's widths")
     pixels_per_step: int = Field(16384, ge=64, le=1 << 20)
     early_stopping: bool = Field(True, description="stop when the loss stops improving (after 200 steps)")
-    sample_ids: Optional[list[int]] = Field(None, max_length=100_000, description=(
+    sample_ids: Optional[list[RowId]] = Field(None, max_length=100_000, description=(
         "annotated samples of the dataset to train on (default: every submitted or reviewed one); the submitted or "
         "reviewed samples left out measure the per-class IoU"))
-    holdout_fraction: float = Field(0.2, ge=0, le=0.5, description=(
+    holdout_fraction: FiniteFloat = Field(0.2, ge=0, le=0.5, description=(
         "when nothing is left out: this share of the picked samples is held out for the IoU (0: measure on the "
         "training samples)"))
-    name: str = Field("", max_length=200)
+    name: text(200) = ""
     activate: bool = True
 
 
 class TrainEncoderIn(Schema):
-    generator_id: int
+    generator_id: RowId
     steps: int = Field(10_000, ge=1, le=1_000_000)
-    max_minutes: Optional[float] = Field(None, gt=0, le=24 * 60, description=(
+    max_minutes: Optional[FiniteFloat] = Field(None, gt=0, le=24 * 60, description=(
         "stop after this many minutes (checked every 100 steps, or a tenth of the steps if fewer) even if "
         "fewer steps ran"))
     batch_size: int = Field(4, ge=1, le=64, description="generator samples per step")
-    lpips_weight: float = Field(10.0, ge=0, description="0 trains without LPIPS: faster, a little less sharp")
-    real_dataset_id: Optional[int] = Field(None, description=(
+    lpips_weight: FiniteFloat = Field(10.0, ge=0, le=1000, description="0 trains without LPIPS: faster, a little "
+                                                                        "less sharp")
+    real_dataset_id: Optional[RowId] = Field(None, description=(
         "mix in this dataset's uploaded photos: one batch of them per step (LPIPS + L2 to their reconstructions)"))
-    name: str = Field("", max_length=200)
+    name: text(200) = ""
     activate: bool = True
