@@ -1,7 +1,8 @@
-"""A person's job while a retraining runs, through the real studio: ``manage.py studio`` on a fresh var/ and a free
-port, driven over its HTTP API as the browser does. Times one-sample "Random sample" jobs (start delay = started -
-created, run time = finished - started, from the job rows) on the idle studio, then while a segmentation retraining
-with the admin page's defaults runs (cancelled once they are done).
+"""A person's job while background work runs, through the real studio: ``manage.py studio`` on a fresh var/ and a
+free port, driven over its HTTP API as the browser does. Times one-sample "Random sample" jobs (start delay =
+started - created, run time = finished - started, from the job rows) in three phases: right after start-up, while
+the demo's ranking runs; on the idle studio; and while a segmentation retraining with the admin page's defaults
+runs (cancelled once they are done).
 
     python -m bench.studio_queues [--bundle demo] [--jobs 5] [--json out.json]
 
@@ -109,6 +110,10 @@ def wait_until_idle(api: StudioApi, timeout: float = 1800) -> None:
         time.sleep(1)
 
 
+def running(api: StudioApi, job: dict) -> bool:
+    return api.call("GET", f"/api/jobs/{job['id']}")["status"] == "running"
+
+
 def summary(times: list[tuple[float, float]]) -> dict:
     delays, runs = zip(*times)
     return {"start_delay_s": {"median": statistics.median(delays), "max": max(delays)},
@@ -126,23 +131,24 @@ def main(argv=None) -> dict:
     env.update(STUDIO_VAR_DIR=str(folder / "var"), STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD,
                STUDIO_KEY_PREFIX=f"bench-queues-{os.getpid()}")
     studio, api = start_studio(folder, args.bundle, env, ADMIN_PASSWORD)
+    report = {"date": time.strftime("%Y-%m-%d"), "cores": processes.cpu_cores(), "bundle": str(args.bundle)}
     try:
         demo = api.dataset("demo")
+        ranking = next(job for job in api.call("GET", "/api/jobs") if job["kind"] == "rank")
+        report["during_startup_ranking"] = summary(sample_jobs(api, demo, args.jobs))
+        report["during_startup_ranking"]["ranking_still_running"] = running(api, ranking)
         wait_until_idle(api)
-        idle = sample_jobs(api, demo, args.jobs)
+        report["idle"] = summary(sample_jobs(api, demo, args.jobs))
         training = api.call("POST", "/api/train/segmentation", {"dataset_id": demo["id"], "steps": 300,
                                                                 "activate": False})
         api.wait_for_job(training["id"], statuses=("running",) + FINISHED, timeout=600)
         try:
-            during = sample_jobs(api, demo, args.jobs)
-            still_running = api.call("GET", f"/api/jobs/{training['id']}")["status"] == "running"
+            report["during_retraining"] = summary(sample_jobs(api, demo, args.jobs))
+            report["during_retraining"]["retraining_still_running"] = running(api, training)
         finally:
             api.call("POST", f"/api/jobs/{training['id']}/cancel")
     finally:
         studio.stop(timeout=120)
-    report = {"date": time.strftime("%Y-%m-%d"), "cores": processes.cpu_cores(), "bundle": str(args.bundle),
-              "idle": summary(idle), "during_retraining": summary(during),
-              "retraining_still_running_after": still_running}
     emit_report(report, args.json)
     return report
 

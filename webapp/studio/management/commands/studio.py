@@ -16,6 +16,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 
 from webapp.studio import processes, services
 
@@ -69,7 +70,7 @@ class Command(BaseCommand):
             redis, url = processes.start_redis(var / "redis")
         except RuntimeError as exc:
             raise CommandError(str(exc)) from None
-        self.supervisor.add(redis)
+        self.supervisor.add(redis, after_restart=lambda: self.refill_redis(redis, url))
         self.say(f"started {redis.name} at {url} (stops with the studio)")
         env["REDIS_URL"] = url
         if "CELERY_BROKER_URL" not in os.environ:
@@ -85,6 +86,16 @@ class Command(BaseCommand):
 
         settings.REDIS_URL, settings.CELERY_BROKER_URL = url, broker_url
         app.conf.broker_url = broker_url
+
+    def refill_redis(self, redis: processes.ManagedProcess, url: str) -> None:
+        """The private Redis was started again, empty: once it answers, the jobs still queued go to it again."""
+        try:
+            redis.wait_until(lambda: processes.redis_answers(url), 20, "answering PING")
+        except RuntimeError as exc:  # it died again: the supervisor starts it again and calls this once more
+            self.say(str(exc))
+            return
+        connections.close_all()  # the database may have dropped this process's idle connection meanwhile
+        self.resend_queued_jobs()
 
     def resend_queued_jobs(self) -> None:
         """A fresh private Redis has no messages: jobs still queued (a previous run stopped before its worker took
