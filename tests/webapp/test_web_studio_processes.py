@@ -187,21 +187,22 @@ def test_the_supervisor_backs_off_while_a_process_keeps_dying_and_forgives_one_t
     said: list[str] = []
     supervisor = processes.Supervisor(said.append, first_delay=0.1, max_delay=0.4, stable_after=3600)
     crashing = supervisor.add(processes.ManagedProcess(
-        "crasher", [sys.executable, "-c", "import sys; sys.exit(3)"], tmp_path / "crasher.log"))
+        "crasher", [sys.executable, "-c", "import sys; sys.exit('no GPU 7 here')"], tmp_path / "crasher.log"))
     deadline = time.monotonic() + 60
     while sum("started again" in line for line in said) < 4:
         assert time.monotonic() < deadline, said
         supervisor.check()
         time.sleep(0.01)
-    pauses = re.findall(r"crasher exited \(code 3\) after \d+ s: starting it again in ([\d.]+) s", "\n".join(said))
+    pauses = re.findall(r"crasher exited \(code 1\) after \d+ s: starting it again in ([\d.]+) s", "\n".join(said))
     assert pauses == ["0.1", "0.2", "0.4", "0.4"], said
+    assert said[2] == "no GPU 7 here"  # its log's last lines come with the news of its exit
 
     supervisor.stable_after = 0  # as if it had run long enough this time
-    while "started again" not in said[-1] or len(said) < 10:
+    while "started again" not in said[-1] or len(said) < 14:
         assert time.monotonic() < deadline, said
         supervisor.check()
         time.sleep(0.01)
-    assert said[-2].endswith(f"starting it again in 0.1 s (log {crashing.log_path})"), said
+    assert said[-3].endswith(f"starting it again in 0.1 s (log {crashing.log_path})"), said
     supervisor.stop()
 
 

@@ -170,6 +170,8 @@ class Supervisor:
         self._due[key] = now + delay
         self.say(f"{process.name} exited (code {code}) after {uptime:.0f} s: starting it again in {delay:g} s "
                  f"(log {process.log_path})")
+        if code > 0:  # it stopped itself (a signal's code is negative): its last words say why
+            self.say(process.log_tail(10))
 
     def stop(self) -> None:
         """Stop every process, the last one added first."""
