@@ -22,6 +22,7 @@ import time
 import urllib.request
 from datetime import datetime
 from pathlib import Path
+from typing import Optional
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -53,6 +54,11 @@ class StudioApi:
         with self.opener.open(request, timeout=timeout) as response:
             return json.loads(response.read() or b"null")
 
+    def get_bytes(self, path: str, timeout: float = 30) -> bytes:
+        """The body of a GET (an image, a file the API hands out)."""
+        with self.opener.open(self.base_url + path, timeout=timeout) as response:
+            return response.read()
+
     def wait_for_job(self, job_id: int, statuses=FINISHED, timeout: float = 240) -> dict:
         deadline = time.monotonic() + timeout
         while True:
@@ -70,12 +76,15 @@ class StudioApi:
         return self.call("POST", f"/api/datasets/{dataset['id']}/samples/generate", {"count": 1})
 
 
-def start_studio(folder: Path, bundle: Path, env: dict, password: str) -> tuple[processes.ManagedProcess, StudioApi]:
-    """``manage.py studio`` (var/ from ``env``'s STUDIO_VAR_DIR) on a free port, its log in ``folder``; returns it
-    once it serves, with its API logged in as the first admin (``env`` must set STUDIO_ADMIN_PASSWORD=password)."""
+def start_studio(folder: Path, bundle: Optional[Path], env: dict,
+                 password: str) -> tuple[processes.ManagedProcess, StudioApi]:
+    """``manage.py studio`` (var/ from ``env``'s STUDIO_VAR_DIR; ``bundle`` None: ``--no-demo``) on a free port, its
+    log in ``folder``; returns it once it serves, with its API logged in as the first admin (``env`` must set
+    STUDIO_ADMIN_PASSWORD=password)."""
     port = processes.free_port()
     studio = processes.ManagedProcess(
-        "manage.py studio", [sys.executable, "manage.py", "studio", "--port", str(port), "--bundle", str(bundle)],
+        "manage.py studio", [sys.executable, "manage.py", "studio", "--port", str(port)]
+        + (["--bundle", str(bundle)] if bundle else ["--no-demo"]),
         folder / "studio.log", env=env, cwd=REPO).start()
     try:
         studio.wait_for_log("EditGAN Studio is running", timeout=600)

@@ -31,6 +31,8 @@ class Command(BaseCommand):
                             help="username of the first admin (created if the studio has none)")
         parser.add_argument("--bundle", type=Path, default=None,
                             help="model bundle to load on first start (default: the shipped demo/)")
+        parser.add_argument("--no-demo", action="store_true",
+                            help="do not load a bundle on first start (bring your own checkpoints)")
         parser.add_argument("--no-worker", action="store_true", help="run workers elsewhere (docs/deploy.md)")
         parser.add_argument("--setup-only", action="store_true", help="migrate and load the demo data, then exit")
 
@@ -49,7 +51,8 @@ class Command(BaseCommand):
             if self.private_redis:
                 self.resend_queued_jobs()
             self.first_admin(options["admin"])
-            self.demo_data(options["bundle"], var)
+            if not options["no_demo"]:
+                self.demo_data(options["bundle"], var)
             if options["setup_only"]:
                 return
             self.run_processes(env, options)
