@@ -12,6 +12,7 @@ viewer = role_auth("jobs.view_job")
 @router.get("/jobs", auth=viewer, response=list[JobOut])
 def list_jobs(request, status: str = None, kind: str = None, limit: int = 50):
     """Your jobs (admins: everybody's), newest first."""
+    services.recover_lost_jobs()  # what is listed as running has a live worker
     jobs = services.visible_jobs(request.user)
     if status:
         jobs = jobs.filter(status=status)
@@ -22,6 +23,7 @@ def list_jobs(request, status: str = None, kind: str = None, limit: int = 50):
 
 @router.get("/jobs/{job_id}", auth=viewer, response=JobDetailOut)
 def get_job(request, job_id: int):
+    services.recover_lost_jobs()
     return get_object_or_404(services.visible_jobs(request.user), pk=job_id)
 
 
