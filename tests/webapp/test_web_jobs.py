@@ -112,14 +112,15 @@ def test_cancel_ends_a_job_whose_worker_is_gone_at_once(studio, client_for, sett
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("kind", ["sample", "train_segmentation"])
+@pytest.mark.parametrize("kind", ["sample", "prelabel", "train_segmentation", "train_encoder"])
 def test_a_job_run_again_after_its_worker_was_lost_stores_nothing_twice(studio, kind):
     """The task runs to its last store and its worker dies before recording the end (the row stays running, the
     heartbeat goes stale); the task runs a second time, as the message the broker hands out again would (its claim,
     or a worker's sweep, takes the job from the lost worker): the samples of a generation, the checkpoint of a
-    training exist once. The job's queue is one no worker of the session consumes: only this test runs it."""
+    training exist once, a pre-label is one revision. The job's queue is one no worker of the session consumes:
+    only this test runs it."""
     from gpu_worker import tasks
-    from webapp.jobs import services as jobs
+    from webapp.datasets.models import AnnotationRevision
     from webapp.jobs.models import Job
     from webapp.registry.models import Checkpoint
 
@@ -127,9 +128,14 @@ def test_a_job_run_again_after_its_worker_was_lost_stores_nothing_twice(studio, 
               "train_segmentation": {"dataset_id": studio.dataset.pk, "steps": 3, "name": "retrained",
                                      "activate": True, "architecture": {"hidden": [8], "ensemble_size": 1},
                                      "pixels_per_step": 64, "early_stopping": False, "evaluated_on": "training set",
-                                     "sample_ids": [s.pk for s in studio.samples[:2]], "heldout_ids": []}}[kind]
+                                     "sample_ids": [s.pk for s in studio.samples[:2]], "heldout_ids": []},
+              "train_encoder": {"generator_id": studio.generator.pk, "steps": 2, "batch_size": 2, "lpips_weight": 0,
+                                "name": "encoder", "activate": True},
+              "prelabel": {"sample_id": studio.samples[3].pk, "segmentation_id": studio.segmentation.pk,
+                           "base_version": 0}}[kind]
     job = Job.objects.create(kind=kind, queue="consumed-by-nobody", params=params, requested_by=studio.users.admin)
     samples_before, checkpoints_before = studio.dataset.samples.count(), Checkpoint.objects.count()
+    revisions = AnnotationRevision.objects.filter(annotation__sample=studio.samples[3])
     assert getattr(tasks, kind)(job.pk) == "succeeded"
     first = Job.objects.get(pk=job.pk)
     Job.objects.filter(pk=job.pk).update(status=Job.Status.RUNNING, finished=None)  # as if killed before finish
@@ -142,6 +148,8 @@ def test_a_job_run_again_after_its_worker_was_lost_stores_nothing_twice(studio, 
         assert studio.dataset.samples.count() == samples_before + 5
         seeds = list(studio.dataset.samples.filter(pk__in=again.result["sample_ids"]).values_list("seed", flat=True))
         assert sorted(seeds) == list(range(first.result["first_seed"], first.result["first_seed"] + 5))
+    elif kind == "prelabel":
+        assert again.result["version"] == first.result["version"] == 1 and revisions.count() == 1
     else:
         assert again.result["checkpoint_id"] == first.result["checkpoint_id"]
         assert Checkpoint.objects.count() == checkpoints_before + 1
