@@ -15,7 +15,7 @@ from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
-app = Celery("editgan_studio", include=["gpu_worker.tasks"])
+app = Celery("editgan_studio", include=["gpu_worker.tasks", "gpu_worker.sweeper"])
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = tuple(Queue(name, Exchange(name, type="direct"), routing_key=name)
                              for name in ("interactive", "training"))

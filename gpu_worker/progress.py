@@ -30,12 +30,13 @@ class JobReporter:
     """Use as ``with JobReporter(job) as report: engine_op(..., progress=report)``.
 
     Raising :class:`Cancelled` from the callback is how a cancel reaches a running engine operation: the heartbeat
-    thread reads the job's cancel flag every ``STUDIO_JOB_HEARTBEAT_SECONDS``.
+    thread reads the job's cancel flag every ``STUDIO_JOB_HEARTBEAT_SECONDS``. A job taken from this worker as lost
+    (its heartbeat went stale, e.g. the process was stopped for a while) stops the same way.
     """
 
     def __init__(self, job, preview_group: Optional[str] = None, mask_png=None, batch=()):
         self.job = job
-        self.batch_ids = [other.pk for other in batch if other.pk != job.pk]  # mode-1 jobs riding along
+        self.batch = [other for other in batch if other.pk != job.pk]  # mode-1 jobs riding along
         self.preview_group = preview_group
         self.mask_png = mask_png  # callable: int64 [H, W] tensor → PNG bytes in the schema's colours
         self.metrics: dict[str, list[list[float]]] = {}
@@ -56,10 +57,10 @@ class JobReporter:
         try:
             while not self._stop.wait(settings.STUDIO_JOB_HEARTBEAT_SECONDS):
                 try:
-                    if jobs.beat(self.job.pk):
+                    if jobs.beat(self.job.pk, self.job.attempts):  # cancelled, or taken from this worker as lost
                         self.cancel_requested.set()
-                    for other in self.batch_ids:  # so that nobody takes them over as lost
-                        jobs.beat(other)
+                    for other in self.batch:  # so that nobody takes them over as lost
+                        jobs.beat(other.pk, other.attempts)
                 except Exception:  # a database hiccup must not kill the job; the next beat tries again
                     log.exception("heartbeat of job %s failed", self.job.pk)
                     close_old_connections()
@@ -86,8 +87,8 @@ class JobReporter:
                 "total": event.total, "progress": event.fraction, "losses": event.losses, "message": event.message})
         if last or now - self._last_db >= settings.STUDIO_PROGRESS_DB_SECONDS:
             self._last_db = now
-            jobs.save_progress(self.job.pk, progress=event.fraction, stage=event.stage, message=event.message,
-                               metrics=self.metrics)
+            jobs.save_progress(self.job.pk, self.job.attempts, progress=event.fraction, stage=event.stage,
+                               message=event.message, metrics=self.metrics)
         if self.preview_group and event.preview_image is not None:
             self.preview(event)
 

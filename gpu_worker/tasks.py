@@ -144,22 +144,32 @@ def _sample(job: Job, reporter: JobReporter) -> dict:
     segmentation = _active_segmentation_or_none(dataset)
     ensemble = engine_cache.segmenter(segmentation)[0] if segmentation else None
     count, psi = int(job.params["count"]), float(job.params.get("truncation_psi", 0.7))
-    first_seed = job.params.get("seed")
+    # A run after a lost worker goes on from what the lost one recorded (jobs.record_result, in each sample's
+    # transaction): the same seeds, and no sample stored twice.
+    done = job.result.get("sample_ids", [])
+    first_seed = job.result.get("first_seed", job.params.get("seed"))
     first_seed = secrets.randbelow(2 ** 31 - count) if first_seed is None else int(first_seed)
-    created = []
+    stored = {row.pk: row for row in dataset.samples.filter(pk__in=done)}
+    created = list(done)
     for index in range(count):
         seed = first_seed + index
+        row = stored.get(done[index]) if index < len(done) else None
+        if index < len(done) and (row is None or ensemble is None or row.ranked_with_id == segmentation.pk):
+            report(reporter, ProgressEvent("sample", index + 1, count))
+            continue  # stored (and ranked) by the lost run, or deleted since
         z = torch.randn(1, generator.z_dim, generator=torch.Generator().manual_seed(seed))
         with torch.no_grad():
             ws = generator.mapping(z.to(engine_cache.device()), truncation_psi=psi)
         image, prediction = _segment(generator, ensemble, ws) if ensemble else (
             generator.synthesis(ws, noise_mode="const"), None)
-        row = datasets.add_sample(dataset, source=Sample.Source.GENERATED, image_png=image_png(image[0]),
-                                  latent=latent_bytes(ws[0], dataset.generator.fingerprint), seed=seed,
-                                  user=job.requested_by)
+        if row is None:
+            row = datasets.add_sample(dataset, source=Sample.Source.GENERATED, image_png=image_png(image[0]),
+                                      latent=latent_bytes(ws[0], dataset.generator.fingerprint), seed=seed,
+                                      user=job.requested_by, then=lambda new: jobs.record_result(
+                                          job, {"sample_ids": created + [new.pk], "first_seed": first_seed}))
+            created.append(row.pk)
         if prediction is not None:  # new samples come with their prediction and join the ranking right away
             store_predictions(segmentation, [row], prediction)
-        created.append(row.pk)
         report(reporter, ProgressEvent("sample", index + 1, count))
     return {"sample_ids": created, "first_seed": first_seed}
 
@@ -177,14 +187,18 @@ def _prelabel(job: Job, reporter: JobReporter) -> dict:
     _image, prediction = _segment(generator, ensemble, sample_latent(sample_row))
     report(reporter, ProgressEvent("prelabel", 1, 1))
     stored = store_predictions(segmentation, [sample_row], prediction)[0]
-    labels = mask_array(prediction.labels[0], sample_row.width)
-    annotation = datasets.save_mask(sample_row, job.requested_by, labels,
-                                    job.params["base_version"], AnnotationRevision.Reason.PRELABEL,
-                                    note=f"pre-label by segmentation checkpoint #{segmentation.pk}")
-    publish(annotation_group(sample_row.pk), {"type": "saved", "version": annotation.version, "seq": None,
+    note = f"pre-label by segmentation checkpoint #{segmentation.pk} (job #{job.pk})"
+    # A run after a lost worker finds the revision the lost one saved (else its base version would conflict).
+    earlier = AnnotationRevision.objects.filter(annotation__sample=sample_row, note=note).first()
+    if earlier is not None:
+        version = earlier.version
+    else:
+        version = datasets.save_mask(sample_row, job.requested_by, mask_array(prediction.labels[0], sample_row.width),
+                                     job.params["base_version"], AnnotationRevision.Reason.PRELABEL, note=note).version
+    publish(annotation_group(sample_row.pk), {"type": "saved", "version": version, "seq": None,
                                               "reason": "prelabel"})
     # uncertainty_url: where the annotator should look first (the annotate view's heat-map overlay).
-    return {"sample_id": sample_row.pk, "version": annotation.version, **datasets.prediction_urls(stored)}
+    return {"sample_id": sample_row.pk, "version": version, **datasets.prediction_urls(stored)}
 
 
 @app.task(name="gpu_worker.rank")
@@ -289,8 +303,28 @@ def segmentation_iou(generator, ensemble: SegmentationEnsemble, rows: list[Sampl
                               for k, ((name, colour), value) in enumerate(zip(class_rows, iou.tolist()))]}
 
 
+def _registered_by_lost_run(job: Job) -> Checkpoint | None:
+    """The checkpoint a lost run of this training job registered (``jobs.record_result`` in the row's transaction):
+    a run after a lost worker activates and ranks it instead of training and registering a second one."""
+    return Checkpoint.objects.filter(pk=job.result.get("checkpoint_id", -1)).first()
+
+
 def _train_segmentation(job: Job, reporter: JobReporter) -> dict:
     dataset = Dataset.objects.select_related("generator", "schema").get(pk=job.params["dataset_id"])
+    checkpoint = _registered_by_lost_run(job) or _train_segmentation_branch(job, reporter, dataset)
+    metrics = checkpoint.metrics
+    if job.params.get("activate", True):
+        checkpoint = registry.activate(checkpoint)
+    rankings = []
+    if checkpoint.active:  # the active-learning ranking follows the branch annotators now work with
+        rank_dataset(dataset, checkpoint, reporter)
+        # Other datasets of the same generator and schema switched branches too: their rankings are jobs of their own.
+        rankings = [job.pk for job in registry.queue_rankings(checkpoint, job.requested_by, skip=[dataset.pk])]
+    return {"checkpoint_id": checkpoint.pk, "mean_iou": metrics["mean_iou"], "active": checkpoint.active,
+            "metrics": metrics, "ranking_job_ids": rankings}
+
+
+def _train_segmentation_branch(job: Job, reporter: JobReporter, dataset: Dataset) -> Checkpoint:
     generator = engine_cache.generator(dataset.generator)
     schema = registry.engine_schema(dataset.schema)
     split = job.params if "sample_ids" in job.params else registry.training_split(dataset)  # jobs queued earlier
@@ -318,20 +352,11 @@ def _train_segmentation(job: Job, reporter: JobReporter) -> dict:
         path = Path(tmp) / "segmentation.safetensors"
         save_segmentation(path, ensemble.cpu(), schema, meta={"generator_id": dataset.generator.fingerprint,
                                                               "metrics": metrics, "job": job.pk})
-        checkpoint = registry.register_file(
+        return registry.register_file(
             path, kind=Checkpoint.Kind.SEGMENTATION, name=job.params["name"],
             source_format=Checkpoint.SourceFormat.TRAINED, user=job.requested_by, generator=dataset.generator,
             schema=dataset.schema, fingerprint=dataset.generator.fingerprint, config=ensemble.config.to_dict(),
-            metrics=metrics)
-    if job.params.get("activate", True):
-        checkpoint = registry.activate(checkpoint)
-    rankings = []
-    if checkpoint.active:  # the active-learning ranking follows the branch annotators now work with
-        rank_dataset(dataset, checkpoint, reporter)
-        # Other datasets of the same generator and schema switched branches too: their rankings are jobs of their own.
-        rankings = [job.pk for job in registry.queue_rankings(checkpoint, job.requested_by, skip=[dataset.pk])]
-    return {"checkpoint_id": checkpoint.pk, "mean_iou": metrics["mean_iou"], "active": checkpoint.active,
-            "metrics": metrics, "ranking_job_ids": rankings}
+            metrics=metrics, then=lambda row: jobs.record_result(job, {"checkpoint_id": row.pk}))
 
 
 @app.task(name="gpu_worker.train_encoder")
@@ -395,6 +420,13 @@ def encoder_quality(generator, encoder: Encoder, images: torch.Tensor, true_ws: 
 
 
 def _train_encoder(job: Job, reporter: JobReporter) -> dict:
+    checkpoint = _registered_by_lost_run(job) or _train_encoder_checkpoint(job, reporter)
+    if job.params.get("activate", True):
+        checkpoint = registry.activate(checkpoint)
+    return {"checkpoint_id": checkpoint.pk, "active": checkpoint.active, "metrics": checkpoint.metrics}
+
+
+def _train_encoder_checkpoint(job: Job, reporter: JobReporter) -> Checkpoint:
     generator_row = Checkpoint.objects.get(pk=job.params["generator_id"], kind=Checkpoint.Kind.GENERATOR)
     generator = engine_cache.generator(generator_row)
     device = engine_cache.device()
@@ -451,13 +483,11 @@ def _train_encoder(job: Job, reporter: JobReporter) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "encoder.safetensors"
         save_encoder(path, encoder, generator, meta={"metrics": metrics, "job": job.pk})
-        checkpoint = registry.register_file(
+        return registry.register_file(
             path, kind=Checkpoint.Kind.ENCODER, name=job.params["name"], source_format=Checkpoint.SourceFormat.TRAINED,
             user=job.requested_by, generator=generator_row, fingerprint=generator_row.fingerprint,
-            config=encoder.config.to_dict(), metrics=metrics)
-    if job.params.get("activate", True):
-        checkpoint = registry.activate(checkpoint)
-    return {"checkpoint_id": checkpoint.pk, "active": checkpoint.active, "metrics": metrics}
+            config=encoder.config.to_dict(), metrics=metrics,
+            then=lambda row: jobs.record_result(job, {"checkpoint_id": row.pk}))
 
 
 # --- vector library ---------------------------------------------------------------------------------------------------

@@ -45,7 +45,9 @@ def pytest_configure(config):
     env = {
         "DJANGO_SETTINGS_MODULE": "webapp.settings", "STUDIO_VAR_DIR": str(VAR), "STUDIO_KEY_PREFIX": f"t{SESSION}",
         "REDIS_URL": redis_url, "CELERY_BROKER_URL": redis_url, "STORAGE_BACKEND": "local", "STUDIO_DEVICE": "cpu",
-        "CELERY_VISIBILITY_TIMEOUT": "8", "CELERY_RESTORE_INTERVAL": "1", "STUDIO_AUTOSAVE_SECONDS": "1",
+        # A killed worker's message comes back from the broker only after an hour, as in production (4 h): its
+        # job must be recovered by the sweep of lost jobs (STUDIO_JOB_STALE_SECONDS), which the tests check.
+        "CELERY_VISIBILITY_TIMEOUT": "3600", "CELERY_RESTORE_INTERVAL": "1", "STUDIO_AUTOSAVE_SECONDS": "1",
         "ALLOWED_HOSTS": "localhost,127.0.0.1,testserver", "SECRET_KEY": f"test-{SESSION}",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }

@@ -246,7 +246,15 @@ STUDIO_MAX_QUEUED_JOBS_PER_USER = env_int("STUDIO_MAX_QUEUED_JOBS_PER_USER", 4) 
 STUDIO_INTERACTIVE_TIME_LIMIT = env_int("STUDIO_INTERACTIVE_TIME_LIMIT", 600)
 STUDIO_TRAINING_TIME_LIMIT = env_int("STUDIO_TRAINING_TIME_LIMIT", 12 * 3600)
 STUDIO_JOB_HEARTBEAT_SECONDS = 0.25  # a running job writes its heartbeat and reads its cancel flag this often
-STUDIO_JOB_STALE_SECONDS = 3.0  # a running job whose heartbeat is older than this lost its worker
+# A running job whose heartbeat is older than this lost its worker: it is queued again (attempts left) or failed.
+# 40 heartbeats: a niced CPU worker on a busy laptop, or a SQLite write lock held by a save, can delay several.
+STUDIO_JOB_STALE_SECONDS = env_float("STUDIO_JOB_STALE_SECONDS", 10.0)
+STUDIO_JOB_MAX_ATTEMPTS = env_int("STUDIO_JOB_MAX_ATTEMPTS", 3)  # starts of one job before a lost one is failed
+if not 4 * STUDIO_JOB_HEARTBEAT_SECONDS <= STUDIO_JOB_STALE_SECONDS < float("inf"):
+    raise ValueError(f"STUDIO_JOB_STALE_SECONDS={STUDIO_JOB_STALE_SECONDS} must be at least four heartbeats "
+                     f"({4 * STUDIO_JOB_HEARTBEAT_SECONDS} s)")
+if STUDIO_JOB_MAX_ATTEMPTS < 1:
+    raise ValueError(f"STUDIO_JOB_MAX_ATTEMPTS={STUDIO_JOB_MAX_ATTEMPTS} must be at least 1")
 STUDIO_PROGRESS_DB_SECONDS = 1.0  # progress reaches the database at most this often (the channel layer: always)
 STUDIO_AUTOSAVE_SECONDS = env_int("STUDIO_AUTOSAVE_SECONDS", 1)  # live strokes reach the database within 2 s
 STUDIO_MODE1_MAX_BATCH = env_int("STUDIO_MODE1_MAX_BATCH", 16)

@@ -100,6 +100,81 @@ def test_malformed_messages_get_an_error_and_the_socket_stays_up(studio, daphne_
     assert "class index in 0..2" in errors[4] and "[x, y]" in errors[5] and "numeric x and y" in errors[6]
 
 
+def test_hostile_messages_get_an_error_and_nothing_is_relayed(studio, daphne_url, client_for):
+    """A 50 000-deep array, NaN / Infinity / 1e400 and far-away cursor positions, a deeply nested op: each gets an
+    error reply, the socket keeps working, and the other user in the room receives only the valid cursor."""
+    sample = studio.samples[0]
+    path = f"/ws/annotate/{sample.pk}/"
+    watcher_headers, sender_headers = (session_headers(client_for, user) for user in (studio.users.artist,
+                                                                                        studio.users.annotator))
+    nested = 1
+    for _level in range(20):
+        nested = [nested]
+    hostile = ["[" * 50_000 + "]" * 50_000, '{"type": "cursor", "x": NaN, "y": 1}',
+               '{"type": "cursor", "x": 1, "y": -Infinity}', '{"type": "cursor", "x": Infinity, "y": 1}',
+               '{"type": "cursor", "x": 1e400, "y": 1}', json.dumps({"type": "cursor", "x": 1e9, "y": 1}),
+               json.dumps({"type": "op", "op": {"op": "runs", "runs": nested}})]
+
+    async def scenario():
+        async with open_socket(daphne_url, path, watcher_headers) as watcher, \
+                open_socket(daphne_url, path, sender_headers) as sender:
+            await next_of(watcher, "state")
+            await next_of(sender, "state")
+            errors = []
+            for text in hostile:
+                await sender.send(text)
+                errors.append((await next_of(sender, "error"))["error"])
+            await sender.send(json.dumps({"type": "cursor", "x": 7, "y": 8.5}))
+            relayed = await next_of(watcher, "cursor")
+            await sender.send(json.dumps({"type": "ping"}))
+            await next_of(sender, "pong")
+            return errors, relayed
+
+    errors, relayed = asyncio.run(scenario())
+    assert "nested too deeply" in errors[0] and "nested too deeply" in errors[6], errors
+    assert all("finite numbers" in error for error in errors[1:5]), errors
+    assert "far outside the 32×32 image" in errors[5]
+    assert (relayed["x"], relayed["y"]) == (7.0, 8.5)  # the first cursor the other user saw is the valid one
+
+
+def test_a_crashed_consumer_leaves_no_ghost_in_the_room(studio, daphne_url, client_for):
+    """A consumer that dies from an exception (here a channel-layer event it has no handler for) gets no
+    ``disconnect``; its presence entry and renewal task go anyway, at once, not after the presence TTL (30 s)."""
+    from channels.layers import get_channel_layer
+
+    sample = studio.samples[0]
+    path = f"/ws/annotate/{sample.pk}/"
+    viewer = client_for(studio.users.artist)
+    alice, bob = (session_headers(client_for, user) for user in (studio.users.annotator, studio.users.annotator2))
+
+    def rooms():  # in a worker thread (the test client is sync): its own DB connection
+        from django.db import connection
+
+        try:
+            return viewer.get(f"/api/datasets/{studio.dataset.pk}/presence").json()
+        finally:
+            connection.close()
+
+    async def scenario():
+        async with open_socket(daphne_url, path, bob) as survivor:
+            await next_of(survivor, "state")
+            crashing = await open_socket(daphne_url, path, alice)
+            channel = (await next_of(crashing, "state"))["you"]["channel"]
+            while len((await next_of(survivor, "presence"))["users"]) < 2:
+                pass
+            await get_channel_layer().send(channel, {"type": "no.such.event"})
+            crashed = time.monotonic()
+            while "ann" in [user["username"] for user in (await next_of(survivor, "presence", timeout=10))["users"]]:
+                pass
+            left_after = time.monotonic() - crashed
+            with contextlib.suppress(Exception):
+                await crashing.close()
+            return left_after, await asyncio.to_thread(rooms)
+
+    left_after, listed = asyncio.run(scenario())
+    assert left_after < 10 and listed == {str(sample.pk): ["ann2"]}
+
+
 def test_two_annotators_paint_one_mask_at_the_same_time(studio, daphne_url, client_for):
     """Both see each other's strokes live, in one server order, and the stored mask holds both."""
     from webapp.datasets.masks import apply_ops

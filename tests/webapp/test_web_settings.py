@@ -40,6 +40,9 @@ BAD_SETTINGS = [  # (environment, what stderr must say)
     ({"STUDIO_WORKER_THREADS": "-2"}, "STUDIO_WORKER_THREADS must be ≥ 0"),
     ({"STUDIO_EDIT_ROI_CHUNK": "-1"}, "STUDIO_EDIT_ROI_CHUNK must be ≥ 0"),
     ({"STUDIO_EDIT_PRECISION": "fp16"}, "STUDIO_EDIT_PRECISION='fp16': use one of float32, bfloat16, float16"),
+    ({"STUDIO_JOB_STALE_SECONDS": "0.5"}, "STUDIO_JOB_STALE_SECONDS=0.5 must be at least four heartbeats"),
+    ({"STUDIO_JOB_STALE_SECONDS": "nan"}, "STUDIO_JOB_STALE_SECONDS=nan must be at least four heartbeats"),
+    ({"STUDIO_JOB_MAX_ATTEMPTS": "0"}, "STUDIO_JOB_MAX_ATTEMPTS=0 must be at least 1"),
 ]
 
 

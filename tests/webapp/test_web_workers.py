@@ -1,5 +1,5 @@
 """Celery tasks run by a real worker process against Redis: samples, pre-labels, training + ranking, mode-1
-batching, mode-3 previews over the websocket, cancel within 2 s, and a SIGKILLed worker's job running again."""
+batching, mode-3 previews over the websocket, cancel within 2 s (a SIGKILLed worker's job: test_web_jobs.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -139,21 +139,6 @@ def test_cancel_reaches_a_running_job_and_mode3_streams_previews(studio, celery_
     vector = post(artist, "/api/vectors", {"edit_id": edit["id"], "name": "square hair", "tags": ["hair"]})
     assert vector.status_code == 201, vector.content
     assert vector.json()["thumb_before_url"] and vector.json()["edited_classes"] == result["edited_classes"]
-
-
-def test_a_job_whose_worker_is_killed_runs_again_and_finishes(studio, celery_worker, client_for):
-    admin = client_for(studio.users.admin)
-    job = post(admin, "/api/train/segmentation", {
-        "dataset_id": studio.dataset.pk, "steps": 60, "early_stopping": False, "ensemble_size": 1, "hidden": [8],
-        "pixels_per_step": 64, "sample_ids": [s.pk for s in studio.samples[:2]]}).json()
-    running = wait_for_job(job["id"], statuses=("running",), worker=celery_worker)
-    first_worker = running.worker
-    celery_worker.kill()  # SIGKILL to the worker and its pool child: no chance to acknowledge or clean up
-    celery_worker.start()
-    finished = wait_for_job(job["id"], timeout=400, worker=celery_worker)
-    assert finished.status == "succeeded", finished.error
-    assert finished.attempts == 2 and finished.worker != first_worker
-    assert finished.result["checkpoint_id"] and len(finished.metrics["loss"]) == 60
 
 
 def test_upload_embed_then_refine_with_mode2(studio, celery_worker, client_for):

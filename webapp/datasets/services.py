@@ -5,7 +5,7 @@ import io
 import json
 import re
 import zipfile
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 from django.conf import settings
@@ -82,8 +82,12 @@ def visible_samples(user):
 
 
 def add_sample(dataset: Dataset, *, source: str, image_png: bytes, latent: bytes = b"", seed: Optional[int] = None,
-               original: bytes = b"", original_name: str = "", user=None) -> Sample:
-    """Store a new sample; ``image_png`` is at generator resolution, ``latent`` a W+ .safetensors file."""
+               original: bytes = b"", original_name: str = "", user=None,
+               then: Optional[Callable[[Sample], object]] = None) -> Sample:
+    """Store a new sample; ``image_png`` is at generator resolution, ``latent`` a W+ .safetensors file.
+
+    ``then(sample)`` runs in the row's transaction (a generation job records the sample there, so that its retry
+    stores it once); when it raises, the row rolls back and the stored files go."""
     with Image.open(io.BytesIO(image_png)) as image:
         width, height = image.size
     sample = Sample(dataset=dataset, source=source, seed=seed, width=width, height=height, created_by=user)
@@ -94,7 +98,10 @@ def add_sample(dataset: Dataset, *, source: str, image_png: bytes, latent: bytes
             sample.latent.name = save_bytes(f"{prefix}/latent.safetensors", latent)
         if original:
             sample.original.name = save_bytes(f"{prefix}/{original_name or 'upload'}", original)
-        sample.save()
+        with transaction.atomic():
+            sample.save()
+            if then is not None:
+                then(sample)
     return sample
 
 

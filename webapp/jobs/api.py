@@ -16,6 +16,7 @@ viewer = role_auth("jobs.view_job")
 def list_jobs(request, status: Optional[text(16)] = None, kind: Optional[text(32)] = None,
               limit: int = Query(50, ge=1, le=500)):
     """Your jobs (admins: everybody's), newest first."""
+    services.recover_lost_jobs()  # what is listed as running has a live worker
     jobs = services.visible_jobs(request.user)
     if status:
         jobs = jobs.filter(status=status)
@@ -26,6 +27,7 @@ def list_jobs(request, status: Optional[text(16)] = None, kind: Optional[text(32
 
 @router.get("/jobs/{job_id}", auth=viewer, response=JobDetailOut)
 def get_job(request, job_id: int):
+    services.recover_lost_jobs()
     return get_object_or_404(services.visible_jobs(request.user), pk=job_id)
 
 

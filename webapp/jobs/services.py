@@ -1,4 +1,10 @@
-"""Jobs: enqueue (with per-user limits), cancel, retry; and the calls a worker makes while it runs a job."""
+"""Jobs: enqueue (with per-user limits), cancel, retry; the calls a worker makes while it runs a job; and the
+recovery of jobs whose worker is gone (``recover_lost_jobs``: queued again, or failed after
+``STUDIO_JOB_MAX_ATTEMPTS`` starts).
+
+A running job belongs to one attempt (``attempts`` = how many times a worker started it): its heartbeat, progress and
+end are written only while the row is still running that attempt, so a worker that was taken for lost and comes
+back can neither overwrite the row nor keep a job that runs elsewhere now."""
 from __future__ import annotations
 
 import datetime as dt
@@ -51,6 +57,7 @@ def enqueue(kind: str, user, params: dict, batch_key: str = "", limited: bool = 
     ``limited=False``: work the studio queues itself as the consequence of a change (the ranking that follows an
     activation) does not count against the user's limit: the change must not be refused or left half done."""
     if kind in EXPENSIVE and limited:
+        recover_lost_jobs()  # a job whose worker died must not hold the user's place
         waiting = Job.objects.filter(requested_by=user, kind__in=EXPENSIVE,
                                      status__in=[Job.Status.QUEUED, Job.Status.RUNNING]).count()
         if waiting >= settings.STUDIO_MAX_QUEUED_JOBS_PER_USER:
@@ -82,17 +89,18 @@ def _check_owner(job: Job, user) -> None:
 
 
 def cancel(job: Job, user) -> Job:
-    """A queued job is cancelled at once; a running one is told to stop and does within its next heartbeat."""
+    """A queued job, or a running one whose worker is gone, is cancelled at once; a running one is told to stop and
+    does within its next heartbeat."""
     _check_owner(job, user)
     if job.is_finished:
         raise Conflict(f"job #{job.pk} has already {job.status}", current_status=job.status)
     now = timezone.now()
-    if Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(
-            status=Job.Status.CANCELLED, cancel_requested=True, finished=now, message="cancelled before it ran"):
-        job.refresh_from_db()
-        publish_status(job)
-        return job
-    Job.objects.filter(pk=job.pk).update(cancel_requested=True, message="cancelling")
+    ended = Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(
+        status=Job.Status.CANCELLED, cancel_requested=True, finished=now, message="cancelled before it ran")
+    ended = ended or lost_jobs(now).filter(pk=job.pk).update(
+        status=Job.Status.CANCELLED, cancel_requested=True, finished=now, message=f"cancelled: {_worker_lost(job)}")
+    if not ended:
+        Job.objects.filter(pk=job.pk).update(cancel_requested=True, message="cancelling")
     job.refresh_from_db()
     publish_status(job)
     return job
@@ -125,34 +133,74 @@ def publish_status(job: Job) -> None:
 def claim(job_id: int, worker: str) -> Optional[Job]:
     """Mark the job running on ``worker`` and return it, or None if nobody should run it (again).
 
-    A message can arrive twice: when a worker died (acks_late puts it back) or when the broker redelivered it while
-    it still ran. A running job is taken over only once its heartbeat is stale, i.e. its worker is really gone.
+    A message can arrive twice: when a worker died (acks_late puts it back, and ``recover_lost_jobs`` queues the job
+    again) or when the broker redelivered it while it still ran. A running job is taken over only once its
+    heartbeat is stale, i.e. its worker is really gone, and only while it has attempts left.
     """
     deadline = time.monotonic() + settings.STUDIO_JOB_STALE_SECONDS + 2
     while True:
         job = Job.objects.filter(pk=job_id).first()
         if job is None or job.is_finished:
             return None
-        now = timezone.now()
-        if job.status == Job.Status.QUEUED:
-            taken = Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
-                status=Job.Status.RUNNING, started=now, heartbeat=now, worker=worker, attempts=job.attempts + 1)
-        else:
-            stale = now - dt.timedelta(seconds=settings.STUDIO_JOB_STALE_SECONDS)
-            if job.heartbeat and job.heartbeat > stale:
+        if job.status == Job.Status.RUNNING:
+            if not lost_jobs().filter(pk=job_id).exists():
                 if time.monotonic() > deadline:
                     return None  # alive elsewhere: that worker will finish it
                 time.sleep(0.5)
                 continue
-            taken = Job.objects.filter(pk=job_id, status=Job.Status.RUNNING, heartbeat=job.heartbeat).update(
-                heartbeat=now, worker=worker, attempts=job.attempts + 1, progress=0.0, metrics={},
-                message=f"restarted: worker {job.worker} was lost")  # it runs again from the start
-            if taken:
-                log.warning("job %s: worker %s was lost, running it again on %s", job_id, job.worker, worker)
-        if taken:
+            _recover(job, resend=False)  # this message runs it, if it has attempts left
+            continue
+        now = timezone.now()
+        if Job.objects.filter(pk=job_id, status=Job.Status.QUEUED, attempts=job.attempts).update(
+                status=Job.Status.RUNNING, started=now, heartbeat=now, worker=worker, attempts=job.attempts + 1):
             job.refresh_from_db()
             publish_status(job)
             return job
+
+
+def lost_jobs(now: Optional[dt.datetime] = None):
+    """Running jobs whose worker is gone: heartbeat older than ``STUDIO_JOB_STALE_SECONDS``, or none written for
+    that long since the job started."""
+    stale = (now or timezone.now()) - dt.timedelta(seconds=settings.STUDIO_JOB_STALE_SECONDS)
+    return Job.objects.filter(status=Job.Status.RUNNING).filter(
+        Q(heartbeat__lt=stale) | Q(heartbeat__isnull=True, started__lt=stale)
+        | Q(heartbeat__isnull=True, started__isnull=True, created__lt=stale))
+
+
+def recover_lost_jobs() -> list[Job]:
+    """Queue every lost job again, or end it: cancelled if that was asked, failed after ``STUDIO_JOB_MAX_ATTEMPTS``
+    starts. Safe to run anywhere and often (each change is conditional on the row as read): the workers run it
+    periodically, the web process before counting a user's jobs and when listing them."""
+    return [job for job in lost_jobs() if _recover(job)]
+
+
+def _worker_lost(job: Job) -> str:
+    return f"worker {job.worker} was lost" if job.worker else "its worker was lost"
+
+
+def _recover(job: Job, resend: bool = True) -> bool:
+    """Take ``job`` (read while running and lost) from its gone worker; False if the row changed meanwhile."""
+    now = timezone.now()
+    was = _worker_lost(job)
+    if job.cancel_requested:
+        fields = {"status": Job.Status.CANCELLED, "finished": now, "message": f"cancelled: {was}"}
+    elif job.attempts >= settings.STUDIO_JOB_MAX_ATTEMPTS:
+        fields = {"status": Job.Status.FAILED, "finished": now, "message": "",
+                  "error": f"{was} during attempt {job.attempts} of {settings.STUDIO_JOB_MAX_ATTEMPTS}; "
+                           "not run again (retry it once its cause is fixed)"}
+    else:  # it runs again from the start
+        fields = {"status": Job.Status.QUEUED, "heartbeat": None, "worker": "", "progress": 0.0, "stage": "",
+                  "metrics": {}, "message": f"{was}: queued again for attempt {job.attempts + 1} of "
+                                            f"{settings.STUDIO_JOB_MAX_ATTEMPTS}"}
+    if not Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, attempts=job.attempts,
+                              heartbeat=job.heartbeat).update(**fields):
+        return False
+    log.warning("job %s: %s (attempt %s); now %s", job.pk, was, job.attempts, fields["status"])
+    job.refresh_from_db()
+    publish_status(job)
+    if resend and job.status == Job.Status.QUEUED:
+        transaction.on_commit(lambda: send(job))
+    return True
 
 
 def claim_batch(batch_key: str, worker: str, limit: int, exclude: int) -> list[Job]:
@@ -168,15 +216,27 @@ def claim_batch(batch_key: str, worker: str, limit: int, exclude: int) -> list[J
     return claimed
 
 
-def beat(job_id: int) -> bool:
-    """Refresh the heartbeat of a running job; returns whether it should be cancelled."""
-    Job.objects.filter(pk=job_id, status=Job.Status.RUNNING).update(heartbeat=timezone.now())
-    return Job.objects.filter(pk=job_id).filter(Q(cancel_requested=True) | ~Q(status=Job.Status.RUNNING)).exists()
+def beat(job_id: int, attempt: int) -> bool:
+    """Refresh the heartbeat of a running job's ``attempt``; returns whether its worker must stop: cancel was asked,
+    or the job is no longer this attempt's (taken for lost and queued again, cancelled, finished)."""
+    if not Job.objects.filter(pk=job_id, status=Job.Status.RUNNING, attempts=attempt).update(
+            heartbeat=timezone.now()):
+        return True
+    return Job.objects.filter(pk=job_id, cancel_requested=True).exists()
 
 
-def save_progress(job_id: int, *, progress: float, stage: str, message: str, metrics: dict) -> None:
-    Job.objects.filter(pk=job_id, status=Job.Status.RUNNING).update(progress=progress, stage=stage,
-                                                                    message=message[:500], metrics=metrics)
+def save_progress(job_id: int, attempt: int, *, progress: float, stage: str, message: str, metrics: dict) -> None:
+    Job.objects.filter(pk=job_id, status=Job.Status.RUNNING, attempts=attempt).update(
+        progress=progress, stage=stage, message=message[:500], metrics=metrics)
+
+
+def record_result(job: Job, result: dict) -> None:
+    """Keep in the running job's ``result`` what it has stored so far, in the transaction that stored it: a run after
+    a lost worker reads it and does not store it twice. Conflict (the transaction rolls back) when the job is no
+    longer this attempt's."""
+    if not Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, attempts=job.attempts).update(result=result):
+        raise Conflict(f"job #{job.pk} was taken from this worker (its heartbeat went stale); it runs again elsewhere")
+    job.result = result
 
 
 def append_log(job: Job, line: str) -> None:
@@ -196,7 +256,10 @@ def finish(job: Job, status: str, *, result: Optional[dict] = None, error: str =
         fields["metrics"] = metrics
     if status == Job.Status.CANCELLED:
         fields["message"] = "cancelled"
-    Job.objects.filter(pk=job.pk).update(**fields)
+    ours = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, attempts=job.attempts).update(**fields)
     job.refresh_from_db()
+    if not ours:  # taken for lost meanwhile: the row's state (queued again, cancelled, run elsewhere) stands
+        log.warning("job %s: attempt %s ended (%s) after it was taken from this worker", job.pk, job.attempts, status)
+        return job
     publish_status(job)
     return job

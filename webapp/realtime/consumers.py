@@ -1,13 +1,16 @@
 """Websocket consumers: live annotation rooms, job progress, edit previews.
 
 Every socket needs a logged-in user with a studio role (checked on connect). Client messages are JSON objects with a
-``type``; a malformed or refused message gets ``{"type": "error", "error": …}`` and the socket stays open.
+``type``; a malformed or refused message (not JSON, nested too deeply, a non-finite number, a bad value) gets
+``{"type": "error", "error": …}`` and the socket stays open. However a consumer ends (the client leaves, the network
+drops, a handler crashes, Daphne cancels it), ``release`` runs once: presence entries and background tasks go with it.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import math
 import time
 
 from channels.db import database_sync_to_async
@@ -23,6 +26,46 @@ from webapp.realtime.groups import annotation_group, edit_group, job_group
 log = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED, CLOSE_FORBIDDEN, CLOSE_NOT_FOUND = 4401, 4403, 4404
 MAX_MESSAGE_BYTES = 256 * 1024
+MAX_MESSAGE_DEPTH = 16  # the deepest message a client sends (an op's runs) is 4 levels
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number the studio accepts: send finite numbers")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses as infinity
+        raise ValueError(f"{text} is too large a number: send finite numbers")
+    return value
+
+
+def _too_deep(value, limit: int) -> bool:
+    """Whether ``value`` nests lists/objects deeper than ``limit`` (iterative: no recursion on hostile input)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
+def parse_message(text: str) -> dict:
+    """A client's text frame as a JSON object with a string ``type``; ValueError with a readable reason otherwise.
+    NaN, Infinity and numbers too large for a float are refused: other clients get what a message carries."""
+    try:
+        message = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError(f"message is nested too deeply (at most {MAX_MESSAGE_DEPTH} levels)") from None
+    except ValueError as exc:
+        raise ValueError(f"message is not valid JSON: {exc}") from None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise ValueError('a message must be a JSON object with a string "type"')
+    if _too_deep(message, MAX_MESSAGE_DEPTH):
+        raise ValueError(f"message is nested too deeply (at most {MAX_MESSAGE_DEPTH} levels)")
+    return message
 
 
 class StudioConsumer(AsyncJsonWebsocketConsumer):
@@ -30,9 +73,16 @@ class StudioConsumer(AsyncJsonWebsocketConsumer):
 
     permission = roles.VIEW
 
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:  # also when a handler raised or Daphne cancelled us: no disconnect() comes then
+            await asyncio.shield(self.release_once())
+
     async def connect(self):
         self.user = self.scope["user"]
         self.groups_joined: list[str] = []
+        self.released = False
         if not self.user.is_authenticated:
             return await self.close(code=CLOSE_UNAUTHENTICATED)
         if not await database_sync_to_async(self.user.has_perm)(self.permission):
@@ -50,8 +100,24 @@ class StudioConsumer(AsyncJsonWebsocketConsumer):
         await self.joined()
 
     async def disconnect(self, code):
-        for group in getattr(self, "groups_joined", []):
-            await self.channel_layer.group_discard(group, self.channel_name)
+        await self.release_once()
+
+    async def release_once(self) -> None:
+        if getattr(self, "released", True):  # never connected, or released already
+            return
+        self.released = True
+        try:
+            await self.release()
+        except Exception:  # Redis or the database away: the presence entries expire on their own
+            log.exception("releasing a websocket of %s failed", getattr(self, "user", None))
+        for group in self.groups_joined:
+            try:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            except Exception:
+                log.exception("leaving the channel group %s failed", group)
+
+    async def release(self) -> None:
+        """Undo what ``connect``/``joined`` set up (presence, background tasks). Runs once, however the socket ended."""
 
     def authorize(self) -> list[str]:
         """Load what the socket is about (sync, ORM); return the groups to join. Raise to refuse."""
@@ -66,11 +132,9 @@ class StudioConsumer(AsyncJsonWebsocketConsumer):
         if len(text_data) > MAX_MESSAGE_BYTES:
             return await self.error(f"message larger than {MAX_MESSAGE_BYTES} bytes")
         try:
-            message = json.loads(text_data)
+            message = parse_message(text_data)
         except ValueError as exc:
-            return await self.error(f"message is not valid JSON: {exc}")
-        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-            return await self.error('a message must be a JSON object with a string "type"')
+            return await self.error(str(exc))
         handler = getattr(self, "on_" + message["type"].replace(".", "_"), None)
         if handler is None:
             return await self.error(f"unknown message type {message['type']!r}", request=message["type"])
@@ -162,19 +226,19 @@ class AnnotationConsumer(StudioConsumer):
         annotation = annotation_of(self.sample)
         return annotation.version if annotation else 0
 
-    async def disconnect(self, code):
-        if getattr(self, "heartbeat_task", None) is not None:
-            self.heartbeat_task.cancel()  # and wait until it has stopped: no renewal may land after the leave below
-            await asyncio.wait([self.heartbeat_task])
-        if hasattr(self, "sample"):
-            present = await rooms.leave(self.redis, self.sample.dataset_id, self.sample_id, self.channel_name)
-            await self.channel_layer.group_send(annotation_group(self.sample_id), {"type": "presence",
-                                                                                   "users": present})
-            if self.flush_task is not None:
-                self.flush_task.cancel()
-            await self.flush_now()  # whatever this painter sent is stored before the socket is gone
-        await super().disconnect(code)
-        await self.redis.aclose()
+    async def release(self):
+        for task in (self.heartbeat_task, self.flush_task):
+            if task is not None:
+                task.cancel()  # and wait until it has stopped: no renewal may land after the leave below
+                await asyncio.wait([task])
+        try:
+            if hasattr(self, "sample"):
+                present = await rooms.leave(self.redis, self.sample.dataset_id, self.sample_id, self.channel_name)
+                await self.channel_layer.group_send(annotation_group(self.sample_id), {"type": "presence",
+                                                                                       "users": present})
+                await self.flush_now()  # whatever this painter sent is stored before the socket is gone
+        finally:
+            await self.redis.aclose()
 
     def require_painter(self) -> None:
         if not self.can_paint:
@@ -198,6 +262,9 @@ class AnnotationConsumer(StudioConsumer):
         x, y = message.get("x"), message.get("y")
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (x, y)):
             raise ValidationError("a cursor message needs numeric x and y")
+        width, height = self.sample.width, self.sample.height
+        if not (-width <= x <= 2 * width and -height <= y <= 2 * height):  # the pointer may be off the picture
+            raise ValidationError(f"cursor ({x}, {y}) is far outside the {width}×{height} image")
         await self.channel_layer.group_send(annotation_group(self.sample_id), {
             "type": "cursor", "user_id": self.user.pk, "username": self.user.get_username(), "x": float(x),
             "y": float(y), "sender": self.channel_name})
