@@ -32,6 +32,7 @@ import os
 import pickle
 import re
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -714,11 +715,29 @@ ROSINALITY_LR_MLP = 0.01   # rosinality's Generator(lr_mlp=0.01) default; not st
 W_AVG_SAMPLES = 4096        # rosinality's generate.py --truncation_mean default
 
 
-def _load_rosinality_generator(path: Path) -> Generator:
+def _check_torch_file_sizes(path: Path) -> None:
+    """Refuse a ``torch.save`` file whose tensor data would unpack to more bytes than the file holds (torch allocates
+    what a file declares before reading it)."""
+    size = os.path.getsize(path)
     with open(path, "rb") as file:
-        if file.read(len(_TORCH_LEGACY_MAGIC)) == _TORCH_LEGACY_MAGIC:   # the zip format sizes storages itself
+        if file.read(len(_TORCH_LEGACY_MAGIC)) == _TORCH_LEGACY_MAGIC:
             file.seek(0)
-            _check_legacy_storage_sizes(file, os.path.getsize(path), str(path))
+            _check_legacy_storage_sizes(file, size, str(path))
+            return
+    # torch compares each storage with its zip entry, but it also inflates compressed entries, which torch.save
+    # never writes: their total unpacked size must fit in the file.
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(entry.file_size for entry in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as err:
+        raise CheckpointError(f"{path} is not a complete torch zip file ({err})") from err
+    if unpacked > size:
+        raise CheckpointError(f"{path}: its zip entries unpack to {unpacked} bytes, more than the {size} bytes of the "
+                              f"file (torch.save writes them uncompressed)")
+
+
+def _load_rosinality_generator(path: Path) -> Generator:
+    _check_torch_file_sizes(path)
     try:
         # train.py stores its argparse options next to the weights; a Namespace holds only plain values.
         with torch.serialization.safe_globals([argparse.Namespace]):

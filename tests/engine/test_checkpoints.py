@@ -8,6 +8,7 @@ import pickle
 import pickletools
 import re
 import warnings
+import zipfile
 
 import numpy as np
 import pytest
@@ -486,4 +487,17 @@ def test_rosinality_values_that_are_not_tensors_are_refused(tmp_path, generator)
     path = tmp_path / "not-tensors.pt"
     torch.save({"g_ema": {**generator_to_rosinality(generator), "style.1.weight": [[1.0, 2.0]]}}, path)
     with pytest.raises(CheckpointError, match=r"hold only tensors; these are not: \['style.1.weight'\]"):
+        load_generator(path)
+
+
+def test_rosinality_zip_whose_entries_inflate_beyond_the_file_is_refused(tmp_path, generator):
+    """torch inflates compressed zip entries (torch.save never writes them): 16 MiB of padding from 16 KiB here."""
+    saved = tmp_path / "saved.pt"
+    torch.save({"g_ema": {**generator_to_rosinality(generator), "padding": torch.zeros(2 ** 22)}}, saved)
+    path = tmp_path / "deflated.pt"
+    with zipfile.ZipFile(saved) as original, zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as deflated:
+        for entry in original.infolist():
+            deflated.writestr(entry.filename, original.read(entry.filename))
+    assert os.path.getsize(path) < 2 ** 22
+    with pytest.raises(CheckpointError, match=r"its zip entries unpack to \d+ bytes, more than the \d+ bytes"):
         load_generator(path)
