@@ -353,8 +353,15 @@ class PersistentObject:
             raise CheckpointError(f"NVlabs {self.class_name} has no persistent sub-module {name!r}")
         return child
 
-    def state_dict(self, prefix: str = "") -> dict[str, torch.Tensor]:
-        """Parameters and persistent buffers of this object and its sub-modules, with ``module.state_dict()`` names."""
+    def state_dict(self, prefix: str = "", _visited: Optional[set[int]] = None) -> dict[str, torch.Tensor]:
+        """Parameters and persistent buffers of this object and its sub-modules, with ``module.state_dict()`` names.
+
+        A sub-module reached twice is refused: a pickle can share one object under many names, and 30 levels of
+        two names each would list 2³⁰ tensors."""
+        visited = set() if _visited is None else _visited
+        if id(self) in visited:
+            raise CheckpointError(f"NVlabs {self.class_name} {prefix.rstrip('.')!r} is a sub-module twice over")
+        visited.add(id(self))
         tensors = {}
         non_persistent = self.state.get("_non_persistent_buffers_set", set())
         for group in ("_parameters", "_buffers"):
@@ -362,7 +369,7 @@ class PersistentObject:
                 if tensor is not None and name not in non_persistent:
                     tensors[prefix + name] = tensor
         for name in self.state.get("_modules", {}):
-            tensors.update(self.child(name).state_dict(prefix + name + "."))
+            tensors.update(self.child(name).state_dict(prefix + name + ".", visited))
         return tensors
 
 

@@ -501,3 +501,14 @@ def test_rosinality_zip_whose_entries_inflate_beyond_the_file_is_refused(tmp_pat
     assert os.path.getsize(path) < 2 ** 22
     with pytest.raises(CheckpointError, match=r"its zip entries unpack to \d+ bytes, more than the \d+ bytes"):
         load_generator(path)
+
+
+def test_nvlabs_sub_module_shared_under_many_names_is_refused(tmp_path, generator):
+    """30 levels of one object under two names: a small pickle whose module tree lists 2³⁰ tensors."""
+    shared = PersistentObject(dict(class_name="Leaf", state={"_parameters": {"weight": torch.zeros(1)}}))
+    for _ in range(30):
+        shared = PersistentObject(dict(class_name="Twice", state={"_modules": {"a": shared, "b": shared}}))
+    path = nvlabs_pickle_with(tmp_path, generator, lambda G_ema: G_ema.child("synthesis").state["_modules"]
+                              .__setitem__("shared", shared))
+    with pytest.raises(CheckpointError, match=r"NVlabs Leaf 'synthesis\.shared(\.a){29}\.b' is a sub-module twice"):
+        load_generator(path)
