@@ -32,6 +32,7 @@ import os
 import pickle
 import re
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -129,6 +130,8 @@ def read_checkpoint(path: str | Path, expected_kind: Optional[str] = None
         config, meta = json.loads(header.get("config", "{}")), json.loads(header.get("meta", "{}"))
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path}: the config/meta JSON in its header is corrupt: {err}") from err
+    except RecursionError:
+        raise CheckpointError(f"{path}: the config/meta JSON in its header is nested too deeply") from None
     return state_dict, config, meta
 
 
@@ -147,10 +150,12 @@ def save_discriminator(path: str | Path, D: Discriminator, meta: Optional[dict[s
 
 def load_discriminator(path: str | Path, device: str | torch.device = "cpu") -> Discriminator:
     """Load a project-format discriminator (float32, in train mode as a trainer expects)."""
+    return _guarded(_load_project_discriminator, Path(path)).to(device)
+
+
+def _load_project_discriminator(path: Path) -> Discriminator:
     state_dict, config, _meta = read_checkpoint(path, expected_kind=DISCRIMINATOR_KIND)
-    D = Discriminator(_parse_config(DiscriminatorConfig, config, path))
-    _load_state_dict(D, state_dict, str(path))
-    return D.to(device)
+    return _build_checked(Discriminator, _parse_config(DiscriminatorConfig, config, path), state_dict, str(path))
 
 
 def generator_fingerprint(G: Generator) -> str:
@@ -200,14 +205,28 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
     loaders: dict[str, Callable[[Path], Generator]] = {
         "editgan": _load_project_generator, "nvlabs-pickle": _load_nvlabs_generator,
         "rosinality": _load_rosinality_generator}
-    G = loaders[detect_checkpoint_format(path)](Path(path))
+    G = _guarded(loaders[detect_checkpoint_format(path)], Path(path))
     return G.to(device).eval().requires_grad_(False)
+
+
+def _guarded(load: Callable[[Path], torch.nn.Module], path: Path) -> torch.nn.Module:
+    """``load(path)``, with every way a damaged or hostile file can make it fail ending in :class:`CheckpointError`
+    (the loaders check what they know to check; this catches what slips through, e.g. a value of the wrong type)."""
+    try:
+        return load(path)
+    except CheckpointError:
+        raise
+    except RecursionError:
+        raise CheckpointError(f"{path} could not be read: its content is nested too deeply") from None
+    except MemoryError:
+        raise CheckpointError(f"{path} could not be read: it asks for more memory than there is") from None
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, RuntimeError) as err:
+        raise CheckpointError(f"{path} could not be read as a checkpoint ({type(err).__name__}: {err})") from err
 
 
 def _load_project_generator(path: Path) -> Generator:
     state_dict, config, meta = read_checkpoint(path, expected_kind=GENERATOR_KIND)
-    G = Generator(_parse_config(GeneratorConfig, config, path))
-    _load_state_dict(G, state_dict, str(path))
+    G = _build_generator(_parse_config(GeneratorConfig, config, path), state_dict, str(path))
     stored = meta.get("fingerprint")
     if stored is not None and stored != generator_fingerprint(G):
         raise CheckpointError(f"{path}: the weights do not match the fingerprint {stored} recorded when the file "
@@ -215,11 +234,15 @@ def _load_project_generator(path: Path) -> Generator:
     return G
 
 
-def _parse_config(cls, config: dict[str, Any], path: Path):
+def _parse_config(cls, config: dict[str, Any], where: str | Path):
     try:
-        return cls.from_dict(config)
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: unsupported {cls.__name__}: {err}") from err
+        parsed = cls.from_dict(config)
+    except (TypeError, ValueError, AttributeError) as err:
+        raise CheckpointError(f"{where}: unsupported {cls.__name__}: {err}") from err
+    for name, value in parsed.to_dict().items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise CheckpointError(f"{where}: unsupported {cls.__name__}: {name} is {value}")
+    return parsed
 
 
 def _load_state_dict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], where: str) -> None:
@@ -241,14 +264,43 @@ def _channel_layout(channels: dict[int, int], where: str) -> tuple[int, int]:
     return channel_base, channel_max
 
 
-def _build_generator(config_fields: dict[str, Any], state_dict: dict[str, torch.Tensor], where: str) -> Generator:
+def _build_generator(config: GeneratorConfig, state_dict: dict[str, torch.Tensor], where: str) -> Generator:
+    """The generator ``config`` describes, with ``state_dict`` loaded; refused unless the file's tensors are exactly
+    the ones ``config`` asks for (see :func:`_build_checked`)."""
+    # The module count is the one config value a meta-device build pays for: check it against the file first.
+    stored_layers = sum(bool(re.fullmatch(r"mapping\.fc\d+\.weight", name)) for name in state_dict)
+    if config.mapping_layers != stored_layers:
+        raise CheckpointError(f"{where}: the config asks for mapping_layers={config.mapping_layers}, but the file "
+                              f"stores {stored_layers} mapping layers")
+    return _build_checked(Generator, config, state_dict, where)
+
+
+def _build_checked(cls: type[torch.nn.Module], config: Any, state_dict: dict[str, Any], where: str):
+    """``cls(config)`` with ``state_dict`` loaded strictly, allocated only once the file is known good.
+
+    Every config value that sizes a tensor (``z_dim``, ``w_dim``, channels, ...) comes from the file, so ``cls`` is
+    first built on the meta device (shapes, no memory) and every stored tensor must have the name and shape that
+    build asks for: a config value that disagrees with the stored tensors is refused before anything is allocated.
+    """
     try:
-        config = GeneratorConfig(**config_fields)
-    except ValueError as err:
-        raise CheckpointError(f"{where}: unsupported generator: {err}") from err
-    G = Generator(config)
-    _load_state_dict(G, state_dict, where)
-    return G
+        with torch.device("meta"):
+            expected = cls(config).state_dict()
+    except (RuntimeError, ValueError, OverflowError) as err:   # e.g. sizes whose byte count overflows
+        raise CheckpointError(f"{where}: its config describes a {cls.__name__} that cannot be built "
+                              f"({type(err).__name__}: {err})") from err
+    missing, unexpected = sorted(set(expected) - set(state_dict)), sorted(set(state_dict) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{where}: the weights do not fit a {cls.__name__} built from the file's config "
+                              f"(missing: {missing[:5]}, unexpected: {unexpected[:5]})")
+    for name, tensor in state_dict.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise CheckpointError(f"{where}: {name} is a {type(tensor).__name__}, not a tensor")
+        if tensor.shape != expected[name].shape:
+            raise CheckpointError(f"{where}: {name} has shape {list(tensor.shape)} in the file, but a {cls.__name__} "
+                                  f"built from the file's config needs {list(expected[name].shape)}")
+    module = cls(config)
+    _load_state_dict(module, state_dict, where)
+    return module
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -301,8 +353,15 @@ class PersistentObject:
             raise CheckpointError(f"NVlabs {self.class_name} has no persistent sub-module {name!r}")
         return child
 
-    def state_dict(self, prefix: str = "") -> dict[str, torch.Tensor]:
-        """Parameters and persistent buffers of this object and its sub-modules, with ``module.state_dict()`` names."""
+    def state_dict(self, prefix: str = "", _visited: Optional[set[int]] = None) -> dict[str, torch.Tensor]:
+        """Parameters and persistent buffers of this object and its sub-modules, with ``module.state_dict()`` names.
+
+        A sub-module reached twice is refused: a pickle can share one object under many names, and 30 levels of
+        two names each would list 2³⁰ tensors."""
+        visited = set() if _visited is None else _visited
+        if id(self) in visited:
+            raise CheckpointError(f"NVlabs {self.class_name} {prefix.rstrip('.')!r} is a sub-module twice over")
+        visited.add(id(self))
         tensors = {}
         non_persistent = self.state.get("_non_persistent_buffers_set", set())
         for group in ("_parameters", "_buffers"):
@@ -310,25 +369,109 @@ class PersistentObject:
                 if tensor is not None and name not in non_persistent:
                     tensors[prefix + name] = tensor
         for name in self.state.get("_modules", {}):
-            tensors.update(self.child(name).state_dict(prefix + name + "."))
+            tensors.update(self.child(name).state_dict(prefix + name + ".", visited))
         return tensors
 
 
 def _load_storage_from_bytes(data: bytes) -> torch.TypedStorage:
-    # torch pickles a storage as a nested legacy torch.save() of it; torch's own weights-only unpickler reads that.
+    # torch pickles a storage as a nested legacy torch.save() of it; torch's own weights-only unpickler reads that,
+    # once the size it declares is known to be there (torch allocates the declared size before reading the bytes).
     if not isinstance(data, bytes):
         raise CheckpointError("malformed tensor storage in pickle")
+    _check_legacy_storage_sizes(io.BytesIO(data), len(data), "a tensor storage in the pickle")
     storage = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     if not isinstance(storage, torch.TypedStorage):
         raise CheckpointError("malformed tensor storage in pickle")
     return storage
 
 
+_LEGACY_STORAGE_DTYPES = {
+    "FloatStorage": torch.float32, "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16,
+    "DoubleStorage": torch.float64, "LongStorage": torch.int64, "IntStorage": torch.int32, "ShortStorage": torch.int16,
+    "CharStorage": torch.int8, "ByteStorage": torch.uint8, "BoolStorage": torch.bool}
+
+
+class _Inert:
+    """What a pickle builds while :class:`_StorageDeclarations` reads it: takes every pickle operation, keeps nothing,
+    so no code and no allocation the file asks for happens."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __call__(self, *args, **kwargs):
+        return _Inert()
+
+    def __setstate__(self, state):
+        pass
+
+    def __setitem__(self, key, value):
+        pass
+
+    def append(self, value):
+        pass
+
+    def extend(self, values):
+        pass
+
+
+class _StorageDeclarations(pickle.Unpickler):
+    """Reads the pickles of a legacy (non-zip) ``torch.save`` file and records the byte size each storage declares."""
+
+    def __init__(self, file):
+        super().__init__(file)
+        self.storage_bytes: dict[Any, int] = {}
+
+    def find_class(self, module: str, name: str):
+        if module == "torch" and name in _LEGACY_STORAGE_DTYPES:
+            return _LEGACY_STORAGE_DTYPES[name]
+        return _Inert
+
+    def persistent_load(self, pid):
+        # ('storage', storage type, key, location, element count[, view metadata]), as torch.save writes it
+        if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage":
+            dtype, key, numel = pid[1], pid[2], pid[4]
+            if not (isinstance(dtype, torch.dtype) and type(numel) is int and numel >= 0):
+                raise CheckpointError("malformed tensor storage declaration")
+            self.storage_bytes[key] = numel * torch._utils._element_size(dtype)
+        return _Inert()
+
+
+def _check_legacy_storage_sizes(file, available: int, what: str) -> None:
+    """Refuse a legacy ``torch.save`` stream whose storages declare more bytes than the ``available`` ones."""
+    reader = _StorageDeclarations(file)
+    try:
+        for _ in range(4):   # magic number, protocol version, system info, then the object with its storages
+            reader.load()
+    except CheckpointError:
+        raise
+    except Exception as err:   # truncated or not a torch.save stream: EOFError, UnpicklingError, ...
+        raise CheckpointError(f"{what} is not a complete torch.save() stream ({type(err).__name__}: {err})") from err
+    declared = sum(reader.storage_bytes.values())
+    if declared > available:
+        raise CheckpointError(f"{what} declares {declared} bytes of tensor data but holds only {available} bytes")
+
+
 def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
     # Hooks and metadata are dropped: only the values are needed.
     if not isinstance(storage, torch.TypedStorage):
         raise CheckpointError("malformed tensor in pickle")
+    _check_view_fits(storage._size(), storage_offset, size, stride)   # (size() warns that TypedStorage is deprecated)
     return torch._utils._rebuild_tensor(storage, storage_offset, tuple(size), tuple(stride))
+
+
+MAX_TENSOR_DIMS = 16
+
+
+def _check_view_fits(numel: int, offset, size, stride) -> None:
+    """A tensor in a pickle is a view (offset, size, stride) of a storage of ``numel`` elements; it must lie inside
+    it, or torch would grow the storage with uninitialised memory (or allocate whatever the file asks for)."""
+    if not (isinstance(size, (tuple, list)) and isinstance(stride, (tuple, list)) and len(size) == len(stride)
+            and len(size) <= MAX_TENSOR_DIMS and all(type(v) is int and v >= 0 for v in (offset, *size, *stride))):
+        raise CheckpointError("malformed tensor in pickle: its size, stride and offset must be non-negative integers")
+    extent = offset + (1 + sum((n - 1) * step for n, step in zip(size, stride)) if all(size) else 0)
+    if extent > numel:
+        raise CheckpointError(f"a tensor in the pickle (size {list(size)}, stride {list(stride)}, offset {offset}) "
+                              f"reaches element {extent - 1} of a storage of {numel} elements")
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=None):
@@ -336,6 +479,14 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=Non
 
 
 _NUMPY_MULTIARRAY = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+
+
+def _reconstruct_ndarray(subtype, shape, dtype):
+    # numpy pickles an array as an empty one, then sets its shape and bytes from the pickle's state (which checks that
+    # the bytes are there); a non-empty shape here would only allocate memory that the file does not hold.
+    if subtype is not np.ndarray or shape != (0,):
+        raise CheckpointError("malformed numpy array in pickle")
+    return _NUMPY_MULTIARRAY._reconstruct(subtype, shape, dtype)
 
 # Every global an NVlabs StyleGAN2 network pickle references, mapped to a safe implementation.
 _NVLABS_PICKLE_GLOBALS: dict[tuple[str, str], Any] = {
@@ -350,8 +501,8 @@ _NVLABS_PICKLE_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch.storage", "_load_from_bytes"): _load_storage_from_bytes,
     ("numpy", "dtype"): np.dtype,
     ("numpy", "ndarray"): np.ndarray,   # StyleGAN3 modules keep numpy arrays as attributes
-    **{(module, name): getattr(_NUMPY_MULTIARRAY, name)
-       for module in ("numpy.core.multiarray", "numpy._core.multiarray") for name in ("scalar", "_reconstruct")},
+    **{(module, name): function for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+       for name, function in (("scalar", _NUMPY_MULTIARRAY.scalar), ("_reconstruct", _reconstruct_ndarray))},
 }
 
 
@@ -383,7 +534,51 @@ def read_nvlabs_pickle(path: str | Path) -> dict[str, Any]:
                               f"supported formats: " + "; ".join(SUPPORTED_GENERATOR_FORMATS)) from err
     if not isinstance(data, dict) or not isinstance(data.get("G_ema"), PersistentObject):
         raise CheckpointError(f"{path} is a pickle without an NVlabs 'G_ema' network")
+    _check_nesting(data, f"{path}")
     return data
+
+
+MAX_PICKLE_NESTING = 100   # containers in containers; an NVlabs StyleGAN2 snapshot nests about 20 deep
+
+
+def _check_nesting(root: Any, where: str) -> None:
+    """Refuse unpickled data nested deeper than ``MAX_PICKLE_NESTING`` or referring to itself.
+
+    Unpickling builds any depth without recursion, but everything that walks the result afterwards recurses (the
+    module tree, ``repr`` in a message). This walk is iterative and visits each container once.
+    """
+    height: dict[int, int] = {}   # id → containers on the longest chain from it down, itself included
+    on_path: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        obj, children_done = stack.pop()
+        children = _pickled_children(obj)
+        if children is None or (not children_done and id(obj) in height):
+            continue
+        if children_done:
+            on_path.discard(id(obj))
+            height[id(obj)] = 1 + max((height.get(id(child), 0) for child in children), default=0)
+            if height[id(obj)] > MAX_PICKLE_NESTING:
+                raise CheckpointError(f"{where}: its content is nested more than {MAX_PICKLE_NESTING} levels deep")
+            continue
+        if id(obj) in on_path:
+            raise CheckpointError(f"{where}: its content refers to itself")
+        on_path.add(id(obj))
+        stack.append((obj, True))
+        stack.extend((child, False) for child in children)
+
+
+def _pickled_children(obj: Any) -> Optional[list]:
+    """What a container the restricted unpickler can build holds (None for a leaf)."""
+    if isinstance(obj, dict):
+        return [*obj.keys(), *obj.values()]
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return list(obj)
+    if isinstance(obj, PersistentObject):
+        return [obj.state]
+    if isinstance(obj, np.ndarray) and obj.dtype == object:
+        return list(obj.flat)
+    return None
 
 
 def _load_nvlabs_generator(path: Path) -> Generator:
@@ -392,7 +587,7 @@ def _load_nvlabs_generator(path: Path) -> Generator:
         config_fields = _nvlabs_generator_config(G_ema, path)
     except (KeyError, TypeError, AttributeError) as err:   # an attribute or tensor NVlabs always stores is missing
         raise CheckpointError(f"{path}: malformed NVlabs generator ({type(err).__name__}: {err})") from err
-    return _build_generator(config_fields, G_ema.state_dict(), str(path))
+    return _build_generator(_parse_config(GeneratorConfig, config_fields, path), G_ema.state_dict(), str(path))
 
 
 def _nvlabs_generator_config(G_ema: PersistentObject, path: Path) -> dict[str, Any]:
@@ -527,7 +722,29 @@ ROSINALITY_LR_MLP = 0.01   # rosinality's Generator(lr_mlp=0.01) default; not st
 W_AVG_SAMPLES = 4096        # rosinality's generate.py --truncation_mean default
 
 
+def _check_torch_file_sizes(path: Path) -> None:
+    """Refuse a ``torch.save`` file whose tensor data would unpack to more bytes than the file holds (torch allocates
+    what a file declares before reading it)."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as file:
+        if file.read(len(_TORCH_LEGACY_MAGIC)) == _TORCH_LEGACY_MAGIC:
+            file.seek(0)
+            _check_legacy_storage_sizes(file, size, str(path))
+            return
+    # torch compares each storage with its zip entry, but it also inflates compressed entries, which torch.save
+    # never writes: their total unpacked size must fit in the file.
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(entry.file_size for entry in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as err:
+        raise CheckpointError(f"{path} is not a complete torch zip file ({err})") from err
+    if unpacked > size:
+        raise CheckpointError(f"{path}: its zip entries unpack to {unpacked} bytes, more than the {size} bytes of the "
+                              f"file (torch.save writes them uncompressed)")
+
+
 def _load_rosinality_generator(path: Path) -> Generator:
+    _check_torch_file_sizes(path)
     try:
         # train.py stores its argparse options next to the weights; a Namespace holds only plain values.
         with torch.serialization.safe_globals([argparse.Namespace]):
@@ -559,6 +776,11 @@ def generator_from_rosinality(g_ema: dict[str, torch.Tensor], latent_avg: Option
         if name not in g_ema:
             raise CheckpointError(f"{where}: rosinality key {name!r} is missing")
         return g_ema[name]
+
+    not_tensors = [name for name, value in g_ema.items() if not isinstance(value, torch.Tensor)]
+    if not_tensors or not (latent_avg is None or isinstance(latent_avg, torch.Tensor)):
+        raise CheckpointError(f"{where}: a rosinality g_ema state dict and latent_avg hold only tensors; these are "
+                              f"not: {(not_tensors or ['latent_avg'])[:5]}")
 
     n_mlp = len([k for k in g_ema if re.fullmatch(r"style\.\d+\.weight", k)])
     num_upsampling_blocks = len([k for k in g_ema if re.fullmatch(r"to_rgbs\.\d+\.conv\.weight", k)])
@@ -596,9 +818,10 @@ def generator_from_rosinality(g_ema: dict[str, torch.Tensor], latent_avg: Option
     channel_base, channel_max = _channel_layout(channels, where)
     w_avg_missing = latent_avg is None
     converted["mapping.w_avg"] = torch.zeros(w_dim) if w_avg_missing else latent_avg.reshape(-1)
-    G = _build_generator(dict(resolution=resolution, z_dim=z_dim, w_dim=w_dim, channel_base=channel_base,
-                              channel_max=channel_max, mapping_layers=n_mlp,
-                              mapping_lr_multiplier=ROSINALITY_LR_MLP), converted, where)
+    config = _parse_config(GeneratorConfig, dict(
+        resolution=resolution, z_dim=z_dim, w_dim=w_dim, channel_base=channel_base, channel_max=channel_max,
+        mapping_layers=n_mlp, mapping_lr_multiplier=ROSINALITY_LR_MLP), where)
+    G = _build_generator(config, converted, where)
     if w_avg_missing:
         with torch.no_grad():
             z = torch.randn(W_AVG_SAMPLES, z_dim, generator=torch.Generator().manual_seed(0))

@@ -113,13 +113,23 @@ TEMPLATES = [
 ]
 
 DATABASES = {
-    "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'studio.sqlite3'}"), conn_max_age=60),
+    "default": dj_database_url.parse(os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'studio.sqlite3'}")),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Workers, Daphne and the API write to one file: wait for the lock instead of failing with "database is locked".
     DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 30, "transaction_mode": "IMMEDIATE"})
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
+# Connections are closed after each request (CONN_MAX_AGE 0): under ASGI every request runs in a thread of its own, and
+# persistent per-thread connections piled up until PostgreSQL refused new clients. On PostgreSQL each process keeps a
+# bounded pool instead (docs/deploy.md, "Database connections"); DATABASE_POOL_MAX_SIZE=0 turns it off (PgBouncer).
+DATABASE_POOL_MAX_SIZE = env_int("DATABASE_POOL_MAX_SIZE", 8)
+if DATABASE_POOL_MAX_SIZE < 0:
+    raise ValueError(f"DATABASE_POOL_MAX_SIZE must be ≥ 0 (0: no pool), got {DATABASE_POOL_MAX_SIZE}")
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_POOL_MAX_SIZE > 0:
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": min(env_int("DATABASE_POOL_MIN_SIZE", 1), DATABASE_POOL_MAX_SIZE),
+        "max_size": DATABASE_POOL_MAX_SIZE,
+        "timeout": env_float("DATABASE_POOL_TIMEOUT", 20),  # seconds a request waits for a free connection
+    }
 if os.environ.get("DATABASE_TEST_NAME"):
     # Tests whose Celery worker and Daphne run in other processes need the test database in a file they can open.
     DATABASES["default"]["TEST"] = {"NAME": os.environ["DATABASE_TEST_NAME"]}

@@ -6,6 +6,9 @@ import collections
 import os
 import pickle
 import pickletools
+import re
+import warnings
+import zipfile
 
 import numpy as np
 import pytest
@@ -297,3 +300,215 @@ def test_rosinality_hostile_or_foreign_torch_files(tmp_path):
     torch.save({"state_dict": {"w": torch.zeros(1)}}, plain)
     with pytest.raises(CheckpointError, match="without a rosinality 'g_ema'"):
         load_generator(plain)
+
+
+# --- hostile files: every one ends in CheckpointError before anything large is allocated -------------------------
+
+SENTINEL = "hostile-value-goes-here"
+
+
+def one_float_storage() -> torch.TypedStorage:
+    with warnings.catch_warnings():   # TypedStorage is deprecated, but it is what NVlabs pickles hold
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.ones(1).storage()
+
+
+class _TensorView:
+    """Pickles as torch's tensor rebuild with any storage layout (which torch itself never writes)."""
+
+    def __init__(self, storage, offset, size, stride):
+        self.args = (storage, offset, size, stride)
+
+    def __reduce__(self):
+        return torch._utils._rebuild_tensor_v2, (*self.args, False, collections.OrderedDict())
+
+
+class _StorageRecord:
+    """Pickles as torch's nested legacy torch.save() of a storage, with the given bytes."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def __reduce__(self):
+        return torch.storage._load_from_bytes, (self.data,)
+
+
+def nvlabs_pickle_with(tmp_path, generator, edit, name="hostile.pkl"):
+    """An NVlabs-style pickle of ``generator`` after ``edit(G_ema)`` changed its data."""
+    data = read_nvlabs_pickle(write_nvlabs_style_pickle(tmp_path / "g.pkl", generator))
+    edit(data["G_ema"])
+    return dump_nvlabs_pickle(tmp_path / name, data)
+
+
+def spliced(path, opcodes: bytes):
+    """``path`` with the pickled string SENTINEL replaced by ``opcodes``: a value built opcode by opcode, because
+    pickling a 10⁵-deep object would recurse (the unpickler does not: it is a stack machine). The protocol-4 frames
+    (optional read-ahead hints whose lengths the splice would break) are dropped first."""
+    sentinel = pickle.SHORT_BINUNICODE + bytes([len(SENTINEL)]) + SENTINEL.encode()
+    data = path.read_bytes()
+    for opcode, _arg, position in reversed(list(pickletools.genops(data))):
+        if opcode.name == "FRAME":
+            data = data[:position] + data[position + 9:]
+    assert data.count(sentinel) == 1
+    path.write_bytes(data.replace(sentinel, opcodes))
+    return path
+
+
+def short_str(text: str) -> bytes:
+    return pickle.SHORT_BINUNICODE + bytes([len(text)]) + text.encode()
+
+
+def deep_list(depth: int) -> bytes:
+    """[[[...]]] ``depth`` lists deep."""
+    return pickle.EMPTY_LIST * depth + pickle.APPEND * (depth - 1)
+
+
+def persistent_module_chain(depth: int) -> bytes:
+    """``depth`` NVlabs persistent objects, each the only sub-module ('m') of the one before."""
+    reconstruct = pickle.GLOBAL + b"torch_utils.persistence\n_reconstruct_persistent_obj\n"
+    open_level = (reconstruct + pickle.EMPTY_DICT + pickle.MARK + short_str("state") + pickle.EMPTY_DICT + pickle.MARK
+                  + short_str("_modules") + pickle.EMPTY_DICT + pickle.MARK + short_str("m"))
+    close_level = pickle.SETITEMS * 3 + pickle.TUPLE1 + pickle.REDUCE
+    innermost = (reconstruct + pickle.EMPTY_DICT + pickle.MARK + short_str("state") + pickle.EMPTY_DICT
+                 + pickle.SETITEMS + pickle.TUPLE1 + pickle.REDUCE)
+    return open_level * (depth - 1) + innermost + close_level * (depth - 1)
+
+
+def set_w_avg(value):
+    return lambda G_ema: G_ema.child("mapping").state["_buffers"].__setitem__("w_avg", value)
+
+
+@pytest.mark.parametrize("offset, size, stride, message", [
+    (0, (64,), (1,), r"size \[64\], stride \[1\], offset 0\) reaches element 63 of a storage of 1 elements"),
+    (0, (2 ** 40,), (1,), r"reaches element 1099511627775 of a storage of 1 elements"),
+    (5, (1,), (1,), r"offset 5\) reaches element 5 of a storage of 1"),
+    (0, (64,), (-1,), "size, stride and offset must be non-negative integers"),
+], ids=["64 floats over 1", "4 TiB over 1", "offset past the end", "negative stride"])
+def test_nvlabs_tensor_outside_its_storage_is_refused(tmp_path, generator, offset, size, stride, message):
+    """torch's set_() would grow the storage: w_avg would load silently with uninitialised memory (or allocate)."""
+    path = nvlabs_pickle_with(tmp_path, generator, set_w_avg(_TensorView(one_float_storage(), offset, size, stride)))
+    with pytest.raises(CheckpointError, match=message):
+        load_generator(path)
+
+
+def test_nvlabs_storage_declaring_more_bytes_than_it_holds(tmp_path, generator):
+    record = one_float_storage().__reduce__()[1][0]   # a legacy torch.save() of 1 float: its element count is K\x01
+    huge = pickle.LONG1 + bytes([6]) + (2 ** 40).to_bytes(6, "little")
+    assert record.count(b"cpu") == 1
+    head, tail = record.split(b"cpu")
+    hostile = head + b"cpu" + re.sub(rb"^(q.)K\x01N", lambda m: m.group(1) + huge + b"N", tail, count=1)
+    assert hostile != record
+    path = nvlabs_pickle_with(tmp_path, generator,
+                              set_w_avg(_TensorView(_StorageRecord(hostile), 0, (1,), (1,))))
+    with pytest.raises(CheckpointError, match="declares 4398046511104 bytes of tensor data but holds only"):
+        load_generator(path)
+
+
+def test_rosinality_legacy_file_declaring_more_bytes_than_it_holds(tmp_path):
+    path = tmp_path / "legacy.pt"
+    torch.save({"g_ema": {"style.1.weight": torch.ones(1)}}, path, _use_new_zipfile_serialization=False)
+    data = path.read_bytes()
+    huge = pickle.LONG1 + bytes([6]) + (2 ** 40).to_bytes(6, "little")
+    hostile = re.sub(rb"(cpuq.)K\x01N", lambda m: m.group(1) + huge + b"N", data, count=1)
+    assert hostile != data
+    path.write_bytes(hostile)
+    with pytest.raises(CheckpointError, match="declares 4398046511104 bytes of tensor data but holds only"):
+        load_generator(path)
+
+
+def set_attribute(module: str, name: str, value):
+    def edit(G_ema):
+        (G_ema.child(module) if module else G_ema).state[name] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, message", [
+    (set_attribute("mapping", "num_layers", 10 ** 6), "mapping_layers=1000000, but the file stores 2 mapping layers"),
+    (set_attribute("", "z_dim", 2 ** 31), r"mapping.fc0.weight has shape \[64, 64\] in the file, but a Generator "
+                                          r"built from the file's config needs \[64, 2147483648\]"),
+], ids=["num_layers", "z_dim"])
+def test_nvlabs_config_values_are_checked_against_the_tensors(tmp_path, generator, edit, message):
+    with pytest.raises(CheckpointError, match=message):
+        load_generator(nvlabs_pickle_with(tmp_path, generator, edit))
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"mapping_layers": 10 ** 6}, "mapping_layers=1000000, but the file stores 2 mapping layers"),
+    ({"z_dim": 2 ** 31}, r"mapping.fc0.weight has shape \[64, 64\] in the file, but a Generator built from the "
+                         r"file's config needs \[64, 2147483648\]"),
+    ({"z_dim": 2 ** 40, "w_dim": 2 ** 40}, "describes a Generator that cannot be built"),
+    ({"mapping_lr_multiplier": float("inf")}, "mapping_lr_multiplier is inf"),
+], ids=["mapping_layers", "z_dim", "overflowing sizes", "infinite lr multiplier"])
+def test_project_config_values_are_checked_against_the_tensors(tmp_path, generator, changes, message):
+    path = save_checkpoint(tmp_path / "g.safetensors", "generator", generator.state_dict(),
+                           {**CONFIG.to_dict(), **changes})
+    with pytest.raises(CheckpointError, match=message):
+        load_generator(path)
+
+
+def test_project_discriminator_config_is_checked_against_the_tensors(tmp_path):
+    D = Discriminator(DiscriminatorConfig(resolution=32, channel_base=512, channel_max=64))
+    path = save_checkpoint(tmp_path / "d.safetensors", "discriminator", D.state_dict(),
+                           {**D.config.to_dict(), "channel_max": 2 ** 16, "channel_base": 2 ** 22})
+    with pytest.raises(CheckpointError, match="has shape .* in the file, but a Discriminator built from"):
+        load_discriminator(path)
+
+
+@pytest.mark.parametrize("edit, value, message", [
+    (lambda G_ema, value: G_ema.child("synthesis").child("b4").state.__setitem__("architecture", value),
+     deep_list(10 ** 5), "nested more than 100 levels deep"),
+    (lambda G_ema, value: G_ema.child("synthesis").state["_modules"].__setitem__("deep", value),
+     persistent_module_chain(10 ** 5), "nested more than 100 levels deep"),
+], ids=["attribute", "sub-modules"])
+def test_nvlabs_deeply_nested_pickles_are_refused(tmp_path, generator, edit, value, message):
+    path = spliced(nvlabs_pickle_with(tmp_path, generator, lambda G_ema: edit(G_ema, SENTINEL)), value)
+    with pytest.raises(CheckpointError, match=message):
+        load_generator(path)
+
+
+def test_nvlabs_pickle_referring_to_itself_is_refused(tmp_path, generator):
+    loop = []
+    loop.append(loop)
+    path = nvlabs_pickle_with(tmp_path, generator, set_attribute("synthesis", "loop", loop))
+    with pytest.raises(CheckpointError, match="refers to itself"):
+        load_generator(path)
+
+
+def test_project_file_with_deeply_nested_config_is_refused(tmp_path, generator):
+    path = tmp_path / "deep.safetensors"
+    save_file({name: tensor.contiguous() for name, tensor in generator.state_dict().items()}, str(path),
+              metadata={"format": PROJECT_FORMAT, "kind": "generator", "config": "[" * 10 ** 5 + "]" * 10 ** 5,
+                        "meta": "{}"})
+    with pytest.raises(CheckpointError, match="config/meta JSON in its header is nested too deeply"):
+        load_generator(path)
+
+
+def test_rosinality_values_that_are_not_tensors_are_refused(tmp_path, generator):
+    path = tmp_path / "not-tensors.pt"
+    torch.save({"g_ema": {**generator_to_rosinality(generator), "style.1.weight": [[1.0, 2.0]]}}, path)
+    with pytest.raises(CheckpointError, match=r"hold only tensors; these are not: \['style.1.weight'\]"):
+        load_generator(path)
+
+
+def test_rosinality_zip_whose_entries_inflate_beyond_the_file_is_refused(tmp_path, generator):
+    """torch inflates compressed zip entries (torch.save never writes them): 16 MiB of padding from 16 KiB here."""
+    saved = tmp_path / "saved.pt"
+    torch.save({"g_ema": {**generator_to_rosinality(generator), "padding": torch.zeros(2 ** 22)}}, saved)
+    path = tmp_path / "deflated.pt"
+    with zipfile.ZipFile(saved) as original, zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as deflated:
+        for entry in original.infolist():
+            deflated.writestr(entry.filename, original.read(entry.filename))
+    assert os.path.getsize(path) < 2 ** 22
+    with pytest.raises(CheckpointError, match=r"its zip entries unpack to \d+ bytes, more than the \d+ bytes"):
+        load_generator(path)
+
+
+def test_nvlabs_sub_module_shared_under_many_names_is_refused(tmp_path, generator):
+    """30 levels of one object under two names: a small pickle whose module tree lists 2³⁰ tensors."""
+    shared = PersistentObject(dict(class_name="Leaf", state={"_parameters": {"weight": torch.zeros(1)}}))
+    for _ in range(30):
+        shared = PersistentObject(dict(class_name="Twice", state={"_modules": {"a": shared, "b": shared}}))
+    path = nvlabs_pickle_with(tmp_path, generator, lambda G_ema: G_ema.child("synthesis").state["_modules"]
+                              .__setitem__("shared", shared))
+    with pytest.raises(CheckpointError, match=r"NVlabs Leaf 'synthesis\.shared(\.a){29}\.b' is a sub-module twice"):
+        load_generator(path)

@@ -1,0 +1,40 @@
+"""An uploaded checkpoint that the engine's loader refuses (CheckpointError) is a 400 with the loader's reason, and
+nothing is registered. The hostile files themselves are covered in tests/engine/test_checkpoints.py."""
+from __future__ import annotations
+
+import io
+
+import pytest
+from safetensors.torch import save_file
+
+from editor_core.checkpoints import PROJECT_FORMAT, save_checkpoint
+
+
+def too_many_mapping_layers(folder, generator):
+    return save_checkpoint(folder / "g.safetensors", "generator", generator.state_dict(),
+                           {**generator.config.to_dict(), "mapping_layers": 10 ** 6})
+
+
+def deeply_nested_config(folder, generator):
+    path = folder / "g.safetensors"
+    save_file({name: tensor.contiguous() for name, tensor in generator.state_dict().items()}, str(path),
+              metadata={"format": PROJECT_FORMAT, "kind": "generator", "config": "[" * 10 ** 5 + "]" * 10 ** 5})
+    return path
+
+
+@pytest.mark.parametrize("make_file, reason", [
+    (too_many_mapping_layers, "mapping_layers=1000000, but the file stores 2 mapping layers"),
+    (deeply_nested_config, "nested too deeply"),
+])
+def test_refused_checkpoint_upload_is_a_400(shared_studio, client_for, tiny_models, tmp_path, make_file, reason):
+    from webapp.registry.models import Checkpoint
+
+    upload = io.BytesIO(make_file(tmp_path, tiny_models.generator).read_bytes())
+    upload.name = "g.safetensors"
+    before = Checkpoint.objects.count()
+    refused = client_for(shared_studio.users.admin).post("/api/checkpoints/upload",
+                                                         {"file": upload, "kind": "generator", "name": "hostile"})
+    assert refused.status_code == 400, refused.content
+    assert "not a usable StyleGAN2 generator checkpoint" in refused.json()["detail"]
+    assert reason in refused.json()["detail"]
+    assert Checkpoint.objects.count() == before
