@@ -171,7 +171,8 @@ def test_a_failed_jobs_error_and_log_name_no_server_path(shared_studio):
     from webapp.jobs import services as jobs
     from webapp.jobs.models import Job
 
-    job = Job.objects.create(kind="sample", queue="interactive", requested_by=shared_studio.users.admin)
+    job = Job.objects.create(kind="sample", queue="interactive", requested_by=shared_studio.users.admin,
+                             status=Job.Status.RUNNING, attempts=1)  # a worker's attempt, which finish() ends
     failed = jobs.finish(job, Job.Status.FAILED, error=f"{settings.MEDIA_ROOT}/checkpoints/generator/x.safetensors "
                                                        "is not a readable .safetensors file")
     assert failed.error == "x.safetensors is not a readable .safetensors file"
