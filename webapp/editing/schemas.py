@@ -17,8 +17,11 @@ class EditIn(Schema):
     vectors: list[ScaledVectorIn] = Field(default_factory=list, description="modes 1 and 2")
     composition_id: Optional[int] = Field(None, description="modes 1 and 2: use a saved composition's vectors")
     target_mask_png: str = Field("", description="mode 3: base64 PNG of the repainted mask")
-    edited_classes: list[int] = Field(default_factory=list, description="mode 3: classes the edit is about "
-                                                                         "(default: those that changed)")
+    edited_classes: list[int] = Field(default_factory=list, description="mode 3: classes the edit is about, "
+                                      "whose pixels join the region of interest whole (default: those that changed, "
+                                      "which do not)")
+    roi_png: str = Field("", description="mode 3: base64 greyscale PNG of the region of interest, 1 inside and 0 "
+                                         "outside, the sample's size (default: the changed pixels, dilated)")
     steps: Optional[int] = Field(None, ge=1, le=2000, description="modes 2 and 3: optimisation steps")
 
 
