@@ -91,12 +91,17 @@ class EditConfig:
     ce_weight: float = 1.0
     encoder_weight: float = 1.0
     preview_every: int = 5
+    # Stop once every image's live follow score (the share of its ROI whose label already is the target) reaches
+    # this share; None runs all the steps.
+    stop_follow: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"steps must be ≥ 1, got {self.steps}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.stop_follow is not None and not 0 < self.stop_follow <= 1:
+            raise ValueError(f"stop_follow must be a share in (0, 1] or None, got {self.stop_follow}")
         if self.dilation_kernel < 1 or self.dilation_kernel % 2 == 0:
             raise ValueError(f"dilation_kernel must be a positive odd number, got {self.dilation_kernel}")
         if self.dilation_iterations < 0:
@@ -360,19 +365,28 @@ class EditOptimizer:
         losses["total"].sum().backward()
         self.optimizer.step()
         self.history.append({name: value.detach().float().mean() for name, value in losses.items()})
+        self.follow = losses["follow"]
         return image, features
+
+    def reached_target(self) -> bool:
+        """Whether every image's follow score, as of the last step, reached ``config.stop_follow`` (a host sync)."""
+        target = self.config.stop_follow
+        return target is not None and bool((self.follow >= target).all())
 
     def run(self, progress: Optional[ProgressCallback] = None) -> EditResult:
         steps = self.config.steps
         for step in range(1, steps + 1):
             image, features = self.step()
+            stop = self.reached_target()
             if progress is not None:
-                preview = step % self.config.preview_every == 0 or step == steps
+                preview = step % self.config.preview_every == 0 or step == steps or stop
                 report(progress, ProgressEvent(
                     stage=self.stage, step=step, total=steps,
                     losses={name: float(value) for name, value in self.history[-1].items()},
                     preview_image=image[0].detach().float() if preview else None,
                     preview_mask=_labels(self.models, [f[:1] for f in features])[0] if preview else None))
+            if stop:
+                break
         return self.result()
 
     def result(self) -> EditResult:

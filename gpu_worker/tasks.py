@@ -615,7 +615,8 @@ def _optimize(job: Job, reporter: JobReporter) -> dict:
     _image, original = render_and_segment(models, ws)
     reporter.preview_group = edit_group(session.pk)
     reporter.mask_png = lambda mask: datasets.mask_png(session.sample, mask_array(mask, session.sample.width))
-    config = EditConfig(steps=int(session.params.get("steps") or EditConfig.steps))
+    config = EditConfig(steps=int(session.params.get("steps") or EditConfig.steps),
+                        stop_follow=session.params.get("stop_follow"))
     roi = None
     if session.params.get("roi_file"):
         roi = torch.from_numpy(datasets.parse_roi(session.sample, read_bytes(session.params["roi_file"])))[None]

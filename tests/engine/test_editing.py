@@ -96,7 +96,8 @@ def test_a_batch_of_edits_gives_each_image_what_it_gets_alone(models, tiny_gener
         batched.step()
         for index, single in enumerate(alone):
             single.step()
-            torch.testing.assert_close(batched.ws.grad[index:index + 1], single.ws.grad, rtol=1e-4, atol=1e-7)
+            difference = (batched.ws.grad[index:index + 1] - single.ws.grad).norm() / single.ws.grad.norm()
+            assert difference < 1e-3  # float rounding; a shared normalisation rescales terms by 0.2–0.8
 
 
 def test_resize_mask_is_nearest_and_keeps_labels():
@@ -187,6 +188,26 @@ def test_mode3_moves_the_segmentation_to_the_target_and_keeps_the_outside(models
     assert result.edited_classes == changed_classes(original_mask, edited)
 
 
+def test_an_edit_stops_when_the_follow_score_reaches_the_artists_target(models, latent):
+    """The live follow score streams with the losses; with ``stop_follow`` the edit ends at the first step whose
+    score reaches it (the same trajectory as without, so the step is known), and the last preview is sent then."""
+    _, original_mask = render_and_segment(models, latent)
+    edited = square_edit(original_mask, 2, 6, 6, 12)
+    classes = changed_classes(original_mask, edited)
+    config = EditConfig(steps=12, lr=0.05)
+    curve = [step["follow"] for step in optimize_edit(models, latent, original_mask, edited, config,
+                                                      edited_classes=classes).history]
+    target = curve[6]
+    expected = next(step for step, value in enumerate(curve, start=1) if value >= target)
+    events = []
+    stopped = optimize_edit(models, latent, original_mask, edited, EditConfig(steps=12, lr=0.05, stop_follow=target),
+                            edited_classes=classes, progress=events.append)
+    assert len(stopped.history) == expected < 12 and stopped.history[-1]["follow"] >= target
+    assert events[-1].step == expected and events[-1].preview_image is not None
+    with pytest.raises(ValueError, match="stop_follow"):
+        EditConfig(stop_follow=1.5)
+
+
 def test_bfloat16_precision_edits_like_float32(models, latent):
     """The GPU fast path (autocast) on the CPU: same first-step losses within bfloat16 rounding, and the edit works."""
     fast = EditingModels(models.generator, models.segmenter, models.perceptual, models.generator_id,
@@ -195,8 +216,9 @@ def test_bfloat16_precision_edits_like_float32(models, latent):
     _, fast_mask = render_and_segment(fast, latent)
     assert (fast_mask == original_mask).float().mean() > 0.95
     edited = square_edit(original_mask, 2, 6, 6, 12)
-    exact = optimize_edit(models, latent, original_mask, edited, EditConfig(steps=1)).history[0]
-    reduced = optimize_edit(fast, latent, original_mask, edited, EditConfig(steps=30, lr=0.05))
+    classes = changed_classes(original_mask, edited)  # the whole classes, as in the edit test above
+    exact = optimize_edit(models, latent, original_mask, edited, EditConfig(steps=1), edited_classes=classes).history[0]
+    reduced = optimize_edit(fast, latent, original_mask, edited, EditConfig(steps=30, lr=0.05), edited_classes=classes)
     assert reduced.history[0]["ce_inside"] == pytest.approx(exact["ce_inside"], rel=0.05)
     assert reduced.history[-1]["ce_inside"] < 0.5 * reduced.history[0]["ce_inside"]
     assert reduced.image.dtype == torch.float32 and reduced.delta.dtype == torch.float32

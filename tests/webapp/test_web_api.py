@@ -819,5 +819,18 @@ def test_an_explicit_roi_must_be_a_mode_3_mask_of_zeros_and_ones_marking_somethi
     wrong_size = post(np.ones((sample.height + 1, sample.width), np.uint8))
     assert wrong_size.status_code == 400 and "but the sample is" in wrong_size.json()["detail"]
     mode1 = post(np.ones((sample.height, sample.width), np.uint8), mode=1)
-    assert mode1.status_code == 400 and "roi_png is for mode 3" in mode1.json()["detail"]
+    assert mode1.status_code == 400 and "roi_png and stop_follow are for mode 3" in mode1.json()["detail"]
     assert EditSession.objects.count() == sessions
+
+
+def test_a_follow_target_is_a_share_for_mode_3(shared_studio, client_for):
+    artist = client_for(shared_studio.users.artist)
+    sample = shared_studio.samples[0]
+    target = b64(png_bytes(np.ones((sample.height, sample.width), np.uint8)))
+    for share in (0, 1.5):
+        refused = artist.post("/api/edits", {"sample_id": sample.pk, "mode": 3, "target_mask_png": target,
+                                             "stop_follow": share}, content_type="application/json")
+        assert refused.status_code in (400, 422)
+    mode1 = artist.post("/api/edits", {"sample_id": sample.pk, "mode": 1, "vectors": [], "stop_follow": 0.9},
+                        content_type="application/json")
+    assert mode1.status_code == 400 and "are for mode 3" in mode1.json()["detail"]

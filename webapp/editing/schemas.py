@@ -23,6 +23,8 @@ class EditIn(Schema):
     roi_png: str = Field("", description="mode 3: base64 greyscale PNG of the region of interest, 1 inside and 0 "
                                          "outside, the sample's size (default: the changed pixels, dilated)")
     steps: Optional[int] = Field(None, ge=1, le=2000, description="modes 2 and 3: optimisation steps")
+    stop_follow: Optional[float] = Field(None, gt=0, le=1, description="mode 3: stop once this share of the region "
+                                                                       "of interest follows the painted mask")
 
 
 class EditResultOut(Schema):

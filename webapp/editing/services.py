@@ -53,19 +53,21 @@ def _vectors_for(generator: Checkpoint, items: Sequence[tuple[int, float]]) -> l
 
 def start_edit(user, sample: Sample, mode: int, *, vectors: Sequence[tuple[int, float]] = (),
                composition: Optional[Composition] = None, target_mask_png: bytes = b"",
-               edited_classes: Sequence[int] = (), steps: Optional[int] = None, roi_png: bytes = b"") -> EditSession:
+               edited_classes: Sequence[int] = (), steps: Optional[int] = None, roi_png: bytes = b"",
+               stop_follow: Optional[float] = None) -> EditSession:
     """Create an edit session and queue its job; the result arrives on the session's websocket and in the DB.
 
     Mode 3 optimises inside ``roi_png`` (greyscale PNG, 1 inside, 0 outside) when it is given, else inside the
-    changed pixels plus the pixels of ``edited_classes``, dilated."""
+    changed pixels plus the pixels of ``edited_classes``, dilated; it stops early once ``stop_follow`` of that region
+    follows the painted mask."""
     if not sample.latent:
         raise ValidationError(f"sample #{sample.pk} has no latent yet: embed the uploaded image first")
     generator = sample.dataset.generator
     segmentation = active_segmentation(generator, sample.dataset.schema)
     params: dict = {}
     if mode in (EditSession.Mode.APPLY, EditSession.Mode.REFINE):
-        if roi_png:
-            raise ValidationError("roi_png is for mode 3 (optimise from a repainted mask)")
+        if roi_png or stop_follow is not None:
+            raise ValidationError("roi_png and stop_follow are for mode 3 (optimise from a repainted mask)")
         if composition is not None:
             vectors = [(item.vector_id, item.scale) for item in composition.items.all()]
         params["vectors"] = _vectors_for(generator, vectors)
@@ -80,6 +82,8 @@ def start_edit(user, sample: Sample, mode: int, *, vectors: Sequence[tuple[int, 
         params["edited_classes"] = sorted(set(edited_classes))
         if roi_png and not datasets.parse_roi(sample, roi_png).any():
             raise ValidationError("roi_png marks no pixel: paint the region of interest with 1")
+        if stop_follow is not None:
+            params["stop_follow"] = float(stop_follow)
     if steps is not None:
         if mode == EditSession.Mode.APPLY:
             raise ValidationError("mode 1 applies vectors without optimisation: 'steps' is for modes 2 and 3")
