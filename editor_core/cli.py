@@ -13,6 +13,8 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from editor_core.editing import EditConfig
+from editor_core.embedding import EmbedConfig
 from editor_core.progress import ProgressEvent
 
 
@@ -429,7 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("embed", cmd_embed, "embed real images into W+ (encoder + optimisation)", encoder=True)
     sub.add_argument("images", nargs="+")
-    sub.add_argument("--steps", type=int, default=500, help="optimisation steps (release: 100 interactive, 500 batch)")
+    sub.add_argument("--steps", type=int, default=EmbedConfig.steps, help="optimisation steps (default %(default)s, "
+                                                                           "as in the studio)")
     sub.add_argument("--box", help="crop box x,y,width,height in source pixels (default: centre crop)")
     sub.add_argument("--out", required=True)
     sub.add_argument("--npy", action="store_true")
@@ -445,8 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--mask", required=True, help="the edited segmentation (PNG)")
     sub.add_argument("--original-mask", help="the original segmentation (default: the branch's prediction)")
     sub.add_argument("--classes", type=int, nargs="*", help="edited classes (default: those the edit changed)")
-    sub.add_argument("--steps", type=int, default=30)
-    sub.add_argument("--lr", type=float, default=0.02)
+    sub.add_argument("--steps", type=int, default=EditConfig.steps)
+    sub.add_argument("--lr", type=float, default=EditConfig.lr)
     sub.add_argument("--name", default="edit", help="name of the edit vector")
     sub.add_argument("--author", default="")
     sub.add_argument("--out", required=True)

@@ -645,8 +645,12 @@ def _optimize(job: Job, reporter: JobReporter) -> dict:
     _image, original = render_and_segment(models, ws)
     reporter.preview_group = edit_group(session.pk)
     reporter.mask_png = lambda mask: datasets.mask_png(session.sample, mask_array(mask, session.sample.width))
-    config = EditConfig(steps=int(session.params.get("steps") or EditConfig.steps))
+    config = EditConfig(steps=int(session.params.get("steps") or EditConfig.steps),
+                        stop_follow=session.params.get("stop_follow"))
+    roi = None
+    if session.params.get("roi_file"):
+        roi = torch.from_numpy(datasets.parse_roi(session.sample, read_bytes(session.params["roi_file"])))[None]
     outcome = optimize_edit(models, ws, original, target, config, session.params.get("edited_classes") or None,
-                            progress=reporter)
+                            progress=reporter, roi=roi)
     return _store_edit(session, outcome.image[0], outcome.mask[0], outcome.ws[0], outcome.delta[0],
                        outcome.edited_classes, metrics=outcome.final_losses)

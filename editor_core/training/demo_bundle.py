@@ -303,8 +303,9 @@ def _mask_image(mask: torch.Tensor) -> torch.Tensor:
 
 
 def _mean_change(a: torch.Tensor, b: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
-    """Mean ``|a − b|`` on the 0–255 scale over the pixels of ``region`` (bool ``[B, 1, H, W]``) → ``[B]``."""
-    return ((a - b).abs() * 127.5 * region).flatten(1).sum(1) / region.flatten(1).sum(1)
+    """Mean ``|a − b|`` per channel on the 0–255 scale over the pixels of ``region`` (bool ``[B, 1, H, W]``) of
+    images ``[B, C, H, W]`` → ``[B]``."""
+    return ((a - b).abs() * 127.5 * region).flatten(1).sum(1) / (region.flatten(1).sum(1) * a.shape[1])
 
 
 def mean_and_std(values: torch.Tensor) -> dict[str, float]:

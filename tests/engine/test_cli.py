@@ -102,3 +102,15 @@ def test_module_entry_point_prints_help():
     assert completed.returncode == 0
     for name in ("sample", "embed", "segment", "edit", "apply", "refine", "train-seg", "train-encoder"):
         assert name in completed.stdout
+
+
+def test_embed_and_edit_default_to_the_studio_settings():
+    """One default each: the command line embeds and edits as the studio's worker does (EmbedConfig, EditConfig)."""
+    from editor_core.cli import build_parser
+    from editor_core.editing import EditConfig
+    from editor_core.embedding import EmbedConfig
+
+    parser = build_parser()
+    assert parser.parse_args(["embed", "a.png", "--out", "o"]).steps == EmbedConfig().steps
+    edit = parser.parse_args(["edit", "--latent", "w.safetensors", "--mask", "m.png", "--out", "o"])
+    assert (edit.steps, edit.lr) == (EditConfig().steps, EditConfig().lr)

@@ -6,7 +6,8 @@ import torch
 
 from editor_core.checkpoints import generator_fingerprint
 from editor_core.editing import (EditConfig, EditingModels, apply_vectors, changed_classes, dilate, edit_roi,
-                                 optimize_edit, refine_config, refine_vectors, render_and_segment, resize_mask)
+                                 optimize_edit, prepare_edit, refine_config, refine_vectors, render_and_segment,
+                                 resize_mask)
 from editor_core.vectors import EditVector, EditVectorInfo, VectorGeneratorMismatch
 
 
@@ -55,6 +56,48 @@ def test_roi_covers_changed_pixels_and_edited_classes_in_either_mask():
     assert roi[0, 11:15, 11:15].all() and roi.sum() == 16      # the changed 2×2 block, dilated by one pixel
     roi_with_part = edit_roi(original, edited, edited_classes=[1, 2], kernel=3, iterations=1)
     assert roi_with_part[0, 1:5, 1:5].all()                   # class 2 pixels join the ROI with their dilation
+
+
+def test_default_roi_is_the_changed_pixels_dilated_not_the_whole_classes_they_touch():
+    """Paint that touches the background must not make every background pixel part of the ROI."""
+    original = torch.zeros(1, 20, 20, dtype=torch.long)
+    original[0, 5:15, 5:15] = 1                     # a face on a background
+    edited = original.clone()
+    edited[0, 4, 8:12] = 1                          # the face grows by one row into the background
+    roi = edit_roi(original, edited, kernel=3, iterations=1)
+    assert torch.equal(roi, dilate(original != edited, kernel=3, iterations=1))
+    assert roi.sum() == 18
+
+
+def test_an_explicit_roi_replaces_the_built_one_and_is_checked(models, latent):
+    _, original_mask = render_and_segment(models, latent)
+    edited = square_edit(original_mask, 2, 8, 8, 4)
+    explicit = torch.zeros(1, 32, 32, dtype=torch.bool)
+    explicit[0, 4:20, 4:20] = True
+    result = optimize_edit(models, latent, original_mask, edited, EditConfig(steps=1), roi=explicit.to(torch.uint8))
+    assert torch.equal(result.roi, explicit)
+    with pytest.raises(ValueError, match="roi must be"):
+        optimize_edit(models, latent, original_mask, edited, EditConfig(steps=1), roi=explicit.float())
+    with pytest.raises(ValueError, match="region of interest is empty"):
+        optimize_edit(models, latent, original_mask, edited, EditConfig(steps=1), roi=torch.zeros_like(explicit))
+
+
+def test_a_batch_of_edits_gives_each_image_what_it_gets_alone(models, tiny_generator):
+    """Each image's loss is its own (CE over its own ROI, LPIPS/L2 over its own pixels): in a batch of two edits of
+    different ROI sizes, each latent gets the gradient it gets alone (the vectors stage edits 8 faces at a time,
+    the studio one). Two steps: the first has only the CE term, the second the outside terms too."""
+    ws = tiny_generator.mapping(torch.randn(2, 64, generator=torch.Generator().manual_seed(11)))
+    _, masks = render_and_segment(models, ws)
+    edited = torch.cat([square_edit(masks[:1], 2, 4, 4, 14), square_edit(masks[1:], 1, 20, 20, 3)])
+    config = EditConfig(steps=2, lr=0.05)
+    batched = prepare_edit(models, ws, masks, edited, config)
+    alone = [prepare_edit(models, ws[i:i + 1], masks[i:i + 1], edited[i:i + 1], config) for i in range(2)]
+    for _step in range(2):
+        batched.step()
+        for index, single in enumerate(alone):
+            single.step()
+            difference = (batched.ws.grad[index:index + 1] - single.ws.grad).norm() / single.ws.grad.norm()
+            assert difference < 1e-3  # float rounding; a shared normalisation rescales terms by 0.2–0.8
 
 
 def test_resize_mask_is_nearest_and_keeps_labels():
@@ -128,7 +171,9 @@ def test_gradients_reach_only_the_latent(models, latent):
 def test_mode3_moves_the_segmentation_to_the_target_and_keeps_the_outside(models, latent):
     _, original_mask = render_and_segment(models, latent)
     edited = square_edit(original_mask, 2, 6, 6, 12)
-    result = optimize_edit(models, latent, original_mask, edited, EditConfig(steps=30, lr=0.05))
+    # The whole edited classes join the ROI, as the artist may ask: the tiny generator cannot change a square alone.
+    result = optimize_edit(models, latent, original_mask, edited, EditConfig(steps=30, lr=0.05),
+                           edited_classes=changed_classes(original_mask, edited))
     first, last = result.history[0], result.history[-1]
     assert last["ce_inside"] < 0.5 * first["ce_inside"]
     target_region = edited != original_mask
@@ -143,6 +188,26 @@ def test_mode3_moves_the_segmentation_to_the_target_and_keeps_the_outside(models
     assert result.edited_classes == changed_classes(original_mask, edited)
 
 
+def test_an_edit_stops_when_the_follow_score_reaches_the_artists_target(models, latent):
+    """The live follow score streams with the losses; with ``stop_follow`` the edit ends at the first step whose
+    score reaches it (the same trajectory as without, so the step is known), and the last preview is sent then."""
+    _, original_mask = render_and_segment(models, latent)
+    edited = square_edit(original_mask, 2, 6, 6, 12)
+    classes = changed_classes(original_mask, edited)
+    config = EditConfig(steps=12, lr=0.05)
+    curve = [step["follow"] for step in optimize_edit(models, latent, original_mask, edited, config,
+                                                      edited_classes=classes).history]
+    target = curve[6]
+    expected = next(step for step, value in enumerate(curve, start=1) if value >= target)
+    events = []
+    stopped = optimize_edit(models, latent, original_mask, edited, EditConfig(steps=12, lr=0.05, stop_follow=target),
+                            edited_classes=classes, progress=events.append)
+    assert len(stopped.history) == expected < 12 and stopped.history[-1]["follow"] >= target
+    assert events[-1].step == expected and events[-1].preview_image is not None
+    with pytest.raises(ValueError, match="stop_follow"):
+        EditConfig(stop_follow=1.5)
+
+
 def test_bfloat16_precision_edits_like_float32(models, latent):
     """The GPU fast path (autocast) on the CPU: same first-step losses within bfloat16 rounding, and the edit works."""
     fast = EditingModels(models.generator, models.segmenter, models.perceptual, models.generator_id,
@@ -151,8 +216,9 @@ def test_bfloat16_precision_edits_like_float32(models, latent):
     _, fast_mask = render_and_segment(fast, latent)
     assert (fast_mask == original_mask).float().mean() > 0.95
     edited = square_edit(original_mask, 2, 6, 6, 12)
-    exact = optimize_edit(models, latent, original_mask, edited, EditConfig(steps=1)).history[0]
-    reduced = optimize_edit(fast, latent, original_mask, edited, EditConfig(steps=30, lr=0.05))
+    classes = changed_classes(original_mask, edited)  # the whole classes, as in the edit test above
+    exact = optimize_edit(models, latent, original_mask, edited, EditConfig(steps=1), edited_classes=classes).history[0]
+    reduced = optimize_edit(fast, latent, original_mask, edited, EditConfig(steps=30, lr=0.05), edited_classes=classes)
     assert reduced.history[0]["ce_inside"] == pytest.approx(exact["ce_inside"], rel=0.05)
     assert reduced.history[-1]["ce_inside"] < 0.5 * reduced.history[0]["ce_inside"]
     assert reduced.image.dtype == torch.float32 and reduced.delta.dtype == torch.float32

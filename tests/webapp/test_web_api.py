@@ -795,3 +795,42 @@ def test_an_imported_schema_is_matched_by_name_else_by_its_classes(shared_studio
     assert fresh != ours and LabelSchema.objects.count() == count + 1
     assert engine_schema(fresh).class_names == ("background", "part")
     assert list(fresh.classes.order_by("index").values_list("colour", flat=True)) == ["#000000", "#ff8000"]
+
+
+def test_an_explicit_roi_must_be_a_mode_3_mask_of_zeros_and_ones_marking_something(shared_studio, client_for):
+    """mode 3 takes roi_png (1 inside, 0 outside, the sample's size); refused with the reason otherwise, before any
+    job is queued."""
+    from webapp.editing.models import EditSession
+
+    artist = client_for(shared_studio.users.artist)
+    sample = shared_studio.samples[0]
+    target = b64(png_bytes(np.ones((sample.height, sample.width), np.uint8)))
+    sessions = EditSession.objects.count()
+
+    def post(roi: np.ndarray, mode: int = 3):
+        body = {"sample_id": sample.pk, "mode": mode, "roi_png": b64(png_bytes(roi))}
+        body.update({"target_mask_png": target} if mode == 3 else {"vectors": []})
+        return artist.post("/api/edits", body, content_type="application/json")
+
+    empty = post(np.zeros((sample.height, sample.width), np.uint8))
+    assert empty.status_code == 400 and "marks no pixel" in empty.json()["detail"]
+    not_binary = post(np.full((sample.height, sample.width), 255, np.uint8))
+    assert not_binary.status_code == 400
+    wrong_size = post(np.ones((sample.height + 1, sample.width), np.uint8))
+    assert wrong_size.status_code == 400 and "but the sample is" in wrong_size.json()["detail"]
+    mode1 = post(np.ones((sample.height, sample.width), np.uint8), mode=1)
+    assert mode1.status_code == 400 and "roi_png and stop_follow are for mode 3" in mode1.json()["detail"]
+    assert EditSession.objects.count() == sessions
+
+
+def test_a_follow_target_is_a_share_for_mode_3(shared_studio, client_for):
+    artist = client_for(shared_studio.users.artist)
+    sample = shared_studio.samples[0]
+    target = b64(png_bytes(np.ones((sample.height, sample.width), np.uint8)))
+    for share in (0, 1.5):
+        refused = artist.post("/api/edits", {"sample_id": sample.pk, "mode": 3, "target_mask_png": target,
+                                             "stop_follow": share}, content_type="application/json")
+        assert refused.status_code in (400, 422)
+    mode1 = artist.post("/api/edits", {"sample_id": sample.pk, "mode": 1, "vectors": [], "stop_follow": 0.9},
+                        content_type="application/json")
+    assert mode1.status_code == 400 and "are for mode 3" in mode1.json()["detail"]

@@ -106,4 +106,5 @@ class RankIn(Schema):
 
 
 class EmbedIn(Schema):
-    steps: int = Field(100, ge=1, le=2000, description="optimisation steps (the release: 100 interactive, 500 batch)")
+    steps: Optional[int] = Field(None, ge=1, le=2000, description="optimisation steps (default: the engine's, "
+                                                                  "EmbedConfig.steps)")

@@ -169,6 +169,11 @@ def parse_mask(sample: Sample, data: bytes) -> np.ndarray:
     return masks.decode_mask_png(data, (sample.width, sample.height), sample.dataset.schema.num_classes)
 
 
+def parse_roi(sample: Sample, data: bytes) -> np.ndarray:
+    """A region of interest of ``sample``: a single-channel PNG of 0 (outside) and 1 (inside) → bool ``[H, W]``."""
+    return masks.decode_mask_png(data, (sample.width, sample.height), 2).astype(bool)
+
+
 def _conflict(sample: Sample, base_version: int) -> Conflict:
     current = Annotation.objects.filter(sample=sample).values("version", "status").first() or {
         "version": 0, "status": Annotation.Status.DRAFT}

@@ -26,8 +26,14 @@ class EditIn(Schema):
     composition_id: Optional[RowId] = Field(None, description="modes 1 and 2: use a saved composition's vectors")
     target_mask_png: text(MASK_PNG_MAX_CHARS) = Field("", description="mode 3: base64 PNG of the repainted mask")
     edited_classes: list[ClassIndex] = Field(default_factory=list, max_length=255, description=(
-        "mode 3: classes the edit is about (default: those that changed)"))
+        "mode 3: classes the edit is about, whose pixels join the region of interest whole (default: those that "
+        "changed, which do not)"))
+    roi_png: text(MASK_PNG_MAX_CHARS) = Field("", description=(
+        "mode 3: base64 greyscale PNG of the region of interest, 1 inside and 0 outside, the sample's size "
+        "(default: the changed pixels, dilated)"))
     steps: Optional[int] = Field(None, ge=1, le=2000, description="modes 2 and 3: optimisation steps")
+    stop_follow: Optional[FiniteFloat] = Field(None, gt=0, le=1, description="mode 3: stop once this share of the region "
+                                                                       "of interest follows the painted mask")
 
 
 class EditResultOut(Schema):

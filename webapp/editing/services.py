@@ -53,14 +53,21 @@ def _vectors_for(generator: Checkpoint, items: Sequence[tuple[int, float]]) -> l
 
 def start_edit(user, sample: Sample, mode: int, *, vectors: Sequence[tuple[int, float]] = (),
                composition: Optional[Composition] = None, target_mask_png: bytes = b"",
-               edited_classes: Sequence[int] = (), steps: Optional[int] = None) -> EditSession:
-    """Create an edit session and queue its job; the result arrives on the session's websocket and in the DB."""
+               edited_classes: Sequence[int] = (), steps: Optional[int] = None, roi_png: bytes = b"",
+               stop_follow: Optional[float] = None) -> EditSession:
+    """Create an edit session and queue its job; the result arrives on the session's websocket and in the DB.
+
+    Mode 3 optimises inside ``roi_png`` (greyscale PNG, 1 inside, 0 outside) when it is given, else inside the
+    changed pixels plus the pixels of ``edited_classes``, dilated; it stops early once ``stop_follow`` of that region
+    follows the painted mask."""
     if not sample.latent:
         raise ValidationError(f"sample #{sample.pk} has no latent yet: embed the uploaded image first")
     generator = sample.dataset.generator
     segmentation = active_segmentation(generator, sample.dataset.schema)
     params: dict = {}
     if mode in (EditSession.Mode.APPLY, EditSession.Mode.REFINE):
+        if roi_png or stop_follow is not None:
+            raise ValidationError("roi_png and stop_follow are for mode 3 (optimise from a repainted mask)")
         if composition is not None:
             vectors = [(item.vector_id, item.scale) for item in composition.items.all()]
         params["vectors"] = _vectors_for(generator, vectors)
@@ -73,6 +80,10 @@ def start_edit(user, sample: Sample, mode: int, *, vectors: Sequence[tuple[int, 
         if bad:
             raise ValidationError(f"edited_classes {bad} are not classes of the schema (0..{num_classes - 1})")
         params["edited_classes"] = sorted(set(edited_classes))
+        if roi_png and not datasets.parse_roi(sample, roi_png).any():
+            raise ValidationError("roi_png marks no pixel: paint the region of interest with 1")
+        if stop_follow is not None:
+            params["stop_follow"] = float(stop_follow)
     if steps is not None:
         if mode == EditSession.Mode.APPLY:
             raise ValidationError("mode 1 applies vectors without optimisation: 'steps' is for modes 2 and 3")
@@ -83,7 +94,9 @@ def start_edit(user, sample: Sample, mode: int, *, vectors: Sequence[tuple[int, 
         if mode == EditSession.Mode.OPTIMIZE:
             session.target_mask.name = save_bytes("edits/target.png",
                                                   datasets.mask_png(sample, target))
-            session.save(update_fields=["target_mask"])
+            if roi_png:
+                session.params["roi_file"] = save_bytes(f"edits/{session.pk}/roi.png", roi_png)
+            session.save(update_fields=["target_mask", "params"])
         batch_key = f"apply:{generator.pk}:{segmentation.pk}" if mode == EditSession.Mode.APPLY else ""
         session.job = jobs.enqueue(MODE_KIND[mode], user, {"session_id": session.pk}, batch_key=batch_key)
         session.save(update_fields=["job"])

@@ -96,6 +96,9 @@ export class EditView {
 
     this.steps = h('input', { type: 'number', min: '1', max: '2000', value: String(DEFAULT_STEPS), title: 'Steps',
       'aria-label': 'Optimisation steps' });
+    this.stopFollow = h('input', { type: 'number', min: '1', max: '100', placeholder: 'off',
+      title: 'Stop once this % of the painted region follows the mask (the "follow" line of the chart)',
+      'aria-label': 'Stop at follow (%)' });
     this.editButton = button('Edit', { className: 'primary', title: 'Optimise the image to follow the painted mask',
       shortcut: 'Ctrl+Enter', onclick: () => this.runEdit() });
     this.cancelButton = button('Cancel', { className: 'danger', title: 'Stop the running edit', disabled: true,
@@ -125,6 +128,7 @@ export class EditView {
         this.palette.element,
         h('section', {}, h('h2', {}, 'Edit'),
           h('div', { class: 'row' }, h('label', {}, 'Steps '), this.steps),
+          h('div', { class: 'row' }, h('label', {}, 'Stop at follow % '), this.stopFollow),
           h('div', { class: 'row' }, this.editButton, this.cancelButton), this.editProgress, this.chart.element,
           h('div', { class: 'row' }, this.saveVectorButton), h('h3', {}, 'Download'), this.downloads)));
     const scope = 'edit';
@@ -307,8 +311,10 @@ export class EditView {
     bar.style.width = '0%';
     try {
       const png = await encodeIndexPng(shared.width, shared.height, shared.displayed.data);
+      const stopFollow = Number(this.stopFollow.value);
       const session = await api.startEdit({ sample_id: this.sample.id, mode: 3, target_mask_png: toBase64(png),
-        steps: Number(this.steps.value) || DEFAULT_STEPS });
+        steps: Number(this.steps.value) || DEFAULT_STEPS,
+        ...(stopFollow > 0 ? { stop_follow: Math.min(stopFollow, 100) / 100 } : {}) });
       const watch = watchEdit(session.id, {
         onPreview: (p) => {
           this.compare.setAfter(p.image);
