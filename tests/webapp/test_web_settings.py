@@ -39,6 +39,8 @@ BAD_SETTINGS = [  # (environment, what stderr must say)
     ({"STUDIO_CPU_WORKER_NICE": "-5"}, "STUDIO_CPU_WORKER_NICE must be 0..19"),
     ({"STUDIO_EDIT_ROI_CHUNK": "-1"}, "STUDIO_EDIT_ROI_CHUNK must be ≥ 0"),
     ({"STUDIO_EDIT_PRECISION": "fp16"}, "STUDIO_EDIT_PRECISION='fp16': use one of float32, bfloat16, float16"),
+    ({"STUDIO_EDIT_LPIPS": "squeeze"}, "STUDIO_EDIT_LPIPS='squeeze': use auto, vgg or alex"),
+    ({"STUDIO_MODE1_MASK_MEMBERS": "-1"}, "must be ≥ 0 (0 = auto)"),
 ]
 
 
