@@ -139,8 +139,12 @@ def _add_upsampled(term: torch.Tensor, coarse: torch.Tensor, mode: str) -> torch
         return term.add_(_resample(coarse, size, mode))
     k = size // source
     batch, channels = term.shape[:2]
-    view = term.view(batch, channels, source, k, source, k)
-    return view.add_(coarse.view(batch, channels, source, 1, source, 1)).view_as(term)
+    view, coarse_view = term.view(batch, channels, source, k, source, k), coarse.view(batch, channels, source, 1,
+                                                                                      source, 1)
+    if torch.is_grad_enabled() and (term.requires_grad or coarse.requires_grad):
+        # Out of place under autograd: an in-place add through a view makes backward copy the whole base tensor.
+        return (view + coarse_view).view_as(term)
+    return view.add_(coarse_view).view_as(term)
 
 
 def _resample_taps(source: int, target: int, mode: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
