@@ -47,6 +47,7 @@ class EditingModels:
     encoder: Optional[torch.nn.Module] = None
     precision: str = "float32"
     roi_pixel_chunk: Optional[int] = None
+    _subsets: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.precision not in _AUTOCAST_DTYPES:
@@ -65,6 +66,15 @@ class EditingModels:
     @property
     def device(self) -> torch.device:
         return next(self.generator.parameters()).device
+
+    def segmenter_members(self, members: Optional[int]) -> torch.nn.Module:
+        """The segmentation ensemble, or (``members`` < E) the sub-ensemble of its first ``members`` members,
+        built once per count (``SegmentationEnsemble.subset``)."""
+        if members is None or members >= self.segmenter.config.ensemble_size:
+            return self.segmenter
+        if members not in self._subsets:
+            self._subsets[members] = self.segmenter.subset(members).eval().requires_grad_(False)
+        return self._subsets[members]
 
     @property
     def num_classes(self) -> int:
@@ -94,10 +104,20 @@ class EditConfig:
     # Stop once every image's live follow score (the share of its ROI whose label already is the target) reaches
     # this share; None runs all the steps.
     stop_follow: Optional[float] = None
+    # Speed options (defaults: the exact release computation).
+    loss_members: Optional[int] = None  # ensemble members in the inside-the-ROI loss (None: all; the mask: all)
+    encoder_every: int = 1  # the encoder-consistency term on every k-th step only
+    preview_image_every: Optional[int] = None  # preview image (without mask) this often too; None: preview_every
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"steps must be ≥ 1, got {self.steps}")
+        if self.loss_members is not None and self.loss_members < 1:
+            raise ValueError(f"loss_members must be ≥ 1 or None, got {self.loss_members}")
+        if self.encoder_every < 1:
+            raise ValueError(f"encoder_every must be ≥ 1, got {self.encoder_every}")
+        if self.preview_image_every is not None and self.preview_image_every < 1:
+            raise ValueError(f"preview_image_every must be ≥ 1 or None, got {self.preview_image_every}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.stop_follow is not None and not 0 < self.stop_follow <= 1:
@@ -232,32 +252,35 @@ def _check_latent(models: EditingModels, ws: torch.Tensor) -> torch.Tensor:
 # Forward passes
 
 
-@torch.no_grad()
-def render_and_segment(models: EditingModels, ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Image ``[B,3,H,W]`` (float32) and labels ``[B,h,w]`` of a latent, without gradients."""
+@torch.inference_mode()
+def render_and_segment(models: EditingModels, ws: torch.Tensor,
+                       members: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image ``[B,3,H,W]`` (float32) and labels ``[B,h,w]`` of a latent, without gradients; ``members``: label with
+    the first that many ensemble members only (``None``: all)."""
     with models.autocast():
         image, features = models.generator.synthesis(_check_latent(models, ws), noise_mode="const",
                                                      return_features=True)
-    return image.float(), _labels(models, features)
+    return image.float(), _labels(models, features, members)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Mode 1
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def apply_vectors(models: EditingModels, ws: torch.Tensor, vectors: Sequence[EditVector],
-                  scales: torch.Tensor | Sequence[float]) -> AppliedEdit:
+                  scales: torch.Tensor | Sequence[float], mask_members: Optional[int] = None) -> AppliedEdit:
     """Mode 1: ``w + Σ εᵢ·δᵢ`` → image and segmentation, one forward pass, no optimisation.
 
     ``scales`` is ``[V]`` (the same for every image) or ``[B, V]`` (one row per image: how the worker batches
-    requests of several users into one pass).
+    requests of several users into one pass). ``mask_members``: segment with the first that many ensemble members
+    (the mask is most of a CPU's mode-1 time; ``None``: all).
     """
     ws = _check_latent(models, ws)
     delta = combined_delta([_on(v, models.device) for v in vectors], torch.as_tensor(scales, device=models.device),
                            models.generator_id)
     edited = ws + delta
-    image, mask = render_and_segment(models, edited)
+    image, mask = render_and_segment(models, edited, mask_members)
     return AppliedEdit(ws=edited, image=image, mask=mask)
 
 
@@ -349,22 +372,34 @@ class EditOptimizer:
         self.use_encoder = models.encoder is not None and config.encoder_weight > 0
         self.outside = (~resize_mask(roi, original_image.shape[-1]))[:, None].to(original_image.dtype)  # [B,1,H,W]
         self.masked_original = original_image * self.outside
+        # The LPIPS backbone's features of the fixed original, once per edit instead of once per step.
+        reference = getattr(models.perceptual, "reference", None)
+        self.lpips_target = reference(self.masked_original) if reference is not None else self.masked_original
+        self.loss_segmenter = models.segmenter_members(config.loss_members)
         self.roi_pixels = _RoiPixels.of(roi, target)
+        self.steps_taken = 0
+        self.last_encoder: Optional[torch.Tensor] = None
         self.ws = ws_start.detach().clone().requires_grad_(True)
         self.optimizer = torch.optim.Adam([self.ws], lr=config.lr)
         self.history: list[dict[str, torch.Tensor]] = []
 
     def step(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One Adam update; returns the image and features it was computed from (before the update)."""
+        use_encoder = self.use_encoder and self.steps_taken % self.config.encoder_every == 0
+        self.steps_taken += 1
         with self.models.autocast():
             image, features = self.models.generator.synthesis(self.ws, noise_mode="const", return_features=True)
             losses = _edit_losses(self.models, self.ws, image, features, self.masked_original, self.outside,
-                                  self.roi_pixels, self.config, self.use_encoder)
+                                  self.roi_pixels, self.config, use_encoder, self.lpips_target, self.loss_segmenter)
         self.optimizer.zero_grad(set_to_none=True)
         # The sum keeps each image's gradient what it would be alone (Adam's update is per element).
         losses["total"].sum().backward()
         self.optimizer.step()
-        self.history.append({name: value.detach().float().mean() for name, value in losses.items()})
+        entry = {name: value.detach().float().mean() for name, value in losses.items()}
+        if self.use_encoder:  # on the steps that skip it, the history repeats the last measured consistency
+            self.last_encoder = entry["encoder"] if use_encoder else self.last_encoder
+            entry["encoder"] = self.last_encoder
+        self.history.append(entry)
         self.follow = losses["follow"]
         return image, features
 
@@ -380,10 +415,11 @@ class EditOptimizer:
             stop = self.reached_target()
             if progress is not None:
                 preview = step % self.config.preview_every == 0 or step == steps or stop
+                image_every = self.config.preview_image_every or self.config.preview_every
                 report(progress, ProgressEvent(
                     stage=self.stage, step=step, total=steps,
                     losses={name: float(value) for name, value in self.history[-1].items()},
-                    preview_image=image[0].detach().float() if preview else None,
+                    preview_image=image[0].detach().float() if preview or step % image_every == 0 else None,
                     preview_mask=_labels(self.models, [f[:1] for f in features])[0] if preview else None))
             if stop:
                 break
@@ -401,14 +437,16 @@ class EditOptimizer:
 
 
 @torch.no_grad()
-def _labels(models: EditingModels, features: list[torch.Tensor]) -> torch.Tensor:
+def _labels(models: EditingModels, features: list[torch.Tensor], members: Optional[int] = None) -> torch.Tensor:
     """Full segmentation ``[B,h,w]`` of already computed features, without gradients: the argmax of the
-    ensemble-mean softmax, as ``SegmentationEnsemble.predict`` labels. One image at a time, since the ensemble's
-    full-resolution activations (E·w₀ channels at h×w) dominate memory."""
+    ensemble-mean softmax (of the first ``members`` members; ``None``: all), as ``SegmentationEnsemble.predict``
+    labels. One image at a time, since the ensemble's full-resolution activations (E·w₀ channels at h×w) dominate
+    memory."""
+    segmenter = models.segmenter_members(members)
     labels = []
     for index in range(features[0].shape[0]):
         with models.autocast():
-            logits = models.segmenter([f[index:index + 1].detach() for f in features])
+            logits = segmenter([f[index:index + 1].detach() for f in features])
         labels.append(logits.float().softmax(dim=2).mean(dim=1).argmax(dim=1))
     return torch.cat(labels)
 
@@ -434,20 +472,24 @@ class _RoiPixels:
         return cls(index=order, target=target.flatten(1).gather(1, order), weight=weight)
 
 
-def roi_cross_entropy(models: EditingModels, features: list[torch.Tensor], roi: _RoiPixels) -> torch.Tensor:
+def roi_cross_entropy(models: EditingModels, features: list[torch.Tensor], roi: _RoiPixels,
+                      segmenter: Optional[torch.nn.Module] = None) -> torch.Tensor:
     """The inside-the-ROI term of the edit objective, a scalar tensor: per image the cross-entropy of every ensemble
-    member against ``roi.target``, averaged over members and that image's ROI pixels; summed over the batch."""
-    return _roi_terms(models, features, roi)[0].sum()
+    member against ``roi.target``, averaged over members and that image's ROI pixels; summed over the batch.
+    ``segmenter``: the (sub-)ensemble to use, default ``models.segmenter``."""
+    return _roi_terms(models, features, roi, segmenter)[0].sum()
 
 
-def _roi_terms(models: EditingModels, features: list[torch.Tensor], roi: _RoiPixels
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def _roi_terms(models: EditingModels, features: list[torch.Tensor], roi: _RoiPixels,
+               segmenter: Optional[torch.nn.Module] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image ``(cross-entropy [B], follow [B])`` at the ROI pixels: the mean cross-entropy of the members, and
-    the share of ROI pixels whose label (argmax of the ensemble-mean softmax) already is the target (no gradient).
-    Each image is normalised by its own ROI, so a batch optimises what each image alone would."""
+    the share of ROI pixels whose label (argmax of the members' mean softmax) already is the target (no gradient).
+    Each image is normalised by its own ROI, so a batch optimises what each image alone would. ``segmenter``: the
+    (sub-)ensemble to use, default ``models.segmenter``."""
+    segmenter = models.segmenter if segmenter is None else segmenter
     # The indices come from a mask of the segmentation's own size, so the range check (a GPU sync) is skipped.
-    logits = models.segmenter.forward_pixels(features, roi.index, pixel_chunk=models.roi_pixel_chunk,
-                                             check_pixels=False)                           # [B, E, K, P]
+    logits = segmenter.forward_pixels(features, roi.index, pixel_chunk=models.roi_pixel_chunk,
+                                      check_pixels=False)                                  # [B, E, K, P]
     batch, members = logits.shape[:2]
     ce = F.cross_entropy(logits.flatten(0, 1), roi.target.repeat_interleave(members, dim=0), reduction="none")
     pixels = roi.weight.sum(dim=1)
@@ -459,13 +501,16 @@ def _roi_terms(models: EditingModels, features: list[torch.Tensor], roi: _RoiPix
 
 def _edit_losses(models: EditingModels, ws: torch.Tensor, image: torch.Tensor, features: list[torch.Tensor],
                  masked_original: torch.Tensor, outside: torch.Tensor, roi: _RoiPixels, config: EditConfig,
-                 use_encoder: bool) -> dict[str, torch.Tensor]:
+                 use_encoder: bool, lpips_target=None, segmenter: Optional[torch.nn.Module] = None
+                 ) -> dict[str, torch.Tensor]:
     """The edit objective for one step, per image: every term is a ``[B]`` tensor (no host synchronisation).
-    ``follow`` is not a loss: the share of the ROI the segmentation already matches (the live follow score)."""
+    ``follow`` is not a loss: the share of the ROI the segmentation already matches (the live follow score).
+    ``lpips_target``: ``masked_original`` or its precomputed ``PerceptualLoss.reference``; ``segmenter``: the
+    (sub-)ensemble of the inside-the-ROI term."""
     masked_image = image * outside
-    lpips = models.perceptual(masked_image, masked_original)
+    lpips = models.perceptual(masked_image, masked_original if lpips_target is None else lpips_target)
     l2 = (masked_image - masked_original).square().flatten(1).mean(dim=1)
-    ce, follow = _roi_terms(models, features, roi)
+    ce, follow = _roi_terms(models, features, roi, segmenter)
     total = config.outside_weight * (config.lpips_weight * lpips + config.l2_weight * l2) + config.ce_weight * ce
     losses = {"lpips_outside": lpips, "l2_outside": l2, "ce_inside": ce}
     if use_encoder:

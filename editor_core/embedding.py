@@ -250,18 +250,25 @@ def _check_encoder_fits(encoder: Encoder, generator: Generator) -> None:
 
 
 def image_distances(perceptual: Optional[PerceptualLoss], generated: torch.Tensor, target: torch.Tensor,
-                    lpips_resolution: int) -> tuple[Optional[torch.Tensor], torch.Tensor]:
+                    lpips_resolution: int, lpips_target=None) -> tuple[Optional[torch.Tensor], torch.Tensor]:
     """Per-image ``(LPIPS [B] or None without a perceptual loss, L2 [B])`` between ``[B, 3, H, W]`` images.
 
     L2 is the mean squared error on the ``[0, 1]`` scale, the scale the release's loss weights were tuned for.
     Images larger than ``lpips_resolution`` are area-downsampled for LPIPS, as the NVlabs projector does at 256².
+    ``lpips_target``: ``target``'s precomputed ``perceptual.reference`` (of the downsampled target) when ``target``
+    stays the same over many calls.
     """
     l2 = ((generated - target) / 2).square().mean(dim=(1, 2, 3))
     if perceptual is None:
         return None, l2
-    if generated.shape[-1] > lpips_resolution:
-        generated, target = (F.interpolate(x, size=(lpips_resolution,) * 2, mode="area") for x in (generated, target))
-    return perceptual(generated, target), l2
+    generated, target = (_lpips_sized(x, lpips_resolution) for x in (generated, target))
+    return perceptual(generated, target if lpips_target is None else lpips_target), l2
+
+
+def _lpips_sized(image: torch.Tensor, lpips_resolution: int) -> torch.Tensor:
+    if image.shape[-1] > lpips_resolution:
+        return F.interpolate(image, size=(lpips_resolution,) * 2, mode="area")
+    return image
 
 
 def psnr(l2: torch.Tensor) -> torch.Tensor:
@@ -623,11 +630,13 @@ def embed_image(generator: Generator, encoder: Optional[Encoder], image: torch.T
     weights = {"lpips": config.lpips_weight, "l2": config.l2_weight, "encoder": config.encoder_weight,
                "noise": config.noise_weight}
     best = _BestStep(start, target)
+    # The target's LPIPS features once, instead of a backbone pass over the same image every step.
+    lpips_target = perceptual.reference(_lpips_sized(target, config.lpips_resolution))
     history: list[dict[str, float]] = []
     with swapped_noise(generator, noise):
         for step in range(config.steps + 1):
             generated = generator.synthesis(ws, noise_mode="const")
-            terms = _embedding_terms(perceptual, encoder, generated, target, ws, noise, config)
+            terms = _embedding_terms(perceptual, encoder, generated, target, ws, noise, config, lpips_target)
             loss = sum(weights[name] * value for name, value in terms.items())
             best.update(step, loss, ws, generated, terms, noise)
             history.append({"loss": loss.mean().item(), **{name: value.mean().item() for name, value in terms.items()}})
@@ -651,9 +660,9 @@ def embed_image(generator: Generator, encoder: Optional[Encoder], image: torch.T
 
 def _embedding_terms(perceptual: PerceptualLoss, encoder: Optional[Encoder], generated: torch.Tensor,
                      target: torch.Tensor, ws: torch.Tensor, noise: dict[str, torch.Tensor],
-                     config: EmbedConfig) -> dict[str, torch.Tensor]:
+                     config: EmbedConfig, lpips_target=None) -> dict[str, torch.Tensor]:
     """Unweighted per-image loss terms ``[B]``: ``lpips``, ``l2``, and ``encoder`` / ``noise`` when they apply."""
-    lpips, l2 = image_distances(perceptual, generated, target, config.lpips_resolution)
+    lpips, l2 = image_distances(perceptual, generated, target, config.lpips_resolution, lpips_target)
     terms = {"lpips": lpips, "l2": l2}
     if encoder is not None:
         with torch.no_grad():  # a fixed target per step, as in the release: E(G(w)) is not differentiated

@@ -295,6 +295,15 @@ def fetch_backbone_weights(dest: Optional[PathLike] = None, nets: Sequence[str] 
 # The loss.
 
 
+@dataclass(frozen=True)
+class PerceptualReference:
+    """An image's LPIPS features, from ``PerceptualLoss.reference``: ``shape`` ``[B, 3, H, W]`` of the image,
+    ``features`` its unit-normalised backbone activations, shallow to deep."""
+
+    shape: torch.Size
+    features: list[torch.Tensor]
+
+
 class PerceptualLoss(nn.Module):
     """LPIPS v0.1 distance between image batches, frozen, differentiable w.r.t. its inputs.
 
@@ -335,16 +344,27 @@ class PerceptualLoss(nn.Module):
     def train(self, mode: bool = True) -> "PerceptualLoss":
         return super().train(False)
 
-    def layer_distance_maps(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+    def reference(self, y: torch.Tensor) -> "PerceptualReference":
+        """``y``'s unit-normalised backbone features, computed once without gradients. Pass the result as ``y`` to
+        ``forward`` when one image is compared against many times (an edit's or an embedding's target): each call
+        then runs the backbone on ``x`` only, with exactly the same distance."""
+        self._check_inputs(y, y, None)
+        with torch.no_grad():
+            features = [lpips.normalize_tensor(f) for f in self.lpips.net(self.lpips.scaling_layer(y))]
+        return PerceptualReference(y.shape, features)
+
+    def layer_distance_maps(self, x: torch.Tensor, y: "torch.Tensor | PerceptualReference") -> list[torch.Tensor]:
         """Per-layer LPIPS distance maps ``d_l``, each ``[B, 1, h_l, w_l]``, shallow to deep."""
         features_x = self.lpips.net(self.lpips.scaling_layer(x))
-        features_y = self.lpips.net(self.lpips.scaling_layer(y))
+        normalised_y = (y.features if isinstance(y, PerceptualReference)
+                        else [lpips.normalize_tensor(f) for f in self.lpips.net(self.lpips.scaling_layer(y))])
         return [
-            lin((lpips.normalize_tensor(fx) - lpips.normalize_tensor(fy)) ** 2)
-            for lin, fx, fy in zip(self.lpips.lins, features_x, features_y)
+            lin((lpips.normalize_tensor(fx) - fy) ** 2)
+            for lin, fx, fy in zip(self.lpips.lins, features_x, normalised_y)
         ]
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: "torch.Tensor | PerceptualReference",
+                weight: Optional[torch.Tensor] = None) -> torch.Tensor:
         self._check_inputs(x, y, weight)
         maps = self.layer_distance_maps(x, y)
         if self.spatial:
@@ -358,7 +378,8 @@ class PerceptualLoss(nn.Module):
             total = total + (w * d).sum(dim=(2, 3)) / w.sum(dim=(2, 3)).clamp_min(1e-8)
         return total[:, 0]
 
-    def _check_inputs(self, x: torch.Tensor, y: torch.Tensor, weight: Optional[torch.Tensor]) -> None:
+    def _check_inputs(self, x: torch.Tensor, y: "torch.Tensor | PerceptualReference",
+                      weight: Optional[torch.Tensor]) -> None:
         if x.ndim != 4 or x.shape[1] != 3 or x.shape != y.shape:
             raise ValueError(
                 f"LPIPS needs two [B, 3, H, W] images of one shape, got {tuple(x.shape)} and {tuple(y.shape)}"

@@ -16,6 +16,10 @@ from editor_core.segmentation import load_segmentation
 from editor_core.vectors import EditVector
 
 GENERATORS_KEPT = 4  # a GPU holds a few generators; older ones are dropped (least recently used)
+# Interactive defaults on a CPU, chosen on measured quality (docs/benchmarks.md, "CPU — issue 17").
+CPU_LPIPS = "alex"
+CPU_LOSS_MEMBERS = 3
+CPU_MODE1_MASK_MEMBERS = 3
 
 
 def device() -> torch.device:
@@ -71,10 +75,43 @@ def vector(row) -> EditVector:
     return _vector(row.file.name)
 
 
+def _on_cpu() -> bool:
+    return device().type == "cpu"
+
+
+def lpips_net() -> str:
+    """The LPIPS backbone of edits and embeddings (``STUDIO_EDIT_LPIPS``; auto: AlexNet on a CPU, VGG on a GPU)."""
+    if settings.STUDIO_EDIT_LPIPS != "auto":
+        return settings.STUDIO_EDIT_LPIPS
+    return CPU_LPIPS if _on_cpu() else "vgg"
+
+
+def edit_speed_options() -> dict:
+    """``EditConfig`` speed options of modes 2 and 3 on this worker: the ensemble members in the loss
+    (``STUDIO_EDIT_LOSS_MEMBERS``; the final mask always uses all) and, on a CPU, a preview image every step."""
+    members = settings.STUDIO_EDIT_LOSS_MEMBERS or (CPU_LOSS_MEMBERS if _on_cpu() else None)
+    return {"loss_members": members, "preview_image_every": 1 if _on_cpu() else None}
+
+
+def mode1_mask_members() -> int | None:
+    """Ensemble members that segment a mode-1 result (``STUDIO_MODE1_MASK_MEMBERS``; None: all)."""
+    return settings.STUDIO_MODE1_MASK_MEMBERS or (CPU_MODE1_MASK_MEMBERS if _on_cpu() else None)
+
+
+@functools.lru_cache(maxsize=GENERATORS_KEPT)
+def _editing_models(generator_name: str, generator_sha: str, segmentation_name: str, segmentation_sha: str,
+                    generator_id: str, device_name: str, net: str, precision: str, roi_chunk: int) -> EditingModels:
+    ensemble, _schema = _segmenter(segmentation_name, segmentation_sha, device_name)
+    return EditingModels(generator=_generator(generator_name, generator_sha, device_name), segmenter=ensemble,
+                         perceptual=get_perceptual_loss(net, device_name), generator_id=generator_id,
+                         precision=precision, roi_pixel_chunk=roi_chunk or None)
+
+
 def editing_models(generator_checkpoint, segmentation_checkpoint) -> EditingModels:
-    ensemble, _schema = segmenter(segmentation_checkpoint)
-    return EditingModels(generator=generator(generator_checkpoint), segmenter=ensemble,
-                         perceptual=get_perceptual_loss("vgg", device()),
-                         generator_id=generator_checkpoint.fingerprint,
-                         precision=settings.STUDIO_EDIT_PRECISION if device().type == "cuda" else "float32",
-                         roi_pixel_chunk=settings.STUDIO_EDIT_ROI_CHUNK or None)
+    """The frozen networks of an edit, built once per generator and branch: its sub-ensembles
+    (``EditingModels.segmenter_members``) are then made once too."""
+    return _editing_models(generator_checkpoint.file.name, generator_checkpoint.sha256,
+                           segmentation_checkpoint.file.name, segmentation_checkpoint.sha256,
+                           generator_checkpoint.fingerprint, str(device()), lpips_net(),
+                           settings.STUDIO_EDIT_PRECISION if device().type == "cuda" else "float32",
+                           settings.STUDIO_EDIT_ROI_CHUNK)

@@ -243,7 +243,7 @@ def _embed(job: Job, reporter: JobReporter) -> dict:
     generator = engine_cache.generator(generator_row)
     image = load_image(read_bytes(sample_row.image.name), size=generator.img_resolution)
     encoder = _active_encoder(generator_row, generator)
-    config = EmbedConfig(steps=int(job.params.get("steps") or EmbedConfig.steps))
+    config = EmbedConfig(steps=int(job.params.get("steps") or EmbedConfig.steps), lpips_net=engine_cache.lpips_net())
     result = embed_image(generator, encoder, image.to(engine_cache.device()), config, progress=reporter)
     datasets.set_sample_latent(sample_row, latent_bytes(result.ws[0], generator_row.fingerprint))
     outcome = {"sample_id": sample_row.pk, "lpips": float(result.lpips[0]), "psnr": float(result.psnr[0]),
@@ -544,13 +544,15 @@ def _store_edit(session: EditSession, image: torch.Tensor, mask: torch.Tensor, w
         with tempfile.TemporaryDirectory() as tmp:
             vector_file = EditVector(delta=delta.detach().cpu(), info=info).save(Path(tmp) / "v.safetensors") \
                 .read_bytes()
-    result = editing.store_result(session, image_png=image_png(image),
+    picture = image_png(image)
+    result = editing.store_result(session, image_png=picture,
                                   mask_png=datasets.mask_png(sample_row, mask_array(mask, sample_row.width)),
                                   latent=latent_bytes(ws, session.generator.fingerprint), delta=vector_file,
                                   edited_classes=edited_classes, metrics=metrics or {})
     out = editing.session_out(EditSession.objects.select_related("job", "result").get(pk=session.pk))["result"]
+    # The PNG this worker just encoded, not a read back of the stored file.
     publish(edit_group(session.pk), {"type": "edit.result", "session": session.pk, **out,
-                                     "image": png_data_url(read_bytes(result.image.name))})
+                                     "image": png_data_url(picture)})
     return {"session_id": session.pk, **out}
 
 
@@ -606,7 +608,8 @@ def _render_mode1_batch(leader: Job, requests: list[Mode1Request]) -> None:
             scales[row, columns[vector_id]] += scale
     first = requests[0].session
     models = engine_cache.editing_models(first.generator, first.segmentation)
-    applied = apply_vectors(models, torch.cat([r.ws for r in requests]), list(union.values()), scales)
+    applied = apply_vectors(models, torch.cat([r.ws for r in requests]), list(union.values()), scales,
+                            mask_members=engine_cache.mode1_mask_members())
     for index, request in enumerate(requests):
         result = _store_edit(request.session, applied.image[index], applied.mask[index], applied.ws[index],
                              metrics={"batch_size": len(requests), "batch_leader": leader.pk})
@@ -624,7 +627,7 @@ def _refine(job: Job, reporter: JobReporter) -> dict:
     models = engine_cache.editing_models(session.generator, session.segmentation)
     reporter.preview_group = edit_group(session.pk)
     reporter.mask_png = lambda mask: datasets.mask_png(session.sample, mask_array(mask, session.sample.width))
-    config = refine_config(steps=int(session.params.get("steps", 10)))
+    config = refine_config(steps=int(session.params.get("steps", 10)), **engine_cache.edit_speed_options())
     outcome = refine_vectors(models, sample_latent(session.sample), [v for _id, v, _s in chosen],
                              [s for _id, _v, s in chosen], config, progress=reporter)
     return _store_edit(session, outcome.image[0], outcome.mask[0], outcome.ws[0], outcome.delta[0],
@@ -646,7 +649,7 @@ def _optimize(job: Job, reporter: JobReporter) -> dict:
     reporter.preview_group = edit_group(session.pk)
     reporter.mask_png = lambda mask: datasets.mask_png(session.sample, mask_array(mask, session.sample.width))
     config = EditConfig(steps=int(session.params.get("steps") or EditConfig.steps),
-                        stop_follow=session.params.get("stop_follow"))
+                        stop_follow=session.params.get("stop_follow"), **engine_cache.edit_speed_options())
     roi = None
     if session.params.get("roi_file"):
         roi = torch.from_numpy(datasets.parse_roi(session.sample, read_bytes(session.params["roi_file"])))[None]

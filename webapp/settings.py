@@ -237,6 +237,15 @@ if STUDIO_EDIT_PRECISION not in STUDIO_EDIT_PRECISION_CHOICES:
 STUDIO_EDIT_ROI_CHUNK = env_int("STUDIO_EDIT_ROI_CHUNK", 0)
 if STUDIO_EDIT_ROI_CHUNK < 0:
     raise ValueError(f"STUDIO_EDIT_ROI_CHUNK must be ≥ 0 (0 = no chunking), got {STUDIO_EDIT_ROI_CHUNK}")
+# Interactive speed on a CPU worker (docs/benchmarks.md, "CPU — issue 17", has the quality each costs). "auto" / 0
+# means: the value below on a CPU, the exact release computation (LPIPS-VGG, every ensemble member) on a GPU.
+STUDIO_EDIT_LPIPS = os.environ.get("STUDIO_EDIT_LPIPS", "auto")  # auto | vgg | alex: edits' and embeddings' LPIPS
+if STUDIO_EDIT_LPIPS not in ("auto", "vgg", "alex"):
+    raise ValueError(f"STUDIO_EDIT_LPIPS={STUDIO_EDIT_LPIPS!r}: use auto, vgg or alex")
+STUDIO_EDIT_LOSS_MEMBERS = env_int("STUDIO_EDIT_LOSS_MEMBERS", 0)  # ensemble members in modes 2/3's loss; 0 = auto
+STUDIO_MODE1_MASK_MEMBERS = env_int("STUDIO_MODE1_MASK_MEMBERS", 0)  # ensemble members for a mode-1 mask; 0 = auto
+if min(STUDIO_EDIT_LOSS_MEMBERS, STUDIO_MODE1_MASK_MEMBERS) < 0:
+    raise ValueError("STUDIO_EDIT_LOSS_MEMBERS and STUDIO_MODE1_MASK_MEMBERS must be ≥ 0 (0 = auto)")
 # CPU workers that consume only background queues (training) run at this lower priority (os.nice increment,
 # 0 = unchanged) so the web server and the interactive worker stay responsive
 STUDIO_CPU_WORKER_NICE = env_int("STUDIO_CPU_WORKER_NICE", 10)

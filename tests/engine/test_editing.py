@@ -287,3 +287,66 @@ def test_bad_inputs_get_clear_errors(models, latent):
         EditConfig(dilation_kernel=4)
     with pytest.raises(ValueError, match="steps"):
         EditConfig(steps=0)
+
+
+# --- speed options (issue 17) ---------------------------------------------------------------------------------------
+
+
+def test_loss_members_use_exactly_the_first_members(models, latent):
+    """``loss_members=k``: the inside-the-ROI CE is the mean CE of the ensemble's first k members only."""
+    _, original_mask = render_and_segment(models, latent)
+    edited = square_edit(original_mask, 2, 8, 8, 10)
+    events = []
+    optimize_edit(models, latent, original_mask, edited, EditConfig(steps=1, loss_members=2),
+                  progress=events.append)
+    _, features = models.generator.synthesis(latent, return_features=True)
+    logits = models.segmenter(features)[0][:2]                                 # [2, K, H, W]
+    roi = edit_roi(original_mask, edited, kernel=3, iterations=3)[0]
+    ce = torch.nn.functional.cross_entropy(logits, edited.expand(2, -1, -1), reduction="none").mean(0)
+    assert events[0].losses["ce_inside"] == pytest.approx(float(ce[roi].mean()), rel=1e-4)
+
+
+def test_mode1_mask_members_segment_with_the_first_members(models, latent):
+    applied = apply_vectors(models, latent, [vector(models, 3)], [1.0], mask_members=1)
+    _, features = models.generator.synthesis(applied.ws, noise_mode="const", return_features=True)
+    first_member = models.segmenter(features)[:, 0].argmax(dim=1)
+    assert torch.equal(applied.mask, first_member)
+    assert torch.equal(applied.image, apply_vectors(models, latent, [vector(models, 3)], [1.0]).image)
+
+
+def test_encoder_term_every_k_steps(models, latent, tiny_generator):
+    """``encoder_every=k`` evaluates the encoder on steps 1, k+1, …; the history repeats the last value between."""
+    calls = []
+
+    class CountingEncoder(torch.nn.Module):
+        def forward(self, images):
+            calls.append(images.shape[0])
+            return torch.zeros(images.shape[0], tiny_generator.num_ws, tiny_generator.w_dim)
+
+    with_encoder = EditingModels(models.generator, models.segmenter, models.perceptual, models.generator_id,
+                                 encoder=CountingEncoder())
+    _, original_mask = render_and_segment(models, latent)
+    result = optimize_edit(with_encoder, latent, original_mask, square_edit(original_mask, 2, 8, 8, 10),
+                           EditConfig(steps=5, encoder_every=2))
+    assert len(calls) == 3  # steps 1, 3, 5
+    assert [row["encoder"] for row in result.history][1] == result.history[0]["encoder"]
+
+
+def test_preview_image_every_step_with_masks_every_k(models, latent):
+    _, original_mask = render_and_segment(models, latent)
+    events = []
+    optimize_edit(models, latent, original_mask, square_edit(original_mask, 0, 0, 0, 6),
+                  EditConfig(steps=4, preview_every=2, preview_image_every=1), progress=events.append)
+    assert all(e.preview_image is not None for e in events)
+    assert [e.step for e in events if e.preview_mask is not None] == [2, 4]
+
+
+def test_cached_perceptual_reference_gives_the_same_distance_and_gradient(perceptual_vgg):
+    torch.manual_seed(0)
+    x, y = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    direct_x, cached_x = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    direct = perceptual_vgg(direct_x, y)
+    cached = perceptual_vgg(cached_x, perceptual_vgg.reference(y))
+    assert torch.allclose(direct, cached, atol=1e-6)
+    assert torch.allclose(torch.autograd.grad(direct.sum(), direct_x)[0],
+                          torch.autograd.grad(cached.sum(), cached_x)[0], atol=1e-6)

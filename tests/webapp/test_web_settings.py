@@ -44,6 +44,8 @@ BAD_SETTINGS = [  # (environment, what stderr must say)
     ({"STUDIO_JOB_STALE_SECONDS": "0.5"}, "STUDIO_JOB_STALE_SECONDS=0.5 must be at least four heartbeats"),
     ({"STUDIO_JOB_STALE_SECONDS": "nan"}, "STUDIO_JOB_STALE_SECONDS=nan must be at least four heartbeats"),
     ({"STUDIO_JOB_MAX_ATTEMPTS": "0"}, "STUDIO_JOB_MAX_ATTEMPTS=0 must be at least 1"),
+    ({"STUDIO_EDIT_LPIPS": "squeeze"}, "STUDIO_EDIT_LPIPS='squeeze': use auto, vgg or alex"),
+    ({"STUDIO_MODE1_MASK_MEMBERS": "-1"}, "must be ≥ 0 (0 = auto)"),
 ]
 
 

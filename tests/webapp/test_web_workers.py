@@ -87,6 +87,28 @@ def test_mode1_requests_that_arrive_together_share_one_forward_pass(studio, cele
     assert unchanged == artist.get(f"/api/samples/{studio.samples[3].pk}/image.png").content
 
 
+def test_mode1_requests_of_one_slider_coalesce_to_the_newest_position(studio, celery_worker):
+    """Quick slider moves on one sample: only the newest position is rendered; the earlier ones, still queued, are
+    cancelled as superseded, and only the newest edit gets a result (an image on its websocket and in the DB)."""
+    from django.db import transaction
+
+    from webapp.editing.models import EditResult
+    from webapp.editing.services import start_edit
+
+    sample = studio.samples[0]
+    with transaction.atomic():  # all four reach the broker together, as moves made while the worker was busy
+        sessions = [start_edit(studio.users.artist, sample, 1, vectors=[(studio.vector.pk, scale)])
+                    for scale in (0.25, 0.5, 0.75, 1.0)]
+        other_sample = start_edit(studio.users.artist, studio.samples[1], 1, vectors=[(studio.vector.pk, 1.0)])
+    jobs = [wait_for_job(s.job_id, worker=celery_worker) for s in sessions + [other_sample]]
+    assert [j.status for j in jobs] == ["cancelled"] * 3 + ["succeeded"] * 2, [(j.status, j.error) for j in jobs]
+    # Each was superseded by the position that came next.
+    assert [j.message for j in jobs[:3]] == [f"superseded by a newer slider position (job #{s.job_id})"
+                                             for s in sessions[1:]]
+    assert set(EditResult.objects.filter(session__in=sessions).values_list("session_id", flat=True)) == {
+        sessions[3].pk}
+
+
 def test_cancel_reaches_a_running_job_and_mode3_streams_previews(studio, celery_worker, client_for, daphne_url):
     """A long training job is cancelled within 2 s; the mode-3 edit queued behind it then streams its progress,
     previews (image + segmentation) and result on the edit's websocket, and its vector goes to the library."""

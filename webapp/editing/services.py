@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from PIL import Image
 
 from webapp.accounts import roles
@@ -19,6 +20,7 @@ from webapp.datasets.models import Sample
 from webapp.editing.models import Composition, CompositionItem, EditResult, EditSession, EditVector
 from webapp.errors import Conflict, readable
 from webapp.jobs import services as jobs
+from webapp.jobs.models import Job
 from webapp.registry.models import Checkpoint
 from webapp.registry.services import active_segmentation
 from webapp.storage import atomic_with_files, delete_quietly, files_removed_on_error, read_bytes, save_bytes
@@ -100,7 +102,24 @@ def start_edit(user, sample: Sample, mode: int, *, vectors: Sequence[tuple[int, 
         batch_key = f"apply:{generator.pk}:{segmentation.pk}" if mode == EditSession.Mode.APPLY else ""
         session.job = jobs.enqueue(MODE_KIND[mode], user, {"session_id": session.pk}, batch_key=batch_key)
         session.save(update_fields=["job"])
+        if mode == EditSession.Mode.APPLY:
+            _supersede_queued_applies(session)
     return session
+
+
+def _supersede_queued_applies(session: EditSession) -> None:
+    """Mode-1 requests coalesce: the newest slider position wins. The same user's earlier mode-1 requests on the same
+    sample that no worker has taken yet are cancelled (a running one finishes), so a worker never renders positions
+    the user has already moved past."""
+    older = (EditSession.objects.filter(user=session.user, sample=session.sample, mode=EditSession.Mode.APPLY,
+                                        job__status=Job.Status.QUEUED, pk__lt=session.pk)
+             .values_list("job_id", flat=True))
+    message = f"superseded by a newer slider position (job #{session.job_id})"
+    for job_id in list(older):
+        # Only while still queued: a worker that claimed it meanwhile runs it to the end.
+        if Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
+                status=Job.Status.CANCELLED, cancel_requested=True, finished=timezone.now(), message=message):
+            transaction.on_commit(lambda job_id=job_id: jobs.publish_status(Job.objects.get(pk=job_id)))
 
 
 def follow_retry(sender, old, new, **_kwargs) -> None:

@@ -15,14 +15,20 @@ const EDIT_TIMEOUT_MS = 120_000;
 import { CompareView } from './edit.js';
 import { matchesFilters } from '../library-filter.js';
 
-/** Runs one edit (mode 1 or 2) to its end and returns the finished EditOut. */
+/**
+ * Runs one edit (mode 1 or 2) to its end and returns the finished EditOut. The `edit.result` message already carries
+ * the result and its image (a data URL), so that is shown without asking for the edit and the image again; only a
+ * result that ended before the socket joined is fetched.
+ */
 async function runEdit(body, onProgress) {
   const session = await api.startEdit(body);
-  const watch = watchEdit(session.id, { onProgress });
+  let result = null;
+  const watch = watchEdit(session.id, { onProgress, onResult: (message) => { result = message; } });
   const final = await orTimeout(watch.done, EDIT_TIMEOUT_MS, 'the edit');
   watch.close();
   if (final.status !== 'succeeded') throw new Error(`the edit ${describeJob(final)}`);
-  return api.getEdit(session.id);
+  if (!result) return api.getEdit(session.id);
+  return { ...session, result: { ...result, image_url: result.image ?? result.image_url } };
 }
 
 // An uploaded vector file carries no pictures: a worker renders them (thumbnails_job_id). While that job waits or

@@ -1,0 +1,178 @@
+"""Mode-1 slider latency through the running studio, driven the way the browser's library view drives it.
+
+    .venv/bin/python bench/studio_slider.py --start [--moves 60] [--json out.json]
+    .venv/bin/python bench/studio_slider.py --url http://127.0.0.1:8000 --username admin --password … [--moves 60]
+
+``--start`` runs ``manage.py studio`` (demo bundle, its own var folder, Redis key prefix and port, on loopback) like
+``bin/studio`` and stops it afterwards; ``--url`` measures a studio that is already running. The bench logs in, takes
+a demo sample with a latent and a library vector, and moves that vector's slider ``--moves`` times as
+``frontend/js/views/library.js`` does (``LatestOnly``: one request in flight, the next position sent when the answer
+is there): ``POST /api/edits`` (mode 1), the edit's websocket ``/ws/edits/<id>/`` until ``edit.result`` carries the
+image (or, when the job ended before the socket joined, ``GET /api/edits/<id>`` and the image URL). Latency is from the
+POST to the image in hand; the report gives p50/p95/max and the jobs' own batch sizes. ``--burst N`` also sends N
+positions at once per move (several tabs, or a client without LatestOnly): the older ones must come back superseded.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from http.cookiejar import CookieJar
+from pathlib import Path
+
+import websockets
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from webapp.studio import processes  # noqa: E402  (standard library only)
+
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+class Studio:
+    """HTTP session of one user (cookie + CSRF header), the way the browser talks to the API."""
+
+    def __init__(self, url: str):
+        self.url = url.rstrip("/")
+        self.cookies = CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
+
+    def cookie(self, name: str) -> str:
+        return next((c.value for c in self.cookies if c.name == name), "")
+
+    def request(self, method: str, path: str, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", "X-CSRFToken": self.cookie("csrftoken"), "Referer": self.url}
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
+        with self.opener.open(request, timeout=120) as response:
+            payload = response.read()
+        return json.loads(payload) if payload and path.startswith("/api/") else payload
+
+    def login(self, username: str, password: str) -> None:
+        self.request("GET", "/api/auth/csrf")
+        self.request("POST", "/api/auth/login", {"username": username, "password": password})
+
+    def socket_headers(self) -> dict:
+        return {"Cookie": "; ".join(f"{c.name}={c.value}" for c in self.cookies)}
+
+
+async def one_move(studio: Studio, sample_id: int, vector_id: int, scale: float) -> dict:
+    """One slider position: POST, then the edit's websocket until its image is there. ``{latency_s, status, …}``"""
+    start = time.perf_counter()
+    session = studio.request("POST", "/api/edits", {"sample_id": sample_id, "mode": 1,
+                                                    "vectors": [{"vector_id": vector_id, "scale": scale}]})
+    ws_url = studio.url.replace("http", "ws", 1) + f"/ws/edits/{session['id']}/"
+    status, image = None, None
+    async with websockets.connect(ws_url, additional_headers=studio.socket_headers(), origin=studio.url) as socket:
+        while status not in FINISHED:
+            message = json.loads(await asyncio.wait_for(socket.recv(), 300))
+            if message["type"] == "edit.result":
+                image = message.get("image")
+            elif message["type"] == "edit.state" and message.get("job_status") in FINISHED:
+                status = message["job_status"]
+            elif message["type"] == "job.status" and message["status"] in FINISHED:
+                status = message["status"]
+            if image is not None and status is None:
+                status = "succeeded"  # the image is what the user waits for; the job's own end follows
+    if status == "succeeded" and image is None:  # ended before the socket joined: as the browser does
+        edit = studio.request("GET", f"/api/edits/{session['id']}")
+        image = studio.request("GET", edit["result"]["image_url"])
+    return {"latency_s": time.perf_counter() - start, "status": status, "session": session["id"],
+            "job": session["job_id"]}
+
+
+async def drive(studio: Studio, sample_id: int, vector_id: int, moves: int, burst: int) -> list[dict]:
+    rows = []
+    for index in range(moves):
+        scale = round(-2 + 4 * (index % 21) / 20, 2)  # back and forth across the vector's range
+        if burst > 1:
+            older = [studio.request("POST", "/api/edits", {"sample_id": sample_id, "mode": 1, "vectors": [
+                {"vector_id": vector_id, "scale": scale - 0.01 * (k + 1)}]}) for k in range(burst - 1)]
+        row = await one_move(studio, sample_id, vector_id, scale)
+        if burst > 1:
+            row["older_statuses"] = [studio.request("GET", f"/api/jobs/{s['job_id']}")["status"] for s in older]
+        rows.append(row)
+        print(json.dumps({"move": index, **{k: (round(v, 3) if isinstance(v, float) else v)
+                                            for k, v in row.items()}}), flush=True)
+    return rows
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def start_studio(var: Path, password: str) -> tuple[subprocess.Popen, str]:
+    port = processes.free_port()
+    env = {**os.environ, "STUDIO_VAR_DIR": str(var), "STUDIO_KEY_PREFIX": f"bench{secrets.token_hex(3)}",
+           "STUDIO_ADMIN_PASSWORD": password, "DATABASE_URL": f"sqlite:///{var / 'studio.sqlite3'}",
+           "STORAGE_BACKEND": "local", "STUDIO_DEVICE": "cpu", "PYTHONPATH": str(ROOT)}
+    log = open(var / "studio.log", "w")
+    child = subprocess.Popen([sys.executable, "manage.py", "studio", "--port", str(port)], cwd=ROOT, env=env,
+                             stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 600
+    while not processes.port_open("127.0.0.1", port):
+        if child.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the studio did not start: see {var / 'studio.log'}")
+        time.sleep(0.5)
+    return child, f"http://127.0.0.1:{port}"
+
+
+def pick_sample_and_vector(studio: Studio) -> tuple[int, int]:
+    dataset = studio.request("GET", "/api/datasets")[0]
+    samples = studio.request("GET", f"/api/datasets/{dataset['id']}/samples")
+    samples = samples.get("items", samples) if isinstance(samples, dict) else samples
+    sample = next(s for s in samples if s.get("has_latent", True))
+    vector = studio.request("GET", "/api/vectors")[0]
+    return sample["id"], vector["id"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", help="a running studio (else --start)")
+    parser.add_argument("--start", action="store_true", help="start `manage.py studio` for the bench, then stop it")
+    parser.add_argument("--username", default="admin")
+    parser.add_argument("--password", default=os.environ.get("STUDIO_ADMIN_PASSWORD", ""))
+    parser.add_argument("--moves", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=3, help="moves before the timed ones (models load)")
+    parser.add_argument("--burst", type=int, default=1, help="positions sent at once per move (coalescing)")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = parser.parse_args()
+    child = None
+    with tempfile.TemporaryDirectory(prefix="bench-studio-") as tmp:
+        try:
+            if args.start:
+                args.password = args.password or secrets.token_urlsafe(12)
+                child, args.url = start_studio(Path(tmp), args.password)
+            studio = Studio(args.url)
+            studio.login(args.username, args.password)
+            sample_id, vector_id = pick_sample_and_vector(studio)
+            asyncio.run(drive(studio, sample_id, vector_id, args.warmup, 1))
+            started = time.strftime("%Y-%m-%d %H:%M:%S"), os.getloadavg()
+            rows = asyncio.run(drive(studio, sample_id, vector_id, args.moves, args.burst))
+        finally:
+            if child is not None:
+                child.terminate()
+                child.wait(60)
+    latencies = [r["latency_s"] for r in rows if r["status"] == "succeeded"]
+    summary = {"date": started[0], "load_average_at_start": started[1], "load_average_at_end": os.getloadavg(),
+               "moves": len(rows), "succeeded": len(latencies), "burst": args.burst,
+               "p50_s": statistics.median(latencies), "p95_s": percentile(latencies, 0.95), "max_s": max(latencies)}
+    if args.burst > 1:
+        summary["older_superseded"] = sum(s == "cancelled" for r in rows for s in r["older_statuses"])
+        summary["older_sent"] = sum(len(r["older_statuses"]) for r in rows)
+    print(json.dumps(summary))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"summary": summary, "moves": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
