@@ -243,7 +243,8 @@ def _embed(job: Job, reporter: JobReporter) -> dict:
     generator = engine_cache.generator(generator_row)
     image = load_image(read_bytes(sample_row.image.name), size=generator.img_resolution)
     encoder = _active_encoder(generator_row, generator)
-    config = EmbedConfig(steps=int(job.params.get("steps") or EmbedConfig.steps), lpips_net=engine_cache.lpips_net())
+    config = EmbedConfig(steps=int(job.params.get("steps") or engine_cache.embed_steps()),
+                         lpips_net=engine_cache.lpips_net())
     result = embed_image(generator, encoder, image.to(engine_cache.device()), config, progress=reporter)
     datasets.set_sample_latent(sample_row, latent_bytes(result.ws[0], generator_row.fingerprint))
     outcome = {"sample_id": sample_row.pk, "lpips": float(result.lpips[0]), "psnr": float(result.psnr[0]),

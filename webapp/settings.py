@@ -244,8 +244,10 @@ if STUDIO_EDIT_LPIPS not in ("auto", "vgg", "alex"):
     raise ValueError(f"STUDIO_EDIT_LPIPS={STUDIO_EDIT_LPIPS!r}: use auto, vgg or alex")
 STUDIO_EDIT_LOSS_MEMBERS = env_int("STUDIO_EDIT_LOSS_MEMBERS", 0)  # ensemble members in modes 2/3's loss; 0 = auto
 STUDIO_MODE1_MASK_MEMBERS = env_int("STUDIO_MODE1_MASK_MEMBERS", 0)  # ensemble members for a mode-1 mask; 0 = auto
-if min(STUDIO_EDIT_LOSS_MEMBERS, STUDIO_MODE1_MASK_MEMBERS) < 0:
-    raise ValueError("STUDIO_EDIT_LOSS_MEMBERS and STUDIO_MODE1_MASK_MEMBERS must be ≥ 0 (0 = auto)")
+STUDIO_EMBED_STEPS = env_int("STUDIO_EMBED_STEPS", 0)  # embedding steps when a request names none; 0 = auto
+if min(STUDIO_EDIT_LOSS_MEMBERS, STUDIO_MODE1_MASK_MEMBERS, STUDIO_EMBED_STEPS) < 0:
+    raise ValueError("STUDIO_EDIT_LOSS_MEMBERS, STUDIO_MODE1_MASK_MEMBERS and STUDIO_EMBED_STEPS must be ≥ 0 "
+                     "(0 = auto)")
 # CPU workers that consume only background queues (training) run at this lower priority (os.nice increment,
 # 0 = unchanged) so the web server and the interactive worker stay responsive
 STUDIO_CPU_WORKER_NICE = env_int("STUDIO_CPU_WORKER_NICE", 10)

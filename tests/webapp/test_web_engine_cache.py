@@ -29,6 +29,7 @@ def test_models_are_loaded_once_per_checkpoint(shared_studio):
 def test_cpu_workers_edit_with_the_interactive_defaults(shared_studio, settings):
     """On a CPU (the test workers' device) edits use LPIPS-AlexNet, a few members in the loss and a mode-1 mask, and
     the edit models (with their sub-ensembles) are built once; a setting brings the exact computation back."""
+    from editor_core.embedding import EmbedConfig
     from gpu_worker import engine_cache
 
     models = engine_cache.editing_models(shared_studio.generator, shared_studio.segmentation)
@@ -37,7 +38,10 @@ def test_cpu_workers_edit_with_the_interactive_defaults(shared_studio, settings)
     assert engine_cache.edit_speed_options() == {"loss_members": engine_cache.CPU_LOSS_MEMBERS,
                                                  "preview_image_every": 1}
     assert engine_cache.mode1_mask_members() == engine_cache.CPU_MODE1_MASK_MEMBERS
+    assert engine_cache.embed_steps() == engine_cache.CPU_EMBED_STEPS < EmbedConfig.steps
     settings.STUDIO_EDIT_LPIPS, settings.STUDIO_EDIT_LOSS_MEMBERS, settings.STUDIO_MODE1_MASK_MEMBERS = "vgg", 10, 10
+    settings.STUDIO_EMBED_STEPS = EmbedConfig.steps
+    assert engine_cache.embed_steps() == EmbedConfig.steps
     exact = engine_cache.editing_models(shared_studio.generator, shared_studio.segmentation)
     assert exact.perceptual.net == "vgg" and exact.segmenter is models.segmenter
     assert engine_cache.edit_speed_options()["loss_members"] == 10 and engine_cache.mode1_mask_members() == 10

@@ -46,6 +46,7 @@ BAD_SETTINGS = [  # (environment, what stderr must say)
     ({"STUDIO_JOB_MAX_ATTEMPTS": "0"}, "STUDIO_JOB_MAX_ATTEMPTS=0 must be at least 1"),
     ({"STUDIO_EDIT_LPIPS": "squeeze"}, "STUDIO_EDIT_LPIPS='squeeze': use auto, vgg or alex"),
     ({"STUDIO_MODE1_MASK_MEMBERS": "-1"}, "must be ≥ 0 (0 = auto)"),
+    ({"STUDIO_EMBED_STEPS": "-100"}, "STUDIO_EMBED_STEPS must be ≥ 0 (0 = auto)"),
 ]
 
 
