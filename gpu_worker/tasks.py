@@ -50,7 +50,7 @@ from webapp.editing.models import EditSession, EditVector as VectorRow
 from webapp.errors import Conflict
 from webapp.jobs import services as jobs
 from webapp.jobs.models import Job
-from webapp.realtime.groups import annotation_group, edit_group, publish
+from webapp.realtime.groups import edit_group, publish
 from webapp.registry import services as registry
 from webapp.registry.models import Checkpoint
 from webapp.storage import read_bytes
@@ -181,8 +181,6 @@ def _prelabel(job: Job, reporter: JobReporter) -> dict:
     annotation = datasets.save_mask(sample_row, job.requested_by, labels,
                                     job.params["base_version"], AnnotationRevision.Reason.PRELABEL,
                                     note=f"pre-label by segmentation checkpoint #{segmentation.pk}")
-    publish(annotation_group(sample_row.pk), {"type": "saved", "version": annotation.version, "seq": None,
-                                              "reason": "prelabel"})
     # uncertainty_url: where the annotator should look first (the annotate view's heat-map overlay).
     return {"sample_id": sample_row.pk, "version": annotation.version, **datasets.prediction_urls(stored)}
 

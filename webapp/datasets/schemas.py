@@ -75,6 +75,11 @@ class VersionIn(Schema):
     base_version: int = Field(ge=0)
 
 
+class RestoreIn(Schema):
+    base_version: int = Field(ge=0, description="the current version (a stale one is refused with 409)")
+    version: int = Field(ge=1, description="the revision whose mask becomes the next version")
+
+
 class ReviewIn(Schema):
     base_version: int = Field(ge=0)
     decision: Literal["reviewed", "rejected"]
