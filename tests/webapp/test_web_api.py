@@ -857,3 +857,4 @@ def test_a_user_without_a_role_may_see_who_they_are_and_sign_out(shared_studio, 
     assert nobody.get(f"/api/datasets/{shared_studio.dataset.pk}").status_code == 403  # still nothing else
     assert nobody.post("/api/auth/logout").status_code == 200
     assert nobody.get("/api/me").status_code == 401
+
