@@ -102,3 +102,14 @@ def test_module_entry_point_prints_help():
     assert completed.returncode == 0
     for name in ("sample", "embed", "segment", "edit", "apply", "refine", "train-seg", "train-encoder"):
         assert name in completed.stdout
+
+
+@pytest.mark.parametrize("command", [None, "sample", "embed", "segment", "edit", "apply", "refine", "train-seg",
+                                     "train-encoder", "fetch-weights"])
+def test_help_is_plain_text_without_restructuredtext_markup(command, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(([command] if command else []) + ["--help"])
+    assert exited.value.code == 0
+    shown = capsys.readouterr().out
+    assert "usage: python -m editor_core" in shown
+    assert "``" not in shown and ":func:" not in shown and ":class:" not in shown, shown
