@@ -20,6 +20,13 @@ export function describeRevision(revision) {
   return `v${revision.version} · ${why}${decided} · ${revision.author ?? 'someone'}`;
 }
 
+/** The time of day for today's revisions, the date for older ones (the full time is the tooltip). */
+function shortTime(iso) {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return String(iso);
+  return date.toDateString() === new Date().toDateString() ? date.toLocaleTimeString() : date.toLocaleDateString();
+}
+
 export class HistoryPanel {
   /**
    * @param {{current: () => ?Uint8Array, onDiff: (changed: ?Uint8Array) => void,
@@ -68,7 +75,8 @@ export class HistoryPanel {
       onclick: () => this.select(revision.version),
       onkeydown: (event) => { if (event.key === 'Enter') this.select(revision.version); },
     }, h('span', { class: `reason ${revision.reason}` }, describeRevision(revision)),
-    h('time', { datetime: revision.created }, formatTime(revision.created)))) : h('li', { class: 'who' }, 'No revisions yet'));
+    h('time', { datetime: revision.created, title: formatTime(revision.created) }, shortTime(revision.created))))
+      : h('li', { class: 'who' }, 'No revisions yet'));
     if (this.selected !== null) await this.showDetail(this.selected);
   }
 
