@@ -89,7 +89,7 @@ export function describeJob(status) {
 }
 
 /**
- * Following an edit (ws/edits/<id>/): `edit.state` on join, `edit.preview` {step, total, image, mask} as data URLs,
+ * Following an edit (ws/edits/<id>/): `edit.state` on join (its job's status goes to onStatus too), `edit.preview` {step, total, image, mask} as data URLs,
  * `edit.result`, and its job's `job.status` / `job.progress`.
  * @returns {{done: Promise<object>, cancel: () => void, close: () => void}} done resolves with the final job status
  */
@@ -104,6 +104,8 @@ export function watchEdit(sessionId, handlers = {}) {
         else if (message.type === 'edit.state' && FINISHED.includes(message.job_status)) {
           socket.close();
           resolve({ status: message.job_status });
+        } else if (message.type === 'edit.state' && message.job_status) {
+          handlers.onStatus?.({ status: message.job_status });
         } else if (message.type === 'job.status') {
           handlers.onStatus?.(message);
           if (FINISHED.includes(message.status)) {

@@ -112,6 +112,17 @@ def finished_job(live_studio, client_for):  # noqa: F811
         yield lambda job_id: pool.submit(listen, job_id).result()
 
 
+@pytest.fixture
+def ranked(live_studio, finished_job):
+    """The studio's ranking of the bundle's dataset (queued when the bundle was loaded) has finished, waited for on
+    its job's websocket: every sample has its stored prediction (the edit studio starts from it)."""
+    from webapp.jobs.models import Job
+
+    ranking = Job.objects.filter(kind="rank", params__dataset_id=live_studio.dataset.pk).latest("pk")
+    assert finished_job(ranking.pk)["status"] == "succeeded"
+    return ranking
+
+
 def started_job(page, path_end: str, click) -> int:
     """Runs ``click()`` and returns the id of the job that the POST to a path ending in ``path_end`` started (a job,
     or an edit session's ``job_id``)."""

@@ -53,7 +53,13 @@ def test_admin_retrains_on_picked_samples_and_sees_per_class_iou(open_as, live_s
     assert page.locator(".iou-mean strong").inner_text() == f"{metrics['mean_iou']:.3f}"
     assert page.locator(".loss-chart .tag").filter(has_text="loss").count() >= 1  # the live loss curve
     page.locator("table.data").filter(has_text="picked in e2e").wait_for()
-    page.locator(".iou-mean").scroll_into_view_if_needed()
+    # The whole table, down to its last class, is in view when scrolled to (not cut off at the bottom).
+    rows.last.scroll_into_view_if_needed()
+    assert rows.last.evaluate("""row => {
+        const box = row.getBoundingClientRect();
+        return box.bottom <= window.innerHeight
+            && row.contains(document.elementFromPoint(box.left + box.width / 2, box.top + box.height / 2));
+    }""")
     screenshot(page, "admin_retrain")
 
 

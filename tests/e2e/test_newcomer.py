@@ -108,7 +108,7 @@ def test_the_library_picks_its_image_in_place(open_as, live_studio, bundle_vecto
     assert page.evaluate("location.hash") == "#/library"
 
 
-def test_the_edit_panes_draw_image_and_segmentation_at_one_scale(open_as, live_studio):
+def test_the_edit_panes_draw_image_and_segmentation_at_one_scale(open_as, live_studio, ranked):
     sample = live_studio.unlabelled[3]
     page = open_as("art", f"/edit/{sample.pk}")
     page.locator(".edit-view .loss-readout").filter(has_text="paint on the segmentation").wait_for()

@@ -234,8 +234,10 @@ export class EditView {
     try {
       const seed = this.seed.value === '' ? Math.floor(Math.random() * 2 ** 31) : Number(this.seed.value);
       const job = await api.generateSamples(this.dataset.id, { count: 1, seed, truncation_psi: 0.7 });
-      this.embedText.textContent = `sampling seed ${seed}…`;
-      const final = await watchJob(job.id).done;
+      this.embedText.textContent = `sampling seed ${seed}: ${describeJob(job)}`;
+      const final = await watchJob(job.id, {
+        onStatus: (status) => { this.embedText.textContent = `sampling seed ${seed}: ${describeJob(status)}`; },
+      }).done;
       if (final.status !== 'succeeded') throw new Error(describeJob(final));
       this.embedText.textContent = '';
       const samples = await api.listSamples(this.dataset.id);

@@ -15,11 +15,17 @@ import { CompareView } from './edit.js';
 import { matchesFilters } from '../library-filter.js';
 import { ImagePicker } from '../panels/image-picker.js';
 
-/** Runs one edit (mode 1 or 2) to its end and returns the finished EditOut. */
+/**
+ * Runs one edit (mode 1 or 2) to its end and returns the finished EditOut. A job that waits for a worker (behind
+ * background work) is not lost: the clock for "no answer" starts when a worker runs it.
+ */
 async function runEdit(body, onProgress) {
   const session = await api.startEdit(body);
-  const watch = watchEdit(session.id, { onProgress });
-  const final = await orTimeout(watch.done, EDIT_TIMEOUT_MS, 'the edit');
+  let started;
+  const running = new Promise((resolve) => { started = resolve; });
+  const watch = watchEdit(session.id, { onProgress, onStatus: (s) => { if (s.status !== 'queued') started(); } });
+  const final = await Promise.race([watch.done,
+    running.then(() => orTimeout(watch.done, EDIT_TIMEOUT_MS, 'the edit'))]);
   watch.close();
   if (final.status !== 'succeeded') throw new Error(`the edit ${describeJob(final)}`);
   return api.getEdit(session.id);
