@@ -86,7 +86,7 @@ function noRolePage(user) {
     h('p', {}, 'An admin of this studio gives you one: in Django admin → Users → ', h('strong', {}, user.username),
       ' → Groups, they add ', h('strong', {}, 'annotator'), ' (paint part masks), ', h('strong', {}, 'artist'),
       ' (edit images, the vector library) or ', h('strong', {}, 'admin'), '. Admins find your page at ',
-      h('a', { href: page, target: '_blank', rel: 'noopener' }, page), ' (the Admin tab links to it too).'),
+      h('a', { href: page, target: '_blank', rel: 'noopener' }, page), ' (the Admin tab\'s "User roles" link leads there).'),
     h('p', {}, 'Once you have a role, reload this page.'),
     h('div', { class: 'row' }, h('button', { type: 'button', class: 'primary', onclick: () => location.reload() },
       'Reload'), h('button', { type: 'button', onclick: signOut }, 'Sign out')));

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -99,17 +100,26 @@ def finished_job(live_studio, client_for):  # noqa: F811
 
     cookie = client_for(live_studio.users.admin).cookies["sessionid"].value
     url = live_studio.url.replace("http://", "ws://")
+    stop = threading.Event()
 
     def listen(job_id: int) -> dict:
         with connect(f"{url}/ws/jobs/{job_id}/", additional_headers={"Cookie": f"sessionid={cookie}"},
                      origin=live_studio.url) as socket:
-            while True:
-                message = json.loads(socket.recv())
+            while not stop.is_set():  # the test ended (its timeout, a failure): stop listening
+                try:
+                    message = json.loads(socket.recv(timeout=1))
+                except TimeoutError:
+                    continue
                 if message["type"] == "job.status" and message["status"] in ("succeeded", "failed", "cancelled"):
                     return message
+        raise RuntimeError(f"stopped waiting for job #{job_id}")
 
-    with ThreadPoolExecutor(max_workers=1) as pool:  # off Playwright's thread and its event loop
+    pool = ThreadPoolExecutor(max_workers=1)  # off Playwright's thread and its event loop
+    try:
         yield lambda job_id: pool.submit(listen, job_id).result()
+    finally:
+        stop.set()
+        pool.shutdown()
 
 
 @pytest.fixture

@@ -263,7 +263,7 @@ class JobConsumer(StudioConsumer):
         from webapp.jobs.services import job_payload
 
         await database_sync_to_async(self.job.refresh_from_db)()
-        await self.send_json({"type": "job.status", **job_payload(self.job)})
+        await self.send_json({"type": "job.status", **await database_sync_to_async(job_payload)(self.job)})
 
     async def on_cancel(self, message):
         from webapp.jobs.services import cancel
