@@ -28,6 +28,9 @@ VIEWPORT = {"width": 1280, "height": 800}
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 _screenshot_folder: list[Path] = []
+# A story's bound against hangs, not a speed target: its waits are job and websocket events, and on a busy 2-core
+# machine the studio's own ranking job alone can take minutes before a story's job gets the worker.
+STORY_TIMEOUT_S = 900
 UNLABELLED_SAMPLES = 4  # the stories paint on three; every generated sample costs a render on the CPU per story
 
 

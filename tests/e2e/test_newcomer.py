@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from tests.e2e.conftest import BUNDLE
+from tests.e2e.conftest import BUNDLE, STORY_TIMEOUT_S
 from tests.e2e.test_studio import at, canvas_box, canvas_pixel, drag, mask_point, stored_mask, wait_ready
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(STORY_TIMEOUT_S)]
 
 
 def version_shown(page) -> tuple[str, str]:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.e2e.conftest import started_job
+from tests.e2e.conftest import STORY_TIMEOUT_S, started_job
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(STORY_TIMEOUT_S)]
 
 
 def stored_mask(client, sample_id: int) -> np.ndarray:
