@@ -4,6 +4,7 @@ picking its image in place, the edit panes' scale and the shipped branch's evalu
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -31,14 +32,19 @@ def test_annotator_reads_the_history_sees_the_differences_and_restores(open_as, 
     history.locator("li[data-version='3']").filter(has_text="v3 · review: reviewed · boss").wait_for()
     assert history.locator("li[data-version]").count() == 3
 
-    # A stroke, then Save at once (before the 1 s autosave): recorded as what the annotator did.
+    # A stroke, then Save at once. The server records what the annotator did: "save" for what the Save stored (on a
+    # slow machine the 1 s autosave may store the stroke's first chunks before; tests/webapp checks the reasons).
     box = canvas_box(page, "annotate")
     page.locator('.annotate-view .palette li[data-label="2"]').click()
     stroke = [mask_point(box, size, at(size, x), at(size, 0.5)) for x in (0.1, 0.5, 0.9)]
     drag(page, stroke)
     page.get_by_role("button", name="Save", exact=True).click()
-    page.locator(".toast-success").filter(has_text="Saved version 4").wait_for()
-    history.locator("li[data-version='4']").filter(has_text="v4 · save · ann").wait_for()
+    saved = page.locator(".toast-success").filter(has_text="Saved version")
+    saved.first.wait_for()
+    painted = int(saved.first.inner_text().split("Saved version ")[1].split()[0])
+    assert painted >= 4
+    history.locator(f"li[data-version='{painted}']").filter(has_text=re.compile(r"(save|autosave) · ann")).wait_for()
+    assert history.locator("li[data-version]").first.get_attribute("data-version") == str(painted)
 
     # Version 1 against the canvas: a preview, how many pixels differ, and those pixels marked on the canvas.
     history.locator("li[data-version='1']").click()
@@ -49,23 +55,25 @@ def test_annotator_reads_the_history_sees_the_differences_and_restores(open_as, 
     history.get_by_role("button", name="Restore v1").scroll_into_view_if_needed()
     screenshot(page, "history")
 
+    restored = painted + 1
     history.get_by_role("button", name="Restore v1").click()
     page.locator(".toast-success").filter(has_text="Restored version 1").wait_for()
-    history.locator("li[data-version='5']").filter(has_text="v5 · restore · ann").wait_for()
-    page.locator(".annotate-view .save-state").filter(has_text="version 5").wait_for()
-    assert "version 5" in version_shown(page)[1]
+    history.locator(f"li[data-version='{restored}']").filter(has_text=f"v{restored} · restore · ann").wait_for()
+    page.locator(".annotate-view .save-state").filter(has_text=f"version {restored}").wait_for()
+    assert f"version {restored}" in version_shown(page)[1]
     assert (stored_mask(admin, sample.pk) == first_mask).all()
-    painted = admin.get(f"/api/samples/{sample.pk}/annotation/mask.png?version=4")
-    assert painted.status_code == 200  # the undone stroke is still in the history
+    kept = admin.get(f"/api/samples/{sample.pk}/annotation/mask.png?version={painted}")
+    assert kept.status_code == 200  # the undone stroke is still in the history
 
     # Submit: the status bar and the Review panel show the one version the submit made.
     page.get_by_role("button", name="Submit for review").click()
     page.locator(".annotate-view .review .badge").filter(has_text="submitted").wait_for()
-    page.locator(".annotate-view .save-state").filter(has_text="version 6").wait_for()
+    page.locator(".annotate-view .save-state").filter(has_text=f"version {restored + 1}").wait_for()
     status_bar, review = version_shown(page)
-    assert "version 6" in status_bar and "version 6" in review, (status_bar, review)
+    assert f"version {restored + 1}" in status_bar and f"version {restored + 1}" in review, (status_bar, review)
     reasons = [r["reason"] for r in admin.get(f"/api/samples/{sample.pk}/annotation/revisions").json()]
-    assert reasons == ["submit", "restore", "save", "review", "submit", "save"]
+    assert reasons[:2] == ["submit", "restore"] and reasons[-3:] == ["review", "submit", "save"]
+    assert set(reasons[2:-3]) <= {"save", "autosave"} and reasons[2] in ("save", "autosave")
 
 
 def test_a_user_without_a_role_sees_who_they_are_and_can_sign_out(open_as, live_studio, screenshot):
