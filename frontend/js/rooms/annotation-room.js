@@ -163,13 +163,18 @@ export class AnnotationRoom {
     this.socket.sendIfOpen({ type: 'cursor', x, y });
   }
 
-  /** Asks the server to store the queued ops now; resolves with the `saved` message. */
+  /**
+   * Asks the server to store the queued ops now; resolves with the answer: the `saved` message of the revision the
+   * save stored (reason 'save'), or, when nothing was waiting, the server's reply without a reason. An autosave or
+   * another change that lands meanwhile is not the answer.
+   */
   save() {
     return new Promise((resolve) => {
       const previous = this.handlers.onSaved;
       this.handlers.onSaved = (message) => {
-        this.handlers.onSaved = previous;
         previous(message);
+        if (message.reason !== undefined && message.reason !== 'save') return;
+        this.handlers.onSaved = previous;
         resolve(message);
       };
       this.socket.send({ type: 'save' });
