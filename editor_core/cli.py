@@ -7,6 +7,7 @@ Latents are written as project-format ``.safetensors`` files (``.npy`` too where
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -411,8 +412,13 @@ def _model_options(parser: argparse.ArgumentParser, encoder: bool = False) -> No
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (default: cuda if available)")
 
 
+def plain_text(docstring: str) -> str:
+    """A reStructuredText docstring as ``--help`` shows it: ````literal```` → literal."""
+    return re.sub(r"``(.+?)``", r"\1", docstring)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m editor_core", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m editor_core", description=plain_text(__doc__),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

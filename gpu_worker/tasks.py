@@ -50,7 +50,7 @@ from webapp.editing.models import EditSession, EditVector as VectorRow
 from webapp.errors import Conflict
 from webapp.jobs import services as jobs
 from webapp.jobs.models import Job
-from webapp.realtime.groups import annotation_group, edit_group, publish
+from webapp.realtime.groups import edit_group, publish
 from webapp.registry import services as registry
 from webapp.registry.models import Checkpoint
 from webapp.storage import read_bytes
@@ -192,11 +192,10 @@ def _prelabel(job: Job, reporter: JobReporter) -> dict:
     earlier = AnnotationRevision.objects.filter(annotation__sample=sample_row, note=note).first()
     if earlier is not None:
         version = earlier.version
-    else:
-        version = datasets.save_mask(sample_row, job.requested_by, mask_array(prediction.labels[0], sample_row.width),
-                                     job.params["base_version"], AnnotationRevision.Reason.PRELABEL, note=note).version
-    publish(annotation_group(sample_row.pk), {"type": "saved", "version": version, "seq": None,
-                                              "reason": "prelabel"})
+    else:  # the service announces the new version to the annotation room
+        labels = mask_array(prediction.labels[0], sample_row.width)
+        version = datasets.save_mask(sample_row, job.requested_by, labels, job.params["base_version"],
+                                     AnnotationRevision.Reason.PRELABEL, note=note).version
     # uncertainty_url: where the annotator should look first (the annotate view's heat-map overlay).
     return {"sample_id": sample_row.pk, "version": version, **datasets.prediction_urls(stored)}
 

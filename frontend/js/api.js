@@ -109,6 +109,9 @@ export const submitAnnotation = (sampleId, baseVersion) =>
 export const reviewAnnotation = (sampleId, baseVersion, decision, note) =>
   post(`/samples/${sampleId}/annotation/review`, { base_version: baseVersion, decision, note });
 export const annotationRevisions = (sampleId) => get(`/samples/${sampleId}/annotation/revisions`);
+/** Revision `version`'s mask becomes the next version (reason 'restore'); 409 when `baseVersion` is stale. */
+export const restoreAnnotation = (sampleId, baseVersion, version) =>
+  post(`/samples/${sampleId}/annotation/restore`, { base_version: baseVersion, version });
 export const prelabel = (sampleId) => post(`/samples/${sampleId}/prelabel`);
 /** Who is in each live annotation room of a dataset: {sample_id: [username, …]}, occupied rooms only. */
 export const datasetPresence = (datasetId) => get(`/datasets/${datasetId}/presence`);

@@ -5,6 +5,8 @@ import * as api from './api.js';
 import { StudioSocket } from './socket.js';
 
 export const FINISHED = ['succeeded', 'failed', 'cancelled'];
+// While a job waits, its place in the queue changes when jobs ahead finish (events of other jobs): re-read it.
+const QUEUE_POLL_MS = 2000;
 
 /**
  * @param {number} jobId
@@ -13,12 +15,29 @@ export const FINISHED = ['succeeded', 'failed', 'cancelled'];
  */
 export function watchJob(jobId, handlers = {}) {
   let socket;
+  let queueTimer = null;
+  let latest = null;
+  const pollQueue = () => {
+    clearTimeout(queueTimer);
+    queueTimer = setTimeout(async () => {
+      try {
+        const job = await api.getJob(jobId);
+        if (latest?.status === 'queued' && job.status === 'queued') {
+          handlers.onStatus?.({ ...latest, jobs_ahead: job.jobs_ahead });
+        }
+      } catch { /* the socket reports what matters */ }
+      if (latest?.status === 'queued') pollQueue();
+    }, QUEUE_POLL_MS);
+  };
   const done = new Promise((resolve) => {
     socket = new StudioSocket(`/ws/jobs/${jobId}/`, {
       onMessage: (message) => {
         if (message.type === 'job.status') {
+          latest = message;
           handlers.onStatus?.(message);
+          if (message.status === 'queued') pollQueue();
           if (FINISHED.includes(message.status)) {
+            clearTimeout(queueTimer);
             socket.close();
             resolve(message);
           }
@@ -29,7 +48,8 @@ export function watchJob(jobId, handlers = {}) {
       onFatal: (reason) => resolve({ job: jobId, status: 'failed', error: reason }),
     });
   });
-  return { done, cancel: () => socket.send({ type: 'cancel' }), close: () => socket.close() };
+  return { done, cancel: () => socket.send({ type: 'cancel' }),
+    close: () => { clearTimeout(queueTimer); socket.close(); } };
 }
 
 /**
@@ -55,16 +75,21 @@ export async function followTrainingJob(jobId, { status, bar, chart, what }) {
   return final;
 }
 
-/** A readable line for a job's state. */
+/** A readable line for a job's state: a queued job says how many jobs of its queue are ahead of it. */
 export function describeJob(status) {
   const pct = Math.round((status.progress ?? 0) * 100);
   if (status.status === 'failed') return `failed: ${status.error || 'no reason given'}`;
+  if (status.status === 'queued') {
+    const ahead = status.jobs_ahead;
+    if (!ahead) return 'queued: next for a worker';
+    return `queued behind ${ahead} job${ahead === 1 ? '' : 's'}`;
+  }
   if (status.status === 'running') return `${status.stage || 'running'} ${pct}%${status.message ? ` — ${status.message}` : ''}`;
   return status.status;
 }
 
 /**
- * Following an edit (ws/edits/<id>/): `edit.state` on join, `edit.preview` {step, total, image, mask} as data URLs,
+ * Following an edit (ws/edits/<id>/): `edit.state` on join (its job's status goes to onStatus too), `edit.preview` {step, total, image, mask} as data URLs,
  * `edit.result`, and its job's `job.status` / `job.progress`.
  * @returns {{done: Promise<object>, cancel: () => void, close: () => void}} done resolves with the final job status
  */
@@ -79,6 +104,8 @@ export function watchEdit(sessionId, handlers = {}) {
         else if (message.type === 'edit.state' && FINISHED.includes(message.job_status)) {
           socket.close();
           resolve({ status: message.job_status });
+        } else if (message.type === 'edit.state' && message.job_status) {
+          handlers.onStatus?.({ status: message.job_status });
         } else if (message.type === 'job.status') {
           handlers.onStatus?.(message);
           if (FINISHED.includes(message.status)) {

@@ -15,10 +15,15 @@ import { AccountView } from './views/account.js';
 
 const VIEW_CLASSES = { annotate: AnnotateView, edit: EditView, library: LibraryView, admin: AdminView,
   account: AccountView };
-// The permission a workspace needs (none: every role); without it its tab is not shown (the server checks again
-// on every call).
+// The permission a workspace needs (none: every role); without it its tab is not shown (the server checks again on
+// every call). The library applies vectors to images: reading it without running edits is of no use.
 const VIEW_PERMISSION = { annotate: 'datasets.view_dataset', edit: 'editing.run_edit',
-  library: 'editing.view_editvector', admin: 'registry.manage_models', account: null };
+  library: 'editing.run_edit', admin: 'registry.manage_models', account: null };
+// Who may use each workspace, in words, for a deep link to one the user's role cannot open.
+const VIEW_ROLES = { annotate: 'every role', edit: 'artists and admins', library: 'artists and admins',
+  admin: 'admins', account: 'every role' };
+// Where an admin gives a user a role (the Django admin's user page, field "Groups").
+const roleAdminPage = (user) => `/admin/auth/user/${user.id}/change/`;
 
 window.addEventListener('error', (event) => {
   // Browsers report a ResizeObserver that needed two passes as an error; it is harmless and not the user's business.
@@ -69,31 +74,54 @@ async function whoAmI() {
   }
 }
 
+async function signOut() {
+  await api.logout().catch(() => {});
+  location.reload();
+}
+
+/** A signed-in user without a studio role: who they are, who gives them a role and where, and Sign out. */
+function noRolePage(user) {
+  const page = roleAdminPage(user);
+  return h('section', { class: 'panel no-role', 'aria-label': 'No studio role yet' },
+    h('h2', {}, `Welcome, ${user.username}`),
+    h('p', {}, 'You are signed in, but your account has no studio role yet, so there is nothing you can open here.'),
+    h('p', {}, 'An admin of this studio gives you one: in Django admin → Users → ', h('strong', {}, user.username),
+      ' → Groups, they add ', h('strong', {}, 'annotator'), ' (paint part masks), ', h('strong', {}, 'artist'),
+      ' (edit images, the vector library) or ', h('strong', {}, 'admin'), '. Admins find your page at ',
+      h('a', { href: page, target: '_blank', rel: 'noopener' }, page), ' (the Admin tab\'s "User roles" link leads there).'),
+    h('p', {}, 'Once you have a role, reload this page.'),
+    h('div', { class: 'row' }, h('button', { type: 'button', class: 'primary', onclick: () => location.reload() },
+      'Reload'), h('button', { type: 'button', onclick: signOut }, 'Sign out')));
+}
+
 async function boot() {
   installKeyboard();
   const user = await whoAmI();
   const context = { me: user, setConnection };
   document.getElementById('user').textContent = `${user.username} · ${user.role ?? 'no role'}`;
-  if (!user.role) {
-    replaceChildren(app, h('p', { class: 'empty' }, 'Your account has no studio role yet: ask an admin to give you one.'));
-    return;
-  }
-  replaceChildren(app);
-  const views = {};
-  let current = null;
-  const allowed = VIEWS.filter((view) => !VIEW_PERMISSION[view] || user.permissions.includes(VIEW_PERMISSION[view]));
-  for (const link of document.querySelectorAll('.tabs a')) link.hidden = !allowed.includes(link.dataset.view);
   const logout = document.getElementById('logout');
   logout.hidden = false;
-  logout.addEventListener('click', async () => {
-    await api.logout().catch(() => {});
-    location.reload();
-  });
+  logout.addEventListener('click', signOut);
+  const allowed = VIEWS.filter((view) => !VIEW_PERMISSION[view] || user.permissions.includes(VIEW_PERMISSION[view]));
+  for (const link of document.querySelectorAll('.tabs a')) link.hidden = !allowed.includes(link.dataset.view);
+  if (!user.role || !allowed.some((view) => VIEW_PERMISSION[view])) {
+    replaceChildren(app, noRolePage(user));
+    return;
+  }
+  const notice = h('p', { class: 'route-notice', role: 'alert', hidden: true });
+  replaceChildren(app, notice);
+  const views = {};
+  let current = null;
 
   async function show() {
-    const route = parseRoute(location.hash, user.role === 'artist' ? 'edit' : 'annotate');
-    const view = allowed.includes(route.view) ? route.view : allowed[0];
-    const { id } = route;
+    const fallback = user.role === 'artist' ? 'edit' : 'annotate';
+    const route = parseRoute(location.hash, fallback);
+    const refused = !allowed.includes(route.view);
+    const view = refused ? (allowed.includes(fallback) ? fallback : allowed[0]) : route.view;
+    notice.hidden = !refused;
+    notice.textContent = refused ? `${capitalised(route.view)} is for ${VIEW_ROLES[route.view]}; your role `
+      + `(${user.role}) cannot open it, so ${capitalised(view)} is shown instead. An admin can change your role.` : '';
+    const id = refused ? null : route.id;
     if (!views[view]) {
       views[view] = new VIEW_CLASSES[view](context);
       views[view].element.hidden = true;
@@ -119,6 +147,10 @@ async function boot() {
     if (allowed.includes(view)) bindKey(`alt+${k + 1}`, `Go to ${view}`, () => { location.hash = routeHash(view); });
   });
   await show();
+}
+
+function capitalised(word) {
+  return word[0].toUpperCase() + word.slice(1);
 }
 
 boot().catch((error) => {

@@ -8,9 +8,12 @@ README's pictures."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,6 +28,9 @@ VIEWPORT = {"width": 1280, "height": 800}
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 _screenshot_folder: list[Path] = []
+# A story's bound against hangs, not a speed target: its waits are job and websocket events, and on a busy 2-core
+# machine the studio's own ranking job alone can take minutes before a story's job gets the worker.
+STORY_TIMEOUT_S = 900
 UNLABELLED_SAMPLES = 4  # the stories paint on three; every generated sample costs a render on the CPU per story
 
 
@@ -73,7 +79,11 @@ def live_studio(transactional_db, users, daphne_url, celery_worker):  # noqa: F8
     if not (BUNDLE / "generator.safetensors").is_file():
         pytest.fail(f"the browser stories run on the demo bundle, but {BUNDLE} has no generator.safetensors: build "
                     "or restore it (docs/demo-model.md), or point STUDIO_E2E_BUNDLE at a bundle folder")
-    dataset = load_bundle(BUNDLE, users.admin, say=lambda line: None, unlabelled=UNLABELLED_SAMPLES)
+    # In a thread of its own: the services it calls announce new annotation versions on the channel layer
+    # (async_to_sync), which cannot run in this thread while Playwright's event loop does.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        dataset = pool.submit(load_bundle, BUNDLE, users.admin, say=lambda line: None,
+                              unlabelled=UNLABELLED_SAMPLES).result()
     samples = list(dataset.samples.select_related("annotation").order_by("pk"))
     annotated = [s for s in samples if getattr(s, "annotation", None) is not None and s.annotation.version > 0]
     return SimpleNamespace(
@@ -82,6 +92,58 @@ def live_studio(transactional_db, users, daphne_url, celery_worker):  # noqa: F8
                                             active=True),
         samples=samples, annotated=annotated, unlabelled=[s for s in samples if s not in annotated],
         size=dataset.generator.config["img_resolution"])
+
+
+@pytest.fixture
+def finished_job(live_studio, client_for):  # noqa: F811
+    """``finished_job(job_id)`` → the job's last ``job.status`` message, waited for on its websocket
+    (``ws/jobs/<id>/``): an event, however long the job waits behind others on a busy machine (the test's own
+    timeout is the bound). ``started_job(page, path)`` gives the id of the job a click started."""
+    from websockets.sync.client import connect
+
+    cookie = client_for(live_studio.users.admin).cookies["sessionid"].value
+    url = live_studio.url.replace("http://", "ws://")
+    stop = threading.Event()
+
+    def listen(job_id: int) -> dict:
+        with connect(f"{url}/ws/jobs/{job_id}/", additional_headers={"Cookie": f"sessionid={cookie}"},
+                     origin=live_studio.url) as socket:
+            while not stop.is_set():  # the test ended (its timeout, a failure): stop listening
+                try:
+                    message = json.loads(socket.recv(timeout=1))
+                except TimeoutError:
+                    continue
+                if message["type"] == "job.status" and message["status"] in ("succeeded", "failed", "cancelled"):
+                    return message
+        raise RuntimeError(f"stopped waiting for job #{job_id}")
+
+    pool = ThreadPoolExecutor(max_workers=1)  # off Playwright's thread and its event loop
+    try:
+        yield lambda job_id: pool.submit(listen, job_id).result()
+    finally:
+        stop.set()
+        pool.shutdown()
+
+
+@pytest.fixture
+def ranked(live_studio, finished_job):
+    """The studio's ranking of the bundle's dataset (queued when the bundle was loaded) has finished, waited for on
+    its job's websocket: every sample has its stored prediction (the edit studio starts from it)."""
+    from webapp.jobs.models import Job
+
+    ranking = Job.objects.filter(kind="rank", params__dataset_id=live_studio.dataset.pk).latest("pk")
+    assert finished_job(ranking.pk)["status"] == "succeeded"
+    return ranking
+
+
+def started_job(page, path_end: str, click) -> int:
+    """Runs ``click()`` and returns the id of the job that the POST to a path ending in ``path_end`` started (a job,
+    or an edit session's ``job_id``)."""
+    with page.expect_response(lambda r: r.request.method == "POST" and r.url.split("?")[0].endswith(path_end)
+                              and r.ok, timeout=60_000) as answer:
+        click()
+    body = answer.value.json()
+    return body["job_id"] if "job_id" in body else body["id"]
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
+from tests.e2e.conftest import STORY_TIMEOUT_S, started_job
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(STORY_TIMEOUT_S)]
 
 
 def stored_mask(client, sample_id: int) -> np.ndarray:
@@ -103,33 +105,39 @@ def test_two_annotators_paint_together_and_both_strokes_are_stored(open_as, live
     assert mask[between] == 0, "paint leaked between the strokes"
 
 
-def test_prelabel_fills_the_mask_from_the_model(open_as, live_studio, client_for, screenshot):
+def test_prelabel_fills_the_mask_from_the_model(open_as, live_studio, client_for, screenshot, finished_job):
     sample = live_studio.unlabelled[1]
     page = open_as("ann", f"/annotate/{sample.pk}")
     wait_ready(page)
-    page.get_by_role("button", name="Pre-label").click()
-    page.locator(".toast-success").filter(has_text="Pre-label ready").wait_for(timeout=60_000)
+    job_id = started_job(page, "/prelabel", page.get_by_role("button", name="Pre-label").click)
+    # While the job waits for the worker (the studio's ranking may run first) the status bar says so.
+    page.locator(".annotate-view .job-state").filter(has_text=re.compile("pre-label: (queued|prelabel|done|1)")).wait_for()
+    assert finished_job(job_id)["status"] == "succeeded"
+    page.locator(".toast-success").filter(has_text="Pre-label ready").wait_for()
     wait_ready(page)
     screenshot(page, "prelabel")
     revisions = client_for(live_studio.users.admin).get(f"/api/samples/{sample.pk}/annotation/revisions").json()
     assert any(r["reason"] == "prelabel" for r in revisions), revisions
 
 
-def test_artist_samples_edits_saves_applies_and_composes(open_as, live_studio, bundle_vectors, screenshot):
+def test_artist_samples_edits_saves_applies_and_composes(open_as, live_studio, bundle_vectors, screenshot,
+                                                          finished_job):
     shipped = next(iter(bundle_vectors.values()))  # a vector of the bundle, by the name the library shows
     page = open_as("art", "/edit")
-    page.get_by_role("button", name="Random sample").click()
-    page.wait_for_function("() => /#\\/edit\\/\\d+/.test(location.hash)", timeout=60_000)
-    page.locator(".edit-view .loss-readout").filter(has_text="paint on the segmentation").wait_for(timeout=90_000)
+    page.locator(".edit-view .sample-list li").first.wait_for()
+    sampling = started_job(page, "/samples/generate", page.get_by_role("button", name="Random sample").click)
+    assert finished_job(sampling)["status"] == "succeeded"
+    page.wait_for_function("() => /#\\/edit\\/\\d+/.test(location.hash)")
+    page.locator(".edit-view .loss-readout").filter(has_text="paint on the segmentation").wait_for()
     box = page.locator(".edit-view .paint-canvas").bounding_box()
     size = live_studio.size
     page.locator('.edit-view .palette li[data-label="2"]').click()
     drag(page, [mask_point(box, size, at(size, x), at(size, y))
                 for x, y in ((0.2, 0.12), (0.8, 0.12), (0.8, 0.3), (0.2, 0.3))])
     page.locator(".edit-view input[aria-label='Optimisation steps']").fill("2")
-    page.get_by_role("button", name="Edit", exact=True).click()
-    page.locator(".edit-view .loss-readout").filter(has_text="step").wait_for(timeout=60_000)
-    page.locator(".edit-view .loss-readout").filter(has_text="done").wait_for(timeout=120_000)
+    editing = started_job(page, "/edits", page.get_by_role("button", name="Edit", exact=True).click)
+    assert finished_job(editing)["status"] == "succeeded"
+    page.locator(".edit-view .loss-readout").filter(has_text="done").wait_for()
     screenshot(page, "edit")
 
     page.get_by_role("button", name="Save vector…").click()
@@ -147,10 +155,12 @@ def test_artist_samples_edits_saves_applies_and_composes(open_as, live_studio, b
     slider.wait_for()
     for value in ("1.5", "2", "2.5"):  # a drag: several positions quickly, the newest wins
         slider.fill(value)
-    page.locator(".apply-state").filter(has_text="applied").wait_for(timeout=60_000)
+    # The state line changes when the newest edit's job reports it finished (its websocket event), however long
+    # the jobs wait for the worker: no clock of its own (the test's timeout bounds it).
+    page.locator(".apply-state").filter(has_text="applied").wait_for(timeout=0)
     page.locator(".card").filter(has_text=shipped).get_by_role("button", name="Apply").click()
     page.get_by_label(f"Scale of {shipped}").fill("-1")
-    page.locator(".apply-state").filter(has_text="applied (2 vectors)").wait_for(timeout=60_000)
+    page.locator(".apply-state").filter(has_text="applied (2 vectors)").wait_for(timeout=0)
     page.get_by_role("button", name="Save composition…").click()
     page.get_by_label("Name").fill("hair mix")
     page.get_by_role("button", name="Save", exact=True).click()
@@ -178,6 +188,9 @@ def test_help_panel_lists_the_keyboard_shortcuts(open_as, live_studio, screensho
     help_panel.wait_for()
     for text in ("Undo my last change", "ctrl+shift+z", "Brush tool", "Pre-label with the model", "Zoom around the cursor"):
         assert text in help_panel.inner_text(), text
+    last = live_studio.schema.classes.count() - 1  # the number keys pick classes 1 … last of the active schema
+    assert f"two digits quickly: 11–{last}" in help_panel.inner_text()
+    assert "11–34" not in help_panel.inner_text() or last == 34
     screenshot(page, "help")
     page.keyboard.press("Escape")
     help_panel.wait_for(state="detached")

@@ -114,3 +114,14 @@ def test_embed_and_edit_default_to_the_studio_settings():
     assert parser.parse_args(["embed", "a.png", "--out", "o"]).steps == EmbedConfig().steps
     edit = parser.parse_args(["edit", "--latent", "w.safetensors", "--mask", "m.png", "--out", "o"])
     assert (edit.steps, edit.lr) == (EditConfig().steps, EditConfig().lr)
+
+
+@pytest.mark.parametrize("command", [None, "sample", "embed", "segment", "edit", "apply", "refine", "train-seg",
+                                     "train-encoder", "fetch-weights"])
+def test_help_is_plain_text_without_restructuredtext_markup(command, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(([command] if command else []) + ["--help"])
+    assert exited.value.code == 0
+    shown = capsys.readouterr().out
+    assert "usage: python -m editor_core" in shown
+    assert "``" not in shown and ":func:" not in shown and ":class:" not in shown, shown

@@ -120,3 +120,37 @@ test('iou table: says which samples measured the IoU', () => {
     'on the 2 training samples (nothing was held out)');
   assert.equal(measuredOn({ mean_iou: 0.3 }), '');
 });
+
+test('the class-number help follows the schema: 18 classes pick 1–9, 0 and 11–17', async () => {
+  const { digitHelp, DigitPicker } = await import('../../frontend/js/ui/digit-picker.js');
+  assert.equal(digitHelp(18), '1–9 / 0: pick class by number (two digits quickly: 11–17)');
+  assert.equal(digitHelp(35), '1–9 / 0: pick class by number (two digits quickly: 11–34)');
+  assert.equal(digitHelp(3), '1–2: pick class by number');
+  assert.equal(digitHelp(12), '1–9 / 0: pick class by number (two digits quickly: 11)');
+  assert.equal(digitHelp(2), '1: pick class by number');
+  // What the help says is what the picker does.
+  const picker = new DigitPicker(18);
+  assert.equal(picker.push('1', 0), 1);
+  assert.equal(picker.push('7', 100), 17);
+  assert.equal(picker.push('1', 2000), 1);
+  assert.equal(picker.push('8', 2100), 8); // 18 is no class: the newest digit
+});
+
+test('a binding described by a function is described by the help panel as it is now', async () => {
+  const { bindKey, listBindings } = await import('../../frontend/js/ui/keyboard.js');
+  let classes = 18;
+  const unbind = bindKey('7', () => `pick among ${classes}`, () => {}, 'test-scope');
+  assert.deepEqual(listBindings().get('test-scope'), [{ keys: '7', description: 'pick among 18' }]);
+  classes = 34;
+  assert.deepEqual(listBindings().get('test-scope'), [{ keys: '7', description: 'pick among 34' }]);
+  unbind();
+});
+
+test('a queued job says how many jobs are ahead of it, not "running 0 %"', async () => {
+  const { describeJob } = await import('../../frontend/js/jobs.js');
+  assert.equal(describeJob({ status: 'queued', jobs_ahead: 2, progress: 0 }), 'queued behind 2 jobs');
+  assert.equal(describeJob({ status: 'queued', jobs_ahead: 1, progress: 0 }), 'queued behind 1 job');
+  assert.equal(describeJob({ status: 'queued', jobs_ahead: 0, progress: 0 }), 'queued: next for a worker');
+  assert.equal(describeJob({ status: 'running', stage: 'prelabel', progress: 0.5 }), 'prelabel 50%');
+  assert.equal(describeJob({ status: 'failed', error: 'boom' }), 'failed: boom');
+});

@@ -68,3 +68,16 @@ test('overlay shows a stroke in progress over the mask', () => {
     { coverage: Uint8Array.from([0, 1, 1]), label: 2 });
   assert.deepEqual([...rgba], [255, 0, 0, 255, 0, 255, 0, 255, 0, 255, 0, 255]);
 });
+
+test('maskDiff finds the pixels where a revision differs from the current mask; compositeDiff paints only them', async () => {
+  const { maskDiff, compositeDiff } = await import('../../frontend/js/canvas/diff.js');
+  const revision = Uint8Array.from([0, 1, 1, 2, 0, 3]);
+  const current = Uint8Array.from([0, 1, 2, 2, 4, 3]);
+  const { changed, count } = maskDiff(revision, current);
+  assert.deepEqual([...changed], [0, 0, 1, 0, 1, 0]);
+  assert.equal(count, 2);
+  const rgba = compositeDiff(new Uint8ClampedArray(6 * 4).fill(7), changed, [255, 0, 255, 200]);
+  assert.deepEqual([...rgba.slice(8, 12)], [255, 0, 255, 200]);
+  assert.deepEqual([...rgba.slice(0, 4)], [0, 0, 0, 0]);
+  assert.throws(() => maskDiff(revision, new Uint8Array(3)), /cannot be compared/);
+});

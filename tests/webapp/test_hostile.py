@@ -71,6 +71,7 @@ VALID = {
     "PUT /samples/{sample_id}/annotation": {"base_version": 0, "mask_png": "AAAA"},
     "POST /samples/{sample_id}/annotation/submit": {"base_version": 0},
     "POST /samples/{sample_id}/annotation/review": {"base_version": 0, "decision": "reviewed"},
+    "POST /samples/{sample_id}/annotation/restore": {"base_version": 0, "version": 1},
     "PATCH /vectors/{vector_id}": {"name": "x"},
 }
 
@@ -139,6 +140,10 @@ HOSTILE = [
     Case("GET /samples/{sample_id}/annotation/coco", "no such sample", 404, path={"sample_id": 10 ** 6}),
     Case("POST /samples/{sample_id}/annotation/submit", "stale version", 409, user="annotator",
          body={"base_version": 7}),
+    Case("POST /samples/{sample_id}/annotation/restore", "version 0", 422, user="annotator",
+         body={"base_version": 0, "version": 0}, loc=("body", "payload", "version")),
+    Case("POST /samples/{sample_id}/annotation/restore", "artist restores", 403, user="artist",
+         body={"base_version": 0, "version": 1}),
     Case("POST /samples/{sample_id}/annotation/review", "annotator reviews", 403, user="annotator",
          body={"base_version": 0, "decision": "reviewed"}),
     Case("POST /samples/{sample_id}/annotation/review", "unknown decision", 422,

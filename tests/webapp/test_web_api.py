@@ -834,3 +834,66 @@ def test_a_follow_target_is_a_share_for_mode_3(shared_studio, client_for):
     mode1 = artist.post("/api/edits", {"sample_id": sample.pk, "mode": 1, "vectors": [], "stop_follow": 0.9},
                         content_type="application/json")
     assert mode1.status_code == 400 and "are for mode 3" in mode1.json()["detail"]
+
+
+def test_a_queued_job_says_how_many_jobs_of_its_queue_are_ahead(shared_studio, client_for):
+    from webapp.jobs import services as jobs
+    from webapp.jobs.models import Job
+
+    admin, annotator = shared_studio.users.admin, shared_studio.users.annotator
+    dataset_id, sample = shared_studio.dataset.pk, shared_studio.samples[3]
+    running = jobs.enqueue("sample", admin, {"dataset_id": dataset_id, "count": 1})
+    Job.objects.filter(pk=running.pk).update(status=Job.Status.RUNNING)
+    jobs.enqueue("rank", admin, {"dataset_id": dataset_id})  # another queue: it does not hold this one up
+    waiting = jobs.enqueue("embed", admin, {"sample_id": sample.pk, "steps": 1})
+    mine = client_for(annotator).post(f"/api/samples/{sample.pk}/prelabel").json()
+    assert mine["jobs_ahead"] == 2
+    client = client_for(annotator)
+    assert client.get(f"/api/jobs/{mine['id']}").json()["jobs_ahead"] == 2
+    Job.objects.filter(pk=running.pk).update(status=Job.Status.SUCCEEDED)
+    jobs.cancel(waiting, admin)
+    assert client.get(f"/api/jobs/{mine['id']}").json()["jobs_ahead"] == 0
+    Job.objects.filter(pk=mine["id"]).update(status=Job.Status.RUNNING)
+    detail = client.get(f"/api/jobs/{mine['id']}").json()
+    assert detail["jobs_ahead"] is None
+    assert jobs.job_payload(Job.objects.get(pk=mine["id"]))["jobs_ahead"] is None
+
+
+def test_restoring_a_revision_adds_a_new_version_and_loses_nothing(shared_studio, client_for):
+    sample = shared_studio.samples[0]  # annotated at version 1 by the fixture
+    annotator = client_for(shared_studio.users.annotator)
+    first = current_mask(annotator, sample.pk)
+    painted = np.full_like(first, 2)
+    assert annotator.put(f"/api/samples/{sample.pk}/annotation", {"base_version": 1, "mask_png": b64(png_bytes(painted))},
+                         content_type="application/json").status_code == 200
+    restored = annotator.post(f"/api/samples/{sample.pk}/annotation/restore", {"base_version": 2, "version": 1},
+                              content_type="application/json")
+    assert restored.status_code == 200 and restored.json()["version"] == 3 and restored.json()["status"] == "draft"
+    assert (current_mask(annotator, sample.pk) == first).all()
+    history = annotator.get(f"/api/samples/{sample.pk}/annotation/revisions").json()
+    assert [(r["version"], r["reason"], r["author"]) for r in history] == [
+        (3, "restore", "ann"), (2, "save", "ann"), (1, "save", "ann")]
+    assert history[0]["note"] == "restored version 1"
+    version_2 = annotator.get(f"/api/samples/{sample.pk}/annotation/mask.png?version=2")
+    assert (np.asarray(Image.open(io.BytesIO(version_2.content))) == painted).all()  # the undone work is still there
+    stale = annotator.post(f"/api/samples/{sample.pk}/annotation/restore", {"base_version": 2, "version": 1},
+                           content_type="application/json")
+    assert stale.status_code == 409
+    unknown = annotator.post(f"/api/samples/{sample.pk}/annotation/restore", {"base_version": 3, "version": 9},
+                             content_type="application/json")
+    assert unknown.status_code == 400 and "no annotation revision 9" in unknown.json()["detail"]
+    artist = client_for(shared_studio.users.artist).post(f"/api/samples/{sample.pk}/annotation/restore",
+                                                         {"base_version": 3, "version": 1},
+                                                         content_type="application/json")
+    assert artist.status_code == 403
+
+
+def test_a_user_without_a_role_may_see_who_they_are_and_sign_out(shared_studio, client_for):
+    nobody = client_for(shared_studio.users.nobody)
+    me = nobody.get("/api/me")
+    assert me.status_code == 200, me.content
+    assert me.json()["username"] == "newcomer" and me.json()["role"] is None and me.json()["permissions"] == []
+    assert nobody.get(f"/api/datasets/{shared_studio.dataset.pk}").status_code == 403  # still nothing else
+    assert nobody.post("/api/auth/logout").status_code == 200
+    assert nobody.get("/api/me").status_code == 401
+

@@ -11,14 +11,15 @@ import pytest
 pytestmark = pytest.mark.django_db
 
 ANY = {"annotator", "artist", "admin"}
+SIGNED_IN = ANY | {"roleless"}  # who they are and signing out: also for a user still waiting for a role
 ANNOTATORS, ARTISTS, ADMINS = {"annotator", "admin"}, {"artist", "admin"}, {"admin"}
 PUBLIC = "public"
 
 ACCESS = {
     ("GET", "/api/auth/csrf"): PUBLIC,
     ("POST", "/api/auth/login"): PUBLIC,
-    ("POST", "/api/auth/logout"): ANY,
-    ("GET", "/api/me"): ANY,
+    ("POST", "/api/auth/logout"): SIGNED_IN,
+    ("GET", "/api/me"): SIGNED_IN,
     ("GET", "/api/tokens"): ANY,
     ("POST", "/api/tokens"): ANY,
     ("DELETE", "/api/tokens/{token_id}"): ANY,
@@ -48,6 +49,7 @@ ACCESS = {
     ("GET", "/api/samples/{sample_id}/annotation/coco"): ANY,
     ("POST", "/api/samples/{sample_id}/annotation/submit"): ANNOTATORS,
     ("POST", "/api/samples/{sample_id}/annotation/review"): ADMINS,
+    ("POST", "/api/samples/{sample_id}/annotation/restore"): ANNOTATORS,
     ("GET", "/api/samples/{sample_id}/annotation/revisions"): ANY,
     ("POST", "/api/samples/{sample_id}/prelabel"): ANNOTATORS,
     ("GET", "/api/checkpoints"): ANY,

@@ -486,3 +486,58 @@ def test_two_annotators_runs_and_geometry_ops_merge_into_the_stored_mask(studio,
     assert (mask[10, 4:12] == 2).all() and mask[11, 4] == mask[11, 11] == 2 and (mask[11, 5:11] == 0).all()
     assert (mask[30] == 1).all() and (mask[20, 21:28] == 2).all()
     assert (mask[4, 10:14] == 0).all() or (mask[4, 10:14] == 1).all()  # bob's eraser, unless alice's fill came later
+
+
+def test_an_explicit_save_is_recorded_as_save_and_autosave_as_autosave(studio, daphne_url, client_for):
+    """A Save pressed right after a stroke (before the autosave timer) is what the person did: reason 'save'."""
+    from webapp.datasets.models import Annotation
+
+    sample = studio.samples[0]
+    headers = session_headers(client_for, studio.users.annotator)
+
+    async def scenario():
+        async with open_socket(daphne_url, f"/ws/annotate/{sample.pk}/", headers) as socket:
+            await next_of(socket, "state")
+            await socket.send(json.dumps({"type": "op", "op": stroke(2, [[5, 5], [25, 5]], radius=1)}))
+            await socket.send(json.dumps({"type": "save"}))
+            saved = await next_of(socket, "saved")
+            await socket.send(json.dumps({"type": "op", "op": stroke(1, [[5, 9], [25, 9]], radius=1)}))
+            autosaved = await next_of(socket, "saved")  # nobody asks: the timer stores it
+            return saved, autosaved
+
+    saved, autosaved = asyncio.run(scenario())
+    assert (saved["reason"], saved["author"], saved["status"]) == ("save", "ann", "draft")
+    assert autosaved["reason"] == "autosave" and autosaved["version"] == saved["version"] + 1
+    reasons = {r.version: r.reason for r in Annotation.objects.get(sample=sample).revisions.all()}
+    assert reasons[saved["version"]] == "save" and reasons[autosaved["version"]] == "autosave"
+
+
+def test_the_room_hears_every_new_version_with_its_status(studio, daphne_url, client_for):
+    """Submit, review, restore and REST saves change the version outside the room: the service announces each, so
+    every client shows the version and status of the event that changed them (one source of truth)."""
+    sample = studio.samples[1]  # annotated at version 1 by the fixture
+    headers = session_headers(client_for, studio.users.annotator)
+    annotator, admin = client_for(studio.users.annotator), client_for(studio.users.admin)
+
+    def post(client, path, body):
+        response = client.post(f"/api/samples/{sample.pk}/annotation/{path}", body, content_type="application/json")
+        assert response.status_code == 200, response.content
+        return response.json()
+
+    async def scenario():
+        async with open_socket(daphne_url, f"/ws/annotate/{sample.pk}/", headers) as socket:
+            state = await next_of(socket, "state")
+            heard = []
+            for client, path, body in ((annotator, "submit", {"base_version": 1}),
+                                       (admin, "review", {"base_version": 2, "decision": "rejected", "note": "x"}),
+                                       (annotator, "restore", {"base_version": 3, "version": 1})):
+                answer = await asyncio.to_thread(post, client, path, body)
+                heard.append((answer, await next_of(socket, "saved")))
+            return state, heard
+
+    state, heard = asyncio.run(scenario())
+    assert (state["version"], state["status"], state["author"]) == (1, "draft", "ann")
+    for answer, saved in heard:
+        assert saved["seq"] is None and (saved["version"], saved["status"]) == (answer["version"], answer["status"])
+    assert [(s["reason"], s["mask_changed"], s["author"]) for _, s in heard] == [
+        ("submit", False, "ann"), ("review", False, "boss"), ("restore", True, "ann")]

@@ -239,3 +239,23 @@ def test_the_demo_bundle_is_ranked_and_its_vectors_get_pictures_when_loaded(user
     assert [s["uncertainty"] for s in next_up] == sorted((s["uncertainty"] for s in next_up), reverse=True)
     vector = viewer.get("/api/vectors").json()[0]
     assert vector["thumbnails_status"] == "ready" and vector["thumb_after_url"]
+
+
+def test_a_bundles_segmentation_branch_carries_the_bundles_evaluation(users, tiny_models, tmp_path):
+    """The shipped branch's file has no training metrics: the studio shows what the bundle measured instead."""
+    import json
+
+    from webapp.registry.models import Checkpoint
+    from webapp.studio.services import load_bundle
+
+    bundle = tiny_bundle(tmp_path / "bundle", tiny_models)
+    per_class = {"background": 0.9, "skin": 0.7, "hair": 0.5}
+    (bundle / "evaluation.json").write_text(json.dumps({
+        "created": "2026-12-03T01:17:09+00:00", "config": {"annotated_samples": 16},
+        "segmentation": {"optimised": {"miou": 0.7, "per_class": per_class},
+                         "encoder_only": {"miou": 0.5, "per_class": per_class}, "renders": 200}}))
+    dataset = load_bundle(bundle, users.admin, lambda line: None, unlabelled=0)
+    branch = Checkpoint.objects.get(kind="segmentation", generator=dataset.generator)
+    assert branch.metrics == {"mean_iou": 0.7, "per_class_iou": per_class, "evaluated_on": "bundle evaluation",
+                              "num_heldout": 200, "num_samples": 16, "measured": "2026-12-03T01:17:09+00:00",
+                              "mean_iou_encoder_only": 0.5}

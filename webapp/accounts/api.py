@@ -29,14 +29,15 @@ def login_view(request, payload: LoginIn):
     return services.describe(user)
 
 
-@router.post("/auth/logout", auth=role_auth())
+@router.post("/auth/logout", auth=role_auth(role_required=False))
 def logout_view(request):
     logout(request)
     return {"ok": True}
 
 
-@router.get("/me", auth=role_auth(), response=MeOut)
+@router.get("/me", auth=role_auth(role_required=False), response=MeOut)
 def me(request):
+    """Who you are; ``role`` null (and no permissions) until an admin gives you one."""
     return services.describe(request.user)
 
 

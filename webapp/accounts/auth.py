@@ -51,10 +51,12 @@ def user_from_token(authorization: str | None):
 
 
 class RoleAuth:
-    """ninja auth callable: a logged-in user (session or token) holding ``permission`` (any role if None)."""
+    """ninja auth callable: a logged-in user (session or token) holding ``permission`` (any role if None);
+    ``role_required=False`` also lets in a user without a role (who they are, signing out)."""
 
-    def __init__(self, permission: Optional[str] = None):
+    def __init__(self, permission: Optional[str] = None, role_required: bool = True):
         self.permission = permission
+        self.role_required = role_required
 
     def __call__(self, request):
         try:
@@ -71,7 +73,7 @@ class RoleAuth:
             user = session_user
         from webapp.accounts.roles import role_of
 
-        if role_of(user) is None:
+        if self.role_required and role_of(user) is None:
             raise HttpError(403, "your account has no studio role yet: ask an admin to give you one")
         if self.permission and not user.has_perm(self.permission):
             raise HttpError(403, f"your role may not do this (needs permission {self.permission})")
@@ -79,5 +81,5 @@ class RoleAuth:
         return user
 
 
-def role_auth(permission: Optional[str] = None) -> RoleAuth:
-    return RoleAuth(permission)
+def role_auth(permission: Optional[str] = None, role_required: bool = True) -> RoleAuth:
+    return RoleAuth(permission, role_required)

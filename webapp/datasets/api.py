@@ -13,7 +13,8 @@ from webapp.accounts.auth import role_auth
 from webapp.datasets import services
 from webapp.datasets.models import Dataset, LabelSchema
 from webapp.datasets.schemas import (AnnotationOut, DatasetIn, DatasetOut, EmbedIn, GenerateIn, MaskIn, RankIn,
-                                     ReviewIn, RevisionOut, SampleOut, SchemaIn, SchemaOut, Version, VersionIn)
+                                     RestoreIn, ReviewIn, RevisionOut, SampleOut, SchemaIn, SchemaOut, Version,
+                                     VersionIn)
 from webapp.jobs import services as jobs
 from webapp.jobs.schemas import JobOut
 from webapp.registry.models import Checkpoint
@@ -218,6 +219,14 @@ def review_annotation(request, sample_id: int, payload: ReviewIn):
 def annotation_revisions(request, sample_id: int):
     sample = get_object_or_404(services.visible_samples(request.user), pk=sample_id)
     return [services.revision_out(r) for r in services.revisions(sample)]
+
+
+@router.post("/samples/{sample_id}/annotation/restore", auth=annotator, response=AnnotationOut)
+def restore_annotation(request, sample_id: int, payload: RestoreIn):
+    """Make an earlier revision's mask the next version (reason 'restore'); the revisions in between stay."""
+    sample = get_object_or_404(Sample, pk=sample_id)
+    services.restore(sample, request.user, payload.base_version, payload.version)
+    return services.annotation_out(sample)
 
 
 @router.post("/samples/{sample_id}/prelabel", auth=annotator, response={202: JobOut})

@@ -123,6 +123,7 @@ class AnnotationRevision(models.Model):
         SUBMIT = "submit"
         REVIEW = "review"
         PRELABEL = "prelabel"
+        RESTORE = "restore"
 
     annotation = models.ForeignKey(Annotation, on_delete=models.CASCADE, related_name="revisions")
     version = models.PositiveIntegerField()

@@ -80,6 +80,11 @@ class VersionIn(Schema):
     base_version: Version
 
 
+class RestoreIn(Schema):
+    base_version: Version = Field(description="the current version (a stale one is refused with 409)")
+    version: int = Field(ge=1, le=2 ** 31 - 1, description="the revision whose mask becomes the next version")
+
+
 class ReviewIn(Schema):
     base_version: Version
     decision: Literal["reviewed", "rejected"]

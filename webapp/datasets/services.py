@@ -22,6 +22,7 @@ from webapp.datasets.models import (Annotation, AnnotationRevision, Dataset, Lab
 from webapp.datasets.uploads import open_uploaded_image
 from webapp.errors import Conflict
 from webapp.jobs import services as jobs
+from webapp.realtime.groups import annotation_group, publish
 from webapp.registry.models import Checkpoint
 from webapp.registry.services import active_segmentation
 from webapp.storage import atomic_with_files, delete_quietly, files_removed_on_error, read_bytes, save_bytes
@@ -183,21 +184,23 @@ def _conflict(sample: Sample, base_version: int) -> Conflict:
 
 
 def save_mask(sample: Sample, user, mask: np.ndarray, base_version: int,
-              reason: str = AnnotationRevision.Reason.SAVE, note: str = "") -> Annotation:
+              reason: str = AnnotationRevision.Reason.SAVE, note: str = "", announce: bool = True) -> Annotation:
     """Store ``mask`` as the next version if the annotation is still at ``base_version`` (else Conflict → 409).
 
     The new state is always a draft: a submitted or reviewed mask that is changed has to be submitted again.
+    ``announce=False``: the caller (a live room's flush) tells the room itself, with the operations it stored.
     """
     if mask.shape != (sample.height, sample.width):
         raise ValidationError(f"mask is {mask.shape[1]}×{mask.shape[0]} but the sample is {sample.width}×"
                               f"{sample.height}")
     masks.check_classes(mask, sample.dataset.schema.num_classes)
-    return _new_version(sample, user, base_version, reason, Annotation.Status.DRAFT, note, mask_data=mask_png(sample,
-                                                                                                              mask))
+    return _new_version(sample, user, base_version, reason, Annotation.Status.DRAFT, note,
+                        mask_data=mask_png(sample, mask), announce=announce)
 
 
 def _new_version(sample: Sample, user, base_version: int, reason: str, status: str, note: str,
-                 mask_data: Optional[bytes] = None, required_status: Iterable[str] = ()) -> Annotation:
+                 mask_data: Optional[bytes] = None, required_status: Iterable[str] = (),
+                 announce: bool = True) -> Annotation:
     try:
         with atomic_with_files():  # a conflict found after the mask was stored (409) leaves no mask file behind
             annotation, _ = Annotation.objects.get_or_create(sample=sample)
@@ -221,6 +224,11 @@ def _new_version(sample: Sample, user, base_version: int, reason: str, status: s
                 raise _conflict(sample, base_version)
             AnnotationRevision.objects.create(annotation=annotation, version=new_version, status=status, reason=reason,
                                               author=user, mask=mask_name, note=note)
+            if announce:
+                event = {"type": "saved", "version": new_version, "status": status, "reason": reason,
+                         "author": user.get_username() if user else None, "seq": None,
+                         "mask_changed": mask_data is not None}
+                transaction.on_commit(lambda: publish(annotation_group(sample.pk), event))
     except IntegrityError:  # two first saves raced on get_or_create or the revision's (annotation, version)
         raise _conflict(sample, base_version) from None
     return annotation_of(sample)
@@ -238,6 +246,14 @@ def review(sample: Sample, user, base_version: int, decision: str, note: str = "
         raise PermissionDenied("only admins review annotations")
     return _new_version(sample, user, base_version, AnnotationRevision.Reason.REVIEW, decision, note,
                         required_status=[Annotation.Status.SUBMITTED])
+
+
+def restore(sample: Sample, user, base_version: int, version: int) -> Annotation:
+    """Make revision ``version``'s mask the next version (a draft): the revisions after it stay, nothing is lost."""
+    if version == base_version:
+        raise ValidationError(f"version {version} is the current one: there is nothing to restore")
+    return save_mask(sample, user, read_mask(sample, version), base_version, AnnotationRevision.Reason.RESTORE,
+                     note=f"restored version {version}")
 
 
 def revisions(sample: Sample):

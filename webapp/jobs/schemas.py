@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Optional
 
-from ninja import Schema
+from ninja import Field, Schema
 
 from webapp.validation import FiniteFloat
 
@@ -27,6 +27,13 @@ class JobOut(Schema):
     created: dt.datetime
     started: Optional[dt.datetime]
     finished: Optional[dt.datetime]
+    jobs_ahead: Optional[int] = Field(None, description="queued: the unfinished jobs of its queue before it")
+
+    @staticmethod
+    def resolve_jobs_ahead(job) -> Optional[int]:
+        from webapp.jobs.services import jobs_ahead
+
+        return jobs_ahead(job)
 
 
 class JobDetailOut(JobOut):

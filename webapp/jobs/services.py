@@ -120,9 +120,19 @@ def retry(job: Job, user) -> Job:
     return new
 
 
+def jobs_ahead(job: Job) -> Optional[int]:
+    """How many unfinished jobs of ``job``'s queue were queued before it (its queue's workers take them first);
+    None unless it is queued. The studio shows it as "queued behind N jobs"."""
+    if job.status != Job.Status.QUEUED:
+        return None
+    return Job.objects.filter(queue=job.queue, status__in=[Job.Status.QUEUED, Job.Status.RUNNING],
+                              pk__lt=job.pk).count()
+
+
 def job_payload(job: Job) -> dict:
     return {"job": job.pk, "kind": job.kind, "status": job.status, "progress": job.progress, "stage": job.stage,
-            "message": job.message, "error": job.error, "result": job.result, "attempts": job.attempts}
+            "message": job.message, "error": job.error, "result": job.result, "attempts": job.attempts,
+            "jobs_ahead": jobs_ahead(job)}
 
 
 def publish_status(job: Job) -> None:

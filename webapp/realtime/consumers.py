@@ -166,7 +166,9 @@ class AnnotationConsumer(StudioConsumer):
 
     Client → server: ``op`` {op: runs|stroke|polygon …, client_id}, ``cursor`` {x, y}, ``save``, ``ping``.
     Server → client: ``state`` (on join: version, pending ops), ``presence``, ``op`` {seq, op, user, client_id},
-    ``cursor``, ``saved`` {version, seq}, ``error``, ``pong``.
+    ``cursor``, ``saved`` {version, status, reason, author, seq, mask_changed: a flush of the room's ops carries
+    their last seq; any other new version (REST save, submit, review, pre-label, restore) seq null}, ``error``,
+    ``pong``.
     """
 
     async def connect(self):
@@ -191,9 +193,9 @@ class AnnotationConsumer(StudioConsumer):
         present = await rooms.join(self.redis, self.sample.dataset_id, self.sample_id, self.channel_name, member)
         self.heartbeat_task = asyncio.create_task(self._renew_presence(member))
         pending = await rooms.pending_ops(self.redis, self.sample_id)
-        version = await database_sync_to_async(self._version)()
+        current = await database_sync_to_async(self._current)()
         self.presence_sent = self._channels(present)
-        await self.send_json({"type": "state", "sample": self.sample_id, "version": version, "pending": pending,
+        await self.send_json({"type": "state", "sample": self.sample_id, **current, "pending": pending,
                               "you": member, "presence": present})
         await self.channel_layer.group_send(annotation_group(self.sample_id), {"type": "presence", "users": present})
         if pending:
@@ -220,11 +222,12 @@ class AnnotationConsumer(StudioConsumer):
     def _channels(users: list[dict]) -> frozenset:
         return frozenset(user["channel"] for user in users)
 
-    def _version(self) -> int:
-        from webapp.datasets.services import annotation_of
+    def _current(self) -> dict:
+        """The stored annotation's version, status and author (the room's clients show these)."""
+        from webapp.datasets.services import annotation_out
 
-        annotation = annotation_of(self.sample)
-        return annotation.version if annotation else 0
+        current = annotation_out(self.sample)
+        return {key: current[key] for key in ("version", "status", "author")}
 
     async def release(self):
         for task in (self.heartbeat_task, self.flush_task):
@@ -270,12 +273,13 @@ class AnnotationConsumer(StudioConsumer):
             "y": float(y), "sender": self.channel_name})
 
     async def on_save(self, message):
-        """Store the queued operations now (the client's "save" button; autosave does it anyway)."""
+        """Store the queued operations now as a 'save' revision (the client's "save" button; autosave would store
+        them a moment later, as an 'autosave' one)."""
         self.require_painter()
-        state = await self.flush_now()
+        state = await self.flush_now(reason="save")
         if state is None:
-            await self.send_json({"type": "saved", "version": await database_sync_to_async(self._version)(),
-                                  "seq": None})
+            await self.send_json({"type": "saved", **await database_sync_to_async(self._current)(), "seq": None,
+                                  "mask_changed": False})
 
     def schedule_flush(self) -> None:
         if self.flush_task is None or self.flush_task.done():
@@ -285,9 +289,9 @@ class AnnotationConsumer(StudioConsumer):
         await asyncio.sleep(settings.STUDIO_AUTOSAVE_SECONDS)
         await self.flush_now()
 
-    async def flush_now(self) -> dict | None:
+    async def flush_now(self, reason: str = "autosave") -> dict | None:
         try:
-            state = await database_sync_to_async(rooms.flush)(self.sample_id, self.user)
+            state = await database_sync_to_async(rooms.flush)(self.sample_id, self.user, reason)
         except Conflict as exc:
             await self.error(exc.detail, request="save")
             return None
@@ -326,7 +330,7 @@ class JobConsumer(StudioConsumer):
         from webapp.jobs.services import job_payload
 
         await database_sync_to_async(self.job.refresh_from_db)()
-        await self.send_json({"type": "job.status", **job_payload(self.job)})
+        await self.send_json({"type": "job.status", **await database_sync_to_async(job_payload)(self.job)})
 
     async def on_cancel(self, message):
         from webapp.jobs.services import cancel

@@ -163,8 +163,9 @@ def dataset_presence(dataset_id: int) -> dict[int, list[str]]:
     return rooms
 
 
-def flush(sample_id: int, user) -> dict | None:
-    """Apply the waiting operations to the stored mask as one autosave revision; None if nothing was waiting.
+def flush(sample_id: int, user, reason: str = "autosave") -> dict | None:
+    """Apply the waiting operations to the stored mask as one revision (``reason``: 'autosave' when the room's
+    timer or a leaving painter flushes, 'save' when a painter asked); None if nothing was waiting.
 
     Runs in a worker thread (sync ORM). A Redis lock makes concurrent flushes of one room take turns; operations
     appended meanwhile stay queued for the next flush (LTRIM removes exactly the ones applied).
@@ -187,13 +188,15 @@ def flush(sample_id: int, user) -> dict | None:
             base = annotation.version if annotation else 0
             mask = apply_ops(services.read_mask(sample), [e["op"] for e in entries])
             try:
-                annotation = services.save_mask(sample, user, mask, base, AnnotationRevision.Reason.AUTOSAVE, note)
+                annotation = services.save_mask(sample, user, mask, base, AnnotationRevision.Reason(reason), note,
+                                                announce=False)  # the room announces it, with the ops' seq
                 break
             except Conflict:
                 continue
         else:
             raise Conflict("the annotation kept changing while live operations were being saved; they stay queued")
         client.ltrim(_key(sample_id, "ops"), len(raw), -1)
-        state = {"version": annotation.version, "seq": entries[-1]["seq"]}
+        state = {"version": annotation.version, "status": annotation.status, "reason": reason,
+                 "author": user.get_username(), "seq": entries[-1]["seq"]}
         client.set(_key(sample_id, "flushed"), json.dumps(state))
         return state

@@ -1,6 +1,7 @@
 """First-run set-up of a studio: the first admin and the demo data (loaded once)."""
 from __future__ import annotations
 
+import json
 import secrets
 from pathlib import Path
 from typing import Callable, Optional
@@ -18,6 +19,7 @@ from webapp.registry.models import Checkpoint
 DEMO_DATASET = "demo"
 UNLABELLED_DEMO_SAMPLES = 12  # for the active-learning queue: the branch ranks these for annotators
 THUMBNAILS_DIR = "thumbnails"  # a bundle's vector pictures (editor_core.training.demo_bundle writes them)
+EVALUATION_FILE = "evaluation.json"  # a bundle's measured figures (the demo bundle's evaluate stage writes it)
 
 
 def ensure_admin(username: str, password: Optional[str]) -> Optional[str]:
@@ -54,6 +56,9 @@ def load_bundle(directory: Path, admin, say: Callable[[str], None], unlabelled: 
             admin, kind="segmentation", name=f"{directory.name} segmentation", generator=generator_row,
             data=(directory / "segmentation.safetensors").read_bytes(), filename="segmentation.safetensors")
         schema_row = segmentation.schema
+        evaluation = bundle_segmentation_metrics(directory)
+        if evaluation and not segmentation.metrics:  # what the branch's own file says wins
+            Checkpoint.objects.filter(pk=segmentation.pk).update(metrics=evaluation)
     if (directory / "encoder.safetensors").is_file():
         registry.register_file(directory / "encoder.safetensors", kind=Checkpoint.Kind.ENCODER,
                                name=f"{directory.name} encoder", source_format=Checkpoint.SourceFormat.PROJECT,
@@ -93,6 +98,27 @@ def load_bundle(directory: Path, admin, say: Callable[[str], None], unlabelled: 
         registry.queue_rankings(active, admin)
         say(f"  ranking the samples with segmentation branch #{active.pk} (a job for the worker)")
     return dataset
+
+
+def bundle_segmentation_metrics(directory: Path) -> dict:
+    """The segmentation branch's figures from the bundle's ``evaluation.json`` in the studio's metric names (those
+    a retraining writes): mIoU and per-class IoU on fresh renders with their true masks, each inverted into W+ by
+    optimisation; {} when the bundle has no such evaluation."""
+    path = directory / EVALUATION_FILE
+    if not path.is_file():
+        return {}
+    evaluation = json.loads(path.read_text())
+    measured = evaluation.get("segmentation", {})
+    optimised = measured.get("optimised")
+    if not optimised:
+        return {}
+    metrics = {"mean_iou": optimised["miou"], "per_class_iou": optimised["per_class"],
+               "evaluated_on": "bundle evaluation", "num_heldout": measured.get("renders"),
+               "num_samples": evaluation.get("config", {}).get("annotated_samples"),
+               "measured": evaluation.get("created")}
+    if "encoder_only" in measured:
+        metrics["mean_iou_encoder_only"] = measured["encoder_only"]["miou"]
+    return {key: value for key, value in metrics.items() if value is not None}
 
 
 def import_bundle_vector(directory: Path, path: Path, generator_row: Checkpoint, admin, say: Callable[[str], None]):

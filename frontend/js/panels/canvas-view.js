@@ -6,6 +6,7 @@
 import { h } from '../ui/dom.js';
 import { sweepBrush, snapToBrushCentre } from '../canvas/brush.js';
 import { floodRuns, pickLabel, polygonRuns } from '../canvas/fill.js';
+import { compositeDiff } from '../canvas/diff.js';
 import { compositeOverlay, compositeUncertainty, overlayLookup } from '../canvas/overlay.js';
 import { coverageToRuns, mergeDisjointRuns, runsRowSpan } from '../canvas/runs.js';
 import { fitView, panBy, screenToMask, maskToScreen, wheelZoomFactor, zoomAt } from '../canvas/view.js';
@@ -60,6 +61,7 @@ export class CanvasView {
     this.overlayCtx = this.overlayCanvas.getContext('2d');
     this.overlayPixels = this.overlayCtx.createImageData(shared.width, shared.height);
     this.uncertaintyCanvas = null;
+    this.diffCanvas = null;
     this.polygon = [];
     this.fit();
     this.refreshOverlay();
@@ -74,6 +76,19 @@ export class CanvasView {
     compositeUncertainty(pixels.data, values);
     ctx.putImageData(pixels, 0, 0);
     this.uncertaintyCanvas = canvas;
+    this.dirty = true;
+  }
+
+  /** Marks pixels (`changed`: 1 per differing pixel, or null for none) above the mask: a revision's differences. */
+  setDiff(changed) {
+    if (!changed || !this.shared) { this.diffCanvas = null; this.dirty = true; return; }
+    const { width, height } = this.shared;
+    const canvas = h('canvas', { width, height });
+    const ctx = canvas.getContext('2d');
+    const pixels = ctx.createImageData(width, height);
+    compositeDiff(pixels.data, changed);
+    ctx.putImageData(pixels, 0, 0);
+    this.diffCanvas = canvas;
     this.dirty = true;
   }
 
@@ -313,6 +328,7 @@ export class CanvasView {
     ctx.imageSmoothingEnabled = false;
     ctx.drawImage(this.overlayCanvas, 0, 0);
     if (this.showUncertainty && this.uncertaintyCanvas) ctx.drawImage(this.uncertaintyCanvas, 0, 0);
+    if (this.diffCanvas) ctx.drawImage(this.diffCanvas, 0, 0);
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
     this.drawPolygonInProgress(ctx);
     this.drawBrushCursor(ctx);

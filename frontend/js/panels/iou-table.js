@@ -14,6 +14,7 @@ export function measuredOn(metrics) {
     case 'held-out': return `on the ${n} submitted/reviewed sample${plural} left out of training`;
     case 'held-out split': return `on ${n} picked sample${plural} held out of training`;
     case 'training': return `on the ${metrics.num_samples} training samples (nothing was held out)`;
+    case 'bundle evaluation': return `on ${n} fresh renders with their true masks (the bundle's evaluation)`;
     default: return metrics?.evaluated_on ? `on ${metrics.evaluated_on} samples` : '';
   }
 }

@@ -19,6 +19,12 @@ export function parseClientId(clientId) {
   return match ? { session: match[1], opId: Number(match[2]), part: Number(match[3]), parts: Number(match[4]) } : null;
 }
 
+/** What the room's `state` and `saved` messages say about the stored annotation: {version, status, author}. */
+export function annotationState(message) {
+  return { version: message.version, status: message.version ? message.status ?? null : null,
+    author: message.author ?? null };
+}
+
 export class AnnotationRoom {
   /**
    * @param {object} sample  SampleOut
@@ -26,7 +32,7 @@ export class AnnotationRoom {
    * @param {{onReady: (shared: SharedMask) => void, onChange: (runs: Array) => void,
    *          onPresence: (users: object[]) => void, onCursor: (msg: object) => void,
    *          onSaved: (msg: object) => void, onError: (text: string) => void, onStatus: (status: string) => void,
-   *          onVersion: (version: number) => void}} handlers
+   *          onVersion: (annotation: {version: number, status: ?string, author: ?string}) => void}} handlers
    */
   constructor(sample, numClasses, handlers) {
     this.sample = sample;
@@ -56,15 +62,18 @@ export class AnnotationRoom {
       case 'presence': return this.handlers.onPresence(message.users);
       case 'cursor': return this.handlers.onCursor(message);
       case 'saved':
-        // A new version that is not a flush of this room's ops (a pre-label, a REST save) replaced the stored
-        // mask under us: load it again.
-        if ((message.seq === null || message.seq === undefined) && message.version > this.version) {
+        // A new version that is not a flush of this room's ops and replaced the stored mask under us (a pre-label,
+        // a restore, a REST save): load it again. Submit and review change only the status.
+        if ((message.seq === null || message.seq === undefined) && message.version > this.version
+            && message.mask_changed !== false) {
           this.reload();
           return undefined;
         }
         if (message.seq !== null && message.seq !== undefined) this.savedSeq = Math.max(this.savedSeq, message.seq);
-        this.version = message.version;
-        this.handlers.onVersion(message.version);
+        if (message.version >= this.version) {
+          this.version = message.version;
+          this.handlers.onVersion(annotationState(message));
+        }
         return this.handlers.onSaved(message);
       case 'error':
         if (message.request === 'op' && this.shared) this.refused(parseClientId(message.client_id));
@@ -92,7 +101,7 @@ export class AnnotationRoom {
     }
     this.version = state.version;
     this.savedSeq = state.pending.length ? state.pending[0].seq - 1 : this.lastMySeq;
-    this.handlers.onVersion(state.version);
+    this.handlers.onVersion(annotationState(state));
     if (!this.shared) {
       this.shared = new SharedMask(snapshot, seq);
       this.handlers.onReady(this.shared);
@@ -154,13 +163,18 @@ export class AnnotationRoom {
     this.socket.sendIfOpen({ type: 'cursor', x, y });
   }
 
-  /** Asks the server to store the queued ops now; resolves with the `saved` message. */
+  /**
+   * Asks the server to store the queued ops now; resolves with the answer: the `saved` message of the revision the
+   * save stored (reason 'save'), or, when nothing was waiting, the server's reply without a reason. An autosave or
+   * another change that lands meanwhile is not the answer.
+   */
   save() {
     return new Promise((resolve) => {
       const previous = this.handlers.onSaved;
       this.handlers.onSaved = (message) => {
-        this.handlers.onSaved = previous;
         previous(message);
+        if (message.reason !== undefined && message.reason !== 'save') return;
+        this.handlers.onSaved = previous;
         resolve(message);
       };
       this.socket.send({ type: 'save' });

@@ -27,3 +27,15 @@ export class DigitPicker {
     return asClass(digit);
   }
 }
+
+/**
+ * The help line for picking classes by number with `numClasses` classes (class 0, the background, has no key):
+ * 18 classes → '1–9 / 0: pick class by number (two digits quickly: 11–17)'.
+ */
+export function digitHelp(numClasses) {
+  const last = numClasses - 1;
+  if (last < 1) return 'Number keys pick classes (this schema has only the background)';
+  const single = last === 1 ? '1' : `1–${Math.min(9, last)}${last >= 10 ? ' / 0' : ''}`;
+  const double = last >= 11 ? ` (two digits quickly: 11${last > 11 ? `–${last}` : ''})` : '';
+  return `${single}: pick class by number${double}`;
+}

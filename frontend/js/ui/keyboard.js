@@ -7,7 +7,8 @@ const bindings = []; // {keys, description, handler, scope, parsed}
 let activeScope = null;
 
 /**
- * Binds a shortcut. `scope` = the view it belongs to ('annotate', 'edit', …) or 'global'.
+ * Binds a shortcut. `scope` = the view it belongs to ('annotate', 'edit', …) or 'global'. `description` may be a
+ * function: the help panel then asks it each time (text that depends on the open dataset's schema).
  * @returns {() => void} unbind
  */
 export function bindKey(keys, description, handler, scope = 'global') {
@@ -21,7 +22,8 @@ export function setKeyScope(scope) { activeScope = scope; }
 /** Bindings grouped by scope for the help panel. */
 export function listBindings() {
   const groups = new Map();
-  for (const { keys, description, scope } of bindings) {
+  for (const { keys, description: describe, scope } of bindings) {
+    const description = typeof describe === 'function' ? describe() : describe;
     if (!description) continue; // bound, but summarised by another entry
     if (!groups.has(scope)) groups.set(scope, []);
     groups.get(scope).push({ keys, description });

@@ -4,11 +4,12 @@
 import * as api from '../api.js';
 import { h, button, replaceChildren } from '../ui/dom.js';
 import { bindKey } from '../ui/keyboard.js';
-import { DigitPicker } from '../ui/digit-picker.js';
+import { DigitPicker, digitHelp } from '../ui/digit-picker.js';
 import { showError, toast } from '../ui/toast.js';
 import { askForm } from '../ui/modal.js';
 import { routeHash } from '../router.js';
 import { CanvasView } from '../panels/canvas-view.js';
+import { HistoryPanel } from '../panels/history.js';
 import { Palette } from '../panels/palette.js';
 import { Presence, colourFor } from '../panels/presence.js';
 import { SampleList, statusOf } from '../panels/sample-list.js';
@@ -81,11 +82,17 @@ export class AnnotateView {
     this.jobState = h('span', { class: 'job-state' });
     this.cursorInfo = h('span', { class: 'cursor-info' });
     this.reviewPanel = h('section', { class: 'review' });
+    this.historyPanel = new HistoryPanel({
+      current: () => this.room?.shared?.displayed.data ?? null,
+      onDiff: (changed) => this.canvas.setDiff(changed),
+      onRestore: (version) => this.restore(version),
+    });
     this.element = h('div', { class: 'view annotate-view' },
       h('aside', { class: 'sidebar' }, h('h2', {}, 'Dataset'), this.datasetSelect, this.samples.element),
       h('section', { class: 'workspace' }, this.toolbar.element, this.canvas.element,
         h('footer', { class: 'statusbar' }, this.saveState, this.jobState, this.cursorInfo)),
-      h('aside', { class: 'sidebar right' }, this.presence.element, this.palette.element, this.reviewPanel));
+      h('aside', { class: 'sidebar right' }, this.presence.element, this.palette.element, this.reviewPanel,
+        this.historyPanel.element));
     this.bindKeys();
     this.updateHistory();
     window.addEventListener('beforeunload', (event) => {
@@ -112,7 +119,7 @@ export class AnnotateView {
     bindKey('shift+n', 'Previous sample', () => this.step(-1), scope);
     this.digits = new DigitPicker(2);
     for (let d = 0; d <= 9; d++) {
-      bindKey(String(d), d === 1 ? '1–9 / 0: pick class by number (two digits quickly: 11–34)' : '',
+      bindKey(String(d), d === 1 ? () => digitHelp(this.classes.length) : '',
         () => { const label = this.digits.push(String(d), performance.now()); if (label !== null) this.palette.select(label); },
         scope);
     }
@@ -202,11 +209,13 @@ export class AnnotateView {
     if (this.sample?.id === sample.id && this.room) return;
     this.room?.close();
     this.sample = sample;
+    this.annotation = null;
     this.history.clear();
     this.updateHistory();
     this.samples.setCurrent(sample.id);
     this.saveState.textContent = 'loading…';
     const image = await loadImage(sample.image_url);
+    this.historyPanel.setSample(sample, { image, colours: this.classes.map((c) => c.colour), canRestore: this.canPaint });
     this.canvas.readOnly = !this.canPaint;
     this.canvas.remoteCursors.clear();
     this.room = new AnnotationRoom(sample, this.classes.length, {
@@ -235,7 +244,15 @@ export class AnnotateView {
         }
       },
       onSaved: () => { this.updateSaveState(); this.refreshSamplesSoon(); },
-      onVersion: (version) => { this.version = version; this.renderReview(); },
+      // The stored annotation's version and status, from the room's events (its state on join, then each new
+      // version with what made it): the status bar, the review panel and the history all show this one.
+      onVersion: (annotation) => {
+        const changed = annotation.version !== this.annotation?.version;
+        this.annotation = annotation;
+        this.updateSaveState();
+        this.renderReview();
+        if (changed) this.historyPanel.refresh(annotation.version);
+      },
       onError: (text) => toast(text, 'error'),
       onStatus: (status) => { this.context.setConnection(status); this.updateSaveState(); },
     });
@@ -259,7 +276,7 @@ export class AnnotateView {
     let state = '';
     if (room && !room.socket.isOpen) { text = 'offline — your changes are kept and sent on reconnect'; state = 'error'; }
     else if (room?.unsaved) { text = 'saving…'; state = 'saving'; }
-    else if (room?.shared) { text = `saved · version ${this.version ?? 0}`; state = 'saved'; }
+    else if (room?.shared) { text = `saved · version ${this.annotation?.version ?? 0}`; state = 'saved'; }
     this.saveState.textContent = text;
     this.saveState.className = `save-state ${state}`;
   }
@@ -310,15 +327,14 @@ export class AnnotateView {
     try {
       if (this.room.unsaved) await this.room.save();
       const job = await api.prelabel(this.sample.id);
-      this.jobState.textContent = 'pre-label: queued';
+      this.jobState.textContent = `pre-label: ${describeJob(job)}`;
       const final = await watchJob(job.id, {
         onStatus: (status) => { this.jobState.textContent = `pre-label: ${describeJob(status)}`; },
         onProgress: (progress) => { this.jobState.textContent = `pre-label: ${Math.round(progress.progress * 100)}%`; },
       }).done;
       if (final.status !== 'succeeded') throw new Error(`pre-label ${describeJob(final)}`);
-      this.history.clear();
+      this.history.clear(); // the room loads the pre-label: the service announced its version
       this.updateHistory();
-      this.room.reload();
       const shown = await this.loadUncertainty(this.sample.id, () => api.urlBytes(final.result.uncertainty_url),
         { show: true });
       toast(shown ? 'Pre-label ready: correct it where the heat-map is red' : 'Pre-label ready', 'success');
@@ -367,24 +383,17 @@ export class AnnotateView {
     this.canvas.dirty = true;
   }
 
-  async renderReview() {
-    if (!this.sample) { replaceChildren(this.reviewPanel); return; }
-    let annotation;
-    try {
-      annotation = await api.getAnnotation(this.sample.id);
-    } catch (error) {
-      showError(error, 'Could not read the annotation');
-      return;
-    }
-    const status = annotation.status ?? statusOf(this.sample);
+  renderReview() {
+    if (!this.sample || !this.annotation) { replaceChildren(this.reviewPanel); return; }
+    const { version, status: stored, author } = this.annotation;
+    const status = stored ?? statusOf(this.sample);
     const submit = button('Submit for review', { className: 'primary', title: 'Save and send to a reviewer',
       disabled: !this.canPaint || status === 'submitted', onclick: () => this.submit() });
     const accept = button('Accept', { title: 'Mark reviewed', onclick: () => this.review('reviewed') });
     const reject = button('Reject…', { className: 'danger', title: 'Send back with a comment',
       onclick: () => this.review('rejected') });
     replaceChildren(this.reviewPanel, h('h2', {}, 'Review'),
-      h('p', {}, h('span', { class: `badge ${status}` }, status), ` version ${annotation.version}`,
-        annotation.author ? ` · ${annotation.author}` : ''),
+      h('p', {}, h('span', { class: `badge ${status}` }, status), ` version ${version}`, author ? ` · ${author}` : ''),
       h('div', { class: 'row' }, submit),
       this.canReview && status === 'submitted' ? h('div', { class: 'row' }, accept, reject) : null);
   }
@@ -392,13 +401,21 @@ export class AnnotateView {
   async submit() {
     try {
       if (this.room.unsaved) await this.room.save();
-      await api.submitAnnotation(this.sample.id, this.version ?? 0);
+      await api.submitAnnotation(this.sample.id, this.annotation?.version ?? 0);
       toast('Submitted for review', 'success');
       await this.refreshSamples();
-      await this.renderReview();
     } catch (error) {
       showError(error, 'Submit failed');
     }
+  }
+
+  // Unsaved strokes are stored first, so the restore is based on the version that holds them (and keeps them in
+  // the history).
+  async restore(version) {
+    if (this.room.unsaved) await this.room.save();
+    this.history.clear(); // my undo steps were painted on the mask the restore replaces
+    this.updateHistory();
+    await api.restoreAnnotation(this.sample.id, this.annotation?.version ?? 0, version);
   }
 
   async review(decision) {
@@ -410,10 +427,9 @@ export class AnnotateView {
       note = answer.note;
     }
     try {
-      await api.reviewAnnotation(this.sample.id, this.version ?? 0, decision, note);
+      await api.reviewAnnotation(this.sample.id, this.annotation?.version ?? 0, decision, note);
       toast(decision === 'reviewed' ? 'Accepted' : 'Rejected with your comment', 'success');
       await this.refreshSamples();
-      await this.renderReview();
     } catch (error) {
       showError(error, 'Review failed');
     }

@@ -119,8 +119,8 @@ export class EditView {
       h('section', { class: 'workspace' },
         this.toolbar.element,
         h('div', { class: 'pair' },
-          h('div', { class: 'image-pane' }, h('div', { class: 'pane-title' }, 'Image — before / after'),
-            this.compare.frame, this.compare.slider),
+          h('div', { class: 'image-pane' }, h('div', { class: 'pane-title' }, 'Image — before / after',
+            this.compare.slider), this.compare.frame),
           h('div', { class: 'mask-pane' }, h('div', { class: 'pane-title' }, 'Segmentation — paint your edit here'),
             this.canvas.element)),
         h('footer', { class: 'statusbar' }, this.previewInfo)),
@@ -238,8 +238,10 @@ export class EditView {
     try {
       const seed = this.seed.value === '' ? Math.floor(Math.random() * 2 ** 31) : Number(this.seed.value);
       const job = await api.generateSamples(this.dataset.id, { count: 1, seed, truncation_psi: 0.7 });
-      this.embedText.textContent = `sampling seed ${seed}…`;
-      const final = await watchJob(job.id).done;
+      this.embedText.textContent = `sampling seed ${seed}: ${describeJob(job)}`;
+      const final = await watchJob(job.id, {
+        onStatus: (status) => { this.embedText.textContent = `sampling seed ${seed}: ${describeJob(status)}`; },
+      }).done;
       if (final.status !== 'succeeded') throw new Error(describeJob(final));
       this.embedText.textContent = '';
       const samples = await api.listSamples(this.dataset.id);

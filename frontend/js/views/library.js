@@ -1,5 +1,5 @@
 // The vector library: a filterable grid of shared edit vectors with before/after thumbnails, a detail view, and
-// applying vectors to the current image with one slider each (mode 1, newest slider position wins), refining the
+// applying vectors to an image picked here (or the one open in Edit) with one slider each (mode 1, newest slider position wins), refining the
 // composition (mode 2, 10 or 30 steps) and saving it.
 
 import * as api from '../api.js';
@@ -7,24 +7,32 @@ import { h, button, replaceChildren, formatTime } from '../ui/dom.js';
 import { bindKey } from '../ui/keyboard.js';
 import { showError, toast } from '../ui/toast.js';
 import { askForm } from '../ui/modal.js';
-import { routeHash } from '../router.js';
 import { LatestOnly } from '../latest.js';
 import { describeJob, orTimeout, watchEdit } from '../jobs.js';
 
 const EDIT_TIMEOUT_MS = 120_000;
 import { CompareView } from './edit.js';
 import { matchesFilters } from '../library-filter.js';
+import { ImagePicker } from '../panels/image-picker.js';
 
 /**
  * Runs one edit (mode 1 or 2) to its end and returns the finished EditOut. The `edit.result` message already carries
  * the result and its image (a data URL), so that is shown without asking for the edit and the image again; only a
- * result that ended before the socket joined is fetched.
+ * result that ended before the socket joined is fetched. A job that waits for a worker (behind background work) is
+ * not lost: the clock for "no answer" starts when a worker runs it.
  */
 async function runEdit(body, onProgress) {
   const session = await api.startEdit(body);
   let result = null;
-  const watch = watchEdit(session.id, { onProgress, onResult: (message) => { result = message; } });
-  const final = await orTimeout(watch.done, EDIT_TIMEOUT_MS, 'the edit');
+  let started;
+  const running = new Promise((resolve) => { started = resolve; });
+  const watch = watchEdit(session.id, {
+    onProgress,
+    onResult: (message) => { result = message; },
+    onStatus: (s) => { if (s.status !== 'queued') started(); },
+  });
+  const final = await Promise.race([watch.done,
+    running.then(() => orTimeout(watch.done, EDIT_TIMEOUT_MS, 'the edit'))]);
   watch.close();
   if (final.status !== 'succeeded') throw new Error(`the edit ${describeJob(final)}`);
   if (!result) return api.getEdit(session.id);
@@ -60,8 +68,9 @@ export class LibraryView {
     this.classFilter = h('select', { title: 'Filter by edited class', 'aria-label': 'Class', onchange: () => this.renderGrid() });
     this.author = h('select', { title: 'Filter by author', 'aria-label': 'Author', onchange: () => this.renderGrid() });
     this.grid = h('div', { class: 'grid', 'aria-label': 'Vectors' });
-    this.target = h('p', { class: 'who' }, 'No image chosen: open one in Edit first.');
-    this.compare = new CompareView('Open an image in the Edit studio; vectors are applied to it here.');
+    this.target = h('p', { class: 'who' }, 'No image chosen: pick a sample below or upload a photo.');
+    this.picker = new ImagePicker({ onPick: (sample) => this.setSample(sample) });
+    this.compare = new CompareView('Pick a sample or upload a photo; vectors are applied to it here.');
     this.sliders = h('div', { class: 'sliders' });
     this.applyState = h('span', { class: 'who apply-state' });
     this.compositions = h('select', { title: 'Load a saved composition', 'aria-label': 'Saved compositions',
@@ -72,7 +81,7 @@ export class LibraryView {
           button('Refresh', { title: 'Reload the library', onclick: () => this.load() })),
         this.grid),
       h('aside', { class: 'sidebar right apply-panel', style: { width: '340px' } },
-        h('h2', {}, 'Apply to image'), this.target,
+        h('h2', {}, 'Apply to image'), this.target, this.picker.element,
         h('div', { class: 'compare-box', style: { height: '260px', display: 'flex', flexDirection: 'column' } },
           this.compare.frame), this.compare.slider,
         this.applyState,
@@ -90,17 +99,23 @@ export class LibraryView {
   }
 
   async activate() {
-    this.sample = this.context.currentSample ?? null;
-    if (this.sample) {
-      this.target.textContent = `Sample #${this.sample.id}`;
-      this.compare.setBefore(this.sample.image_url);
-      this.compare.setAfter(this.sample.image_url);
-      if (!this.classes.length) {
-        const dataset = (await api.listDatasets()).find((d) => d.id === this.sample.dataset_id);
-        if (dataset) this.classes = (await api.getSchema(dataset.schema_id)).classes;
-      }
+    const opened = this.context.currentSample ?? null; // the image open in Edit, if any
+    if (opened && opened.id !== this.sample?.id) await this.setSample(opened);
+    await Promise.all([this.load(), this.picker.load(this.sample?.id ?? null)]);
+  }
+
+  /** The image the vectors apply to (picked here or opened in Edit); the chosen sliders apply to it at once. */
+  async setSample(sample) {
+    this.sample = sample;
+    this.context.currentSample = sample;
+    this.target.textContent = `Sample #${sample.id}`;
+    this.compare.setBefore(sample.image_url);
+    this.compare.setAfter(sample.image_url);
+    if (!this.classes.length) {
+      const dataset = (await api.listDatasets()).find((d) => d.id === sample.dataset_id);
+      if (dataset) this.classes = (await api.getSchema(dataset.schema_id)).classes;
     }
-    await this.load();
+    if (this.chosen.size) this.applyNow();
   }
 
   async load() {
@@ -193,8 +208,7 @@ export class LibraryView {
 
   choose(vector, scale = 1) {
     if (!this.sample) {
-      toast('Open an image in the Edit studio first; the library applies vectors to it.', 'error');
-      location.hash = routeHash('edit');
+      toast('Pick an image first (a sample or an uploaded photo, under "Apply to image")', 'info');
       return;
     }
     if (this.chosen.has(vector.id)) return;

@@ -1,0 +1,93 @@
+// Choosing the image a panel works on without leaving it: a dataset, its samples, or a photo uploaded, cropped and
+// embedded into W+ here (the library applies vectors to the latent, so an upload must be embedded first).
+
+import * as api from '../api.js';
+import { h, button, replaceChildren } from '../ui/dom.js';
+import { showError, toast } from '../ui/toast.js';
+import { cropDialog } from '../ui/crop-dialog.js';
+import { describeJob, watchJob } from '../jobs.js';
+import { SampleList } from './sample-list.js';
+
+export class ImagePicker {
+  /** @param {{onPick: (sample: object) => void}} handlers  called with a sample that has a latent */
+  constructor(handlers) {
+    this.handlers = handlers;
+    this.datasets = null;
+    this.dataset = null;
+    this.datasetSelect = h('select', { title: 'Dataset', 'aria-label': 'Image dataset',
+      onchange: () => this.openDataset(Number(this.datasetSelect.value)) });
+    this.fileInput = h('input', { type: 'file', accept: 'image/png,image/jpeg,image/webp', hidden: true,
+      'aria-label': 'Photo to apply vectors to', onchange: () => this.upload() });
+    this.state = h('span', { class: 'who picker-state' });
+    this.samples = new SampleList({ onOpen: (sample) => this.pick(sample), onOrderChange: () => {} });
+    this.samples.order.hidden = true;
+    this.element = h('section', { class: 'image-picker' },
+      h('div', { class: 'row' }, this.datasetSelect,
+        button('Upload photo…', { title: 'Upload a photo, crop it and embed it', onclick: () => this.fileInput.click() }),
+        this.fileInput),
+      this.state, this.samples.list);
+  }
+
+  async load(currentId = null) {
+    if (!this.datasets) {
+      this.datasets = await api.listDatasets();
+      replaceChildren(this.datasetSelect, this.datasets.map((d) => h('option', { value: d.id }, d.name)));
+    }
+    if (!this.dataset && this.datasets.length) await this.openDataset(this.datasets[0].id);
+    this.samples.setCurrent(currentId);
+  }
+
+  async openDataset(datasetId) {
+    this.dataset = this.datasets.find((d) => d.id === datasetId);
+    this.datasetSelect.value = String(datasetId);
+    this.samples.setSamples(await api.listSamples(datasetId));
+  }
+
+  async pick(sample) {
+    this.samples.setCurrent(sample.id);
+    if (!sample.has_latent) {
+      sample = await this.embed(sample);
+      if (!sample) return;
+    }
+    this.handlers.onPick(sample);
+  }
+
+  async upload() {
+    const file = this.fileInput.files[0];
+    this.fileInput.value = '';
+    if (!file || !this.dataset) return;
+    let toSend = file;
+    try {
+      toSend = await cropDialog(file);
+      if (!toSend) return;
+    } catch {
+      toSend = file; // the browser cannot read it: the server says what is wrong with it
+    }
+    try {
+      const sample = await api.uploadSample(this.dataset.id, toSend);
+      toast(`Uploaded as sample #${sample.id}`, 'success');
+      this.samples.setSamples(await api.listSamples(this.dataset.id));
+      await this.pick(sample);
+    } catch (error) {
+      showError(error, 'Upload failed');
+    }
+  }
+
+  /** Embeds an uploaded photo; resolves with the sample as it is then, or null when embedding failed. */
+  async embed(sample) {
+    try {
+      const job = await api.embedSample(sample.id);
+      const final = await watchJob(job.id, {
+        onStatus: (s) => { this.state.textContent = `embedding #${sample.id}: ${describeJob(s)}`; },
+        onProgress: (p) => { this.state.textContent = `embedding #${sample.id}: ${p.step}/${p.total}`; },
+      }).done;
+      if (final.status !== 'succeeded') throw new Error(`embedding ${describeJob(final)}`);
+      this.state.textContent = '';
+      return await api.getSample(sample.id);
+    } catch (error) {
+      this.state.textContent = '';
+      showError(error, 'Embedding failed');
+      return null;
+    }
+  }
+}
