@@ -135,8 +135,11 @@ def test_cancel_reaches_a_running_job_and_mode3_streams_previews(studio, celery_
             await asyncio.to_thread(cancel_blocker)
             preview = await next_of(socket, "edit.preview", timeout=180)
             progress = await next_of(socket, "job.progress")
+            masked = preview  # a CPU worker previews the image every step, the mask every preview_every steps
+            while "mask" not in masked:
+                masked = await next_of(socket, "edit.preview", timeout=180)
             result = await next_of(socket, "edit.result", timeout=180)
-            return state, preview, progress, result
+            return state, preview, masked, progress, result
 
     cancel_timing = {}
 
@@ -149,10 +152,10 @@ def test_cancel_reaches_a_running_job_and_mode3_streams_previews(studio, celery_
         cancel_timing["seconds"], cancel_timing["status"] = time.monotonic() - started, job.status
         connection.close()
 
-    state, preview, progress, result = asyncio.run(watch())
+    state, preview, masked, progress, result = asyncio.run(watch())
     assert state["job_status"] == "queued"  # it waited behind the training job
     assert cancel_timing["status"] == "cancelled" and cancel_timing["seconds"] < 2.0, cancel_timing
-    assert preview["image"].startswith("data:image/png;base64,") and preview["mask"].startswith("data:image/png")
+    assert preview["image"].startswith("data:image/png;base64,") and masked["mask"].startswith("data:image/png")
     assert progress["stage"] == "edit" and 0 < progress["progress"] <= 1
     assert result["has_vector"] and 2 in result["edited_classes"]
     job = wait_for_job(edit["job_id"])

@@ -224,7 +224,7 @@ def annotation_revisions(request, sample_id: int):
 @router.post("/samples/{sample_id}/annotation/restore", auth=annotator, response=AnnotationOut)
 def restore_annotation(request, sample_id: int, payload: RestoreIn):
     """Make an earlier revision's mask the next version (reason 'restore'); the revisions in between stay."""
-    sample = get_object_or_404(Sample, pk=sample_id)
+    sample = get_object_or_404(services.visible_samples(request.user), pk=sample_id)
     services.restore(sample, request.user, payload.base_version, payload.version)
     return services.annotation_out(sample)
 
