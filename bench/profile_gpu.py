@@ -10,9 +10,9 @@ at min(resolution, 512)²), built by ``bench.suite.Suite``. Three parts, each al
    (TFLOP/s) in float32 with TF32 and in bfloat16 (float16 too with ``--precision float16``).
 2. Components, timed with ``bench.suite.time_call`` under the edit's autocast. Mode-3 step: (a) G synthesis with
    features, forward + backward to the latent (random upstream gradients on image and features); (b) LPIPS-VGG on
-   the masked image, forward + backward to the image; (c) the segmentation branch at the ROI pixels and its CE,
-   forward + backward to the features; (d) the L2 term; (e) the whole ``EditOptimizer.step`` — (a)–(d) should add
-   up to about (e). Mode 1: (f) G forward with features; (g) the full-map ensemble and the softmax-mean-argmax
+   the masked image against the edit's precomputed reference features, forward + backward to the image; (c) the
+   segmentation branch at the ROI pixels and its CE, forward + backward to the features; (d) the L2 term; (e) the
+   whole ``EditOptimizer.step`` — (a)–(d) should add up to about (e). Mode 1: (f) G forward with features; (g) the full-map ensemble and the softmax-mean-argmax
    labelling (``editing._labels``), (g1) of which the ensemble forward alone; (h) the whole ``apply_vectors`` —
    (f) + (g) ≈ (h). Each component's matrix FLOPs (``FlopCounterMode``: convolutions and matmuls, forward and
    backward) give its achieved TFLOP/s and a compute floor (FLOPs ÷ the matmul ceiling of its precision: TF32 for
@@ -149,7 +149,7 @@ def mode3_pieces(suite: Suite) -> list[tuple[str, str, str, Callable[[], object]
     def lpips_term():
         x = image.detach().requires_grad_(True)
         with models.autocast():
-            loss = models.perceptual(x * edit.outside, edit.masked_original).mean()
+            loss = models.perceptual(x * edit.outside, edit.lpips_target).mean()  # the step's precomputed reference
         loss.backward()
 
     def segmentation_term():
