@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 
@@ -21,6 +22,19 @@ def ws_url(daphne_url: str, path: str) -> str:
 
 def session_headers(client_for, user) -> dict:
     return {"Cookie": f"sessionid={client_for(user).cookies['sessionid'].value}"}
+
+
+def presence(viewer, dataset) -> dict:
+    """``GET /datasets/{id}/presence`` as ``viewer``, from a worker thread (the test client is sync): with a database
+    connection of its own, closed after."""
+    from django.db import connection
+
+    try:
+        response = viewer.get(f"/api/datasets/{dataset.pk}/presence")
+    finally:
+        connection.close()
+    assert response.status_code == 200, response.content
+    return response.json()
 
 
 def open_socket(daphne_url, path, headers=None, origin="own"):
@@ -147,13 +161,7 @@ def test_a_crashed_consumer_leaves_no_ghost_in_the_room(studio, daphne_url, clie
     viewer = client_for(studio.users.artist)
     alice, bob = (session_headers(client_for, user) for user in (studio.users.annotator, studio.users.annotator2))
 
-    def rooms():  # in a worker thread (the test client is sync): its own DB connection
-        from django.db import connection
-
-        try:
-            return viewer.get(f"/api/datasets/{studio.dataset.pk}/presence").json()
-        finally:
-            connection.close()
+    rooms = functools.partial(presence, viewer, studio.dataset)
 
     async def scenario():
         async with open_socket(daphne_url, path, bob) as survivor:
@@ -302,19 +310,10 @@ def test_dataset_presence_lists_who_is_in_each_live_room(studio, daphne_url, cli
     other = datasets.create_dataset(studio.users.admin, "other set", studio.schema, studio.generator)
     elsewhere = datasets.add_sample(other, source="generated", image_png=png_of(first), seed=99)
     viewer = client_for(studio.users.artist)
-    url = f"/api/datasets/{studio.dataset.pk}/presence"
     headers = {name: session_headers(client_for, getattr(studio.users, name))
                for name in ("annotator", "annotator2", "artist")}
 
-    def rooms(dataset_url=url):  # runs in a worker thread (the test client is sync): its own DB connection
-        from django.db import connection
-
-        try:
-            response = viewer.get(dataset_url)
-        finally:
-            connection.close()
-        assert response.status_code == 200, response.content
-        return response.json()
+    rooms = functools.partial(presence, viewer, studio.dataset)
 
     async def scenario():
         seen = {"empty": await asyncio.to_thread(rooms)}
@@ -361,13 +360,7 @@ def test_a_crashed_daphnes_users_leave_the_rooms_when_their_presence_expires(stu
     viewer = client_for(studio.users.artist)
     alice, bob = (session_headers(client_for, user) for user in (studio.users.annotator, studio.users.annotator2))
 
-    def rooms():  # in a worker thread (the test client is sync): its own DB connection
-        from django.db import connection
-
-        try:
-            return viewer.get(f"/api/datasets/{studio.dataset.pk}/presence").json()
-        finally:
-            connection.close()
+    rooms = functools.partial(presence, viewer, studio.dataset)
 
     async def scenario():
         seen = {}

@@ -4,7 +4,7 @@
 import * as api from '../api.js';
 import { h, button, replaceChildren } from '../ui/dom.js';
 import { showError, toast } from '../ui/toast.js';
-import { cropDialog } from '../ui/crop-dialog.js';
+import { fileToUpload } from '../ui/crop-dialog.js';
 import { describeJob, watchJob } from '../jobs.js';
 import { SampleList } from './sample-list.js';
 
@@ -56,13 +56,8 @@ export class ImagePicker {
     const file = this.fileInput.files[0];
     this.fileInput.value = '';
     if (!file || !this.dataset) return;
-    let toSend = file;
-    try {
-      toSend = await cropDialog(file);
-      if (!toSend) return;
-    } catch {
-      toSend = file; // the browser cannot read it: the server says what is wrong with it
-    }
+    const toSend = await fileToUpload(file);
+    if (!toSend) return;
     try {
       const sample = await api.uploadSample(this.dataset.id, toSend);
       toast(`Uploaded as sample #${sample.id}`, 'success');

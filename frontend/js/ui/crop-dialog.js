@@ -74,3 +74,17 @@ export async function cropDialog(file) {
     use.focus();
   });
 }
+
+/**
+ * The file an upload sends: the crop the user chose, the file itself when the browser cannot decode it (the server
+ * then says what is wrong with it), or null when the user cancelled.
+ * @param {File} file
+ * @returns {Promise<File | null>}
+ */
+export async function fileToUpload(file) {
+  try {
+    return await cropDialog(file);
+  } catch {
+    return file;
+  }
+}

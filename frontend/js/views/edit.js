@@ -7,7 +7,7 @@ import { h, button, replaceChildren } from '../ui/dom.js';
 import { bindKey } from '../ui/keyboard.js';
 import { showError, toast } from '../ui/toast.js';
 import { askForm } from '../ui/modal.js';
-import { cropDialog } from '../ui/crop-dialog.js';
+import { fileToUpload } from '../ui/crop-dialog.js';
 import { routeHash } from '../router.js';
 import { CanvasView } from '../panels/canvas-view.js';
 import { Palette } from '../panels/palette.js';
@@ -258,14 +258,8 @@ export class EditView {
     const file = this.fileInput.files[0];
     this.fileInput.value = '';
     if (!file || !this.dataset) return;
-    let toSend = file;
-    try {
-      toSend = await cropDialog(file);
-      if (!toSend) return;
-    } catch {
-      // The browser cannot read it: send it as it is and let the server say what is wrong with it.
-      toSend = file;
-    }
+    const toSend = await fileToUpload(file);
+    if (!toSend) return;
     try {
       const sample = await api.uploadSample(this.dataset.id, toSend);
       toast(`Uploaded as sample #${sample.id}`, 'success');
