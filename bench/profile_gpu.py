@@ -12,8 +12,9 @@ at min(resolution, 512)²), built by ``bench.suite.Suite``. Three parts, each al
    features, forward + backward to the latent (random upstream gradients on image and features); (b) LPIPS-VGG on
    the masked image against the edit's precomputed reference features, forward + backward to the image; (c) the
    segmentation branch at the ROI pixels and its CE, forward + backward to the features; (d) the L2 term; (e) the
-   whole ``EditOptimizer.step`` — (a)–(d) should add up to about (e). Mode 1: (f) G forward with features; (g) the full-map ensemble and the softmax-mean-argmax
-   labelling (``editing._labels``), (g1) of which the ensemble forward alone; (h) the whole ``apply_vectors`` —
+   whole ``EditOptimizer.step`` — (a)–(d) should add up to about (e). Mode 1: (f) G forward with features; (g) the
+   full-map ensemble and the softmax-mean-argmax labelling (``editing._labels``), (g1) of which the ensemble forward
+   alone; (h) the whole ``apply_vectors`` —
    (f) + (g) ≈ (h). Each component's matrix FLOPs (``FlopCounterMode``: convolutions and matmuls, forward and
    backward) give its achieved TFLOP/s and a compute floor (FLOPs ÷ the matmul ceiling of its precision: TF32 for
    float32). For (g) the least memory traffic — every feature map read once, every full-resolution activation
