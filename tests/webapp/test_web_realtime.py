@@ -324,7 +324,7 @@ def test_dataset_presence_lists_who_is_in_each_live_room(studio, daphne_url, cli
             for socket in (alice, watcher, bob, away):
                 await next_of(socket, "state")
             seen["all"] = await asyncio.to_thread(rooms)
-            seen["other"] = await asyncio.to_thread(rooms, f"/api/datasets/{other.pk}/presence")
+            seen["other"] = await asyncio.to_thread(presence, viewer, other)
             await bob.close()
             deadline = time.monotonic() + TIMEOUT
             while str(second.pk) in (now := await asyncio.to_thread(rooms)):
