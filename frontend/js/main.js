@@ -102,9 +102,13 @@ async function boot() {
   const logout = document.getElementById('logout');
   logout.hidden = false;
   logout.addEventListener('click', signOut);
-  const allowed = VIEWS.filter((view) => !VIEW_PERMISSION[view] || user.permissions.includes(VIEW_PERMISSION[view]));
+  // Without a role (or a workspace the role may use) there is nothing to open, the account page included: its
+  // token routes need a role too.
+  const permitted = (view) => !VIEW_PERMISSION[view] || user.permissions.includes(VIEW_PERMISSION[view]);
+  const usable = Boolean(user.role) && VIEWS.some((view) => VIEW_PERMISSION[view] && permitted(view));
+  const allowed = usable ? VIEWS.filter(permitted) : [];
   for (const link of document.querySelectorAll('.tabs a')) link.hidden = !allowed.includes(link.dataset.view);
-  if (!user.role || !allowed.some((view) => VIEW_PERMISSION[view])) {
+  if (!usable) {
     replaceChildren(app, noRolePage(user));
     return;
   }

@@ -100,7 +100,7 @@ def test_a_deep_link_to_a_workspace_the_role_cannot_open_says_why(open_as, live_
     notice.filter(has_text="Admin is for admins").wait_for()
     assert "annotator" in notice.inner_text()
     page.locator(".annotate-view").wait_for()
-    assert [a.inner_text() for a in page.locator(".tabs a:visible").all()] == ["Annotate"]
+    assert [a.inner_text() for a in page.locator(".tabs a:visible").all()] == ["Annotate", "Account"]
     page.get_by_role("link", name="Annotate").click()
     notice.wait_for(state="hidden")
 
