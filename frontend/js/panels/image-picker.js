@@ -8,6 +8,27 @@ import { fileToUpload } from '../ui/crop-dialog.js';
 import { describeJob, watchJob } from '../jobs.js';
 import { SampleList } from './sample-list.js';
 
+/**
+ * Uploads the photo chosen in `fileInput` to `dataset` (cropped as the user chooses) and refreshes `samples` (a
+ * SampleList); resolves with the new sample, or null when nothing was sent or the upload failed (the error is shown).
+ */
+export async function uploadChosenFile(fileInput, dataset, samples) {
+  const file = fileInput.files[0];
+  fileInput.value = '';
+  if (!file || !dataset) return null;
+  const toSend = await fileToUpload(file);
+  if (!toSend) return null;
+  try {
+    const sample = await api.uploadSample(dataset.id, toSend);
+    toast(`Uploaded as sample #${sample.id}`, 'success');
+    samples.setSamples(await api.listSamples(dataset.id));
+    return sample;
+  } catch (error) {
+    showError(error, 'Upload failed');
+    return null;
+  }
+}
+
 export class ImagePicker {
   /** @param {{onPick: (sample: object) => void}} handlers  called with a sample that has a latent */
   constructor(handlers) {
@@ -53,15 +74,9 @@ export class ImagePicker {
   }
 
   async upload() {
-    const file = this.fileInput.files[0];
-    this.fileInput.value = '';
-    if (!file || !this.dataset) return;
-    const toSend = await fileToUpload(file);
-    if (!toSend) return;
+    const sample = await uploadChosenFile(this.fileInput, this.dataset, this.samples);
+    if (!sample) return;
     try {
-      const sample = await api.uploadSample(this.dataset.id, toSend);
-      toast(`Uploaded as sample #${sample.id}`, 'success');
-      this.samples.setSamples(await api.listSamples(this.dataset.id));
       await this.pick(sample);
     } catch (error) {
       showError(error, 'Upload failed');

@@ -7,12 +7,12 @@ import { h, button, replaceChildren } from '../ui/dom.js';
 import { bindKey } from '../ui/keyboard.js';
 import { showError, toast } from '../ui/toast.js';
 import { askForm } from '../ui/modal.js';
-import { fileToUpload } from '../ui/crop-dialog.js';
 import { routeHash } from '../router.js';
 import { CanvasView } from '../panels/canvas-view.js';
 import { Palette } from '../panels/palette.js';
 import { Toolbar } from '../panels/toolbar.js';
 import { SampleList } from '../panels/sample-list.js';
+import { uploadChosenFile } from '../panels/image-picker.js';
 import { LossChart } from '../chart/loss-chart.js';
 import { OpHistory } from '../canvas/history.js';
 import { LabelMask } from '../canvas/mask.js';
@@ -255,19 +255,8 @@ export class EditView {
   }
 
   async upload() {
-    const file = this.fileInput.files[0];
-    this.fileInput.value = '';
-    if (!file || !this.dataset) return;
-    const toSend = await fileToUpload(file);
-    if (!toSend) return;
-    try {
-      const sample = await api.uploadSample(this.dataset.id, toSend);
-      toast(`Uploaded as sample #${sample.id}`, 'success');
-      this.samples.setSamples(await api.listSamples(this.dataset.id));
-      location.hash = routeHash('edit', sample.id);
-    } catch (error) {
-      showError(error, 'Upload failed');
-    }
+    const sample = await uploadChosenFile(this.fileInput, this.dataset, this.samples);
+    if (sample) location.hash = routeHash('edit', sample.id);
   }
 
   async embed(sample) {
