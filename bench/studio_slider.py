@@ -7,10 +7,11 @@
 ``bin/studio`` and stops it afterwards; ``--url`` measures a studio that is already running. The bench logs in, takes
 a demo sample with a latent and a library vector, and moves that vector's slider ``--moves`` times as
 ``frontend/js/views/library.js`` does (``LatestOnly``: one request in flight, the next position sent when the answer
-is there): ``POST /api/edits`` (mode 1), the edit's websocket ``/ws/edits/<id>/`` until ``edit.result`` carries the
-image (or, when the job ended before the socket joined, ``GET /api/edits/<id>`` and the image URL). Latency is from the
-POST to the image in hand; the report gives p50/p95/max and the jobs' own batch sizes. ``--burst N`` also sends N
-positions at once per move (several tabs, or a client without LatestOnly): the older ones must come back superseded.
+is there): ``POST /api/edits`` (mode 1), the edit's websocket ``/ws/edits/<id>/`` until ``edit.result`` names the image,
+then a GET of its URL (or, when the job ended before the socket joined, ``GET /api/edits/<id>`` and the image URL).
+Latency is from the POST to the image in hand; the report gives p50/p95/max and the jobs' own batch sizes.
+``--burst N`` also sends N positions at once per move (several tabs, or a client without LatestOnly): the older ones
+must come back superseded.
 """
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ async def one_move(studio: Studio, sample_id: int, vector_id: int, scale: float)
         while status not in FINISHED:
             message = json.loads(await asyncio.wait_for(socket.recv(), 300))
             if message["type"] == "edit.result":
-                image = message.get("image")
+                image = studio.request("GET", message["image_url"])
             elif message["type"] == "edit.state" and message.get("job_status") in FINISHED:
                 status = message["job_status"]
             elif message["type"] == "job.status" and message["status"] in FINISHED:

@@ -7,6 +7,7 @@ from imported checkpoints with the CLI.
 """
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -56,6 +57,22 @@ def save_latents(path: str | Path, ws: torch.Tensor, generator_id: str, meta: Op
     """W+ latents ``[N, num_ws, w_dim]`` of one generator, in the project format."""
     save_checkpoint(path, LATENTS_KIND, {"ws": ws.detach().cpu().float()}, config={"generator_id": generator_id},
                     meta=meta or {})
+
+
+def latents_bytes(ws: torch.Tensor, generator_id: str) -> bytes:
+    """One W+ latent ``[num_ws, w_dim]`` as the bytes of a :func:`save_latents` file (what the studio stores)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "latent.safetensors"
+        save_latents(path, ws[None], generator_id)
+        return path.read_bytes()
+
+
+def latents_from_bytes(data: bytes, generator_id: Optional[str] = None) -> torch.Tensor:
+    """:func:`load_latents` of a file's bytes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "latent.safetensors"
+        path.write_bytes(data)
+        return load_latents(path, generator_id)
 
 
 def load_latents(path: str | Path, generator_id: Optional[str] = None) -> torch.Tensor:

@@ -19,7 +19,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 import torch
@@ -27,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from editor_core.checkpoints import generator_fingerprint, read_checkpoint, save_checkpoint
+from editor_core.metrics import encoder_quality
 from editor_core.networks import Generator
 from editor_core.perceptual import PerceptualLoss, get_perceptual_loss
 from editor_core.progress import ProgressCallback, ProgressEvent, report
@@ -38,6 +42,11 @@ ENCODER_TRAINING_KIND = "encoder-training"
 # 28–31); the bundle's annotation and vector sources keep the release's batch 500.
 EMBED_STEPS = 300
 BATCH_EMBED_STEPS = 500
+
+ENCODER_CHUNK = 100  # encoder steps between time-budget checks (a tenth of the run when that is fewer)
+ENCODER_EVAL_SAMPLES = 8  # generator samples a trained encoder is measured on
+ENCODER_EVAL_SEED = 2 ** 31 - 1  # their seed: training draws per-step seeds from 0 up, never this one
+ENCODER_LOSS_TAIL = 50  # final losses are the mean of the last steps
 
 PathLike = Union[str, os.PathLike]
 RealImages = Union[Callable[[], torch.Tensor], Iterable[torch.Tensor]]
@@ -378,6 +387,66 @@ def train_encoder(generator: Generator, encoder: Encoder, real_images: Optional[
         report(progress, ProgressEvent("train-encoder", done, config.steps, dict(history[-1]), preview_image=preview))
     optimizer.zero_grad(set_to_none=True)  # a trained encoder carries no stale gradients (memory, shared use)
     return history
+
+
+def train_encoder_within(generator: Generator, encoder: Encoder, real_images: Optional[RealImages],
+                         config: EncoderTrainConfig, max_seconds: Optional[float] = None,
+                         progress: Optional[ProgressCallback] = None) -> list[dict[str, float]]:
+    """``train_encoder`` with a wall-clock budget: it stops at the first chunk boundary past ``max_seconds`` (None:
+    no budget) and returns the log of the steps it ran (fewer than ``config.steps`` when time ran out).
+
+    Chunks of ``ENCODER_CHUNK`` steps (a tenth of the run when that is fewer), each resuming from the last one's
+    saved state (weights + Adam moments), so a run cut short is the start of an uninterrupted one (the same
+    generator samples). Progress events count towards ``config.steps``.
+    """
+    if max_seconds is None:
+        return train_encoder(generator, encoder, real_images, config, progress=progress)
+    deadline = time.monotonic() + max_seconds
+
+    def whole_run(event: ProgressEvent) -> None:  # chunks report their own end as the total
+        report(progress, replace(event, total=config.steps))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp) / "encoder-training.safetensors"
+        chunk = max(1, min(ENCODER_CHUNK, config.steps // 10))
+        chunked = replace(config, checkpoint_path=str(state), checkpoint_every=chunk)
+        history: list[dict[str, float]] = []
+        while len(history) < config.steps and (not history or time.monotonic() < deadline):
+            history = train_encoder(generator, encoder, real_images,
+                                    replace(chunked, steps=min(len(history) + chunk, config.steps)),
+                                    progress=whole_run, resume=state if state.exists() else None)
+    return history
+
+
+def final_losses(history: list[dict[str, float]], tail: int = ENCODER_LOSS_TAIL) -> dict[str, float]:
+    """``final_<loss>``: the mean of each loss over the last ``tail`` steps of a training log (single steps are
+    noisy)."""
+    last = history[-tail:]
+    return {f"final_{name}": sum(row[name] for row in last) / len(last) for name in history[-1]}
+
+
+def encoder_evaluation(generator: Generator, encoder: Encoder, config: EncoderTrainConfig,
+                       real_images: Optional[torch.Tensor] = None, baseline: Optional[Encoder] = None,
+                       samples: int = ENCODER_EVAL_SAMPLES) -> dict[str, float]:
+    """What a trained encoder is worth, as flat figures (``metrics.encoder_quality``): ``eval_*`` on ``samples``
+    generator samples of a seed training never draws (``eval_samples``: their count), ``real_*`` on
+    ``real_images`` ``[M, 3, R, R]`` (photos it trained on: how well it fits real images at all) and
+    ``baseline_*`` of ``baseline`` (the encoder in use now) on the same generator samples, to compare."""
+    device = generator.mapping.w_avg.device
+    perceptual = get_perceptual_loss(config.lpips_net, device) if config.lpips_weight > 0 else None
+    z = torch.randn(samples, generator.config.z_dim, generator=torch.Generator().manual_seed(ENCODER_EVAL_SEED))
+    with torch.no_grad():
+        true_ws = generator.mapping(z.to(device), truncation_psi=config.truncation_psi)
+        images = generator.synthesis(true_ws, noise_mode="const")
+    figures: dict[str, float] = {"eval_samples": samples}
+    measured = {"eval": (encoder, images, true_ws), "real": (encoder, real_images, None),
+                "baseline": (baseline, images, true_ws)}
+    for prefix, (measured_encoder, measured_images, measured_ws) in measured.items():
+        if measured_encoder is not None and measured_images is not None:
+            quality = encoder_quality(generator, measured_encoder, measured_images.to(device), measured_ws,
+                                      perceptual, config.lpips_resolution)
+            figures.update({f"{prefix}_{name}": value for name, value in quality.items()})
+    return figures
 
 
 def _image_loss(config: EncoderTrainConfig, lpips: Optional[torch.Tensor], l2: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -573,6 +574,35 @@ def image_uncertainty(prediction: SegmentationPrediction, top_fraction: float = 
     per_pixel = prediction.uncertainty.flatten(1)
     count = max(1, int(per_pixel.shape[1] * top_fraction))
     return per_pixel.topk(count, dim=1).values.mean(dim=1)
+
+
+def uncertainty_map(uncertainty: torch.Tensor, size: int) -> tuple[np.ndarray, float]:
+    """Per-pixel ensemble disagreement ``[h, w]`` (Jensen-Shannon divergence, nats) → ``(uint8 [size, size],
+    peak)``: 0 = the members agree … 255 = ``peak``, the image's largest value. Relative to the image, not to the
+    ceiling ``log E``: a useful branch disagrees by hundredths of a nat, which an absolute 8-bit scale would round
+    to nothing, and "where to look" is a question about this image; ``peak`` gives the absolute values back
+    (``value / 255 * peak``). Bilinear resize: it is a smooth field, not class indices."""
+    field = uncertainty.detach().float().clamp_min(0.0)[None, None]
+    if field.shape[-1] != size or field.shape[-2] != size:
+        field = F.interpolate(field, size=(size, size), mode="bilinear", align_corners=False)
+    peak = float(field.max())
+    scaled = field[0, 0] / peak * 255 if peak > 0 else torch.zeros_like(field[0, 0])
+    return scaled.round().clamp(0, 255).to(torch.uint8).cpu().numpy(), peak
+
+
+@torch.no_grad()
+def predict_labels(generator: nn.Module, ensemble: SegmentationEnsemble, ws: torch.Tensor,
+                   pixel_chunk: Optional[int] = None, progress: Optional[ProgressCallback] = None) -> torch.Tensor:
+    """The ensemble's labels ``int64 [N, r, r]`` (on the CPU) of the images of latents ``ws`` ``[N, num_ws, w_dim]``,
+    one image at a time (with ``pixel_chunk``, memory stays bounded at any resolution); reports
+    ``ProgressEvent("evaluate", i, N)``."""
+    ensemble.eval()
+    labels = []
+    for index in range(len(ws)):
+        _image, features = generator.synthesis(ws[index:index + 1], noise_mode="const", return_features=True)
+        labels.append(ensemble.predict(features, pixel_chunk=pixel_chunk).labels[0].cpu())
+        report(progress, ProgressEvent("evaluate", index + 1, len(ws)))
+    return torch.stack(labels)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

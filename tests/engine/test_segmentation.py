@@ -450,3 +450,17 @@ def test_save_load_round_trip(tmp_path):
 
     with pytest.raises(ValueError, match="classes"):
         save_segmentation(path, ensemble, LabelSchema.from_names("two", ["a", "b"]))
+
+
+def test_predict_labels_segments_one_image_at_a_time_like_a_batch(tiny_generator, tiny_annotations):
+    from editor_core.segmentation import predict_labels
+
+    ws, _masks = tiny_annotations
+    ensemble = _tiny_ensemble(tiny_generator)
+    events = []
+    labels = predict_labels(tiny_generator, ensemble, ws[:3], pixel_chunk=100, progress=events.append)
+    with torch.no_grad():
+        _image, features = tiny_generator.synthesis(ws[:3], noise_mode="const", return_features=True)
+        batch = ensemble.predict(features).labels
+    assert labels.dtype == torch.int64 and torch.equal(labels, batch.cpu())
+    assert [(e.stage, e.step, e.total) for e in events] == [("evaluate", k, 3) for k in (1, 2, 3)]

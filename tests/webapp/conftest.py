@@ -129,7 +129,8 @@ def shared_studio(_module_studio, db):
 
 
 def build_studio(users, tiny_models) -> SimpleNamespace:
-    from gpu_worker.convert import image_png, latent_bytes
+    from editor_core.bundle import latents_bytes
+    from editor_core.images import image_png
     from webapp.datasets import services as datasets
     from webapp.datasets.models import Sample
     from webapp.editing.services import import_vector
@@ -150,7 +151,7 @@ def build_studio(users, tiny_models) -> SimpleNamespace:
             ws = generator.mapping(torch.randn(1, generator.z_dim, generator=torch.Generator().manual_seed(seed)))
             image = generator.synthesis(ws, noise_mode="const")
         sample = datasets.add_sample(dataset, source=Sample.Source.GENERATED, image_png=image_png(image[0]),
-                                     latent=latent_bytes(ws[0], tiny_models.fingerprint), seed=seed)
+                                     latent=latents_bytes(ws[0], tiny_models.fingerprint), seed=seed)
         if seed < 2:
             datasets.save_mask(sample, users.annotator, luminance_mask(image[0]), base_version=0)
         samples.append(sample)

@@ -115,10 +115,9 @@ def test_retraining_on_picked_samples_reports_held_out_per_class_iou(studio, cel
                                                                      tiny_models):
     from editor_core.bundle import load_latents
     from editor_core.segmentation import class_iou, load_segmentation
-    from gpu_worker.engine_cache import local_path
     from webapp.datasets.services import read_mask
     from webapp.registry.models import Checkpoint
-    from webapp.storage import read_bytes
+    from webapp.storage import local_path, read_bytes
 
     generator = tiny_models.generator
     heldout = studio.samples[2]

@@ -30,8 +30,8 @@ def expected_prediction(sample, generator_file: Path, segmentation_file: Path):
     """What a branch file predicts for the sample's stored latent, computed here with the engine."""
     from editor_core.bundle import load_latents
     from editor_core.checkpoints import load_generator
-    from editor_core.segmentation import image_uncertainty, load_segmentation
-    from gpu_worker.convert import mask_array, uncertainty_map
+    from editor_core.images import mask_array
+    from editor_core.segmentation import image_uncertainty, load_segmentation, uncertainty_map
     from webapp.storage import read_bytes
 
     generator = load_generator(generator_file)

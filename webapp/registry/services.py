@@ -20,6 +20,8 @@ from django.db.models import Count, ProtectedError
 from webapp.accounts import roles
 from webapp.datasets.models import LabelClass, LabelSchema
 from webapp.errors import Conflict, readable
+from webapp.jobs import services as jobs
+from webapp.jobs.models import Job
 from webapp.registry.models import Checkpoint
 from webapp.storage import files_removed_on_error, save_bytes
 
@@ -196,6 +198,14 @@ def register_file(path: Path, *, kind: str, name: str, source_format: str, user=
     return checkpoint
 
 
+def register_trained(path: Path, *, kind: str, job, generator: Checkpoint, **fields) -> Checkpoint:
+    """``register_file`` for a checkpoint a training job made; the job records it in the row's transaction, so
+    that a run after a lost worker registers nothing twice (``selectors.registered_by``)."""
+    return register_file(path, kind=kind, name=job.params["name"], source_format=Checkpoint.SourceFormat.TRAINED,
+                         user=job.requested_by, generator=generator, fingerprint=generator.fingerprint, **fields,
+                         then=lambda row: jobs.record_result(job, {"checkpoint_id": row.pk}))
+
+
 def import_and_rank(user, **source) -> tuple[Checkpoint, list]:
     """``POST /checkpoints/upload`` and ``/checkpoints/import``: ``import_checkpoint(user, **source)``, then (a
     branch that became active) queue the rankings of its datasets in the row's transaction: if they cannot be
@@ -224,8 +234,6 @@ def queue_rankings(checkpoint: Checkpoint, user, skip: Sequence[int] = ()) -> li
     ``uncertainty.png``) and the "label next" order follow the branch annotators now work with. A ranking of the same
     dataset by the same branch that is still waiting is reused. Returns the jobs (none for other checkpoints)."""
     from webapp.datasets.models import Dataset
-    from webapp.jobs import services as jobs
-    from webapp.jobs.models import Job
 
     if checkpoint.kind != Checkpoint.Kind.SEGMENTATION or not checkpoint.active:
         return []
@@ -342,8 +350,6 @@ def enqueue_training(dataset, user, steps: int, name: str, activate_when_done: b
                      early_stopping: bool = True, sample_ids: Optional[list[int]] = None,
                      holdout_fraction: float = 0.2):
     """Queue a retraining on ``training_split``'s samples; the split is fixed now and recorded in the job."""
-    from webapp.jobs import services as jobs
-
     split = training_split(dataset, sample_ids, holdout_fraction)
     return jobs.enqueue("train_segmentation", user, {
         "dataset_id": dataset.pk, "steps": steps, "name": name or f"{dataset.name} segmentation",
@@ -356,8 +362,6 @@ def enqueue_encoder_training(generator: Checkpoint, user, steps: int, name: str,
                              real_dataset=None):
     """Queue an encoder training for ``generator``; ``real_dataset``'s uploaded photos are mixed in (it needs one)."""
     from webapp.datasets.models import Sample
-    from webapp.jobs import services as jobs
-
     params = {"generator_id": generator.pk, "steps": steps, "name": name or f"{generator.name} encoder",
               "activate": activate_when_done, "lpips_weight": lpips_weight, "max_minutes": max_minutes,
               "batch_size": batch_size, "real_dataset_id": None}

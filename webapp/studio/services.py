@@ -15,6 +15,7 @@ from webapp.datasets import services as datasets
 from webapp.datasets.models import Dataset, Sample
 from webapp.registry import services as registry
 from webapp.registry.models import Checkpoint
+from webapp.storage import local_path
 
 DEMO_DATASET = "demo"
 UNLABELLED_DEMO_SAMPLES = 12  # for the active-learning queue: the branch ranks these for annotators
@@ -45,7 +46,8 @@ def load_bundle(directory: Path, admin, say: Callable[[str], None], unlabelled: 
     from editor_core.bundle import AnnotatedSamples
     from editor_core.domains.toonface import toonface_schema
 
-    from gpu_worker.convert import image_png, latent_bytes
+    from editor_core.bundle import latents_bytes
+    from editor_core.images import image_png
 
     generator_row = registry.import_checkpoint(admin, kind="generator", name=f"{directory.name} generator",
                                                data=(directory / "generator.safetensors").read_bytes(),
@@ -77,7 +79,7 @@ def load_bundle(directory: Path, admin, say: Callable[[str], None], unlabelled: 
         with torch.no_grad():
             image = generator.synthesis(ws[None], noise_mode="const")
         sample = datasets.add_sample(dataset, source=Sample.Source.GENERATED, image_png=image_png(image[0]),
-                                     latent=latent_bytes(ws, generator_row.fingerprint), user=admin)
+                                     latent=latents_bytes(ws, generator_row.fingerprint), user=admin)
         saved = datasets.save_mask(sample, admin, annotations.masks[index].to(torch.uint8).numpy(), base_version=0,
                                    note="demo bundle annotation")
         # The bundle's masks are the renders' true labels: reviewed, so retraining picks them by default.
@@ -89,7 +91,7 @@ def load_bundle(directory: Path, admin, say: Callable[[str], None], unlabelled: 
             ws = generator.mapping(z, truncation_psi=0.7)
             image = generator.synthesis(ws, noise_mode="const")
         datasets.add_sample(dataset, source=Sample.Source.GENERATED, image_png=image_png(image[0]),
-                            latent=latent_bytes(ws[0], generator_row.fingerprint), seed=seed, user=admin)
+                            latent=latents_bytes(ws[0], generator_row.fingerprint), seed=seed, user=admin)
     for path in sorted((directory / "vectors").glob("*.safetensors")):
         import_bundle_vector(directory, path, generator_row, admin, say)
     active = Checkpoint.objects.filter(kind=Checkpoint.Kind.SEGMENTATION, generator=generator_row, schema=schema_row,
@@ -141,8 +143,6 @@ def import_bundle_vector(directory: Path, path: Path, generator_row: Checkpoint,
 def registry_generator(generator_row: Checkpoint):
     """The registered generator, on the CPU of this (command) process."""
     from editor_core.checkpoints import load_generator
-
-    from gpu_worker.engine_cache import local_path
 
     return load_generator(local_path(generator_row.file.name, generator_row.sha256))
 
