@@ -8,36 +8,25 @@ redelivery) is harmless: ``jobs.claim`` lets exactly one live worker run a job.
 from __future__ import annotations
 
 import secrets
-import tempfile
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from django.conf import settings
 
 from editor_core.bundle import latents_bytes
-from editor_core.editing import EditConfig, optimize_edit, refine_config, refine_vectors, render_and_segment, \
-    resize_mask
-from editor_core.embedding import ENCODER_EVAL_SAMPLES, EmbedConfig, Encoder, EncoderConfig, EncoderTrainConfig, \
-    embed_image, encoder_evaluation, final_losses, save_encoder, train_encoder_within
+from editor_core.editing import EditConfig, optimize_edit, refine_config, refine_vectors, render_and_segment
+from editor_core.embedding import EmbedConfig, embed_image
 from editor_core.images import image_png, load_image, mask_array
-from editor_core.metrics import iou_table
 from editor_core.progress import ProgressEvent, report
-from editor_core.segmentation import SegmentationConfig, SegmentationEnsemble, SegTrainConfig, predict_labels, \
-    save_segmentation, train_segmentation as train_segmentation_engine
 from editor_core.vectors import combined_delta
-from gpu_worker import edits, engine_cache, samples
+from gpu_worker import edits, engine_cache, samples, training
 from gpu_worker.celery_app import app
-from gpu_worker.photos import Photos
 from gpu_worker.progress import JobReporter
 from gpu_worker.runner import end_with, run_job, worker_name
 from webapp.datasets import selectors as dataset_rows, services as datasets
 from webapp.editing import selectors as edit_rows, services as editing
 from webapp.jobs import services as jobs
 from webapp.registry import selectors as checkpoints, services as registry
-
-EVAL_PIXEL_CHUNK = 1 << 14  # pixels per ensemble pass when measuring IoU: bounds memory at any resolution
 
 
 # --- datasets ---------------------------------------------------------------------------------------------------------
@@ -145,7 +134,7 @@ def train_segmentation(job_id: int) -> str:
 
 def _train_segmentation(job, reporter: JobReporter) -> dict:
     dataset = dataset_rows.dataset(job.params["dataset_id"])
-    checkpoint = checkpoints.registered_by(job) or _train_segmentation_branch(job, reporter, dataset)
+    checkpoint = checkpoints.registered_by(job) or training.segmentation_branch(job, reporter, dataset)
     metrics = checkpoint.metrics
     if job.params.get("activate", True):
         checkpoint = registry.activate(checkpoint)
@@ -158,83 +147,16 @@ def _train_segmentation(job, reporter: JobReporter) -> dict:
             "metrics": metrics, "ranking_job_ids": rankings}
 
 
-def _stored_masks(rows: list) -> torch.Tensor:
-    """The samples' current masks, int64 ``[N, H, W]``."""
-    return torch.stack([torch.from_numpy(dataset_rows.read_mask(row).astype(np.int64)) for row in rows])
-
-
-def _train_segmentation_branch(job, reporter: JobReporter, dataset):
-    generator = engine_cache.generator(dataset.generator)
-    schema = registry.engine_schema(dataset.schema)
-    split = job.params if "sample_ids" in job.params else registry.training_split(dataset)  # jobs queued earlier
-    training = dataset_rows.training_samples(dataset, split["sample_ids"])
-    heldout = dataset_rows.training_samples(dataset, split["heldout_ids"])
-    ensemble = SegmentationEnsemble(SegmentationConfig.from_generator(generator, schema.num_classes,
-                                                                      **job.params.get("architecture", {})))
-    steps = int(job.params["steps"])
-    config = SegTrainConfig(max_steps=steps, min_steps=min(200, steps), device=str(engine_cache.device()),
-                            pixels_per_step=int(job.params.get("pixels_per_step", SegTrainConfig.pixels_per_step)),
-                            patience=SegTrainConfig.patience if job.params.get("early_stopping", True) else None)
-    outcome = train_segmentation_engine(generator, ensemble, torch.cat([samples.latent(s) for s in training]),
-                                        _stored_masks(training).to(engine_cache.device()), config, progress=reporter)
-    measured_on = heldout or training[:registry.MAX_HELDOUT_SAMPLES]
-    predicted = predict_labels(generator, ensemble, torch.cat([samples.latent(s) for s in measured_on]),
-                               EVAL_PIXEL_CHUNK, progress=reporter)
-    targets = resize_mask(_stored_masks(measured_on), ensemble.config.resolution)  # nearest, like training targets
-    metrics = {**iou_table(predicted, targets, dataset.schema.class_rows()),
-               "evaluated_on": split["evaluated_on"], "num_samples": len(training),
-               "num_heldout": len(heldout), "train_mean_iou": outcome.mean_iou, "steps": outcome.steps,
-               "stopped_early": outcome.stopped_early, "member_pixel_acc": outcome.member_pixel_acc,
-               "sample_ids": [s.pk for s in training], "heldout_ids": [s.pk for s in heldout]}
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "segmentation.safetensors"
-        save_segmentation(path, ensemble.cpu(), schema, meta={"generator_id": dataset.generator.fingerprint,
-                                                              "metrics": metrics, "job": job.pk})
-        return registry.register_trained(path, kind="segmentation", job=job, generator=dataset.generator,
-                                         schema=dataset.schema, config=ensemble.config.to_dict(), metrics=metrics)
-
-
 @app.task(name="gpu_worker.train_encoder")
 def train_encoder(job_id: int) -> str:
     return run_job(job_id, _train_encoder)
 
 
 def _train_encoder(job, reporter: JobReporter) -> dict:
-    checkpoint = checkpoints.registered_by(job) or _train_encoder_checkpoint(job, reporter)
+    checkpoint = checkpoints.registered_by(job) or training.encoder(job, reporter)
     if job.params.get("activate", True):
         checkpoint = registry.activate(checkpoint)
     return {"checkpoint_id": checkpoint.pk, "active": checkpoint.active, "metrics": checkpoint.metrics}
-
-
-def _train_encoder_checkpoint(job, reporter: JobReporter):
-    generator_row = checkpoints.generator(job.params["generator_id"])
-    generator = engine_cache.generator(generator_row)
-    config = EncoderTrainConfig(steps=int(job.params["steps"]), batch_size=int(job.params.get("batch_size", 4)),
-                                lpips_weight=float(job.params.get("lpips_weight", 10.0)))
-    photos = None
-    if job.params.get("real_dataset_id") is not None:
-        photos = Photos(dataset_rows.PhotoFiles(job.params["real_dataset_id"]), generator.img_resolution)
-    # The encoder in use now is measured on the same samples, so the admin can compare before activating.
-    baseline_row = checkpoints.active_encoder(generator_row)
-    encoder = Encoder(EncoderConfig.for_generator(generator)).to(engine_cache.device())
-    started = time.monotonic()
-    max_minutes = job.params.get("max_minutes")
-    history = train_encoder_within(generator, encoder, photos.batches(config.batch_size) if photos else None, config,
-                                   max_seconds=float(max_minutes) * 60 if max_minutes else None, progress=reporter)
-    metrics = {"steps": len(history), "minutes": round((time.monotonic() - started) / 60, 2),
-               "stopped_by_time": len(history) < config.steps, "batch_size": config.batch_size,
-               "lpips_weight": config.lpips_weight, "real_images": len(photos) if photos else 0,
-               **final_losses(history),
-               **encoder_evaluation(generator, encoder, config,
-                                    real_images=photos.first(ENCODER_EVAL_SAMPLES) if photos else None,
-                                    baseline=engine_cache.encoder(baseline_row) if baseline_row else None)}
-    if baseline_row is not None:
-        metrics["baseline_checkpoint_id"] = baseline_row.pk
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "encoder.safetensors"
-        save_encoder(path, encoder, generator, meta={"metrics": metrics, "job": job.pk})
-        return registry.register_trained(path, kind="encoder", job=job, generator=generator_row,
-                                         config=encoder.config.to_dict(), metrics=metrics)
 
 
 # --- vector library ---------------------------------------------------------------------------------------------------
