@@ -32,12 +32,13 @@ from editor_core.bundle import load_latents
 from editor_core.editing import EditConfig, apply_vectors, optimize_edit, refine_config, refine_vectors, \
     render_and_segment
 from editor_core.embedding import Encoder, EncoderConfig, EncoderTrainConfig, EmbedConfig, embed_image, \
-    image_distances, load_encoder, psnr, save_encoder, train_encoder as train_encoder_engine
+    load_encoder, save_encoder, train_encoder as train_encoder_engine
 from editor_core.images import load_image
+from editor_core.metrics import class_iou, image_distances, psnr
 from editor_core.perceptual import get_perceptual_loss
 from editor_core.progress import Cancelled, ProgressEvent, report
-from editor_core.segmentation import SegmentationConfig, SegmentationEnsemble, SegTrainConfig, class_iou, \
-    image_uncertainty, save_segmentation, train_segmentation as train_segmentation_engine
+from editor_core.segmentation import SegmentationConfig, SegmentationEnsemble, SegTrainConfig, image_uncertainty, \
+    save_segmentation, train_segmentation as train_segmentation_engine
 from editor_core.vectors import EditVector, EditVectorInfo, combined_delta
 from gpu_worker import engine_cache
 from gpu_worker.convert import image_png, latent_bytes, mask_array, uncertainty_map
