@@ -53,9 +53,9 @@ from editor_core.domains import toonface  # noqa: E402
 from editor_core.domains.toonface import PARAM_SCHEMA, ToonFaceParams  # noqa: E402
 from editor_core.editing import (EditConfig, EditingModels, apply_vectors, changed_classes, edit_roi,  # noqa
                                  optimize_edit, render_and_segment, resize_mask)
-from editor_core.embedding import EmbedConfig, embed_image, image_distances, psnr  # noqa: E402
+from editor_core.embedding import EmbedConfig, embed_image  # noqa: E402
+from editor_core.metrics import class_iou, image_distances, masked_psnr, mean_iou, psnr  # noqa: E402
 from editor_core.perceptual import get_perceptual_loss  # noqa: E402
-from editor_core.segmentation import class_iou  # noqa: E402
 from editor_core.training.demo_bundle import DEMO_EDITS, REGRESSOR_FILE, _mask_image, transfer_overrides  # noqa
 from editor_core.training.param_regressor import load_param_regressor, regression_targets, target_names  # noqa
 
@@ -280,18 +280,6 @@ class ParamReader:
         return delta / (spec.high - spec.low)
 
 
-def class_mean_iou(labels: torch.Tensor, truth: torch.Tensor, classes: Sequence[int], num_classes: int) -> float:
-    """Mean IoU over ``classes`` of one labelling ``[1, h, w]`` against ``truth``; NaN classes (in neither) skipped."""
-    iou = class_iou(labels.cpu(), truth.cpu(), num_classes)[list(classes)]
-    return float(iou.nanmean()) if not iou.isnan().all() else float("nan")
-
-
-def outside_psnr(image: torch.Tensor, reference: torch.Tensor, outside: torch.Tensor) -> float:
-    """PSNR (dB, images on [0, 1]) over the pixels where ``outside`` ``[1, 1, H, W]`` is 1."""
-    error = (((image - reference) / 2).square() * outside).sum() / (outside.sum() * 3).clamp_min(1)
-    return float(psnr(error[None]))
-
-
 def part_ious(labels: torch.Tensor, truth: torch.Tensor, num_classes: int) -> dict[int, float]:
     """IoU of every part with ≥ ``MIN_PART_PIXELS`` pixels in ``truth`` ``[1, h, w]`` (one face)."""
     iou = class_iou(labels.cpu(), truth.cpu(), num_classes)
@@ -474,12 +462,12 @@ def measure_edits(models: EditingModels, variant: Variant, faces: list[Face], ed
                 "follow_before": float((original[i][region] == target[i][region]).float().mean()),
                 "follow_painted": float((result.mask[i][painted[i]] == target[i][painted[i]]).float().mean()),
                 "follow_painted_before": float((original[i][painted[i]] == target[i][painted[i]]).float().mean()),
-                "truth": class_mean_iou(result.mask[i:i + 1], true_after[i:i + 1], changed, num_classes),
-                "truth_before": class_mean_iou(original[i:i + 1], true_after[i:i + 1], changed, num_classes),
+                "truth": mean_iou(result.mask[i:i + 1], true_after[i:i + 1], num_classes, classes=changed),
+                "truth_before": mean_iou(original[i:i + 1], true_after[i:i + 1], num_classes, classes=changed),
                 "progress": moved, "regressor_reads": readable,
                 "progress_of_readable": moved / readable if abs(readable) > 0.05 else None,
                 "lpips_to_truth": float(lpips_after[i]), "lpips_to_truth_before": float(lpips_before[i]),
-                "outside_psnr": outside_psnr(result.image[i:i + 1], x_hat[i:i + 1], outside[i:i + 1]),
+                "outside_psnr": float(masked_psnr(result.image[i:i + 1], x_hat[i:i + 1], outside[i:i + 1])),
                 "outside_lpips": float(lpips_outside[i])})
             key = (edit.face, edit.param, edit.delta > 0)
             if edit.magnitude == max(args.magnitudes) and key in wanted:

@@ -47,7 +47,7 @@ def shift_ceiling(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from editor_core.domains import toonface
-    from editor_core.segmentation import class_iou
+    from editor_core.metrics import class_iou
     from editor_core.training.demo_bundle import RENDER_SEEDS
 
     params = toonface.sample_params(args.renders, RENDER_SEEDS["evaluate"])

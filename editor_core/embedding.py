@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from editor_core.checkpoints import generator_fingerprint, read_checkpoint, save_checkpoint
-from editor_core.metrics import encoder_quality
+from editor_core.metrics import encoder_quality, image_distances, lpips_sized, psnr
 from editor_core.networks import Generator
 from editor_core.perceptual import PerceptualLoss, get_perceptual_loss
 from editor_core.progress import ProgressCallback, ProgressEvent, report
@@ -252,37 +252,6 @@ def _check_encoder_fits(encoder: Encoder, generator: Generator) -> None:
         raise EncoderMismatchError(
             f"encoder is for (resolution, num_ws, w_dim) = {found} but the generator has {expected}; build one "
             f"with Encoder(EncoderConfig.for_generator(generator))")
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Image distances shared by training and refinement.
-
-
-def image_distances(perceptual: Optional[PerceptualLoss], generated: torch.Tensor, target: torch.Tensor,
-                    lpips_resolution: int, lpips_target=None) -> tuple[Optional[torch.Tensor], torch.Tensor]:
-    """Per-image ``(LPIPS [B] or None without a perceptual loss, L2 [B])`` between ``[B, 3, H, W]`` images.
-
-    L2 is the mean squared error on the ``[0, 1]`` scale, the scale the release's loss weights were tuned for.
-    Images larger than ``lpips_resolution`` are area-downsampled for LPIPS, as the NVlabs projector does at 256².
-    ``lpips_target``: ``target``'s precomputed ``perceptual.reference`` (of the downsampled target) when ``target``
-    stays the same over many calls.
-    """
-    l2 = ((generated - target) / 2).square().mean(dim=(1, 2, 3))
-    if perceptual is None:
-        return None, l2
-    generated, target = (_lpips_sized(x, lpips_resolution) for x in (generated, target))
-    return perceptual(generated, target if lpips_target is None else lpips_target), l2
-
-
-def _lpips_sized(image: torch.Tensor, lpips_resolution: int) -> torch.Tensor:
-    if image.shape[-1] > lpips_resolution:
-        return F.interpolate(image, size=(lpips_resolution,) * 2, mode="area")
-    return image
-
-
-def psnr(l2: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB of images in ``[0, 1]`` from their mean squared error ``[B]``."""
-    return -10.0 * torch.log10(l2.clamp_min(1e-10))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -700,7 +669,7 @@ def embed_image(generator: Generator, encoder: Optional[Encoder], image: torch.T
                "noise": config.noise_weight}
     best = _BestStep(start, target)
     # The target's LPIPS features once, instead of a backbone pass over the same image every step.
-    lpips_target = perceptual.reference(_lpips_sized(target, config.lpips_resolution))
+    lpips_target = perceptual.reference(lpips_sized(target, config.lpips_resolution))
     history: list[dict[str, float]] = []
     with swapped_noise(generator, noise):
         for step in range(config.steps + 1):

@@ -40,6 +40,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from editor_core.checkpoints import read_checkpoint, save_checkpoint
+from editor_core.metrics import mean_iou
 from editor_core.progress import ProgressCallback, ProgressEvent, report
 from editor_core.schema import LabelSchema
 
@@ -603,38 +604,6 @@ def predict_labels(generator: nn.Module, ensemble: SegmentationEnsemble, ws: tor
         labels.append(ensemble.predict(features, pixel_chunk=pixel_chunk).labels[0].cpu())
         report(progress, ProgressEvent("evaluate", index + 1, len(ws)))
     return torch.stack(labels)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Metrics
-
-
-def class_iou(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_absent: bool = True) -> torch.Tensor:
-    """Per-class intersection over union ``[K]`` of integer masks of equal shape.
-
-    A class absent from both ``pred`` and ``target`` gets NaN when ``ignore_absent`` (so ``nanmean`` skips it),
-    else 1.0 (both agree that it is absent).
-    """
-    if pred.shape != target.shape:
-        raise ValueError(f"pred and target must have the same shape, got {list(pred.shape)} and {list(target.shape)}")
-    for name, mask in (("pred", pred), ("target", target)):
-        if mask.dtype.is_floating_point or mask.dtype == torch.bool:
-            raise ValueError(f"{name} must hold integer class indices, got {mask.dtype}")
-        if mask.numel() and (int(mask.min()) < 0 or int(mask.max()) >= num_classes):
-            raise ValueError(f"{name} labels must be in 0..{num_classes - 1}, found {int(mask.min())}.."
-                             f"{int(mask.max())}")
-    pairs = target.reshape(-1).long() * num_classes + pred.reshape(-1).long()
-    confusion = torch.bincount(pairs, minlength=num_classes * num_classes).view(num_classes, num_classes)
-    intersection = confusion.diagonal().double()
-    union = confusion.sum(0).double() + confusion.sum(1).double() - intersection
-    absent_value = float("nan") if ignore_absent else 1.0
-    return torch.where(union > 0, intersection / union.clamp_min(1), torch.full_like(union, absent_value)).float()
-
-
-def mean_iou(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_absent: bool = True) -> float:
-    """Mean of ``class_iou`` over the classes present in ``pred`` or ``target`` (all classes if not
-    ``ignore_absent``)."""
-    return float(class_iou(pred, target, num_classes, ignore_absent).nanmean())
 
 
 # ---------------------------------------------------------------------------------------------------------------------

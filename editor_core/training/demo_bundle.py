@@ -35,7 +35,6 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
-import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -51,12 +50,13 @@ from editor_core.domains.toonface import PARAM_SCHEMA, ToonFaceParams, ToonPart,
 from editor_core.editing import (EditConfig, EditingModels, apply_vectors, dilate, optimize_edit, refine_config,
                                  refine_vectors, render_and_segment, resize_mask)
 from editor_core.embedding import (BATCH_EMBED_STEPS, ENCODER_KIND, ENCODER_TRAINING_KIND, EmbedConfig, Encoder,
-                                   EncoderConfig, EncoderTrainConfig, embed_image, image_distances, load_encoder, psnr,
-                                   save_encoder, train_encoder)
+                                   EncoderConfig, EncoderTrainConfig, embed_image, load_encoder, save_encoder,
+                                   train_encoder)
+from editor_core.metrics import class_iou, mean_abs_change, mean_and_std, mean_iou, named_iou, reconstruction_quality
 from editor_core.networks import Generator
 from editor_core.perceptual import get_perceptual_loss
-from editor_core.segmentation import (SegmentationConfig, SegmentationEnsemble, SegTrainConfig, class_iou,
-                                      save_segmentation, train_segmentation)
+from editor_core.segmentation import (SegmentationConfig, SegmentationEnsemble, SegTrainConfig, save_segmentation,
+                                      train_segmentation)
 from editor_core.training.gan import enable_cuda_fast_math, save_image_grid
 from editor_core.training.param_regressor import (REGRESSOR_KIND, ParamRegressor, RegressorConfig,
                                                   RegressorTrainConfig, frechet_distance, load_param_regressor,
@@ -302,18 +302,6 @@ def _mask_image(mask: torch.Tensor) -> torch.Tensor:
     return toonface_schema().colourise(mask.cpu()).permute(2, 0, 1).float() / 127.5 - 1
 
 
-def _mean_change(a: torch.Tensor, b: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
-    """Mean ``|a − b|`` per channel on the 0–255 scale over the pixels of ``region`` (bool ``[B, 1, H, W]``) of
-    images ``[B, C, H, W]`` → ``[B]``."""
-    return ((a - b).abs() * 127.5 * region).flatten(1).sum(1) / (region.flatten(1).sum(1) * a.shape[1])
-
-
-def mean_and_std(values: torch.Tensor) -> dict[str, float]:
-    """``{"mean", "std"}`` of per-image figures ``[N]`` (std 0 for one image)."""
-    values = values.double()
-    return {"mean": float(values.mean()), "std": float(values.std()) if len(values) > 1 else 0.0}
-
-
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -381,13 +369,7 @@ class DemoPipeline:
     def _reconstruction(self, ws: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(psnr [N], lpips [N])`` of ``G(ws)`` against ``images``."""
         perceptual = get_perceptual_loss(self.config.lpips_net, self.device)
-        psnrs, lpipses = [], []
-        for part in _chunks(len(ws), self.config.forward_batch):
-            generated = self.generator.synthesis(ws[part], noise_mode="const")
-            lpips, l2 = image_distances(perceptual, generated, images[part], lpips_resolution=256)
-            psnrs.append(psnr(l2).cpu())
-            lpipses.append(lpips.cpu())
-        return torch.cat(psnrs), torch.cat(lpipses)
+        return reconstruction_quality(self.generator, ws, images, perceptual, self.config.forward_batch)
 
     @torch.no_grad()
     def _encode(self, encoder: Encoder, images: torch.Tensor) -> torch.Tensor:
@@ -405,8 +387,7 @@ class DemoPipeline:
         schema = toonface_schema()
         labels = self.segment(models, ws)[1].cpu()
         iou = class_iou(labels, resize_mask(masks, models.seg_resolution).cpu(), schema.num_classes)
-        per_class = {c: (None if math.isnan(v) else round(v, 4)) for c, v in zip(schema.class_names, iou.tolist())}
-        return {"miou": float(iou.nanmean()), "per_class": per_class}
+        return {"miou": float(iou.nanmean()), "per_class": named_iou(iou, schema.class_names)}
 
     def _load(self) -> ModelBundle:
         return load_bundle(self.out, device=self.device)
@@ -762,16 +743,16 @@ class DemoPipeline:
             edited["mode2"], refined = self._refine(models, ws, vector, edited["mode1"], original_labels)
 
             def measure(image: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-                iou = class_iou(labels.cpu(), truth_small.cpu(), models.num_classes)[list(edit.classes)]
                 lpips = torch.cat([perceptual(image[p], truth_images[p]) for p in _chunks(len(ws), cfg.forward_batch)])
-                change = _mean_change(image, original_images, outside)
+                change = mean_abs_change(image, original_images, outside)
                 moved = edit.effect(labels) > edit.effect(original_labels)
-                return {"iou": float(iou.nanmean()), "lpips_to_truth": float(lpips.mean()),
+                iou = mean_iou(labels.cpu(), truth_small.cpu(), models.num_classes, classes=edit.classes)
+                return {"iou": iou, "lpips_to_truth": float(lpips.mean()),
                         "outside_change": float(change.mean()), "direction": float(moved.float().mean())}
 
             entry = {name: measure(*result) for name, result in edited.items()}
             entry["unedited"] = measure(original_images, original_labels)
-            entry["truth"] = {"outside_change": float(_mean_change(truth_images, images, outside).mean()),
+            entry["truth"] = {"outside_change": float(mean_abs_change(truth_images, images, outside).mean()),
                               "direction": float((edit.effect(truth_masks) > edit.effect(masks)).float().mean())}
             entry["mode2"]["refined_images"] = refined
             figures[edit.name] = entry

@@ -10,8 +10,8 @@ from torch.utils._pytree import tree_leaves
 from editor_core.progress import Cancelled
 from editor_core.schema import LabelSchema
 from editor_core.segmentation import (
-    SegmentationConfig, SegmentationEnsemble, SegmentationPrediction, SegTrainConfig, class_iou, ensemble_log_probs,
-    image_uncertainty, load_segmentation, mean_iou, prediction_from_logits, save_segmentation, train_segmentation)
+    SegmentationConfig, SegmentationEnsemble, SegmentationPrediction, SegTrainConfig, ensemble_log_probs,
+    image_uncertainty, load_segmentation, prediction_from_logits, save_segmentation, train_segmentation)
 
 # (feature channels, feature resolutions, output resolution)
 LAYOUTS = [
@@ -260,30 +260,6 @@ def test_image_uncertainty_ranks_by_the_most_uncertain_pixels():
     assert scores.tolist() == pytest.approx([0.5, 0.06])
     with pytest.raises(ValueError, match="top_fraction"):
         image_uncertainty(prediction, top_fraction=0)
-
-
-# -- metrics --------------------------------------------------------------------------------------------------------
-
-
-def test_class_iou_on_hand_made_masks():
-    pred = torch.tensor([[0, 0, 1], [1, 2, 2]])
-    target = torch.tensor([[0, 1, 1], [1, 2, 0]])
-    iou = class_iou(pred, target, num_classes=4)
-    assert iou[:3].tolist() == pytest.approx([1 / 3, 2 / 3, 1 / 2])
-    assert math.isnan(iou[3])
-    assert class_iou(pred, target, 4, ignore_absent=False)[3] == 1.0
-    assert mean_iou(pred, target, 4) == pytest.approx(0.5)
-    assert mean_iou(pred, target, 4, ignore_absent=False) == pytest.approx((1 / 3 + 2 / 3 + 1 / 2 + 1) / 4)
-    assert mean_iou(target, target, 4) == 1.0
-
-
-def test_class_iou_rejects_bad_inputs():
-    with pytest.raises(ValueError, match="same shape"):
-        class_iou(torch.zeros(2, 2, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long), 2)
-    with pytest.raises(ValueError, match="0..1"):
-        class_iou(torch.full((2, 2), 2), torch.zeros(2, 2, dtype=torch.long), 2)
-    with pytest.raises(ValueError, match="integer"):
-        class_iou(torch.zeros(2, 2), torch.zeros(2, 2), 2)
 
 
 # -- configuration and bad inputs -----------------------------------------------------------------------------------

@@ -114,7 +114,8 @@ def test_samples_of_another_dataset_are_refused(studio, client_for):
 def test_retraining_on_picked_samples_reports_held_out_per_class_iou(studio, celery_worker, client_for,
                                                                      tiny_models):
     from editor_core.bundle import load_latents
-    from editor_core.segmentation import class_iou, load_segmentation
+    from editor_core.metrics import class_iou
+    from editor_core.segmentation import load_segmentation
     from webapp.datasets.services import read_mask
     from webapp.registry.models import Checkpoint
     from webapp.storage import local_path, read_bytes
