@@ -94,7 +94,7 @@ class ModelBundle:
 
 def load_bundle(directory: str | Path = DEMO_BUNDLE, device: torch.device | str = "cpu") -> ModelBundle:
     """Load a bundle folder onto ``device``; every part is checked against the generator's fingerprint."""
-    from editor_core.embedding import load_encoder
+    from editor_core.encoder import load_encoder
     from editor_core.segmentation import load_segmentation
 
     directory = Path(directory)

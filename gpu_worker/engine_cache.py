@@ -11,7 +11,7 @@ from django.core.files.storage import default_storage
 
 from editor_core.checkpoints import load_generator
 from editor_core.editing import EditingModels
-from editor_core.embedding import EmbedConfig
+from editor_core.inversion import EmbedConfig
 from editor_core.perceptual import get_perceptual_loss
 from editor_core.segmentation import load_segmentation
 from editor_core.vectors import EditVector

@@ -31,9 +31,10 @@ from PIL import Image
 from editor_core.bundle import load_latents
 from editor_core.editing import EditConfig, apply_vectors, optimize_edit, refine_config, refine_vectors, \
     render_and_segment
-from editor_core.embedding import Encoder, EncoderConfig, EncoderTrainConfig, EmbedConfig, embed_image, \
-    load_encoder, save_encoder, train_encoder as train_encoder_engine
+from editor_core.encoder import Encoder, EncoderConfig, load_encoder, save_encoder
+from editor_core.encoder_training import EncoderTrainConfig, train_encoder as train_encoder_engine
 from editor_core.images import load_image
+from editor_core.inversion import EmbedConfig, embed_image
 from editor_core.metrics import class_iou, image_distances, psnr
 from editor_core.perceptual import get_perceptual_loss
 from editor_core.progress import Cancelled, ProgressEvent, report

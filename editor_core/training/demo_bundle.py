@@ -49,9 +49,9 @@ from editor_core.domains import toonface
 from editor_core.domains.toonface import PARAM_SCHEMA, ToonFaceParams, ToonPart, toonface_schema
 from editor_core.editing import (EditConfig, EditingModels, apply_vectors, dilate, optimize_edit, refine_config,
                                  refine_vectors, render_and_segment, resize_mask)
-from editor_core.embedding import (BATCH_EMBED_STEPS, ENCODER_KIND, ENCODER_TRAINING_KIND, EmbedConfig, Encoder,
-                                   EncoderConfig, EncoderTrainConfig, embed_image, load_encoder, save_encoder,
-                                   train_encoder)
+from editor_core.encoder import ENCODER_KIND, Encoder, EncoderConfig, load_encoder, save_encoder
+from editor_core.encoder_training import ENCODER_TRAINING_KIND, EncoderTrainConfig, train_encoder
+from editor_core.inversion import BATCH_EMBED_STEPS, EmbedConfig, embed_image
 from editor_core.metrics import class_iou, mean_abs_change, mean_and_std, mean_iou, named_iou, reconstruction_quality
 from editor_core.networks import Generator
 from editor_core.perceptual import get_perceptual_loss

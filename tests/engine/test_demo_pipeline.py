@@ -16,7 +16,7 @@ from editor_core.bundle import AnnotatedSamples, load_bundle
 from editor_core.checkpoints import read_checkpoint, save_generator
 from editor_core.domains import toonface
 from editor_core.domains.toonface import toonface_schema
-from editor_core.embedding import Encoder, EncoderConfig, load_encoder
+from editor_core.encoder import Encoder, EncoderConfig, load_encoder
 from editor_core.networks import Generator
 from editor_core.perceptual import BackboneWeightsMissing, find_backbone_weights
 from editor_core.training.demo_bundle import (DEMO_EDITS, DemoPipeline, GroundTruthEdit, PipelineConfig,

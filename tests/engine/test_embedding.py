@@ -1,4 +1,5 @@
-"""editor_core.embedding: the encoder, its training and resumption, encoder files, and optimisation-based embedding.
+"""editor_core.encoder, encoder_training and inversion: the encoder, its training and resumption, encoder files, and
+optimisation-based embedding.
 
 Everything runs on CPU with a tiny generator. Tests that need LPIPS skip when its backbone weights are absent.
 """
@@ -9,9 +10,10 @@ import copy
 import pytest
 import torch
 
-from editor_core.embedding import (EmbedConfig, Encoder, EncoderConfig, EncoderMismatchError, EncoderTrainConfig,
-                                   embed_image, learning_rate_schedule, load_encoder, noise_regularizer, psnr,
-                                   save_encoder, swapped_noise, train_encoder)
+from editor_core.encoder import Encoder, EncoderConfig, EncoderMismatchError, load_encoder, save_encoder
+from editor_core.encoder_training import EncoderTrainConfig, train_encoder
+from editor_core.inversion import EmbedConfig, embed_image, learning_rate_schedule, noise_regularizer, swapped_noise
+from editor_core.metrics import psnr
 from editor_core.networks import Generator, GeneratorConfig
 from tests.engine.conftest import TINY_GENERATOR
 
