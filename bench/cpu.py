@@ -85,7 +85,7 @@ def _items(path: str) -> dict:
     import torch.nn.functional as F
 
     from editor_core.editing import apply_vectors, optimize_edit, prepare_edit, refine_config, refine_vectors
-    from editor_core.embedding import EmbedConfig, embed_image
+    from editor_core.inversion import EmbedConfig, embed_image
     from editor_core.segmentation import SegmentationConfig, SegmentationEnsemble
 
     bundle, models, options = _setup(path)
@@ -208,8 +208,6 @@ ITEM_NAMES = ["G forward (load meter: same code both ways)", "mode 1, one vector
 
 def run_quality(args) -> dict:
     """Quality of the new interactive defaults beside today's, with this tree's code (its speed changes are exact)."""
-    import torch
-
     from editor_core.editing import EditConfig, EditingModels, apply_vectors, optimize_edit, render_and_segment
     from editor_core.metrics import masked_psnr, mean_iou
     from editor_core.perceptual import get_perceptual_loss

@@ -8,7 +8,8 @@ from django.conf import settings
 
 from editor_core.checkpoints import load_generator
 from editor_core.editing import EditingModels
-from editor_core.embedding import EmbedConfig, Encoder, load_encoder
+from editor_core.encoder import Encoder, load_encoder
+from editor_core.inversion import EmbedConfig
 from editor_core.perceptual import get_perceptual_loss
 from editor_core.segmentation import load_segmentation
 from editor_core.vectors import EditVector

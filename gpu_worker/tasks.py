@@ -15,8 +15,8 @@ from django.conf import settings
 
 from editor_core.bundle import latents_bytes
 from editor_core.editing import EditConfig, optimize_edit, refine_config, refine_vectors, render_and_segment
-from editor_core.embedding import EmbedConfig, embed_image
 from editor_core.images import image_png, load_image, mask_array
+from editor_core.inversion import EmbedConfig, embed_image
 from editor_core.progress import ProgressEvent, report
 from editor_core.vectors import combined_delta
 from gpu_worker import edits, engine_cache, samples, training

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 
 from editor_core.editing import resize_mask
-from editor_core.embedding import ENCODER_EVAL_SAMPLES, Encoder, EncoderConfig, EncoderTrainConfig, \
-    encoder_evaluation, final_losses, save_encoder, train_encoder_within
+from editor_core.encoder import Encoder, EncoderConfig, save_encoder
+from editor_core.encoder_training import ENCODER_EVAL_SAMPLES, EncoderTrainConfig, encoder_evaluation, \
+    final_losses, train_encoder_within
 from editor_core.metrics import iou_table
 from editor_core.segmentation import SegmentationConfig, SegmentationEnsemble, SegTrainConfig, predict_labels, \
     save_segmentation, train_segmentation

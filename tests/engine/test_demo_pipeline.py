@@ -16,12 +16,13 @@ from editor_core.bundle import AnnotatedSamples, load_bundle
 from editor_core.checkpoints import read_checkpoint, save_generator
 from editor_core.domains import toonface
 from editor_core.domains.toonface import toonface_schema
-from editor_core.embedding import Encoder, EncoderConfig, load_encoder
+from editor_core.encoder import Encoder, EncoderConfig, load_encoder
 from editor_core.networks import Generator
 from editor_core.perceptual import BackboneWeightsMissing, find_backbone_weights
-from editor_core.training.demo_bundle import (DEMO_EDITS, DemoPipeline, GroundTruthEdit, PipelineConfig,
-                                              class_elevation, class_width, main,
-                                              transfer_overrides)
+from editor_core.training.demo_bundle.cli import main
+from editor_core.training.demo_bundle.edits import (DEMO_EDITS, GroundTruthEdit, class_elevation, class_width,
+                                                    transfer_overrides)
+from editor_core.training.demo_bundle.stages import DemoPipeline, PipelineConfig
 from editor_core.training.param_regressor import (ParamRegressor, RegressorConfig, frechet_distance,
                                                   load_param_regressor, regression_targets, save_param_regressor,
                                                   target_names)

@@ -1,4 +1,5 @@
-"""editor_core.embedding: the encoder, its training and resumption, encoder files, and optimisation-based embedding.
+"""editor_core.encoder, encoder_training and inversion: the encoder, its training and resumption, encoder files, and
+optimisation-based embedding.
 
 Everything runs on CPU with a tiny generator. Tests that need LPIPS skip when its backbone weights are absent.
 """
@@ -9,9 +10,10 @@ import copy
 import pytest
 import torch
 
-from editor_core.embedding import (EmbedConfig, Encoder, EncoderConfig, EncoderMismatchError, EncoderTrainConfig,
-                                   embed_image, learning_rate_schedule, load_encoder, noise_regularizer, psnr,
-                                   save_encoder, swapped_noise, train_encoder)
+from editor_core.encoder import Encoder, EncoderConfig, EncoderMismatchError, load_encoder, save_encoder
+from editor_core.encoder_training import EncoderTrainConfig, train_encoder
+from editor_core.inversion import EmbedConfig, embed_image, learning_rate_schedule, noise_regularizer, swapped_noise
+from editor_core.metrics import psnr
 from editor_core.networks import Generator, GeneratorConfig
 from tests.engine.conftest import TINY_GENERATOR
 
@@ -288,7 +290,7 @@ def test_embed_optimises_noise_on_copies(G):
 
 
 def test_a_time_budget_stops_at_a_chunk_boundary_with_the_start_of_the_uninterrupted_run(G):
-    from editor_core.embedding import train_encoder_within
+    from editor_core.encoder_training import train_encoder_within
 
     config = fast_training(steps=20)  # chunks of 2 steps (a tenth of the run)
     uninterrupted = train_encoder(G, tiny_encoder(G), None, config)
@@ -300,7 +302,7 @@ def test_a_time_budget_stops_at_a_chunk_boundary_with_the_start_of_the_uninterru
 
 
 def test_encoder_evaluation_measures_samples_photos_and_the_baseline(G):
-    from editor_core.embedding import encoder_evaluation, final_losses
+    from editor_core.encoder_training import encoder_evaluation, final_losses
 
     photos, _ = samples(G, 3, seed=7)
     baseline = tiny_encoder(G, seed=2)

@@ -1,4 +1,4 @@
-"""Segmentation ensemble: fast path == DatasetGAN reference path, prediction/uncertainty, IoU, training, saving."""
+"""Segmentation ensemble: fast path == DatasetGAN reference path, prediction/uncertainty, training, saving."""
 import copy
 import math
 
