@@ -28,11 +28,21 @@ def tree(module: str) -> ast.Module:
     return ast.parse(modules()[module].read_text(), filename=str(modules()[module]))
 
 
+def for_type_checkers(module: str) -> set[int]:
+    """``id`` of every node under ``if TYPE_CHECKING:``: imports for annotations only, none at run time."""
+    return {id(inner) for node in ast.walk(tree(module)) if isinstance(node, ast.If)
+            and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+            for statement in node.body for inner in ast.walk(statement)}
+
+
 def imported(module: str) -> set[str]:
-    """Every name ``module`` imports, anywhere in it: ``from a.b import c`` gives ``a.b.c`` when that is a module,
-    else ``a.b``."""
+    """Every name ``module`` imports at run time, anywhere in it (inside functions too): ``from a.b import c``
+    gives ``a.b.c`` when that is a module, else ``a.b``."""
     names = set()
+    skipped = for_type_checkers(module)
     for node in ast.walk(tree(module)):
+        if id(node) in skipped:
+            continue
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
