@@ -20,7 +20,7 @@ import torch
 from editor_core.checkpoints import generator_fingerprint, read_checkpoint, save_checkpoint
 from editor_core.encoder import (Encoder, EncoderConfig, EncoderMismatchError, PathLike, check_encoder_fits,
                                  check_fingerprint)
-from editor_core.metrics import encoder_quality, image_distances
+from editor_core.metrics import LPIPS_RESOLUTION, encoder_quality, image_distances
 from editor_core.networks import Generator
 from editor_core.perceptual import get_perceptual_loss
 from editor_core.progress import ProgressCallback, ProgressEvent, report
@@ -56,7 +56,7 @@ class EncoderTrainConfig:
     l2_weight: float = 1.0
     real_weight: float = 1.0
     lpips_net: str = "vgg"
-    lpips_resolution: int = 256
+    lpips_resolution: int = LPIPS_RESOLUTION
     seed: int = 0
     checkpoint_path: Optional[str] = None
     checkpoint_every: int = 500

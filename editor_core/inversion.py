@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from editor_core.encoder import Encoder, check_encoder_fits
-from editor_core.metrics import image_distances, lpips_sized, psnr
+from editor_core.metrics import LPIPS_RESOLUTION, image_distances, lpips_sized, psnr
 from editor_core.networks import Generator
 from editor_core.perceptual import PerceptualLoss, get_perceptual_loss
 from editor_core.progress import ProgressCallback, ProgressEvent, report
@@ -52,7 +52,7 @@ class EmbedConfig:
     optimize_noise: bool = False
     noise_weight: float = 1e5  # NVlabs projector's regularize_noise_weight
     lpips_net: str = "vgg"
-    lpips_resolution: int = 256
+    lpips_resolution: int = LPIPS_RESOLUTION
     preview_every: int = 10
 
     def __post_init__(self) -> None:
