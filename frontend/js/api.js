@@ -84,7 +84,6 @@ export const createToken = (name) => post('/tokens', { name });
 export const revokeToken = (id) => request('DELETE', `/tokens/${id}`);
 
 // --- datasets, samples, annotations ---
-export const listSchemas = () => get('/schemas');
 export const getSchema = (id) => get(`/schemas/${id}`);
 export const listDatasets = () => get('/datasets');
 export const listSamples = (datasetId, offset = 0, limit = 500) =>
@@ -102,8 +101,6 @@ export const embedSample = (id) => post(`/samples/${id}/embed`);
 export const getAnnotation = (sampleId) => get(`/samples/${sampleId}/annotation`);
 export const annotationMaskBytes = (sampleId, version) =>
   requestBytes(`/samples/${sampleId}/annotation/mask.png${version ? `?version=${version}` : ''}`);
-export const saveAnnotation = (sampleId, baseVersion, maskPngBase64) =>
-  request('PUT', `/samples/${sampleId}/annotation`, { json: { base_version: baseVersion, mask_png: maskPngBase64 } });
 export const submitAnnotation = (sampleId, baseVersion) =>
   post(`/samples/${sampleId}/annotation/submit`, { base_version: baseVersion });
 export const reviewAnnotation = (sampleId, baseVersion, decision, note) =>
@@ -149,7 +146,6 @@ export const retryJob = (id) => post(`/jobs/${id}/retry`);
  * steps, stop_follow */
 export const startEdit = (body) => post('/edits', body);
 export const getEdit = (id) => get(`/edits/${id}`);
-export const listEdits = (sampleId) => get('/edits', { sample_id: sampleId });
 export const listVectors = (query) => get('/vectors', query);
 export const getVector = (id) => get(`/vectors/${id}`);
 export const saveVector = ({ edit_id, name, description, tags }) =>

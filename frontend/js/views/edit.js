@@ -3,7 +3,7 @@
 // vector to the library, download image, mask and vector.
 
 import * as api from '../api.js';
-import { h, button, replaceChildren } from '../ui/dom.js';
+import { h, button, loadImage, replaceChildren } from '../ui/dom.js';
 import { bindKey } from '../ui/keyboard.js';
 import { showError, toast } from '../ui/toast.js';
 import { askForm } from '../ui/modal.js';
@@ -22,15 +22,6 @@ import { describeJob, orTimeout, watchEdit, watchJob } from '../jobs.js';
 
 const DEFAULT_STEPS = 60;
 const SEGMENT_TIMEOUT_MS = 60_000;
-
-function loadImage(url) {
-  return new Promise((resolve, reject) => {
-    const image = new Image();
-    image.onload = () => resolve(image);
-    image.onerror = () => reject(new Error(`could not load the image ${url}`));
-    image.src = url;
-  });
-}
 
 /** A before/after comparison: the after image is clipped at the slider. */
 export class CompareView {
