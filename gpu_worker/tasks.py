@@ -51,7 +51,7 @@ from webapp.errors import Conflict
 from webapp.jobs import services as jobs
 from webapp.jobs.models import Job
 from webapp.realtime.groups import edit_group, publish
-from webapp.registry import services as registry
+from webapp.registry import selectors as registry_selectors, services as registry
 from webapp.registry.models import Checkpoint
 from webapp.storage import read_bytes
 
@@ -657,3 +657,25 @@ def _optimize(job: Job, reporter: JobReporter) -> dict:
                             progress=reporter, roi=roi)
     return _store_edit(session, outcome.image[0], outcome.mask[0], outcome.ws[0], outcome.delta[0],
                        outcome.edited_classes, metrics=outcome.final_losses)
+
+
+# --- checkpoint import and sample segmentation (issue #19: heavy work as jobs) ----------------------------------------
+@app.task(name="gpu_worker.import_checkpoint")
+def import_checkpoint(job_id: int) -> str:
+    return run_job(job_id, _import_checkpoint)
+
+
+def _import_checkpoint(job: Job, reporter: JobReporter) -> dict:
+    """Convert an uploaded or server-side checkpoint through the engine and register it (``import_and_rank``); the
+    upload goes when the job ends, whichever way (a lost worker's next attempt still finds it)."""
+    if _registered_by_lost_run(job) is not None:
+        registry.discard_import_upload(job.params)
+        return job.result
+    try:
+        source = registry_selectors.import_source(job.params)
+        report(reporter, ProgressEvent("convert", 0, 1))
+        registry.import_and_rank(job.requested_by, then=lambda row, rankings: jobs.record_result(job, {
+            "checkpoint_id": row.pk, "ranking_job_ids": [ranking.pk for ranking in rankings]}), **source)
+    finally:
+        registry.discard_import_upload(job.params)
+    return job.result

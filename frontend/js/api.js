@@ -117,6 +117,7 @@ export const datasetPresence = (datasetId) => get(`/datasets/${datasetId}/presen
 export const listCheckpoints = (kind) => get('/checkpoints', { kind });
 export const getCheckpoint = (id) => get(`/checkpoints/${id}`);
 export const activateCheckpoint = (id) => post(`/checkpoints/${id}/activate`);
+/** Import (a server file) and upload answer the queued import job; its result names the new checkpoint. */
 export const importCheckpoint = ({ kind, name, server_path, generator_id }) =>
   post('/checkpoints/import', { kind, name, server_path, generator_id });
 export function uploadCheckpoint({ file, kind, name, generator_id }) {
