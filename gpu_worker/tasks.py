@@ -43,7 +43,7 @@ from gpu_worker import engine_cache
 from gpu_worker.convert import image_png, latent_bytes, mask_array, uncertainty_map
 from gpu_worker.celery_app import app
 from gpu_worker.progress import JobReporter, png_data_url
-from webapp.datasets import services as datasets
+from webapp.datasets import selectors as datasets_selectors, services as datasets
 from webapp.datasets.models import AnnotationRevision, Dataset, Sample
 from webapp.editing import services as editing
 from webapp.editing.models import EditSession, EditVector as VectorRow
@@ -679,3 +679,19 @@ def _import_checkpoint(job: Job, reporter: JobReporter) -> dict:
     finally:
         registry.discard_import_upload(job.params)
     return job.result
+
+
+@app.task(name="gpu_worker.segment")
+def segment(job_id: int) -> str:
+    return run_job(job_id, _segment_sample)
+
+
+def _segment_sample(job: Job, reporter: JobReporter) -> dict:
+    """The branch's prediction for one sample, stored like a ranking's (what the edit studio starts from)."""
+    sample_row, segmentation = datasets_selectors.sample_to_segment(job.params)
+    generator = engine_cache.generator(sample_row.dataset.generator)
+    ensemble, _schema = engine_cache.segmenter(segmentation)
+    _image, prediction = _segment(generator, ensemble, sample_latent(sample_row))
+    report(reporter, ProgressEvent("segment", 1, 1))
+    stored = store_predictions(segmentation, [sample_row], prediction)[0]
+    return {"sample_id": sample_row.pk, **datasets.prediction_urls(stored)}

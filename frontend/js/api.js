@@ -161,6 +161,9 @@ export const saveComposition = ({ name, generator_id, items }) => post('/composi
 export const predictedMaskBytes = (sampleId) => requestBytes(`/samples/${sampleId}/segmentation.png`);
 /** Where that prediction is unsure: greyscale PNG, 0 = the members agree … 255 = most unsure; 404 likewise. */
 export const uncertaintyBytes = (sampleId) => requestBytes(`/samples/${sampleId}/uncertainty.png`);
+/** A job that stores the active branch's prediction for a sample that has none (404 above); its result's
+ * `prediction_url` serves it. */
+export const segmentSample = (sampleId) => post(`/samples/${sampleId}/segment`);
 
 /** Bytes of a media URL the API handed out (edit results). */
 export async function urlBytes(url) {

@@ -150,6 +150,7 @@ HOSTILE = [
          body={"base_version": 0, "decision": "maybe"}, loc=("body", "payload", "decision")),
     Case("GET /samples/{sample_id}/annotation/revisions", "no such sample", 404, path={"sample_id": 10 ** 6}),
     Case("POST /samples/{sample_id}/prelabel", "artist pre-labels", 403, user="artist"),
+    Case("POST /samples/{sample_id}/segment", "no such sample", 404, path={"sample_id": 10 ** 6}),
     Case("GET /checkpoints", "NUL in the kind", 422, query="kind=a%00b", loc=("query", "kind")),
     Case("POST /checkpoints/upload", "not a checkpoint", 400,
          form={"file": b"GIF89a not really", "kind": "generator", "name": "junk"}),

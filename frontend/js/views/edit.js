@@ -191,8 +191,8 @@ export class EditView {
 
   // The segmentation the edit starts from must be the model's own prediction for this image (mode 3 compares the
   // painted mask with it). Workers store it with every generated, embedded, pre-labelled or ranked sample; a
-  // sample older than the active branch (activated without a ranking since) has none yet (404): then a mode-1 edit
-  // with any vector at scale 0 renders and segments the unchanged image, which is the same thing.
+  // sample older than the active branch (activated without a ranking since) has none yet (404): then a segment
+  // job stores it and names it in its result.
   async predictedMask() {
     try {
       return await api.predictedMaskBytes(this.sample.id);
@@ -200,16 +200,13 @@ export class EditView {
       if (error.status !== 404) throw error;
     }
     if (!this.sample.has_latent) return api.annotationMaskBytes(this.sample.id, null);
-    const vector = (await api.listVectors({ generator_id: this.dataset.generator_id }))[0];
-    if (!vector) return api.annotationMaskBytes(this.sample.id, null);
     this.previewInfo.textContent = 'segmenting the image…';
-    const session = await api.startEdit({ sample_id: this.sample.id, mode: 1, vectors: [{ vector_id: vector.id, scale: 0 }] });
-    const watch = watchEdit(session.id);
+    const job = await api.segmentSample(this.sample.id);
+    const watch = watchJob(job.id);
     const final = await orTimeout(watch.done, SEGMENT_TIMEOUT_MS, 'the segmentation');
     watch.close();
     if (final.status !== 'succeeded') throw new Error(`segmenting the image ${describeJob(final)}`);
-    const edit = await api.getEdit(session.id);
-    return api.urlBytes(edit.result.mask_url);
+    return api.urlBytes(final.result.prediction_url);
   }
 
   undo() {
