@@ -18,7 +18,7 @@ import { OpHistory } from '../canvas/history.js';
 import { LabelMask } from '../canvas/mask.js';
 import { SharedMask } from '../canvas/collab.js';
 import { decodeIndexPng, encodeIndexPng, toBase64 } from '../png.js';
-import { describeJob, orTimeout, watchEdit, watchJob } from '../jobs.js';
+import { describeJob, finishedEdit, orTimeout, watchEdit, watchJob } from '../jobs.js';
 
 const DEFAULT_STEPS = 60;
 const SEGMENT_TIMEOUT_MS = 60_000;
@@ -288,6 +288,7 @@ export class EditView {
       const session = await api.startEdit({ sample_id: this.sample.id, mode: 3, target_mask_png: toBase64(png),
         steps: Number(this.steps.value) || DEFAULT_STEPS,
         ...(stopFollow > 0 ? { stop_follow: Math.min(stopFollow, 100) / 100 } : {}) });
+      let result = null;
       const watch = watchEdit(session.id, {
         onPreview: (p) => {
           this.compare.setAfter(p.image);
@@ -300,12 +301,13 @@ export class EditView {
           this.previewInfo.textContent = `step ${p.step}/${p.total}  ${losses}`;
         },
         onStatus: (s) => { if (s.status === 'queued') this.previewInfo.textContent = 'queued…'; },
+        onResult: (message) => { result = message; },
       });
       this.running = { watch, session };
       const final = await watch.done;
       if (final.status === 'cancelled') { toast('Edit cancelled', 'info'); return; }
       if (final.status !== 'succeeded') throw new Error(describeJob(final));
-      this.edit = await api.getEdit(session.id);
+      this.edit = await finishedEdit(session, result);
       if (this.edit.result) this.compare.setAfter(this.edit.result.image_url);
       bar.style.width = '100%';
       this.saveVectorButton.disabled = !this.edit.result?.has_vector;
