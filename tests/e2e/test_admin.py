@@ -31,7 +31,7 @@ def test_admin_imports_a_pickle_and_sees_why_a_bad_one_failed(open_as, live_stud
     page.locator(".models").filter(has_text="tiny from e2e").wait_for()
     imported = Checkpoint.objects.get(name="tiny from e2e")
     assert imported.source_format == "nvlabs" and imported.fingerprint == generator_fingerprint(tiny_models.generator)
-    failure = page.locator(".toast-error").filter(has_text="importing broken from e2e failed")
+    failure = page.locator(".toast-error").filter(has_text="Import failed: broken from e2e failed")
     failure.wait_for()
     assert "not a usable StyleGAN2 generator checkpoint" in failure.inner_text()
     assert not Checkpoint.objects.filter(name="broken from e2e").exists()

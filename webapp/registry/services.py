@@ -125,20 +125,28 @@ def import_checkpoint(user, *, kind: str, name: str, data: Optional[bytes] = Non
         else:
             source = Path(tmp) / Path(filename or "upload").name
             source.write_bytes(data)
-        if source.stat().st_size > settings.STUDIO_MAX_CHECKPOINT_BYTES:
-            raise ValidationError(f"the checkpoint is larger than {settings.STUDIO_MAX_CHECKPOINT_BYTES} bytes")
         source_format = _source_format(source)
+        _check_import(kind, source.stat().st_size, source_format, generator)
         converted = Path(tmp) / "converted.safetensors"
         if kind == Checkpoint.Kind.GENERATOR:
             fields = _convert_generator(source, converted)
-        elif kind == Checkpoint.Kind.SEGMENTATION:
-            if source_format != Checkpoint.SourceFormat.PROJECT:
-                raise ValidationError("segmentation branches are imported from project .safetensors files only")
-            fields = _check_segmentation(source, converted, generator)
         else:
-            raise ValidationError(f"importing {kind} checkpoints is not supported; use generator or segmentation")
+            fields = _check_segmentation(source, converted, generator)
         return register_file(converted, kind=kind, name=name, source_format=source_format, user=user,
                              generator=generator, then=then, **fields)
+
+
+def _check_import(kind: str, size: int, source_format: str, generator: Optional[Checkpoint]) -> None:
+    """What an import needs of its kind and file that is known without loading the file."""
+    if kind not in (Checkpoint.Kind.GENERATOR, Checkpoint.Kind.SEGMENTATION):
+        raise ValidationError(f"importing {kind} checkpoints is not supported; use generator or segmentation")
+    if size > settings.STUDIO_MAX_CHECKPOINT_BYTES:
+        raise ValidationError(f"the checkpoint is larger than {settings.STUDIO_MAX_CHECKPOINT_BYTES} bytes")
+    if kind == Checkpoint.Kind.SEGMENTATION:
+        if generator is None or generator.kind != Checkpoint.Kind.GENERATOR:
+            raise ValidationError("a segmentation branch must name the generator it was trained on (generator_id)")
+        if source_format != Checkpoint.SourceFormat.PROJECT:
+            raise ValidationError("segmentation branches are imported from project .safetensors files only")
 
 
 def _convert_generator(source: Path, converted: Path) -> dict:
@@ -158,8 +166,6 @@ def _check_segmentation(source: Path, converted: Path, generator: Optional[Check
     from editor_core.checkpoints import CheckpointError
     from editor_core.segmentation import load_segmentation
 
-    if generator is None or generator.kind != Checkpoint.Kind.GENERATOR:
-        raise ValidationError("a segmentation branch must name the generator it was trained on (generator_id)")
     try:
         ensemble, schema, meta = load_segmentation(source)
     except (CheckpointError, ValueError, KeyError, RuntimeError) as exc:
@@ -218,19 +224,11 @@ def queue_import(user, *, kind: str, name: str, data: Optional[bytes] = None, fi
 
     if bool(data) == bool(server_path):
         raise ValidationError("give either an uploaded file or a server path, not both or neither")
-    if kind not in (Checkpoint.Kind.GENERATOR, Checkpoint.Kind.SEGMENTATION):
-        raise ValidationError(f"importing {kind} checkpoints is not supported; use generator or segmentation")
-    if kind == Checkpoint.Kind.SEGMENTATION and (generator is None or generator.kind != Checkpoint.Kind.GENERATOR):
-        raise ValidationError("a segmentation branch must name the generator it was trained on (generator_id)")
     if server_path:
         source = resolve_server_path(server_path)
-        size, source_format = source.stat().st_size, _source_format(source)
+        _check_import(kind, source.stat().st_size, _source_format(source), generator)
     else:
-        size, source_format = len(data), _source_format_of_head(data, filename)
-    if size > settings.STUDIO_MAX_CHECKPOINT_BYTES:
-        raise ValidationError(f"the checkpoint is larger than {settings.STUDIO_MAX_CHECKPOINT_BYTES} bytes")
-    if kind == Checkpoint.Kind.SEGMENTATION and source_format != Checkpoint.SourceFormat.PROJECT:
-        raise ValidationError("segmentation branches are imported from project .safetensors files only")
+        _check_import(kind, len(data), _source_format_of_head(data, filename), generator)
     params = {"kind": kind, "name": name, "generator_id": generator.pk if generator else None,
               "filename": Path(filename).name, "server_path": str(server_path), "upload": ""}
     with files_removed_on_error():  # a job that cannot be queued (the user's limit) leaves no stored upload behind

@@ -102,7 +102,7 @@ export class AdminView {
     say(job);
     const final = await watchJob(job.id, { onStatus: say }).done;
     await Promise.all([this.loadModels(), this.loadJobs()]);
-    if (final.status !== 'succeeded') throw new Error(`importing ${name} ${describeJob(final)}`);
+    if (final.status !== 'succeeded') throw new Error(`${name} ${describeJob(final)}`);
     status.textContent = '';
     toast(`Imported ${name}`, 'success');
   }
