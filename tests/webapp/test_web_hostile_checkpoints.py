@@ -26,16 +26,25 @@ def deeply_nested_config(folder, generator):
     return path
 
 
+def pickle_that_runs_code(folder, generator):
+    """An NVlabs-looking pickle whose loading would call ``os.system`` under a plain unpickler."""
+    path = folder / "network-snapshot.pkl"
+    path.write_bytes(b"\x80\x04cos\nsystem\n(Vtouch /tmp/studio-owned\ntR.")
+    return path
+
+
 @pytest.mark.parametrize("make_file, reason", [
     (too_many_mapping_layers, "mapping_layers=1000000, but the file stores 2 mapping layers"),
     (deeply_nested_config, "nested too deeply"),
+    (pickle_that_runs_code, "the pickle references os.system"),
 ])
 def test_refused_checkpoint_upload_fails_its_job(studio, client_for, tiny_models, tmp_path, make_file, reason):
     from webapp.registry.models import Checkpoint
     from webapp.storage import stored_names
 
-    upload = io.BytesIO(make_file(tmp_path, tiny_models.generator).read_bytes())
-    upload.name = "g.safetensors"
+    path = make_file(tmp_path, tiny_models.generator)
+    upload = io.BytesIO(path.read_bytes())
+    upload.name = path.name
     before = Checkpoint.objects.count()
     job = run_import(client_for(studio.users.admin).post("/api/checkpoints/upload",
                                                          {"file": upload, "kind": "generator", "name": "hostile"}))
