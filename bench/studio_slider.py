@@ -9,8 +9,9 @@ a demo sample with a latent and a library vector, and moves that vector's slider
 ``frontend/js/views/library.js`` does (``LatestOnly``: one request in flight, the next position sent when the answer
 is there): ``POST /api/edits`` (mode 1), the edit's websocket ``/ws/edits/<id>/`` until ``edit.result`` names the
 image, then that image URL (when the job ended before the socket joined, ``GET /api/edits/<id>`` first). Latency is
-from the POST to the image in hand; the report gives p50/p95/max and the jobs' own batch sizes. ``--burst N`` also sends N
-positions at once per move (several tabs, or a client without LatestOnly): the older ones must come back superseded.
+from the POST to the image in hand; the report gives p50/p95/max and the jobs' own batch sizes. ``--burst N`` also
+sends N positions at once per move (several tabs, or a client without LatestOnly): the older ones must come back
+superseded.
 """
 from __future__ import annotations
 

@@ -162,7 +162,8 @@ test('a finished edit is read from its edit.result message; only a missed messag
   globalThis.location = { origin: 'http://studio.test' };
   globalThis.fetch = async (url) => {
     asked.push(String(url));
-    return { ok: true, status: 200, text: async () => JSON.stringify({ id: 7, result: { image_url: '/media/e.png' } }) };
+    const edit = { id: 7, result: { image_url: '/media/e.png' } };
+    return { ok: true, status: 200, text: async () => JSON.stringify(edit) };
   };
   try {
     const session = { id: 7, mode: 1, job_id: 70 };

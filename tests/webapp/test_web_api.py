@@ -504,8 +504,8 @@ def test_checkpoint_import_checks_format_and_paths(shared_studio, client_for, ti
     assert refused.status_code == 400 and "supported formats" in refused.json()["detail"]
     pickled = io.BytesIO(b"\x80\x04 a pickle")
     pickled.name = "branch.pkl"
-    branch_from_pickle = admin.post("/api/checkpoints/upload", {"file": pickled, "kind": "segmentation",
-                                                                "name": "x", "generator_id": shared_studio.generator.pk})
+    branch_from_pickle = admin.post("/api/checkpoints/upload", {
+        "file": pickled, "kind": "segmentation", "name": "x", "generator_id": shared_studio.generator.pk})
     assert branch_from_pickle.status_code == 400
     assert "project .safetensors files only" in branch_from_pickle.json()["detail"]
     orphan = admin.post("/api/checkpoints/upload", {

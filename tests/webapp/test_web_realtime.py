@@ -509,8 +509,9 @@ def test_an_explicit_save_is_recorded_as_save_and_autosave_as_autosave(studio, d
 
 
 def test_the_room_hears_every_new_version_with_its_status(studio, daphne_url, client_for):
-    """Submit, review, restore and REST saves (PUT …/annotation) change the version outside the room: the service announces each, so
-    every client shows the version and status of the event that changed them (one source of truth)."""
+    """Submit, review, restore and REST saves (PUT …/annotation) change the version outside the room: the service
+    announces each, so every client shows the version and status of the event that changed them (one source of
+    truth)."""
     sample = studio.samples[1]  # annotated at version 1 by the fixture
     headers = session_headers(client_for, studio.users.annotator)
     annotator, admin = client_for(studio.users.annotator), client_for(studio.users.admin)
