@@ -1,7 +1,8 @@
 """Checkpoint registry: import (upload or server path) with validation by the engine, activation, deletion.
 
-Every checkpoint is stored in the project format (one .safetensors file); NVlabs .pkl and rosinality .pt
-generators are converted on import. ``sha256`` of the stored file is the key workers cache loaded models by.
+An import request is checked at once and queued (``queue_import``); the ``import_checkpoint`` job converts and
+registers the file (``import_and_rank``). Every checkpoint is stored in the project format (one .safetensors file);
+NVlabs .pkl and rosinality .pt generators are converted on import. ``sha256`` of the stored file is the key workers cache loaded models by.
 """
 from __future__ import annotations
 
