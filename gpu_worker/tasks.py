@@ -243,3 +243,42 @@ def _optimize(job, reporter: JobReporter) -> dict:
                             progress=reporter, roi=None if roi is None else torch.from_numpy(roi)[None])
     return edits.store(session, outcome.image[0], outcome.mask[0], outcome.ws[0], outcome.delta[0],
                        outcome.edited_classes, metrics=outcome.final_losses)
+
+
+# --- checkpoint import and sample segmentation (issue #19: heavy work as jobs) ----------------------------------------
+@app.task(name="gpu_worker.import_checkpoint")
+def import_checkpoint(job_id: int) -> str:
+    return run_job(job_id, _import_checkpoint)
+
+
+def _import_checkpoint(job, reporter: JobReporter) -> dict:
+    """Convert an uploaded or server-side checkpoint through the engine and register it (``import_and_rank``); the
+    upload goes when the job ends, whichever way (a lost worker's next attempt still finds it)."""
+    if checkpoints.registered_by(job) is not None:
+        registry.discard_import_upload(job.params)
+        return job.result
+    try:
+        source = checkpoints.import_source(job.params)
+        report(reporter, ProgressEvent("convert", 0, 1))
+        registry.import_and_rank(job.requested_by, then=lambda row, rankings: jobs.record_result(job, {
+            "checkpoint_id": row.pk, "ranking_job_ids": [ranking.pk for ranking in rankings]}), **source)
+    finally:
+        registry.discard_import_upload(job.params)
+    return job.result
+
+
+@app.task(name="gpu_worker.segment")
+def segment(job_id: int) -> str:
+    return run_job(job_id, _segment_sample)
+
+
+def _segment_sample(job, reporter: JobReporter) -> dict:
+    """The branch's prediction for one sample, stored like a ranking's (what the edit studio starts from)."""
+    sample_row = dataset_rows.sample(job.params["sample_id"])
+    segmentation = checkpoints.segmentation(job.params["segmentation_id"])
+    generator = engine_cache.generator(sample_row.dataset.generator)
+    ensemble, _schema = engine_cache.segmenter(segmentation)
+    _image, prediction = samples.segment(generator, ensemble, samples.latent(sample_row))
+    report(reporter, ProgressEvent("segment", 1, 1))
+    stored = samples.store_predictions(segmentation, [sample_row], prediction)[0]
+    return {"sample_id": sample_row.pk, **datasets.prediction_urls(stored)}

@@ -92,6 +92,17 @@ def photo_file(size: tuple[int, int], colour: tuple[int, int, int], image_format
     return photo
 
 
+def run_import(response):
+    """The ``import_checkpoint`` job that ``POST /checkpoints/upload`` or ``/import`` answered (202), run by its task
+    in this process (a transactional test: the task's heartbeat thread has its own connection) and read back."""
+    from gpu_worker import tasks
+    from webapp.jobs.models import Job
+
+    assert response.status_code == 202, response.content
+    tasks.import_checkpoint(response.json()["id"])
+    return Job.objects.get(pk=response.json()["id"])
+
+
 def tiny_bundle(folder, tiny_models):
     """A bundle folder with the tiny generator, its segmentation branch and one vector (no thumbnails)."""
     (folder / "vectors").mkdir(parents=True)

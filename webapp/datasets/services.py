@@ -25,6 +25,7 @@ from webapp.errors import Conflict
 from webapp.jobs import services as jobs
 from webapp.realtime import rooms
 from webapp.realtime.groups import annotation_group, publish
+from webapp.jobs.models import Job
 from webapp.registry.models import Checkpoint
 from webapp.registry.services import active_segmentation
 from webapp.storage import atomic_with_files, delete_quietly, files_removed_on_error, read_bytes, save_bytes
@@ -463,6 +464,19 @@ def enqueue_prelabel(sample: Sample, user):
     # The pre-label lands as the next revision only if nobody saved meanwhile (else the job fails with a conflict).
     return jobs.enqueue("prelabel", user, {"sample_id": sample.pk, "segmentation_id": segmentation.pk,
                                            "base_version": annotation.version if annotation else 0})
+
+
+def enqueue_segment(sample: Sample, user):
+    """``POST /samples/{id}/segment``: have the active branch predict the sample (a ``segment`` job that stores it as
+    ``segmentation.png`` / ``uncertainty.png`` and names them in its result), for a sample whose stored prediction
+    is missing or of another branch. A waiting job for the same sample and branch is reused."""
+    if not sample.latent:
+        raise ValidationError(f"sample #{sample.pk} has no latent yet: embed the uploaded image first")
+    segmentation = active_segmentation(sample.dataset.generator, sample.dataset.schema)
+    params = {"sample_id": sample.pk, "segmentation_id": segmentation.pk}
+    waiting = Job.objects.filter(kind=Job.Kind.SEGMENT, status=Job.Status.QUEUED, cancel_requested=False,
+                                 params__sample_id=sample.pk, params__segmentation_id=segmentation.pk).first()
+    return waiting or jobs.enqueue(Job.Kind.SEGMENT, user, params)
 
 
 def enqueue_ranking(dataset: Dataset, user, segmentation_id: Optional[int] = None):

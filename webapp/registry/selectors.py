@@ -4,8 +4,10 @@ from __future__ import annotations
 from typing import Optional
 
 from django.core.exceptions import ValidationError
+from django.core.files.storage import default_storage
 
 from webapp.registry.models import Checkpoint
+from webapp.storage import read_bytes
 
 
 def checkpoint(checkpoint_id: int, kind: Optional[str] = None) -> Checkpoint:
@@ -18,6 +20,10 @@ def checkpoint(checkpoint_id: int, kind: Optional[str] = None) -> Checkpoint:
 
 def generator(checkpoint_id: int) -> Checkpoint:
     return checkpoint(checkpoint_id, Checkpoint.Kind.GENERATOR)
+
+
+def segmentation(checkpoint_id: int) -> Checkpoint:
+    return checkpoint(checkpoint_id, Checkpoint.Kind.SEGMENTATION)
 
 
 def registered_by(job) -> Optional[Checkpoint]:
@@ -34,3 +40,15 @@ def active_segmentation_or_none(dataset) -> Optional[Checkpoint]:
     """The branch annotators of ``dataset`` work with, if its generator and schema have one."""
     return Checkpoint.objects.filter(kind=Checkpoint.Kind.SEGMENTATION, generator=dataset.generator,
                                      schema=dataset.schema, active=True).first()
+
+
+def import_source(params: dict) -> dict:
+    """The keyword arguments of ``services.import_and_rank`` for an ``import_checkpoint`` job's ``params``: kind,
+    name, the generator row (segmentation branches) and the stored upload's bytes or the server path."""
+    source = {"kind": params["kind"], "name": params["name"],
+              "generator": None if params["generator_id"] is None else generator(params["generator_id"])}
+    if not params["upload"]:
+        return {**source, "server_path": params["server_path"]}
+    if not default_storage.exists(params["upload"]):  # a retry: the job that received the upload deleted it
+        raise ValidationError("the uploaded file is gone (an import keeps it until its job ends): upload it again")
+    return {**source, "data": read_bytes(params["upload"]), "filename": params["filename"]}
