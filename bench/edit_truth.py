@@ -21,8 +21,11 @@ Library vectors: on other held-out faces, each vector at scale 1 (mode 1): how f
 share of the renderer's edit behind it. Also seconds per embedding and per edit.
 
 Variants (``--variant NAME:key=value,...``) change ``EditConfig`` fields and ``roi=classes`` (the old rule: whole
-edited classes), ``encoder=1`` (the encoder-consistency term), ``embed_steps=N``. All variants of a run share the
-inversions. Writes one JSON report (``--json``) and a contact sheet per variant (``--sheet-dir``): rows are edits;
+edited classes), ``encoder=1`` (the encoder-consistency term), ``embed_steps=N``, and ``pti=1`` (pivotal tuning,
+``editor_core.pivotal``: every face's generator is tuned around its inversion, and the inversion figures and the
+edits are measured on the tuned copies, whose features the segmentation branch reads) with ``pti_<field>=value``
+for ``PivotalConfig`` fields (``pti_steps``, ``pti_lr``, ``pti_locality_weight``, …; any of them implies ``pti=1``).
+All variants of a run share the inversions. Writes one JSON report (``--json``) and a contact sheet per variant (``--sheet-dir``): rows are edits;
 columns x, x′, x̂, x_e, m, m′, ŝ, target, s_e, ROI over x̂.
 
     python3 bench/edit_truth.py --json $OUT/edit_truth.json --sheet-dir $OUT            # GPU: 8 faces × 48 edits
@@ -55,6 +58,7 @@ from editor_core.editing import (EditConfig, EditingModels, apply_vectors, chang
                                  optimize_edit, render_and_segment, resize_mask)
 from editor_core.embedding import EmbedConfig, embed_image, image_distances, psnr  # noqa: E402
 from editor_core.perceptual import get_perceptual_loss  # noqa: E402
+from editor_core.pivotal import PivotalConfig, apply_delta, tune_generator  # noqa: E402
 from editor_core.segmentation import class_iou  # noqa: E402
 from editor_core.training.demo_bundle import DEMO_EDITS, REGRESSOR_FILE, _mask_image, transfer_overrides  # noqa
 from editor_core.training.param_regressor import load_param_regressor, regression_targets, target_names  # noqa
@@ -66,7 +70,8 @@ SHIPPED_PARAMS = tuple(edit.param for edit in DEMO_EDITS)
 MORE_PARAMS = ("eyebrow_angle", "ear_size", "fringe", "head_width", "jaw_roundness", "gaze_x")
 EDIT_PARAMS = SHIPPED_PARAMS + MORE_PARAMS
 MIN_PART_PIXELS = 20  # parts smaller than this in the true mask are not scored by the per-part IoU
-VARIANT_KEYS = {f.name for f in dataclasses.fields(EditConfig)} | {"roi", "encoder", "embed_steps"}
+PTI_KEYS = {f"pti_{f.name}" for f in dataclasses.fields(PivotalConfig) if f.name != "tuned_prefixes"}
+VARIANT_KEYS = {f.name for f in dataclasses.fields(EditConfig)} | {"roi", "encoder", "embed_steps", "pti"} | PTI_KEYS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +83,7 @@ class Variant:
     whole_classes: bool = False   # roi=classes: the changed classes join the ROI whole (the rule before issue 21)
     encoder: bool = False         # encoder=1: EditingModels with the bundle's encoder (consistency term)
     embed_steps: Optional[int] = None
+    pivotal: Optional[PivotalConfig] = None   # pti=1: edit on each face's tuned generator
 
     @classmethod
     def parse(cls, text: str, steps: Optional[int]) -> "Variant":
@@ -87,6 +93,7 @@ class Variant:
             raise ValueError(f"variant {text!r} has no name")
         fields: dict[str, Any] = {}
         options: dict[str, Any] = {}
+        pti: dict[str, Any] = {}
         for item in filter(None, spec.split(",")):
             key, sep, value = item.partition("=")
             if not sep or key not in VARIANT_KEYS:
@@ -99,11 +106,21 @@ class Variant:
                 options["encoder"] = value not in ("0", "false", "no")
             elif key == "embed_steps":
                 options["embed_steps"] = int(value)
+            elif key == "pti":
+                options["pti"] = value not in ("0", "false", "no")
+            elif key in PTI_KEYS:
+                kind = type(getattr(PivotalConfig, key[4:]))
+                pti[key[4:]] = kind(float(value)) if kind is int else kind(value)
             else:
                 kind = type(getattr(EditConfig, key))
                 fields[key] = kind(float(value)) if kind is int else kind(value)
         if steps is not None:
             fields["steps"] = steps
+        enabled = options.pop("pti", None)
+        if enabled is False and pti:
+            raise ValueError(f"variant {text!r}: {sorted(pti)} set pivotal tuning, which pti=0 turns off")
+        if enabled or pti:
+            options["pivotal"] = PivotalConfig(**pti)
         return cls(name, EditConfig(**fields), **options)
 
 
@@ -224,10 +241,12 @@ def true_edits(faces: list[Face], params: Sequence[str], magnitudes: Sequence[fl
 # Measures
 
 
-def studio_models(bundle: ModelBundle, device: torch.device, encoder: bool) -> EditingModels:
+def studio_models(bundle: ModelBundle, device: torch.device, encoder: bool,
+                  generator: Optional[torch.nn.Module] = None) -> EditingModels:
     """``EditingModels`` as ``gpu_worker.engine_cache.editing_models`` builds them (LPIPS-VGG, float32, no encoder),
-    or with the bundle's encoder for the consistency term."""
-    return EditingModels(generator=bundle.generator, segmenter=bundle.segmenter,
+    or with the bundle's encoder for the consistency term; ``generator``: a tuned copy of the bundle's (which keeps
+    its id: vectors apply in the same W+)."""
+    return EditingModels(generator=generator or bundle.generator, segmenter=bundle.segmenter,
                          perceptual=get_perceptual_loss("vgg", device), generator_id=bundle.generator_id,
                          encoder=bundle.encoder if encoder else None)
 
@@ -243,18 +262,20 @@ def embed(bundle: ModelBundle, images: torch.Tensor, steps: Optional[int]) -> tu
 
 
 @contextlib.contextmanager
-def batched_synthesis(generator: torch.nn.Module) -> Iterator[None]:
-    """On CUDA, the generator's train mode for batches of edits: the shared-weight modulated convolution, the same
+def batched_synthesis(generators: Sequence[torch.nn.Module]) -> Iterator[None]:
+    """On CUDA, the generators' train mode for batches of edits: the shared-weight modulated convolution, the same
     maths as eval mode's per-sample grouped one and much faster for a batch (``DemoPipeline._batched_synthesis``).
     The single-edit timing runs in eval mode, as the worker does."""
-    if next(generator.parameters()).device.type != "cuda":
+    if next(generators[0].parameters()).device.type != "cuda":
         yield
         return
-    generator.train()
+    for generator in generators:
+        generator.train()
     try:
         yield
     finally:
-        generator.eval()
+        for generator in generators:
+            generator.eval()
 
 
 def _synchronise(device: torch.device) -> None:
@@ -343,7 +364,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for embed_steps in sorted({v.embed_steps or args.embed_steps or EmbedConfig.steps for v in args.variants}):
         ws, result, seconds = embed(bundle, images, embed_steps)
         inversion = {"ws": ws, "steps": embed_steps, "seconds_per_image_batched": seconds / len(faces)}
-        inversion["figures"] = measure_inversion(bundle, ws, result, images, masks, seg_size, num_classes)
+        base_models = EditingModels(bundle.generator, bundle.segmenter, torch.nn.Identity(), bundle.generator_id)
+        inversion["figures"] = measure_inversion([base_models] * len(faces), ws, result.psnr, result.lpips, masks,
+                                                 seg_size, num_classes)
         spread = []
         for index in range(args.spread_faces):   # the studio embeds one image per job
             ws_alone, result_alone, seconds = embed(bundle, images[index:index + 1], embed_steps)
@@ -367,9 +390,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             log(f"{variant.name}: not run (the --minutes budget is spent)")
             continue
         inversion = inversions[variant.embed_steps or args.embed_steps or EmbedConfig.steps]
-        models = studio_models(bundle, device, variant.encoder)
-        with batched_synthesis(bundle.generator):
-            entry = measure_edits(models, variant, faces, edits, inversion["ws"], reader, perceptual, args, log)
+        tuning: dict[str, Any] = {}
+        if variant.pivotal is None:
+            face_models = [studio_models(bundle, device, variant.encoder)] * len(faces)
+        else:
+            generators, tuning = tune_faces(bundle, variant.pivotal, inversion["ws"], images, perceptual)
+            face_models = [studio_models(bundle, device, variant.encoder, g) for g in generators]
+            tuning["inversion"] = measure_inversion(face_models, inversion["ws"], torch.cat(tuning.pop("psnr")),
+                                                    torch.cat(tuning.pop("lpips")), masks, seg_size, num_classes)
+            log(f"{variant.name}: tuned in {tuning['seconds_per_image']} s per face, PSNR "
+                f"{tuning['inversion']['psnr']['mean']}, parts ≥ 0.5: {tuning['inversion']['parts_at_least_0.5']}")
+        with batched_synthesis(list({id(m.generator): m.generator for m in face_models}.values())):
+            entry = measure_edits(face_models, variant, faces, edits, inversion["ws"], reader, perceptual, args, log)
+        if variant.pivotal is not None:
+            entry["pivotal"] = {"config": dataclasses.asdict(variant.pivotal), **tuning}
         sheet = entry.pop("sheet")
         if args.sheet_dir is not None and sheet:
             save_sheet(sheet, args.sheet_dir / f"edit_truth_{variant.name}.png")
@@ -386,15 +420,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def measure_inversion(bundle: ModelBundle, ws: torch.Tensor, result: Any, images: torch.Tensor, masks: torch.Tensor,
-                      seg_size: int, num_classes: int) -> dict[str, Any]:
-    models = EditingModels(bundle.generator, bundle.segmenter, torch.nn.Identity(), bundle.generator_id)
-    labels = torch.cat([render_and_segment(models, ws[i:i + 1])[1] for i in range(len(ws))])
+def tune_faces(bundle: ModelBundle, config: PivotalConfig, ws: torch.Tensor, images: torch.Tensor,
+               perceptual: torch.nn.Module) -> tuple[list[torch.nn.Module], dict[str, Any]]:
+    """Pivotal tuning of the bundle's generator around every face's inversion, one face at a time as the studio
+    would: the tuned copies (``apply_delta`` of each delta), the seconds per face and each tuning's PSNR, LPIPS."""
+    generators, seconds, figures = [], [], {"psnr": [], "lpips": []}
+    for index in range(len(ws)):
+        began = time.perf_counter()
+        result = tune_generator(bundle.generator, ws[index:index + 1], images[index:index + 1], config, perceptual)
+        generators.append(apply_delta(bundle.generator, result.delta, bundle.generator_id))
+        _synchronise(images.device)
+        seconds.append(time.perf_counter() - began)
+        figures["psnr"].append(result.psnr)
+        figures["lpips"].append(result.lpips)
+    return generators, {"seconds_per_image": round(statistics.fmean(seconds), 2), **figures}
+
+
+def measure_inversion(face_models: Sequence[EditingModels], ws: torch.Tensor, psnrs: torch.Tensor,
+                      lpipses: torch.Tensor, masks: torch.Tensor, seg_size: int, num_classes: int) -> dict[str, Any]:
+    """PSNR and LPIPS ``[F]`` of the inversions as given; part IoUs of each face's segmentation (its models' ``ŝ``)
+    against its true mask."""
+    labels = torch.cat([render_and_segment(face_models[i], ws[i:i + 1])[1] for i in range(len(ws))])
     truth = resize_mask(masks, seg_size)
     per_face = [part_ious(labels[i:i + 1], truth[i:i + 1], num_classes) for i in range(len(ws))]
     names = toonface.TOONFACE_SCHEMA["class_names"]
     pooled = class_iou(labels.cpu(), truth.cpu(), num_classes)
-    return {"psnr": summary(result.psnr.tolist()), "lpips": summary(result.lpips.tolist()),
+    return {"psnr": summary(psnrs.tolist()), "lpips": summary(lpipses.tolist()),
             "miou": round(float(pooled.nanmean()), 4),
             "per_class_iou": {names[k]: round(float(v), 4) for k, v in enumerate(pooled.tolist()) if math.isfinite(v)},
             "parts_at_least_0.5": round(statistics.fmean(
@@ -403,18 +454,34 @@ def measure_inversion(bundle: ModelBundle, ws: torch.Tensor, result: Any, images
                                     for face in per_face]}
 
 
-def measure_edits(models: EditingModels, variant: Variant, faces: list[Face], edits: list[Edit], ws: torch.Tensor,
-                  reader: ParamReader, perceptual: torch.nn.Module, args: argparse.Namespace, log) -> dict[str, Any]:
-    """Mode 3 on every edit (``args.edit_batch`` at a time; each image's loss is its own), and the figures."""
-    device, size = models.device, models.generator.config.resolution
-    seg_size, num_classes = models.seg_resolution, models.num_classes
-    base_images, base_labels = zip(*(render_and_segment(models, ws[i:i + 1]) for i in range(len(faces))))
+def edit_chunks(edits: list[Edit], face_models: Sequence[EditingModels], size: int) -> Iterator[list[Edit]]:
+    """Runs of at most ``size`` consecutive edits whose faces share their models (all of them without pivotal
+    tuning; one face's with it)."""
+    chunk: list[Edit] = []
+    for edit in edits:
+        if chunk and (len(chunk) == size or face_models[edit.face] is not face_models[chunk[0].face]):
+            yield chunk
+            chunk = []
+        chunk.append(edit)
+    if chunk:
+        yield chunk
+
+
+def measure_edits(face_models: Sequence[EditingModels], variant: Variant, faces: list[Face], edits: list[Edit],
+                  ws: torch.Tensor, reader: ParamReader, perceptual: torch.nn.Module, args: argparse.Namespace, log
+                  ) -> dict[str, Any]:
+    """Mode 3 on every edit (``args.edit_batch`` at a time; each image's loss is its own) with its face's models,
+    and the figures."""
+    device, size = face_models[0].device, face_models[0].generator.config.resolution
+    seg_size, num_classes = face_models[0].seg_resolution, face_models[0].num_classes
+    base_images, base_labels = zip(*(render_and_segment(face_models[i], ws[i:i + 1]) for i in range(len(faces))))
     rows, follow_curves, sheet = [], [], {}
-    seconds, single_edit_seconds = 0.0, None
+    seconds, single_edit_seconds, done = 0.0, None, 0
     # Contact-sheet rows: (face, parameter, direction) at the largest magnitude, spread over faces and parameters.
     wanted = {(k % len(faces), args.params[k % len(args.params)], k % 2 == 0): k for k in range(args.sheet_rows)}
-    for start in range(0, len(edits), args.edit_batch):
-        chunk = edits[start:start + args.edit_batch]
+    for chunk in edit_chunks(edits, face_models, args.edit_batch):
+        done += len(chunk)
+        models = face_models[chunk[0].face]
         index = torch.tensor([e.face for e in chunk], device=device)
         original = torch.cat([base_labels[e.face] for e in chunk])
         true_before = resize_mask(torch.cat([faces[e.face].mask for e in chunk]), seg_size)
@@ -485,7 +552,7 @@ def measure_edits(models: EditingModels, variant: Variant, faces: list[Face], ed
             if edit.magnitude == max(args.magnitudes) and key in wanted:
                 sheet[wanted[key]] = _sheet_row(faces[edit.face], edit, x_hat[i], result.image[i], original[i],
                                                 target[i], result.mask[i], region, size)
-        log(f"{variant.name}: {start + len(chunk)}/{len(edits)} edits")
+        log(f"{variant.name}: {done}/{len(edits)} edits")
     return {"config": dataclasses.asdict(variant.config), "whole_classes": variant.whole_classes,
             "encoder": variant.encoder, "seconds_per_edit_batched": round(seconds / max(len(rows), 1), 4),
             "seconds_single_edit": None if single_edit_seconds is None else round(single_edit_seconds, 3),
