@@ -25,7 +25,8 @@ edited classes), ``encoder=1`` (the encoder-consistency term), ``embed_steps=N``
 ``editor_core.pivotal``: every face's generator is tuned around its inversion, and the inversion figures and the
 edits are measured on the tuned copies, whose features the segmentation branch reads) with ``pti_<field>=value``
 for ``PivotalConfig`` fields (``pti_steps``, ``pti_lr``, ``pti_locality_weight``, …; any of them implies ``pti=1``).
-All variants of a run share the inversions. Writes one JSON report (``--json``) and a contact sheet per variant (``--sheet-dir``): rows are edits;
+All variants of a run share the inversions. ``--vector-pti NAME`` measures the library vectors a second time, on
+each vector face's generator tuned as variant NAME tunes (vectors apply in the base's W+). Writes one JSON report (``--json``) and a contact sheet per variant (``--sheet-dir``): rows are edits;
 columns x, x′, x̂, x_e, m, m′, ŝ, target, s_e, ROI over x̂.
 
     python3 bench/edit_truth.py --json $OUT/edit_truth.json --sheet-dir $OUT            # GPU: 8 faces × 48 edits
@@ -137,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--edit-steps", type=int, default=None, help="mode-3 steps of every variant (default: theirs)")
     parser.add_argument("--embed-steps", type=int, default=None, help=f"default: EmbedConfig ({EmbedConfig.steps})")
     parser.add_argument("--vector-faces", type=int, default=32, help="held-out faces for the library vectors (0: skip)")
+    parser.add_argument("--vector-pti", default=None, metavar="VARIANT",
+                        help="also measure the vectors on each vector face's generator tuned as this pti variant "
+                             "tunes")
     parser.add_argument("--spread-faces", type=int, default=2, help="faces embedded a second time, alone")
     parser.add_argument("--edit-batch", type=int, default=48, help="edits optimised together (each its own loss)")
     parser.add_argument("--sheet-rows", type=int, default=12)
@@ -174,6 +178,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error(str(bad))
     if len({v.name for v in args.variants}) != len(args.variants):
         parser.error("variant names must differ")
+    tuned_variants = [v.name for v in args.variants if v.pivotal is not None]
+    if args.vector_pti is not None and args.vector_pti not in tuned_variants:
+        parser.error(f"--vector-pti must name a variant with pti=1: one of {tuned_variants}")
     return args
 
 
@@ -413,9 +420,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.json is not None:
             args.json.write_text(json.dumps(report, indent=2) + "\n")
     if args.vector_faces:
-        report["vectors"] = measure_vectors(bundle, reader, args, size, device)
+        vector_faces = embed_vector_faces(bundle, args, size, device)
+        base_models = EditingModels(bundle.generator, bundle.segmenter, torch.nn.Identity(), bundle.generator_id)
+        report["vectors"] = measure_vectors(bundle, reader, vector_faces, [base_models] * args.vector_faces, size)
         log("vectors: " + ", ".join(f"{k} {v['share_statistic_at_least_0.7']}" for k, v in report["vectors"].items()
                                     if isinstance(v, dict)))
+        if args.vector_pti is not None:
+            config = next(v.pivotal for v in args.variants if v.name == args.vector_pti)
+            generators, tuning = tune_faces(bundle, config, vector_faces["ws"], vector_faces["images"], perceptual)
+            tuned_models = [EditingModels(g, bundle.segmenter, torch.nn.Identity(), bundle.generator_id)
+                            for g in generators]
+            report["vectors_pti"] = {"variant": args.vector_pti, "seconds_per_image": tuning["seconds_per_image"],
+                                     "psnr": summary(torch.cat(tuning["psnr"]).tolist()),
+                                     **measure_vectors(bundle, reader, vector_faces, tuned_models, size)}
+            log("vectors on tuned copies: " + ", ".join(f"{k} {v['share_statistic_at_least_0.7']}"
+                                                       for k, v in report["vectors_pti"].items()
+                                                       if isinstance(v, dict) and "param" in v))
     report["minutes"] = round((time.monotonic() - clock) / 60, 2)
     return report
 
@@ -596,13 +616,10 @@ def _sheet_row(face: Face, edit: Edit, inverted: torch.Tensor, edited: torch.Ten
                         highlighted]).detach().cpu()
 
 
-def measure_vectors(bundle: ModelBundle, reader: ParamReader, args: argparse.Namespace, size: int,
-                    device: torch.device) -> dict[str, Any]:
-    """Each shipped vector at scale 1 (mode 1) on held-out faces whose parameter leaves room for the vector's edit:
-    how much of the renderer's edit (``after − before``) it makes. Read two ways: on the vector's mask statistic
-    (``GroundTruthEdit.effect``: mouth width, eye area, eyebrow height, …) of the segmentation, against the
-    statistic's change between the true masks (``statistic_ratio``); and by the parameter regressor (``moved``,
-    bounded by what the regressor reads of the true edit, ``regressor_reads``)."""
+def embed_vector_faces(bundle: ModelBundle, args: argparse.Namespace, size: int, device: torch.device
+                       ) -> dict[str, Any]:
+    """The held-out faces of the vectors measure, whose parameters leave room for every vector's edit: their
+    ``params``, 8-bit ``images``, ``true_masks`` and inversions ``ws``."""
     count = args.vector_faces
     seed = VECTOR_FACES_SEED + 1000 * args.seed
     params = toonface.sample_params(count, seed, device=device)
@@ -611,16 +628,39 @@ def measure_vectors(bundle: ModelBundle, reader: ParamReader, args: argparse.Nam
     images, true_masks = toonface.render(params, size)
     images = eight_bit(images)
     ws, _, _ = embed(bundle, images, args.embed_steps)
-    models = EditingModels(bundle.generator, bundle.segmenter, torch.nn.Identity(), bundle.generator_id)
-    inverted, labels = (torch.cat(parts) for parts in zip(*(render_and_segment(models, ws[i:i + 8])
-                                                              for i in range(0, count, 8))))
-    seg_size = models.seg_resolution
-    figures: dict[str, Any] = {"faces": count}
+    return {"params": params, "images": images, "true_masks": true_masks, "ws": ws}
+
+
+def face_runs(face_models: Sequence[EditingModels], size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of runs of at most ``size`` consecutive faces that share their models."""
+    runs: list[tuple[int, int]] = []
+    for index, models in enumerate(face_models):
+        start = runs[-1][0] if runs else 0
+        if runs and index - start < size and models is face_models[start]:
+            runs[-1] = (start, index + 1)
+        else:
+            runs.append((index, index + 1))
+    return runs
+
+
+def measure_vectors(bundle: ModelBundle, reader: ParamReader, faces: dict[str, Any],
+                    face_models: Sequence[EditingModels], size: int) -> dict[str, Any]:
+    """Each shipped vector at scale 1 (mode 1) on held-out faces (``embed_vector_faces``), with each face's models:
+    how much of the renderer's edit (``after − before``) it makes. Read two ways: on the vector's mask statistic
+    (``GroundTruthEdit.effect``: mouth width, eye area, eyebrow height, …) of the segmentation, against the
+    statistic's change between the true masks (``statistic_ratio``); and by the parameter regressor (``moved``,
+    bounded by what the regressor reads of the true edit, ``regressor_reads``)."""
+    params, images, true_masks, ws = faces["params"], faces["images"], faces["true_masks"], faces["ws"]
+    runs = face_runs(face_models, 8)
+    inverted, labels = (torch.cat(parts) for parts in zip(*(render_and_segment(face_models[a], ws[a:b])
+                                                              for a, b in runs)))
+    seg_size = face_models[0].seg_resolution
+    figures: dict[str, Any] = {"faces": len(ws)}
     for edit in DEMO_EDITS:
         if edit.name not in bundle.vectors:
             continue
         truth, truth_masks = toonface.render(edit.applied_to(params), size)
-        applied = [apply_vectors(models, ws[i:i + 8], [bundle.vectors[edit.name]], [1.0]) for i in range(0, count, 8)]
+        applied = [apply_vectors(face_models[a], ws[a:b], [bundle.vectors[edit.name]], [1.0]) for a, b in runs]
         moved_images = torch.cat([a.image for a in applied])
         true_change = (edit.effect(resize_mask(truth_masks, seg_size))
                        - edit.effect(resize_mask(true_masks, seg_size)))

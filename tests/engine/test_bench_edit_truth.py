@@ -22,9 +22,9 @@ def report(tmp_path_factory):
         pytest.skip(f"{DEMO_BUNDLE} holds no complete demo bundle")
     out = tmp_path_factory.mktemp("edit_truth")
     edit_truth.main(["--bundle", str(DEMO_BUNDLE), "--device", "cpu", "--faces", "1", "--params", "hair_length",
-                     "--magnitudes", "0.4", "--edit-steps", "6", "--embed-steps", "2", "--vector-faces", "0",
-                     "--spread-faces", "0", "--edit-batch", "2", "--sheet-rows", "2", "--sheet-dir", str(out),
-                     "--variant", "studio", "--variant", "pti:pti_steps=3", "--json", str(out / "report.json")])
+                     "--magnitudes", "0.4", "--edit-steps", "6", "--embed-steps", "2", "--vector-faces", "1",
+                     "--vector-pti", "pti", "--spread-faces", "0", "--edit-batch", "2", "--sheet-rows", "2",
+                     "--sheet-dir", str(out), "--variant", "studio", "--variant", "pti:pti_steps=3", "--json", str(out / "report.json")])
     return out, json.loads((out / "report.json").read_text())
 
 
@@ -60,6 +60,10 @@ def test_the_pivotal_variant_edits_on_the_tuned_generator(report):
     assert tuned["lpips"]["median"] < inverted["lpips"]["median"]
     assert pti["overall"]["edits"] == 2 and pti["follow_curve"][-1] > pti["follow_curve"][0]
     assert (out / "edit_truth_pti.png").is_file()
+    on_tuned, on_base = figures["vectors_pti"], figures["vectors"]
+    assert on_tuned["variant"] == "pti" and on_tuned["faces"] == on_base["faces"] == 1
+    shipped = {name for name, entry in on_base.items() if isinstance(entry, dict) and "param" in entry}
+    assert shipped and all(on_tuned[name]["moved"]["n"] == 1 for name in shipped)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -73,6 +77,7 @@ def test_the_pivotal_variant_edits_on_the_tuned_generator(report):
     (["--faces", "1", "--spread-faces", "2"], "cannot exceed"),
     (["--variant", "x:pti=0,pti_steps=5"], "which pti=0 turns off"),
     (["--variant", "x:pti_lr=0"], "lr must be > 0"),
+    (["--variant", "a", "--vector-pti", "a"], "--vector-pti must name a variant with pti=1"),
 ])
 def test_bad_arguments_are_refused_with_the_reason(argv, message, capsys):
     with pytest.raises(SystemExit):
