@@ -172,14 +172,19 @@ def tune_generator(generator: Generator, ws: torch.Tensor, images: torch.Tensor,
         optimizer.zero_grad(set_to_none=True)
         loss.sum().backward(inputs=params)
         optimizer.step()
-    base = dict(generator.named_parameters())
-    with torch.no_grad():
-        changes = {name: (tuned.get_parameter(name) - base[name]).float().cpu() for name in names}
-    delta = WeightDelta({name: change for name, change in changes.items() if bool(change.any())},
-                        generator_fingerprint(generator),
-                        {"config": {**asdict(config), "tuned_prefixes": list(config.tuned_prefixes)}, "lpips": history[-1]["lpips"], "psnr": float(psnr(l2.detach())[0]),
-                         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+    meta = {"config": {**asdict(config), "tuned_prefixes": list(config.tuned_prefixes)},
+            "lpips": history[-1]["lpips"], "psnr": float(psnr(l2.detach())[0])}
+    delta = _delta(generator, tuned, names, meta)
     return TuningResult(delta, generated.detach(), lpips.detach(), psnr(l2.detach()), history)
+
+
+def _delta(base: Generator, tuned: Generator, names: list[str], meta: dict[str, Any]) -> WeightDelta:
+    """``θ' − θ`` of the parameters ``names`` that the tuning changed, tagged with ``base``'s fingerprint."""
+    with torch.no_grad():
+        changes = {name: (tuned.get_parameter(name) - base.get_parameter(name)).float().cpu() for name in names}
+    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return WeightDelta({name: change for name, change in changes.items() if bool(change.any())},
+                       generator_fingerprint(base), {**meta, "created": created})
 
 
 def _locality_loss(base: Generator, tuned: Generator, pivot: torch.Tensor, perceptual: PerceptualLoss,

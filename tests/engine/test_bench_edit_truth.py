@@ -24,7 +24,8 @@ def report(tmp_path_factory):
     edit_truth.main(["--bundle", str(DEMO_BUNDLE), "--device", "cpu", "--faces", "1", "--params", "hair_length",
                      "--magnitudes", "0.4", "--edit-steps", "6", "--embed-steps", "2", "--vector-faces", "1",
                      "--vector-pti", "pti", "--spread-faces", "0", "--edit-batch", "2", "--sheet-rows", "2",
-                     "--sheet-dir", str(out), "--variant", "studio", "--variant", "pti:pti_steps=3", "--json", str(out / "report.json")])
+                     "--sheet-dir", str(out), "--variant", "studio", "--variant", "pti:pti_steps=3",
+                     "--json", str(out / "report.json")])
     return out, json.loads((out / "report.json").read_text())
 
 
