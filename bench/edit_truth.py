@@ -401,10 +401,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if variant.pivotal is None:
             face_models = [studio_models(bundle, device, variant.encoder)] * len(faces)
         else:
-            generators, tuning = tune_faces(bundle, variant.pivotal, inversion["ws"], images, perceptual)
+            generators, tuned = tune_faces(bundle, variant.pivotal, inversion["ws"], images, perceptual)
             face_models = [studio_models(bundle, device, variant.encoder, g) for g in generators]
-            tuning["inversion"] = measure_inversion(face_models, inversion["ws"], torch.cat(tuning.pop("psnr")),
-                                                    torch.cat(tuning.pop("lpips")), masks, seg_size, num_classes)
+            tuning = {"seconds_per_image": tuned["seconds_per_image"],
+                      "inversion": measure_inversion(face_models, inversion["ws"], tuned["psnr"], tuned["lpips"],
+                                                     masks, seg_size, num_classes)}
             log(f"{variant.name}: tuned in {tuning['seconds_per_image']} s per face, PSNR "
                 f"{tuning['inversion']['psnr']['mean']}, parts ≥ 0.5: {tuning['inversion']['parts_at_least_0.5']}")
         with batched_synthesis(list({id(m.generator): m.generator for m in face_models}.values())):
@@ -431,7 +432,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             tuned_models = [EditingModels(g, bundle.segmenter, torch.nn.Identity(), bundle.generator_id)
                             for g in generators]
             report["vectors_pti"] = {"variant": args.vector_pti, "seconds_per_image": tuning["seconds_per_image"],
-                                     "psnr": summary(torch.cat(tuning["psnr"]).tolist()),
+                                     "psnr": summary(tuning["psnr"].tolist()),
                                      **measure_vectors(bundle, reader, vector_faces, tuned_models, size)}
             log("vectors on tuned copies: " + ", ".join(f"{k} {v['share_statistic_at_least_0.7']}"
                                                        for k, v in report["vectors_pti"].items()
@@ -443,17 +444,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def tune_faces(bundle: ModelBundle, config: PivotalConfig, ws: torch.Tensor, images: torch.Tensor,
                perceptual: torch.nn.Module) -> tuple[list[torch.nn.Module], dict[str, Any]]:
     """Pivotal tuning of the bundle's generator around every face's inversion, one face at a time as the studio
-    would: the tuned copies (``apply_delta`` of each delta), the seconds per face and each tuning's PSNR, LPIPS."""
-    generators, seconds, figures = [], [], {"psnr": [], "lpips": []}
+    would: the tuned copies (``apply_delta`` of each delta) and ``seconds_per_image``, ``psnr`` and ``lpips`` ``[F]``
+    of the tuned copies' reconstructions."""
+    generators, seconds, psnrs, lpipses = [], [], [], []
     for index in range(len(ws)):
         began = time.perf_counter()
         result = tune_generator(bundle.generator, ws[index:index + 1], images[index:index + 1], config, perceptual)
         generators.append(apply_delta(bundle.generator, result.delta, bundle.generator_id))
         _synchronise(images.device)
         seconds.append(time.perf_counter() - began)
-        figures["psnr"].append(result.psnr)
-        figures["lpips"].append(result.lpips)
-    return generators, {"seconds_per_image": round(statistics.fmean(seconds), 2), **figures}
+        psnrs.append(result.psnr)
+        lpipses.append(result.lpips)
+    return generators, {"seconds_per_image": round(statistics.fmean(seconds), 2), "psnr": torch.cat(psnrs),
+                        "lpips": torch.cat(lpipses)}
 
 
 def measure_inversion(face_models: Sequence[EditingModels], ws: torch.Tensor, psnrs: torch.Tensor,
