@@ -21,8 +21,12 @@ Library vectors: on other held-out faces, each vector at scale 1 (mode 1): how f
 share of the renderer's edit behind it. Also seconds per embedding and per edit.
 
 Variants (``--variant NAME:key=value,...``) change ``EditConfig`` fields and ``roi=classes`` (the old rule: whole
-edited classes), ``encoder=1`` (the encoder-consistency term), ``embed_steps=N``. All variants of a run share the
-inversions. Writes one JSON report (``--json``) and a contact sheet per variant (``--sheet-dir``): rows are edits;
+edited classes), ``encoder=1`` (the encoder-consistency term), ``embed_steps=N``, and ``pti=1`` (pivotal tuning,
+``editor_core.pivotal``: every face's generator is tuned around its inversion, and the inversion figures and the
+edits are measured on the tuned copies, whose features the segmentation branch reads) with ``pti_<field>=value``
+for ``PivotalConfig`` fields (``pti_steps``, ``pti_lr``, ``pti_locality_weight``, …; any of them implies ``pti=1``).
+All variants of a run share the inversions. ``--vector-pti NAME`` measures the library vectors a second time, on
+each vector face's generator tuned as variant NAME tunes (vectors apply in the base's W+). Writes one JSON report (``--json``) and a contact sheet per variant (``--sheet-dir``): rows are edits;
 columns x, x′, x̂, x_e, m, m′, ŝ, target, s_e, ROI over x̂.
 
     python3 bench/edit_truth.py --json $OUT/edit_truth.json --sheet-dir $OUT            # GPU: 8 faces × 48 edits
@@ -55,6 +59,7 @@ from editor_core.editing import (EditConfig, EditingModels, apply_vectors, chang
 from editor_core.inversion import EmbedConfig, embed_image  # noqa: E402
 from editor_core.metrics import class_iou, image_distances, masked_psnr, mean_iou, psnr  # noqa: E402
 from editor_core.perceptual import get_perceptual_loss  # noqa: E402
+from editor_core.pivotal import PivotalConfig, apply_delta, tune_generator  # noqa: E402
 from editor_core.training.demo_bundle.edits import DEMO_EDITS, transfer_overrides  # noqa: E402
 from editor_core.training.demo_bundle.report import mask_image  # noqa: E402
 from editor_core.training.param_regressor import load_param_regressor, target_names  # noqa: E402
@@ -66,7 +71,8 @@ SHIPPED_PARAMS = tuple(edit.param for edit in DEMO_EDITS)
 MORE_PARAMS = ("eyebrow_angle", "ear_size", "fringe", "head_width", "jaw_roundness", "gaze_x")
 EDIT_PARAMS = SHIPPED_PARAMS + MORE_PARAMS
 MIN_PART_PIXELS = 20  # parts smaller than this in the true mask are not scored by the per-part IoU
-VARIANT_KEYS = {f.name for f in dataclasses.fields(EditConfig)} | {"roi", "encoder", "embed_steps"}
+PTI_KEYS = {f"pti_{f.name}" for f in dataclasses.fields(PivotalConfig) if f.name != "tuned_prefixes"}
+VARIANT_KEYS = {f.name for f in dataclasses.fields(EditConfig)} | {"roi", "encoder", "embed_steps", "pti"} | PTI_KEYS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +84,7 @@ class Variant:
     whole_classes: bool = False   # roi=classes: the changed classes join the ROI whole (the rule before issue 21)
     encoder: bool = False         # encoder=1: EditingModels with the bundle's encoder (consistency term)
     embed_steps: Optional[int] = None
+    pivotal: Optional[PivotalConfig] = None   # pti=1: edit on each face's tuned generator
 
     @classmethod
     def parse(cls, text: str, steps: Optional[int]) -> "Variant":
@@ -87,6 +94,7 @@ class Variant:
             raise ValueError(f"variant {text!r} has no name")
         fields: dict[str, Any] = {}
         options: dict[str, Any] = {}
+        pti: dict[str, Any] = {}
         for item in filter(None, spec.split(",")):
             key, sep, value = item.partition("=")
             if not sep or key not in VARIANT_KEYS:
@@ -99,11 +107,21 @@ class Variant:
                 options["encoder"] = value not in ("0", "false", "no")
             elif key == "embed_steps":
                 options["embed_steps"] = int(value)
+            elif key == "pti":
+                options["pti"] = value not in ("0", "false", "no")
+            elif key in PTI_KEYS:
+                kind = type(getattr(PivotalConfig, key[4:]))
+                pti[key[4:]] = kind(float(value)) if kind is int else kind(value)
             else:
                 kind = type(getattr(EditConfig, key))
                 fields[key] = kind(float(value)) if kind is int else kind(value)
         if steps is not None:
             fields["steps"] = steps
+        enabled = options.pop("pti", None)
+        if enabled is False and pti:
+            raise ValueError(f"variant {text!r}: {sorted(pti)} set pivotal tuning, which pti=0 turns off")
+        if enabled or pti:
+            options["pivotal"] = PivotalConfig(**pti)
         return cls(name, EditConfig(**fields), **options)
 
 
@@ -120,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--edit-steps", type=int, default=None, help="mode-3 steps of every variant (default: theirs)")
     parser.add_argument("--embed-steps", type=int, default=None, help=f"default: EmbedConfig ({EmbedConfig.steps})")
     parser.add_argument("--vector-faces", type=int, default=32, help="held-out faces for the library vectors (0: skip)")
+    parser.add_argument("--vector-pti", default=None, metavar="VARIANT",
+                        help="also measure the vectors on each vector face's generator tuned as this pti variant "
+                             "tunes")
     parser.add_argument("--spread-faces", type=int, default=2, help="faces embedded a second time, alone")
     parser.add_argument("--edit-batch", type=int, default=48, help="edits optimised together (each its own loss)")
     parser.add_argument("--sheet-rows", type=int, default=12)
@@ -157,6 +178,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error(str(bad))
     if len({v.name for v in args.variants}) != len(args.variants):
         parser.error("variant names must differ")
+    tuned_variants = [v.name for v in args.variants if v.pivotal is not None]
+    if args.vector_pti is not None and args.vector_pti not in tuned_variants:
+        parser.error(f"--vector-pti must name a variant with pti=1: one of {tuned_variants}")
     return args
 
 
@@ -224,10 +248,12 @@ def true_edits(faces: list[Face], params: Sequence[str], magnitudes: Sequence[fl
 # Measures
 
 
-def studio_models(bundle: ModelBundle, device: torch.device, encoder: bool) -> EditingModels:
+def studio_models(bundle: ModelBundle, device: torch.device, encoder: bool,
+                  generator: Optional[torch.nn.Module] = None) -> EditingModels:
     """``EditingModels`` as ``gpu_worker.engine_cache.editing_models`` builds them (LPIPS-VGG, float32, no encoder),
-    or with the bundle's encoder for the consistency term."""
-    return EditingModels(generator=bundle.generator, segmenter=bundle.segmenter,
+    or with the bundle's encoder for the consistency term; ``generator``: a tuned copy of the bundle's (which keeps
+    its id: vectors apply in the same W+)."""
+    return EditingModels(generator=generator or bundle.generator, segmenter=bundle.segmenter,
                          perceptual=get_perceptual_loss("vgg", device), generator_id=bundle.generator_id,
                          encoder=bundle.encoder if encoder else None)
 
@@ -243,18 +269,20 @@ def embed(bundle: ModelBundle, images: torch.Tensor, steps: Optional[int]) -> tu
 
 
 @contextlib.contextmanager
-def batched_synthesis(generator: torch.nn.Module) -> Iterator[None]:
-    """On CUDA, the generator's train mode for batches of edits: the shared-weight modulated convolution, the same
+def batched_synthesis(generators: Sequence[torch.nn.Module]) -> Iterator[None]:
+    """On CUDA, the generators' train mode for batches of edits: the shared-weight modulated convolution, the same
     maths as eval mode's per-sample grouped one and much faster for a batch (``DemoPipeline._batched_synthesis``).
     The single-edit timing runs in eval mode, as the worker does."""
-    if next(generator.parameters()).device.type != "cuda":
+    if next(generators[0].parameters()).device.type != "cuda":
         yield
         return
-    generator.train()
+    for generator in generators:
+        generator.train()
     try:
         yield
     finally:
-        generator.eval()
+        for generator in generators:
+            generator.eval()
 
 
 def _synchronise(device: torch.device) -> None:
@@ -331,7 +359,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for embed_steps in sorted({v.embed_steps or args.embed_steps or EmbedConfig.steps for v in args.variants}):
         ws, result, seconds = embed(bundle, images, embed_steps)
         inversion = {"ws": ws, "steps": embed_steps, "seconds_per_image_batched": seconds / len(faces)}
-        inversion["figures"] = measure_inversion(bundle, ws, result, images, masks, seg_size, num_classes)
+        base_models = EditingModels(bundle.generator, bundle.segmenter, torch.nn.Identity(), bundle.generator_id)
+        inversion["figures"] = measure_inversion([base_models] * len(faces), ws, result.psnr, result.lpips, masks,
+                                                 seg_size, num_classes)
         spread = []
         for index in range(args.spread_faces):   # the studio embeds one image per job
             ws_alone, result_alone, seconds = embed(bundle, images[index:index + 1], embed_steps)
@@ -355,9 +385,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             log(f"{variant.name}: not run (the --minutes budget is spent)")
             continue
         inversion = inversions[variant.embed_steps or args.embed_steps or EmbedConfig.steps]
-        models = studio_models(bundle, device, variant.encoder)
-        with batched_synthesis(bundle.generator):
-            entry = measure_edits(models, variant, faces, edits, inversion["ws"], reader, perceptual, args, log)
+        tuning: dict[str, Any] = {}
+        if variant.pivotal is None:
+            face_models = [studio_models(bundle, device, variant.encoder)] * len(faces)
+        else:
+            generators, tuned = tune_faces(bundle, variant.pivotal, inversion["ws"], images, perceptual)
+            face_models = [studio_models(bundle, device, variant.encoder, g) for g in generators]
+            tuning = {"seconds_per_image": tuned["seconds_per_image"],
+                      "inversion": measure_inversion(face_models, inversion["ws"], tuned["psnr"], tuned["lpips"],
+                                                     masks, seg_size, num_classes)}
+            log(f"{variant.name}: tuned in {tuning['seconds_per_image']} s per face, PSNR "
+                f"{tuning['inversion']['psnr']['mean']}, parts ≥ 0.5: {tuning['inversion']['parts_at_least_0.5']}")
+        with batched_synthesis(list({id(m.generator): m.generator for m in face_models}.values())):
+            entry = measure_edits(face_models, variant, faces, edits, inversion["ws"], reader, perceptual, args, log)
+        if variant.pivotal is not None:
+            entry["pivotal"] = {"config": dataclasses.asdict(variant.pivotal), **tuning}
         sheet = entry.pop("sheet")
         if args.sheet_dir is not None and sheet:
             save_sheet(sheet, args.sheet_dir / f"edit_truth_{variant.name}.png")
@@ -367,22 +409,54 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.json is not None:
             args.json.write_text(json.dumps(report, indent=2) + "\n")
     if args.vector_faces:
-        report["vectors"] = measure_vectors(bundle, reader, args, size, device)
+        vector_faces = embed_vector_faces(bundle, args, size, device)
+        base_models = EditingModels(bundle.generator, bundle.segmenter, torch.nn.Identity(), bundle.generator_id)
+        report["vectors"] = measure_vectors(bundle, reader, vector_faces, [base_models] * args.vector_faces, size)
         log("vectors: " + ", ".join(f"{k} {v['share_statistic_at_least_0.7']}" for k, v in report["vectors"].items()
                                     if isinstance(v, dict)))
+        if args.vector_pti is not None:
+            config = next(v.pivotal for v in args.variants if v.name == args.vector_pti)
+            generators, tuning = tune_faces(bundle, config, vector_faces["ws"], vector_faces["images"], perceptual)
+            tuned_models = [EditingModels(g, bundle.segmenter, torch.nn.Identity(), bundle.generator_id)
+                            for g in generators]
+            report["vectors_pti"] = {"variant": args.vector_pti, "seconds_per_image": tuning["seconds_per_image"],
+                                     "psnr": summary(tuning["psnr"].tolist()),
+                                     **measure_vectors(bundle, reader, vector_faces, tuned_models, size)}
+            log("vectors on tuned copies: " + ", ".join(f"{k} {v['share_statistic_at_least_0.7']}"
+                                                       for k, v in report["vectors_pti"].items()
+                                                       if isinstance(v, dict) and "param" in v))
     report["minutes"] = round((time.monotonic() - clock) / 60, 2)
     return report
 
 
-def measure_inversion(bundle: ModelBundle, ws: torch.Tensor, result: Any, images: torch.Tensor, masks: torch.Tensor,
-                      seg_size: int, num_classes: int) -> dict[str, Any]:
-    models = EditingModels(bundle.generator, bundle.segmenter, torch.nn.Identity(), bundle.generator_id)
-    labels = torch.cat([render_and_segment(models, ws[i:i + 1])[1] for i in range(len(ws))])
+def tune_faces(bundle: ModelBundle, config: PivotalConfig, ws: torch.Tensor, images: torch.Tensor,
+               perceptual: torch.nn.Module) -> tuple[list[torch.nn.Module], dict[str, Any]]:
+    """Pivotal tuning of the bundle's generator around every face's inversion, one face at a time as the studio
+    would: the tuned copies (``apply_delta`` of each delta) and ``seconds_per_image``, ``psnr`` and ``lpips`` ``[F]``
+    of the tuned copies' reconstructions."""
+    generators, seconds, psnrs, lpipses = [], [], [], []
+    for index in range(len(ws)):
+        began = time.perf_counter()
+        result = tune_generator(bundle.generator, ws[index:index + 1], images[index:index + 1], config, perceptual)
+        generators.append(apply_delta(bundle.generator, result.delta, bundle.generator_id))
+        _synchronise(images.device)
+        seconds.append(time.perf_counter() - began)
+        psnrs.append(result.psnr)
+        lpipses.append(result.lpips)
+    return generators, {"seconds_per_image": round(statistics.fmean(seconds), 2), "psnr": torch.cat(psnrs),
+                        "lpips": torch.cat(lpipses)}
+
+
+def measure_inversion(face_models: Sequence[EditingModels], ws: torch.Tensor, psnrs: torch.Tensor,
+                      lpipses: torch.Tensor, masks: torch.Tensor, seg_size: int, num_classes: int) -> dict[str, Any]:
+    """PSNR and LPIPS ``[F]`` of the inversions as given; part IoUs of each face's segmentation (its models' ``ŝ``)
+    against its true mask."""
+    labels = torch.cat([render_and_segment(face_models[i], ws[i:i + 1])[1] for i in range(len(ws))])
     truth = resize_mask(masks, seg_size)
     per_face = [part_ious(labels[i:i + 1], truth[i:i + 1], num_classes) for i in range(len(ws))]
     names = toonface.TOONFACE_SCHEMA["class_names"]
     pooled = class_iou(labels.cpu(), truth.cpu(), num_classes)
-    return {"psnr": summary(result.psnr.tolist()), "lpips": summary(result.lpips.tolist()),
+    return {"psnr": summary(psnrs.tolist()), "lpips": summary(lpipses.tolist()),
             "miou": round(float(pooled.nanmean()), 4),
             "per_class_iou": {names[k]: round(float(v), 4) for k, v in enumerate(pooled.tolist()) if math.isfinite(v)},
             "parts_at_least_0.5": round(statistics.fmean(
@@ -391,18 +465,34 @@ def measure_inversion(bundle: ModelBundle, ws: torch.Tensor, result: Any, images
                                     for face in per_face]}
 
 
-def measure_edits(models: EditingModels, variant: Variant, faces: list[Face], edits: list[Edit], ws: torch.Tensor,
-                  reader: ParamReader, perceptual: torch.nn.Module, args: argparse.Namespace, log) -> dict[str, Any]:
-    """Mode 3 on every edit (``args.edit_batch`` at a time; each image's loss is its own), and the figures."""
-    device, size = models.device, models.generator.config.resolution
-    seg_size, num_classes = models.seg_resolution, models.num_classes
-    base_images, base_labels = zip(*(render_and_segment(models, ws[i:i + 1]) for i in range(len(faces))))
+def edit_chunks(edits: list[Edit], face_models: Sequence[EditingModels], size: int) -> Iterator[list[Edit]]:
+    """Runs of at most ``size`` consecutive edits whose faces share their models (all of them without pivotal
+    tuning; one face's with it)."""
+    chunk: list[Edit] = []
+    for edit in edits:
+        if chunk and (len(chunk) == size or face_models[edit.face] is not face_models[chunk[0].face]):
+            yield chunk
+            chunk = []
+        chunk.append(edit)
+    if chunk:
+        yield chunk
+
+
+def measure_edits(face_models: Sequence[EditingModels], variant: Variant, faces: list[Face], edits: list[Edit],
+                  ws: torch.Tensor, reader: ParamReader, perceptual: torch.nn.Module, args: argparse.Namespace, log
+                  ) -> dict[str, Any]:
+    """Mode 3 on every edit (``args.edit_batch`` at a time; each image's loss is its own) with its face's models,
+    and the figures."""
+    device, size = face_models[0].device, face_models[0].generator.config.resolution
+    seg_size, num_classes = face_models[0].seg_resolution, face_models[0].num_classes
+    base_images, base_labels = zip(*(render_and_segment(face_models[i], ws[i:i + 1]) for i in range(len(faces))))
     rows, follow_curves, sheet = [], [], {}
-    seconds, single_edit_seconds = 0.0, None
+    seconds, single_edit_seconds, done = 0.0, None, 0
     # Contact-sheet rows: (face, parameter, direction) at the largest magnitude, spread over faces and parameters.
     wanted = {(k % len(faces), args.params[k % len(args.params)], k % 2 == 0): k for k in range(args.sheet_rows)}
-    for start in range(0, len(edits), args.edit_batch):
-        chunk = edits[start:start + args.edit_batch]
+    for chunk in edit_chunks(edits, face_models, args.edit_batch):
+        done += len(chunk)
+        models = face_models[chunk[0].face]
         index = torch.tensor([e.face for e in chunk], device=device)
         original = torch.cat([base_labels[e.face] for e in chunk])
         true_before = resize_mask(torch.cat([faces[e.face].mask for e in chunk]), seg_size)
@@ -473,7 +563,7 @@ def measure_edits(models: EditingModels, variant: Variant, faces: list[Face], ed
             if edit.magnitude == max(args.magnitudes) and key in wanted:
                 sheet[wanted[key]] = _sheet_row(faces[edit.face], edit, x_hat[i], result.image[i], original[i],
                                                 target[i], result.mask[i], region, size)
-        log(f"{variant.name}: {start + len(chunk)}/{len(edits)} edits")
+        log(f"{variant.name}: {done}/{len(edits)} edits")
     return {"config": dataclasses.asdict(variant.config), "whole_classes": variant.whole_classes,
             "encoder": variant.encoder, "seconds_per_edit_batched": round(seconds / max(len(rows), 1), 4),
             "seconds_single_edit": None if single_edit_seconds is None else round(single_edit_seconds, 3),
@@ -517,13 +607,10 @@ def _sheet_row(face: Face, edit: Edit, inverted: torch.Tensor, edited: torch.Ten
                         highlighted]).detach().cpu()
 
 
-def measure_vectors(bundle: ModelBundle, reader: ParamReader, args: argparse.Namespace, size: int,
-                    device: torch.device) -> dict[str, Any]:
-    """Each shipped vector at scale 1 (mode 1) on held-out faces whose parameter leaves room for the vector's edit:
-    how much of the renderer's edit (``after − before``) it makes. Read two ways: on the vector's mask statistic
-    (``GroundTruthEdit.effect``: mouth width, eye area, eyebrow height, …) of the segmentation, against the
-    statistic's change between the true masks (``statistic_ratio``); and by the parameter regressor (``moved``,
-    bounded by what the regressor reads of the true edit, ``regressor_reads``)."""
+def embed_vector_faces(bundle: ModelBundle, args: argparse.Namespace, size: int, device: torch.device
+                       ) -> dict[str, Any]:
+    """The held-out faces of the vectors measure, whose parameters leave room for every vector's edit: their
+    ``params``, 8-bit ``images``, ``true_masks`` and inversions ``ws``."""
     count = args.vector_faces
     seed = VECTOR_FACES_SEED + 1000 * args.seed
     params = toonface.sample_params(count, seed, device=device)
@@ -532,16 +619,39 @@ def measure_vectors(bundle: ModelBundle, reader: ParamReader, args: argparse.Nam
     images, true_masks = toonface.render(params, size)
     images = eight_bit(images)
     ws, _, _ = embed(bundle, images, args.embed_steps)
-    models = EditingModels(bundle.generator, bundle.segmenter, torch.nn.Identity(), bundle.generator_id)
-    inverted, labels = (torch.cat(parts) for parts in zip(*(render_and_segment(models, ws[i:i + 8])
-                                                              for i in range(0, count, 8))))
-    seg_size = models.seg_resolution
-    figures: dict[str, Any] = {"faces": count}
+    return {"params": params, "images": images, "true_masks": true_masks, "ws": ws}
+
+
+def face_runs(face_models: Sequence[EditingModels], size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of runs of at most ``size`` consecutive faces that share their models."""
+    runs: list[tuple[int, int]] = []
+    for index, models in enumerate(face_models):
+        start = runs[-1][0] if runs else 0
+        if runs and index - start < size and models is face_models[start]:
+            runs[-1] = (start, index + 1)
+        else:
+            runs.append((index, index + 1))
+    return runs
+
+
+def measure_vectors(bundle: ModelBundle, reader: ParamReader, faces: dict[str, Any],
+                    face_models: Sequence[EditingModels], size: int) -> dict[str, Any]:
+    """Each shipped vector at scale 1 (mode 1) on held-out faces (``embed_vector_faces``), with each face's models:
+    how much of the renderer's edit (``after − before``) it makes. Read two ways: on the vector's mask statistic
+    (``GroundTruthEdit.effect``: mouth width, eye area, eyebrow height, …) of the segmentation, against the
+    statistic's change between the true masks (``statistic_ratio``); and by the parameter regressor (``moved``,
+    bounded by what the regressor reads of the true edit, ``regressor_reads``)."""
+    params, images, true_masks, ws = faces["params"], faces["images"], faces["true_masks"], faces["ws"]
+    runs = face_runs(face_models, 8)
+    inverted, labels = (torch.cat(parts) for parts in zip(*(render_and_segment(face_models[a], ws[a:b])
+                                                              for a, b in runs)))
+    seg_size = face_models[0].seg_resolution
+    figures: dict[str, Any] = {"faces": len(ws)}
     for edit in DEMO_EDITS:
         if edit.name not in bundle.vectors:
             continue
         truth, truth_masks = toonface.render(edit.applied_to(params), size)
-        applied = [apply_vectors(models, ws[i:i + 8], [bundle.vectors[edit.name]], [1.0]) for i in range(0, count, 8)]
+        applied = [apply_vectors(face_models[a], ws[a:b], [bundle.vectors[edit.name]], [1.0]) for a, b in runs]
         moved_images = torch.cat([a.image for a in applied])
         true_change = (edit.effect(resize_mask(truth_masks, seg_size))
                        - edit.effect(resize_mask(true_masks, seg_size)))

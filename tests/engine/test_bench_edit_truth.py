@@ -1,5 +1,5 @@
-"""bench/edit_truth.py on the shipped demo bundle, in its smallest case (one face, one parameter, a few steps), and
-its argument checks. CPU; skips without the bundle or the LPIPS-VGG weights."""
+"""bench/edit_truth.py on the shipped demo bundle, in its smallest case (one face, one parameter, a few steps), with
+and without pivotal tuning, and its argument checks. CPU; skips without the bundle or the LPIPS-VGG weights."""
 from __future__ import annotations
 
 import json
@@ -22,8 +22,9 @@ def report(tmp_path_factory):
         pytest.skip(f"{DEMO_BUNDLE} holds no complete demo bundle")
     out = tmp_path_factory.mktemp("edit_truth")
     edit_truth.main(["--bundle", str(DEMO_BUNDLE), "--device", "cpu", "--faces", "1", "--params", "hair_length",
-                     "--magnitudes", "0.4", "--edit-steps", "6", "--embed-steps", "2", "--vector-faces", "0",
-                     "--spread-faces", "0", "--edit-batch", "2", "--sheet-rows", "2", "--sheet-dir", str(out),
+                     "--magnitudes", "0.4", "--edit-steps", "6", "--embed-steps", "2", "--vector-faces", "1",
+                     "--vector-pti", "pti", "--spread-faces", "0", "--edit-batch", "2", "--sheet-rows", "2",
+                     "--sheet-dir", str(out), "--variant", "studio", "--variant", "pti:pti_steps=3",
                      "--json", str(out / "report.json")])
     return out, json.loads((out / "report.json").read_text())
 
@@ -51,6 +52,21 @@ def test_the_report_holds_the_inversion_and_the_contact_sheet(report):
     assert (out / "edit_truth_studio.png").is_file()
 
 
+def test_the_pivotal_variant_edits_on_the_tuned_generator(report):
+    out, figures = report
+    pti = figures["variants"]["pti"]
+    assert pti["pivotal"]["config"]["steps"] == 3 and pti["pivotal"]["seconds_per_image"] > 0
+    tuned, inverted = pti["pivotal"]["inversion"], figures["inversion"]["2"]
+    assert tuned["psnr"]["median"] > inverted["psnr"]["median"]          # the tuned copy draws the face closer
+    assert tuned["lpips"]["median"] < inverted["lpips"]["median"]
+    assert pti["overall"]["edits"] == 2 and pti["follow_curve"][-1] > pti["follow_curve"][0]
+    assert (out / "edit_truth_pti.png").is_file()
+    on_tuned, on_base = figures["vectors_pti"], figures["vectors"]
+    assert on_tuned["variant"] == "pti" and on_tuned["faces"] == on_base["faces"] == 1
+    shipped = {name for name, entry in on_base.items() if isinstance(entry, dict) and "param" in entry}
+    assert shipped and all(on_tuned[name]["moved"]["n"] == 1 for name in shipped)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--faces", "0"], "--faces must be ≥ 1"),
     (["--params", "iris_hue"], "not shape parameters"),
@@ -60,6 +76,9 @@ def test_the_report_holds_the_inversion_and_the_contact_sheet(report):
     (["--variant", "x:lr=-1"], "lr must be > 0"),
     (["--variant", "a", "--variant", "a"], "names must differ"),
     (["--faces", "1", "--spread-faces", "2"], "cannot exceed"),
+    (["--variant", "x:pti=0,pti_steps=5"], "which pti=0 turns off"),
+    (["--variant", "x:pti_lr=0"], "lr must be > 0"),
+    (["--variant", "a", "--vector-pti", "a"], "--vector-pti must name a variant with pti=1"),
 ])
 def test_bad_arguments_are_refused_with_the_reason(argv, message, capsys):
     with pytest.raises(SystemExit):
@@ -73,3 +92,11 @@ def test_variants_set_the_edit_config_and_the_bench_options():
     old, enc = args.variants
     assert old.whole_classes and old.config.lr == 0.05 and old.config.steps == 9
     assert enc.encoder and enc.embed_steps == 300 and enc.config.dilation_iterations == 1
+    assert old.pivotal is None and enc.pivotal is None
+
+
+def test_pti_variants_set_the_pivotal_config():
+    args = edit_truth.parse_args(["--variant", "on:pti=1", "--variant", "loc:pti_steps=50,pti_locality_weight=0.1"])
+    on, loc = args.variants
+    assert on.pivotal == edit_truth.PivotalConfig()
+    assert loc.pivotal.steps == 50 and loc.pivotal.locality_weight == 0.1
