@@ -195,6 +195,16 @@ def _grouped_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, g
     return out.view(batch, out_channels, height, width)
 
 
+def _project(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``weight`` ``[O, C]`` applied to ``x`` ``[B, C, N]``: ``[B, O, N]``, as one batched matrix product.
+
+    Not ``torch.matmul``: for a 2-D × 3-D product it multiplies the transposes, and the transposed ``[B, N, O]``
+    result and its gradient then cost copies — on a CPU, at a training step's few hundred pixels per sample, several
+    times the product itself.
+    """
+    return torch.bmm(weight.expand(x.shape[0], -1, -1), x)
+
+
 def _fold_batch_norm(norm: nn.BatchNorm2d, conv: nn.Conv2d, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias of ``conv ∘ norm`` for an eval-mode ``norm``: ``W·(a·x + b) + c = (W·diag(a))·x + (W·b + c)``
     with ``a = γ/√(σ² + ε)``, ``b = β − μ·a``, per group of the grouped 1×1 ``conv``."""
@@ -225,10 +235,6 @@ class SegmentationEnsemble(nn.Module):
             nn.Conv2d(E * w_in, E * w_out, kernel_size=1, groups=E) for w_in, w_out in zip(widths[:-1], widths[1:])])
         self.output_conv = nn.Conv2d(E * widths[-1], E * config.num_classes, kernel_size=1, groups=E)
 
-        offsets = [0]
-        for channels in config.feature_channels:
-            offsets.append(offsets[-1] + channels)
-        self._map_columns = [slice(a, b) for a, b in zip(offsets[:-1], offsets[1:])]
         self._plan_input_projection()
         self.reset_parameters(seed)
 
@@ -281,7 +287,7 @@ class SegmentationEnsemble(nn.Module):
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """Synthesis features (low → high resolution) → member logits ``[B, E, K, S, S]``."""
         self._check_features(features)
-        hidden = self._input_projection(features)
+        hidden = self._input_projection(features, self._first_layer_columns())
         logits = self._mlp_tail(hidden)
         batch = logits.shape[0]
         return logits.view(batch, self.config.ensemble_size, self.config.num_classes, *logits.shape[-2:])
@@ -307,17 +313,19 @@ class SegmentationEnsemble(nn.Module):
         if pixel_chunk is not None and self.training:
             raise ValueError("chunked forward_pixels needs eval mode (call ensemble.eval()): in train mode BatchNorm "
                              "would normalise each chunk with its own statistics")
-        coarse = self._coarse_projection(features, pixels.shape[1])
+        columns = self._first_layer_columns()
+        coarse = self._coarse_projection(features, columns, pixels.shape[1])
         if pixel_chunk is None or pixels.shape[1] <= pixel_chunk:
-            logits = self._pixel_logits(features, coarse, pixels)
+            logits = self._pixel_logits(features, columns, coarse, pixels)
         else:
             chunks = []
             for start in range(0, pixels.shape[1], pixel_chunk):
                 part = pixels[:, start:start + pixel_chunk]
                 if torch.is_grad_enabled():
-                    chunks.append(checkpoint(self._pixel_logits, features, coarse, part, use_reentrant=False))
+                    chunks.append(checkpoint(self._pixel_logits, features, columns, coarse, part,
+                                             use_reentrant=False))
                 else:
-                    chunks.append(self._pixel_logits(features, coarse, part))
+                    chunks.append(self._pixel_logits(features, columns, coarse, part))
             logits = torch.cat(chunks, dim=-1)
         return logits.view(logits.shape[0], self.config.ensemble_size, self.config.num_classes, -1)
 
@@ -346,14 +354,14 @@ class SegmentationEnsemble(nn.Module):
 
     # -- pieces -------------------------------------------------------------------------------------------------------
 
-    def _input_projection(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+    def _input_projection(self, features: Sequence[torch.Tensor], columns: Sequence[torch.Tensor]) -> torch.Tensor:
         """First Linear of all members over the full map, ReLU'd: ``[B, E·w0, S, S]``, never building the concat."""
         cfg = self.config
         size, mode = cfg.resolution, cfg.upsample
         total: Optional[torch.Tensor] = None
         top_down = set(self._top_down_resolutions)
         for resolution, maps in self._groups_by_resolution.items():
-            term = self._group_term(features, maps, resolution)
+            term = self._group_term(features, columns, maps, resolution)
             if resolution in top_down:
                 # Running sum of all coarser chain terms, brought up to this resolution (exact for nearest).
                 # In place on the fresh product (matmul's backward does not need its output): saves a buffer.
@@ -362,24 +370,32 @@ class SegmentationEnsemble(nn.Module):
             total = _resample(total, size, mode)
         for resolution, maps in self._groups_by_resolution.items():
             if resolution not in top_down:
-                term = _resample(self._group_term(features, maps, resolution), size, mode)
+                term = _resample(self._group_term(features, columns, maps, resolution), size, mode)
                 # In place: neither matmul nor interpolate needs its output for backward, so this saves a buffer.
                 total = term if total is None else total.add_(term)
         assert total is not None
         total = total.add_(self.input_conv.bias[:, None, None])  # in place: see above
         return F.relu(total)
 
-    def _group_term(self, features: Sequence[torch.Tensor], maps: list[int], resolution: int) -> torch.Tensor:
-        """``Σ_{i∈maps} W_i · f_i`` at ``resolution`` (maps finer than the output are resampled to it first)."""
+    def _group_term(self, features: Sequence[torch.Tensor], columns: Sequence[torch.Tensor], maps: list[int],
+                    resolution: int) -> torch.Tensor:
+        """``Σ_{i∈maps} W_i · f_i`` at ``resolution`` (maps finer than the output are resampled to it first;
+        ``columns``: ``_first_layer_columns()``)."""
         mode = self.config.upsample
-        weight = torch.cat([self.input_conv.weight[:, self._map_columns[i], 0, 0] for i in maps], dim=1)
+        weight = torch.cat([columns[i] for i in maps], dim=1)
         # Features may arrive in the generator's fp16 blocks; compute in the ensemble's dtype.
         inputs = torch.cat([_resample(features[i].to(weight.dtype), resolution, mode) for i in maps], dim=1)
         # A 1×1 conv as one matrix product: on a CPU ~1.4× faster than conv2d's kernel at these shapes.
-        product = torch.matmul(weight, inputs.flatten(2))  # [B, E·w0, r·r]
+        product = _project(weight, inputs.flatten(2))  # [B, E·w0, r·r]
         return product.view(*product.shape[:2], resolution, resolution)
 
-    def _coarse_projection(self, features: Sequence[torch.Tensor], pixel_count: int
+    def _first_layer_columns(self) -> tuple[torch.Tensor, ...]:
+        """The first Linear's columns per feature map, ``[E·w0, C_i]`` each. Views, taken once per forward:
+        backward then joins their gradients with one ``cat`` (indexing the weight per map made each map's backward
+        zero-fill a buffer the size of the whole weight)."""
+        return self.input_conv.weight.flatten(1).split(self.config.feature_channels, dim=1)
+
+    def _coarse_projection(self, features: Sequence[torch.Tensor], columns: Sequence[torch.Tensor], pixel_count: int
                            ) -> Optional[tuple[int, torch.Tensor]]:
         """The first Linear of the coarse maps (``r² ≤ pixel_count``) at native resolution, summed top-down:
         ``(resolution, [B, E·w0, r, r])`` at the finest coarse resolution, or ``None`` when no map is that coarse.
@@ -391,18 +407,18 @@ class SegmentationEnsemble(nn.Module):
         coarse = [r for r in self._top_down_resolutions if r * r <= pixel_count]
         total: Optional[torch.Tensor] = None
         for resolution in coarse:
-            term = self._group_term(features, self._groups_by_resolution[resolution], resolution)
+            term = self._group_term(features, columns, self._groups_by_resolution[resolution], resolution)
             total = term if total is None else _add_upsampled(term, total, mode)
         return None if total is None else (coarse[-1], total)
 
-    def _pixel_logits(self, features: Sequence[torch.Tensor], coarse: Optional[tuple[int, torch.Tensor]],
-                      pixels: torch.Tensor) -> torch.Tensor:
+    def _pixel_logits(self, features: Sequence[torch.Tensor], columns: Sequence[torch.Tensor],
+                      coarse: Optional[tuple[int, torch.Tensor]], pixels: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, E·K, P]`` at ``pixels``, given ``_coarse_projection``'s result."""
-        hidden = self._input_projection_at(features, coarse, pixels)  # [B, E·w0, P]
+        hidden = self._input_projection_at(features, columns, coarse, pixels)  # [B, E·w0, P]
         return self._mlp_tail(hidden.unsqueeze(-1)).squeeze(-1)
 
-    def _input_projection_at(self, features: Sequence[torch.Tensor], coarse: Optional[tuple[int, torch.Tensor]],
-                             pixels: torch.Tensor) -> torch.Tensor:
+    def _input_projection_at(self, features: Sequence[torch.Tensor], columns: Sequence[torch.Tensor],
+                             coarse: Optional[tuple[int, torch.Tensor]], pixels: torch.Tensor) -> torch.Tensor:
         """First Linear of all members at the given output pixels, ReLU'd: ``[B, E·w0, P]``.
 
         Each map's upsampled value at an output pixel is a fixed combination of ≤ 4 native pixels (1 for nearest),
@@ -422,6 +438,7 @@ class SegmentationEnsemble(nn.Module):
             projected_natively = {index for r in self._top_down_resolutions if r <= resolution
                                   for index in self._groups_by_resolution[r]}
         taps_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        weights, sampled = [], []
         for index, feature in enumerate(features):
             if index in projected_natively:
                 continue
@@ -429,11 +446,14 @@ class SegmentationEnsemble(nn.Module):
             if resolution not in taps_cache:
                 taps_cache[resolution] = _resample_taps(resolution, size, mode, feature.device)
             tap_index, tap_weight = taps_cache[resolution]
-            weight = self.input_conv.weight[:, self._map_columns[index], 0, 0]
-            sampled = self._gather_resampled(feature.to(weight.dtype), rows, cols, tap_index, tap_weight)
-            term = torch.matmul(weight, sampled)  # [B, E·w0, P]
-            # In place (matmul's backward does not need its output): one [B, E·w0, P] buffer, not one per map.
-            total = term if total is None else total.add_(term)
+            weights.append(columns[index])
+            sampled.append(self._gather_resampled(feature.to(columns[index].dtype), rows, cols, tap_index,
+                                                  tap_weight))
+        if sampled:
+            # One product over all gathered maps: per-map products cost a [B, E·w0, P] buffer each and as much again
+            # in backward. In place on the product (its backward does not need it).
+            term = _project(torch.cat(weights, dim=1), torch.cat(sampled, dim=1))  # [B, E·w0, P]
+            total = term if total is None else term.add_(total)
         assert total is not None
         total = total.add_(self.input_conv.bias[:, None])  # in place: see above
         return F.relu(total)
