@@ -43,6 +43,7 @@ from editor_core.progress import ProgressCallback, ProgressEvent, report
 from editor_core.schema import LabelSchema
 
 UPSAMPLE_MODES = ("nearest", "bilinear")
+LR_SCHEDULES = ("constant", "cosine")
 CHECKPOINT_KIND = "segmentation"
 
 
@@ -635,8 +636,11 @@ def mean_iou(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_
 class SegTrainConfig:
     """Hyper-parameters of ``train_segmentation``.
 
-    Each step draws ``samples_per_step`` annotated samples and ``pixels_per_step`` pixels spread evenly over them
-    (uniformly, with replacement); Adam at ``lr`` (DatasetGAN's 1e-3). Every ``eval_every`` steps the monitored
+    Each step draws ``samples_per_step`` annotated samples and ``pixels_per_step`` pixels spread evenly over them,
+    with replacement: uniformly (``class_balance=0``) or with probability ∝ ``n_k^−class_balance``, ``n_k`` the pixels
+    of the pixel's class in its sample (1: every class present in the sample equally often, so small parts are not
+    left to chance when a step samples few pixels). Adam at ``lr`` (DatasetGAN's 1e-3), constant or, with
+    ``lr_schedule='cosine'``, decayed to 0 over ``max_steps``. Every ``eval_every`` steps the monitored
     loss is checked: the held-out split's (``val_fraction`` > 0) or else the mean training loss of the last window;
     after ``min_steps``, ``patience`` checks without an improvement of ``min_delta`` stop training
     (``patience=None``: always run ``max_steps``). Native-resolution features are cached in fp16 when all samples fit
@@ -653,6 +657,8 @@ class SegTrainConfig:
     lr: float = 1e-3
     samples_per_step: int = 2
     pixels_per_step: int = 4096
+    class_balance: float = 0.0
+    lr_schedule: str = "constant"
     val_fraction: float = 0.0
     eval_every: int = 50
     patience: Optional[int] = 8
@@ -670,6 +676,10 @@ class SegTrainConfig:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.class_balance <= 1:
+            raise ValueError(f"class_balance must be in [0, 1], got {self.class_balance}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.patience is not None and self.patience < 1:
@@ -810,6 +820,15 @@ def _evaluate(ensemble: SegmentationEnsemble, features_of: _FeatureSource, masks
     return loss_sum / pixel_count, correct / pixel_count, miou
 
 
+def _pixel_weights(masks: torch.Tensor, num_classes: int, class_balance: float) -> torch.Tensor:
+    """Sampling weights ``[N, S·S]`` of the pixels of ``masks`` ``[N, S, S]``: ``n_k^−class_balance``, ``n_k`` the
+    count of the pixel's class in its sample."""
+    flat = masks.flatten(1)
+    counts = torch.zeros(len(masks), num_classes, dtype=torch.float64, device=masks.device)
+    counts.scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float64))
+    return counts.gather(1, flat).pow(-class_balance).float()
+
+
 def _sample_stream(indices: list[int], batch: int, rng: torch.Generator) -> Iterator[torch.Tensor]:
     """Endless batches of sample indices, reshuffled every pass (a batch may straddle two passes)."""
     pending: list[int] = []
@@ -844,12 +863,17 @@ def train_segmentation(generator: Any, ensemble: SegmentationEnsemble, latents: 
     masks_at_size = F.interpolate(masks[:, None].float(), size=(size, size), mode="nearest")[:, 0].long().to(device)
     samples_per_step = min(config.samples_per_step, len(train_indices))
     pixels_per_sample = max(1, config.pixels_per_step // samples_per_step)
+    # On the CPU, where ``rng`` draws; None: uniform draws (torch.randint, as before class balancing existed).
+    pixel_weights = (_pixel_weights(masks_at_size.cpu(), cfg.num_classes, config.class_balance)
+                     if config.class_balance else None)
 
     was_training = generator.training
     generator.eval()
     try:
         features_of = _FeatureSource(generator, latents, device, config.feature_cache_bytes)
         optimiser = torch.optim.Adam(ensemble.parameters(), lr=config.lr)
+        schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.max_steps)
+                    if config.lr_schedule == "cosine" else None)
         stream = _sample_stream(train_indices, samples_per_step, rng)
         history: list[dict[str, float]] = []
         window: list[float] = []
@@ -858,7 +882,11 @@ def train_segmentation(generator: Any, ensemble: SegmentationEnsemble, latents: 
             ensemble.train()
             batch = next(stream)
             features = features_of(batch)
-            pixels = torch.randint(0, size * size, (len(batch), pixels_per_sample), generator=rng).to(device)
+            if pixel_weights is None:
+                pixels = torch.randint(0, size * size, (len(batch), pixels_per_sample), generator=rng)
+            else:
+                pixels = torch.multinomial(pixel_weights[batch], pixels_per_sample, replacement=True, generator=rng)
+            pixels = pixels.to(device)
             targets = masks_at_size[batch.to(device)].flatten(1).gather(1, pixels)  # [b, P]
             logits = ensemble.forward_pixels(features, pixels)  # [b, E, K, P]
             member_targets = targets[:, None, :].expand(-1, cfg.ensemble_size, -1)
@@ -867,6 +895,8 @@ def train_segmentation(generator: Any, ensemble: SegmentationEnsemble, latents: 
             # Members share no parameters, so the sum gives each exactly the gradient of its own loss.
             member_loss.sum().backward()
             optimiser.step()
+            if schedule is not None:
+                schedule.step()
 
             member_loss = member_loss.detach()
             record = {"step": step, "loss": float(member_loss.mean()),

@@ -337,8 +337,8 @@ def _train_segmentation_branch(job: Job, reporter: JobReporter, dataset: Dataset
                                                                       **architecture))
     steps = int(job.params["steps"])
     config = SegTrainConfig(max_steps=steps, min_steps=min(200, steps), device=str(engine_cache.device()),
-                            pixels_per_step=int(job.params.get("pixels_per_step", SegTrainConfig.pixels_per_step)),
-                            patience=SegTrainConfig.patience if job.params.get("early_stopping", True) else None)
+                            patience=SegTrainConfig.patience if job.params.get("early_stopping", True) else None,
+                            **engine_cache.retrain_options(job.params.get("pixels_per_step")))
     outcome = train_segmentation_engine(generator, ensemble, latents, masks.to(engine_cache.device()), config,
                                         progress=reporter)
     class_rows = dataset.schema.class_rows()
