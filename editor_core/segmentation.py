@@ -805,13 +805,17 @@ def _evaluate(ensemble: SegmentationEnsemble, features_of: _FeatureSource, masks
         features = features_of(torch.tensor([index]))
         target = masks[index].flatten()
         labels = torch.empty_like(target)
+        # The coarse maps' projection once per sample, the per-pixel part a chunk at a time (one forward_pixels call
+        # per chunk projected the coarse maps again for every chunk: most of an evaluation's time).
+        all_pixels = torch.arange(size * size, device=target.device)[None]
+        logits = ensemble.forward_pixels(features, all_pixels, pixel_chunk=pixel_chunk)[0]  # [E, K, S·S]
         for start in range(0, size * size, pixel_chunk):
-            pixels = torch.arange(start, min(start + pixel_chunk, size * size), device=target.device)
-            logits = ensemble.forward_pixels(features, pixels[None])[0]  # [E, K, P]
-            chunk_target = target[pixels]
-            loss_sum += F.cross_entropy(logits, chunk_target.expand(E, -1), reduction="none").sum(1).double().cpu()
-            correct += (logits.argmax(1) == chunk_target).sum(1).double().cpu()
-            labels[pixels] = prediction_from_logits(logits[None]).labels[0]
+            pixels = slice(start, start + pixel_chunk)
+            chunk_logits, chunk_target = logits[..., pixels], target[pixels]
+            loss_sum += F.cross_entropy(chunk_logits, chunk_target.expand(E, -1),
+                                        reduction="none").sum(1).double().cpu()
+            correct += (chunk_logits.argmax(1) == chunk_target).sum(1).double().cpu()
+            labels[pixels] = prediction_from_logits(chunk_logits[None]).labels[0]
         predicted.append(labels.cpu())
         targets.append(target.cpu())
     ensemble.train(was_training)

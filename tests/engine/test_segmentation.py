@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
@@ -373,6 +374,12 @@ def test_training_lowers_the_loss_and_fits_the_labels(tiny_generator, tiny_annot
     assert len(result.member_loss) == len(result.member_pixel_acc) == 3
     assert min(result.member_pixel_acc) > 0.7  # chance is 1/3
     assert result.mean_iou > 0.5
+    with torch.no_grad():  # the final evaluation is the ensemble's prediction (from fp16-cached features there)
+        _image, features = tiny_generator.synthesis(ws, noise_mode="const", return_features=True)
+        labels = ensemble.predict(features).labels
+    size = ensemble.config.resolution
+    targets = F.interpolate(masks[:, None].float(), size=(size, size), mode="nearest")[:, 0].long()
+    assert result.mean_iou == pytest.approx(mean_iou(labels, targets, 3), abs=0.01)
     assert result.cached_features and not ensemble.training and not tiny_generator.training
     assert [e.step for e in events] == list(range(1, 61))
     assert {e.stage for e in events} == {"train_segmentation"} and events[-1].total == 60
