@@ -94,7 +94,7 @@ def _items(path: str) -> dict:
     import torch.nn.functional as F
 
     from editor_core.editing import apply_vectors, optimize_edit, prepare_edit, refine_config, refine_vectors
-    from editor_core.embedding import EmbedConfig, embed_image
+    from editor_core.inversion import EmbedConfig, embed_image
     from editor_core.segmentation import SegmentationConfig, SegmentationEnsemble
 
     bundle, models, options = _setup(path)
@@ -221,11 +221,9 @@ ITEM_NAMES = ["G forward (load meter: same code both ways)", "mode 1, one vector
 
 def run_quality(args) -> dict:
     """Quality of the new interactive defaults beside today's, with this tree's code (its speed changes are exact)."""
-    import torch
-
     from editor_core.editing import EditConfig, EditingModels, apply_vectors, optimize_edit, render_and_segment
+    from editor_core.metrics import masked_psnr, mean_iou
     from editor_core.perceptual import get_perceptual_loss
-    from editor_core.segmentation import class_iou
 
     _bundle, _models, new = _setup("new")
     bundle, models, today = _setup("today")
@@ -246,12 +244,11 @@ def run_quality(args) -> dict:
             result = optimize_edit(edit_models, ws, original, target, EditConfig(loss_members=members), classes)
             seconds = time.perf_counter() - start
             roi, outside = result.roi, (~result.roi)[:, None].float()
-            mse = ((result.image - original_image) / 2).square().mul(outside).sum() / (outside.sum() * 3)
             row = {"edit": f"sample {sample} + {vector}", "variant": name, "seconds": round(seconds, 1),
                    "roi_pixels": int(roi.sum()),
-                   "roi_miou": round(class_iou(result.mask[roi], target[roi], num_classes).nanmean().item(), 4),
+                   "roi_miou": round(mean_iou(result.mask[roi], target[roi], num_classes), 4),
                    "lpips_vgg_outside": round(vgg(result.image * outside, original_image * outside).item(), 4),
-                   "psnr_outside_db": round((-10 * torch.log10(mse)).item(), 2)}
+                   "psnr_outside_db": round(masked_psnr(result.image, original_image, outside).item(), 2)}
             report["edits"].append(row)
             print(json.dumps(row), flush=True)
     for sample, vector in EDITS[:0 if args.only_retraining else len(EDITS)]:  # mode-1 masks of k members vs all
@@ -261,7 +258,7 @@ def run_quality(args) -> dict:
             few = apply_vectors(models, ws, [bundle.vectors[vector]], [1.0], mask_members=members).mask
             row = {"edit": f"sample {sample} + {vector}", "mask_members": members,
                    "pixel_agreement": round((few == full).float().mean().item(), 4),
-                   "miou_vs_full": round(class_iou(few, full, num_classes).nanmean().item(), 4)}
+                   "miou_vs_full": round(mean_iou(few, full, num_classes), 4)}
             report["mode1_masks"].append(row)
             print(json.dumps(row), flush=True)
     if not args.skip_retraining:
@@ -278,8 +275,8 @@ def _retrain(bundle, settings: dict, held: list[int]) -> dict:
     """Retrain the branch on the annotated samples not in ``held`` as the worker does; held-out mIoU and time."""
     import torch
 
-    from editor_core.segmentation import (SegmentationConfig, SegmentationEnsemble, SegTrainConfig, class_iou,
-                                          train_segmentation)
+    from editor_core.metrics import mean_iou
+    from editor_core.segmentation import SegmentationConfig, SegmentationEnsemble, SegTrainConfig, train_segmentation
 
     G, annotations = bundle.generator, bundle.annotations
     train = [i for i in range(len(annotations.latents)) if i not in held]
@@ -293,7 +290,7 @@ def _retrain(bundle, settings: dict, held: list[int]) -> dict:
     with torch.no_grad():
         _image, features = G.synthesis(annotations.latents[held], noise_mode="const", return_features=True)
         predicted = ensemble.predict(features).labels
-    miou = class_iou(predicted, annotations.masks[held], bundle.schema.num_classes).nanmean().item()
+    miou = mean_iou(predicted, annotations.masks[held], bundle.schema.num_classes)
     # CPU seconds beside wall seconds: on a shared machine they say what the run itself cost.
     return {"held_out": held, "steps": outcome.steps, **options, "seconds": round(seconds, 1),
             "cpu_seconds": round(cpu_seconds, 1), "heldout_miou": round(miou, 4)}

@@ -37,12 +37,13 @@ def run(args: argparse.Namespace, config: Any) -> dict[str, Any]:
     """The study on the bundle ``args.bundle`` with the stages' settings ``config`` (a ``PipelineConfig``)."""
     import torch
 
-    from editor_core.bundle import load_bundle
+    from editor_core.bundle import BundleLayout, load_bundle
     from editor_core.checkpoints import read_checkpoint
     from editor_core.domains.toonface import toonface_schema
     from editor_core.perceptual import get_perceptual_loss
     from editor_core.segmentation import SegmentationConfig, SegmentationEnsemble, SegTrainConfig, train_segmentation
-    from editor_core.training.demo_bundle import SEGMENTATION_FILE, DemoPipeline, render_faces
+    from editor_core.training.demo_bundle.renders import render_faces
+    from editor_core.training.demo_bundle.stages import DemoPipeline
 
     device = torch.device(args.device)
     pipeline = DemoPipeline(Path(args.bundle), Path(args.work), config, device, log=lambda message: None)
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace, config: Any) -> dict[str, Any]:
                               "generator": pipeline.generator_id, "eval_renders": args.eval_renders,
                               "annotate_steps": config.annotate_steps, "seg_steps": config.seg_steps,
                               "inversion": {}, "training_fit": {}}
-    segmentation_meta = read_checkpoint(Path(args.bundle) / SEGMENTATION_FILE)[2]
+    segmentation_meta = read_checkpoint(BundleLayout(args.bundle).segmentation)[2]
     report["training_fit"][shipped_name] = segmentation_meta.get("training_miou")
     clock = time.monotonic()
 
@@ -126,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main() -> None:
-    from editor_core.training.demo_bundle import PipelineConfig
+    from editor_core.training.demo_bundle.stages import PipelineConfig
 
     parser = build_parser()
     args = parser.parse_args()

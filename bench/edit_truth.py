@@ -45,19 +45,19 @@ from typing import Any, Iterator, Optional, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from bench import emit_report  # noqa: E402 (needs the path above when run as a script)
-from editor_core.bundle import ModelBundle, load_bundle  # noqa: E402
+from editor_core.bundle import BundleLayout, ModelBundle, load_bundle  # noqa: E402
 from editor_core.domains import toonface  # noqa: E402
 from editor_core.domains.toonface import PARAM_SCHEMA, ToonFaceParams  # noqa: E402
 from editor_core.editing import (EditConfig, EditingModels, apply_vectors, changed_classes, edit_roi,  # noqa
                                  optimize_edit, render_and_segment, resize_mask)
-from editor_core.embedding import EmbedConfig, embed_image, image_distances, psnr  # noqa: E402
+from editor_core.inversion import EmbedConfig, embed_image  # noqa: E402
+from editor_core.metrics import class_iou, image_distances, masked_psnr, mean_iou, psnr  # noqa: E402
 from editor_core.perceptual import get_perceptual_loss  # noqa: E402
-from editor_core.segmentation import class_iou  # noqa: E402
-from editor_core.training.demo_bundle import DEMO_EDITS, REGRESSOR_FILE, _mask_image, transfer_overrides  # noqa
-from editor_core.training.param_regressor import load_param_regressor, regression_targets, target_names  # noqa
+from editor_core.training.demo_bundle.edits import DEMO_EDITS, transfer_overrides  # noqa: E402
+from editor_core.training.demo_bundle.report import mask_image  # noqa: E402
+from editor_core.training.param_regressor import load_param_regressor, target_names  # noqa: E402
 
 # Render seeds no stage of the bundle (RENDER_SEEDS 101–110, SEED_STREAMS) and no other study (111) uses.
 EDIT_FACES_SEED = 121
@@ -266,7 +266,7 @@ class ParamReader:
     """The bundle's render-parameter regressor, read on one parameter's [0, 1] target column."""
 
     def __init__(self, bundle_dir: Path, device: torch.device):
-        self.regressor = load_param_regressor(Path(bundle_dir) / REGRESSOR_FILE, device)
+        self.regressor = load_param_regressor(BundleLayout(bundle_dir).regressor, device)
         self.columns = {name: index for index, name in enumerate(target_names())}
 
     @torch.no_grad()
@@ -278,18 +278,6 @@ class ParamReader:
     def scaled(param: str, delta: float) -> float:
         spec = PARAM_SCHEMA[param]
         return delta / (spec.high - spec.low)
-
-
-def class_mean_iou(labels: torch.Tensor, truth: torch.Tensor, classes: Sequence[int], num_classes: int) -> float:
-    """Mean IoU over ``classes`` of one labelling ``[1, h, w]`` against ``truth``; NaN classes (in neither) skipped."""
-    iou = class_iou(labels.cpu(), truth.cpu(), num_classes)[list(classes)]
-    return float(iou.nanmean()) if not iou.isnan().all() else float("nan")
-
-
-def outside_psnr(image: torch.Tensor, reference: torch.Tensor, outside: torch.Tensor) -> float:
-    """PSNR (dB, images on [0, 1]) over the pixels where ``outside`` ``[1, 1, H, W]`` is 1."""
-    error = (((image - reference) / 2).square() * outside).sum() / (outside.sum() * 3).clamp_min(1)
-    return float(psnr(error[None]))
 
 
 def part_ious(labels: torch.Tensor, truth: torch.Tensor, num_classes: int) -> dict[int, float]:
@@ -474,12 +462,12 @@ def measure_edits(models: EditingModels, variant: Variant, faces: list[Face], ed
                 "follow_before": float((original[i][region] == target[i][region]).float().mean()),
                 "follow_painted": float((result.mask[i][painted[i]] == target[i][painted[i]]).float().mean()),
                 "follow_painted_before": float((original[i][painted[i]] == target[i][painted[i]]).float().mean()),
-                "truth": class_mean_iou(result.mask[i:i + 1], true_after[i:i + 1], changed, num_classes),
-                "truth_before": class_mean_iou(original[i:i + 1], true_after[i:i + 1], changed, num_classes),
+                "truth": mean_iou(result.mask[i:i + 1], true_after[i:i + 1], num_classes, classes=changed),
+                "truth_before": mean_iou(original[i:i + 1], true_after[i:i + 1], num_classes, classes=changed),
                 "progress": moved, "regressor_reads": readable,
                 "progress_of_readable": moved / readable if abs(readable) > 0.05 else None,
                 "lpips_to_truth": float(lpips_after[i]), "lpips_to_truth_before": float(lpips_before[i]),
-                "outside_psnr": outside_psnr(result.image[i:i + 1], x_hat[i:i + 1], outside[i:i + 1]),
+                "outside_psnr": float(masked_psnr(result.image[i:i + 1], x_hat[i:i + 1], outside[i:i + 1])),
                 "outside_lpips": float(lpips_outside[i])})
             key = (edit.face, edit.param, edit.delta > 0)
             if edit.magnitude == max(args.magnitudes) and key in wanted:
@@ -519,7 +507,7 @@ def _sheet_row(face: Face, edit: Edit, inverted: torch.Tensor, edited: torch.Ten
                target: torch.Tensor, labels: torch.Tensor, roi: torch.Tensor, size: int) -> torch.Tensor:
     """``[10, 3, R, R]``: x, x′, x̂, x_e, m, m′, ŝ, target, s_e, ROI (tinted) over x̂."""
     def coloured(mask: torch.Tensor) -> torch.Tensor:
-        return _mask_image(resize_mask(mask[None], size)[0]).to(inverted.device)
+        return mask_image(resize_mask(mask[None], size)[0]).to(inverted.device)
 
     region = resize_mask(roi[None], size)[0].to(inverted.dtype)
     tint = torch.tensor([1.0, -1.0, 1.0], device=inverted.device)[:, None, None]

@@ -56,9 +56,10 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from editor_core.checkpoints import load_generator
-    from editor_core.embedding import EmbedConfig, embed_image
-    from editor_core.training.demo_bundle import (RENDER_SEEDS, SAMPLE_SEEDS, mean_and_std, render_faces,
-                                                  render_features, sample_features)
+    from editor_core.inversion import EmbedConfig, embed_image
+    from editor_core.metrics import mean_and_std
+    from editor_core.training.demo_bundle.renders import (RENDER_SEEDS, SAMPLE_SEEDS, render_faces, render_features,
+                                                          sample_features)
     from editor_core.training.param_regressor import frechet_distance, load_param_regressor
 
     device = torch.device(args.device)

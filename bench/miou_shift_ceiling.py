@@ -47,8 +47,8 @@ def shift_ceiling(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from editor_core.domains import toonface
-    from editor_core.segmentation import class_iou
-    from editor_core.training.demo_bundle import RENDER_SEEDS
+    from editor_core.metrics import class_iou
+    from editor_core.training.demo_bundle.renders import RENDER_SEEDS
 
     params = toonface.sample_params(args.renders, RENDER_SEEDS["evaluate"])
     large = torch.cat([toonface.render({name: value[start:start + args.chunk] for name, value in params.items()},

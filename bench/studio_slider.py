@@ -7,10 +7,11 @@
 ``bin/studio`` and stops it afterwards; ``--url`` measures a studio that is already running. The bench logs in, takes
 a demo sample with a latent and a library vector, and moves that vector's slider ``--moves`` times as
 ``frontend/js/views/library.js`` does (``LatestOnly``: one request in flight, the next position sent when the answer
-is there): ``POST /api/edits`` (mode 1), the edit's websocket ``/ws/edits/<id>/`` until ``edit.result`` carries the
-image (or, when the job ended before the socket joined, ``GET /api/edits/<id>`` and the image URL). Latency is from the
-POST to the image in hand; the report gives p50/p95/max and the jobs' own batch sizes. ``--burst N`` also sends N
-positions at once per move (several tabs, or a client without LatestOnly): the older ones must come back superseded.
+is there): ``POST /api/edits`` (mode 1), the edit's websocket ``/ws/edits/<id>/`` until ``edit.result`` names the
+image, then that image URL (when the job ended before the socket joined, ``GET /api/edits/<id>`` first). Latency is
+from the POST to the image in hand; the report gives p50/p95/max and the jobs' own batch sizes. ``--burst N`` also
+sends N positions at once per move (several tabs, or a client without LatestOnly): the older ones must come back
+superseded.
 """
 from __future__ import annotations
 
@@ -70,21 +71,22 @@ async def one_move(studio: Studio, sample_id: int, vector_id: int, scale: float)
     session = studio.request("POST", "/api/edits", {"sample_id": sample_id, "mode": 1,
                                                     "vectors": [{"vector_id": vector_id, "scale": scale}]})
     ws_url = studio.url.replace("http", "ws", 1) + f"/ws/edits/{session['id']}/"
-    status, image = None, None
+    status, image_url = None, None
     async with websockets.connect(ws_url, additional_headers=studio.socket_headers(), origin=studio.url) as socket:
         while status not in FINISHED:
             message = json.loads(await asyncio.wait_for(socket.recv(), 300))
             if message["type"] == "edit.result":
-                image = message.get("image")
+                image_url = message["image_url"]
             elif message["type"] == "edit.state" and message.get("job_status") in FINISHED:
                 status = message["job_status"]
             elif message["type"] == "job.status" and message["status"] in FINISHED:
                 status = message["status"]
-            if image is not None and status is None:
+            if image_url is not None and status is None:
                 status = "succeeded"  # the image is what the user waits for; the job's own end follows
-    if status == "succeeded" and image is None:  # ended before the socket joined: as the browser does
-        edit = studio.request("GET", f"/api/edits/{session['id']}")
-        image = studio.request("GET", edit["result"]["image_url"])
+    if status == "succeeded" and image_url is None:  # ended before the socket joined: as the browser does
+        image_url = studio.request("GET", f"/api/edits/{session['id']}")["result"]["image_url"]
+    if status == "succeeded":
+        studio.request("GET", image_url)  # the library view's <img> loads it
     return {"latency_s": time.perf_counter() - start, "status": status, "session": session["id"],
             "job": session["job_id"]}
 

@@ -204,7 +204,8 @@ class Suite:
         return lambda: apply_vectors(self.models, ws, self.vectors[:1], scales)
 
     def _embedding(self):
-        from editor_core.embedding import EmbedConfig, Encoder, EncoderConfig, embed_image
+        from editor_core.encoder import Encoder, EncoderConfig
+        from editor_core.inversion import EmbedConfig, embed_image
 
         G = self.generator
         encoder_config = EncoderConfig.for_generator(G, **self.config.extra.get("encoder", {}))

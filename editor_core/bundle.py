@@ -2,14 +2,17 @@
 
 A bundle folder holds ``generator.safetensors`` and, optionally, ``segmentation.safetensors`` (with its label
 schema), ``encoder.safetensors``, ``annotations.safetensors`` (annotated samples: W+ latents and masks) and
-``vectors/*.safetensors`` (edit vectors). The studio ships one, the demo bundle in ``demo/``; users make their own
-from imported checkpoints with the CLI.
+``vectors/*.safetensors`` (edit vectors); the demo bundle also has its vectors' ``thumbnails/``, the Fréchet-distance
+regressor, ``bundle.json`` (its manifest) and ``evaluation.json`` (its measured figures). ``BundleLayout`` is the one
+definition of these names. The studio ships one, the demo bundle in ``demo/``; users make their own from imported
+checkpoints with the CLI.
 """
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 
@@ -21,6 +24,75 @@ from editor_core.vectors import EditVector
 DEMO_BUNDLE = Path(__file__).resolve().parent.parent / "demo"
 ANNOTATIONS_KIND = "annotations"
 LATENTS_KIND = "latents"
+
+
+@dataclass(frozen=True)
+class BundleLayout:
+    """Where each part of the bundle folder ``root`` lives: ``BundleLayout(root).encoder`` is its encoder file.
+    The names (class attributes) are relative to ``root``, as ``bundle.json`` lists them."""
+
+    root: Path
+
+    GENERATOR: ClassVar[str] = "generator.safetensors"
+    SEGMENTATION: ClassVar[str] = "segmentation.safetensors"
+    ENCODER: ClassVar[str] = "encoder.safetensors"
+    ANNOTATIONS: ClassVar[str] = "annotations.safetensors"
+    REGRESSOR: ClassVar[str] = "param_regressor.safetensors"
+    VECTORS: ClassVar[str] = "vectors"
+    THUMBNAILS: ClassVar[str] = "thumbnails"
+    MANIFEST: ClassVar[str] = "bundle.json"
+    EVALUATION: ClassVar[str] = "evaluation.json"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def generator(self) -> Path:
+        return self.root / self.GENERATOR
+
+    @property
+    def segmentation(self) -> Path:
+        return self.root / self.SEGMENTATION
+
+    @property
+    def encoder(self) -> Path:
+        return self.root / self.ENCODER
+
+    @property
+    def annotations(self) -> Path:
+        return self.root / self.ANNOTATIONS
+
+    @property
+    def regressor(self) -> Path:
+        return self.root / self.REGRESSOR
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / self.MANIFEST
+
+    @property
+    def evaluation(self) -> Path:
+        return self.root / self.EVALUATION
+
+    @staticmethod
+    def vector_name(name: str) -> str:
+        """The relative name of vector ``name``'s file."""
+        return f"{BundleLayout.VECTORS}/{name}.safetensors"
+
+    @staticmethod
+    def thumbnail_name(vector: str, side: str) -> str:
+        """The relative name of vector ``vector``'s ``side`` (``before`` / ``after``) picture."""
+        return f"{BundleLayout.THUMBNAILS}/{vector}_{side}.png"
+
+    def vector(self, name: str) -> Path:
+        return self.root / self.vector_name(name)
+
+    def thumbnail(self, vector: str, side: str) -> Path:
+        return self.root / self.thumbnail_name(vector, side)
+
+    def vector_files(self) -> list[Path]:
+        """The bundle's vector files, sorted by name (the stem is the vector's name)."""
+        return sorted((self.root / self.VECTORS).glob("*.safetensors"))
 
 
 @dataclass
@@ -58,6 +130,22 @@ def save_latents(path: str | Path, ws: torch.Tensor, generator_id: str, meta: Op
                     meta=meta or {})
 
 
+def latents_bytes(ws: torch.Tensor, generator_id: str) -> bytes:
+    """One W+ latent ``[num_ws, w_dim]`` as the bytes of a :func:`save_latents` file (what the studio stores)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "latent.safetensors"
+        save_latents(path, ws[None], generator_id)
+        return path.read_bytes()
+
+
+def latents_from_bytes(data: bytes, generator_id: Optional[str] = None) -> torch.Tensor:
+    """:func:`load_latents` of a file's bytes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "latent.safetensors"
+        path.write_bytes(data)
+        return load_latents(path, generator_id)
+
+
 def load_latents(path: str | Path, generator_id: Optional[str] = None) -> torch.Tensor:
     """Latents saved by :func:`save_latents` (or a ``.npy`` array); refuses those of another generator."""
     path = Path(path)
@@ -87,33 +175,33 @@ class ModelBundle:
 
     def editing_models(self, perceptual: torch.nn.Module) -> EditingModels:
         if self.segmenter is None:
-            raise ValueError(f"bundle {self.directory} has no segmentation branch (segmentation.safetensors): "
+            raise ValueError(f"bundle {self.directory} has no segmentation branch ({BundleLayout.SEGMENTATION}): "
                              f"train one with `python -m editor_core train-seg` first")
         return EditingModels(self.generator, self.segmenter, perceptual, self.generator_id, self.encoder)
 
 
 def load_bundle(directory: str | Path = DEMO_BUNDLE, device: torch.device | str = "cpu") -> ModelBundle:
     """Load a bundle folder onto ``device``; every part is checked against the generator's fingerprint."""
-    from editor_core.embedding import load_encoder
+    from editor_core.encoder import load_encoder
     from editor_core.segmentation import load_segmentation
 
     directory = Path(directory)
-    generator_path = directory / "generator.safetensors"
-    if not generator_path.is_file():
-        raise FileNotFoundError(f"{directory} is not a model bundle: it has no generator.safetensors")
-    generator = load_generator(generator_path, device=device).eval().requires_grad_(False)
+    layout = BundleLayout(directory)
+    if not layout.generator.is_file():
+        raise FileNotFoundError(f"{directory} is not a model bundle: it has no {layout.GENERATOR}")
+    generator = load_generator(layout.generator, device=device).eval().requires_grad_(False)
     generator_id = generator_fingerprint(generator)
 
     segmenter = schema = encoder = annotations = None
-    if (directory / "segmentation.safetensors").is_file():
-        segmenter, schema, _meta = load_segmentation(directory / "segmentation.safetensors", device=device)
-    if (directory / "encoder.safetensors").is_file():
-        encoder = load_encoder(directory / "encoder.safetensors", generator=generator)
-    if (directory / "annotations.safetensors").is_file():
-        annotations = AnnotatedSamples.load(directory / "annotations.safetensors")
+    if layout.segmentation.is_file():
+        segmenter, schema, _meta = load_segmentation(layout.segmentation, device=device)
+    if layout.encoder.is_file():
+        encoder = load_encoder(layout.encoder, generator=generator)
+    if layout.annotations.is_file():
+        annotations = AnnotatedSamples.load(layout.annotations)
         schema = schema or annotations.schema
     vectors = {}
-    for path in sorted((directory / "vectors").glob("*.safetensors")):
+    for path in layout.vector_files():
         vector = EditVector.load(path)
         vector.check_generator(generator_id)
         vectors[path.stem] = vector

@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from editor_core.editing import EditConfig
-from editor_core.embedding import EmbedConfig
+from editor_core.inversion import EmbedConfig
 from editor_core.progress import ProgressEvent
 
 
@@ -88,7 +88,7 @@ class Models:
 
                 self._bundle.segmenter, self._bundle.schema, _ = load_segmentation(args.segmenter, self.device)
             if getattr(args, "encoder", None):
-                from editor_core.embedding import load_encoder
+                from editor_core.encoder import load_encoder
 
                 self._bundle.encoder = load_encoder(args.encoder, self._bundle.generator)
         return self._bundle
@@ -224,8 +224,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    from editor_core.embedding import EmbedConfig, embed_image
     from editor_core.images import ImageInputError, load_image, save_image
+    from editor_core.inversion import EmbedConfig, embed_image
 
     models = Models(args)
     out = _out_dir(args.out)
@@ -361,7 +361,8 @@ def cmd_train_seg(args: argparse.Namespace) -> None:
 
 
 def cmd_train_encoder(args: argparse.Namespace) -> None:
-    from editor_core.embedding import Encoder, EncoderConfig, EncoderTrainConfig, save_encoder, train_encoder
+    from editor_core.encoder import Encoder, EncoderConfig, save_encoder
+    from editor_core.encoder_training import EncoderTrainConfig, train_encoder
 
     models = Models(args)
     G = models.generator

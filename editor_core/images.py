@@ -171,6 +171,13 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(pixels.permute(1, 2, 0).numpy())
 
 
+def image_png(image: torch.Tensor) -> bytes:
+    """``[3, H, W]`` / ``[1, 3, H, W]`` in ``[-1, 1]`` → PNG bytes."""
+    buffer = io.BytesIO()
+    tensor_to_pil(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def save_image(image: torch.Tensor, path: Union[str, os.PathLike]) -> None:
     """Write ``[3, H, W]`` / ``[1, 3, H, W]`` in ``[-1, 1]`` to ``path``; the suffix picks the format."""
     tensor_to_pil(image).save(Path(path))
@@ -192,6 +199,13 @@ def mask_to_png(mask: torch.Tensor, schema: Optional[LabelSchema] = None) -> byt
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def mask_array(mask: torch.Tensor, size: int) -> np.ndarray:
+    """``int64 [h, w]`` class labels at any resolution → ``uint8 [size, size]`` (nearest), as stored masks are."""
+    if mask.shape[-2:] != (size, size):
+        mask = F.interpolate(mask[None, None].float(), size=(size, size), mode="nearest")[0, 0]
+    return mask.to(torch.uint8).cpu().numpy()
 
 
 def png_to_mask(source: ImageSource, schema: Optional[LabelSchema] = None) -> torch.Tensor:

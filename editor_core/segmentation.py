@@ -33,12 +33,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from editor_core.checkpoints import read_checkpoint, save_checkpoint
+from editor_core.metrics import mean_iou
 from editor_core.progress import ProgressCallback, ProgressEvent, report
 from editor_core.schema import LabelSchema
 
@@ -596,36 +598,33 @@ def image_uncertainty(prediction: SegmentationPrediction, top_fraction: float = 
     return per_pixel.topk(count, dim=1).values.mean(dim=1)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Metrics
+def uncertainty_map(uncertainty: torch.Tensor, size: int) -> tuple[np.ndarray, float]:
+    """Per-pixel ensemble disagreement ``[h, w]`` (Jensen-Shannon divergence, nats) → ``(uint8 [size, size],
+    peak)``: 0 = the members agree … 255 = ``peak``, the image's largest value. Relative to the image, not to the
+    ceiling ``log E``: a useful branch disagrees by hundredths of a nat, which an absolute 8-bit scale would round
+    to nothing, and "where to look" is a question about this image; ``peak`` gives the absolute values back
+    (``value / 255 * peak``). Bilinear resize: it is a smooth field, not class indices."""
+    field = uncertainty.detach().float().clamp_min(0.0)[None, None]
+    if field.shape[-1] != size or field.shape[-2] != size:
+        field = F.interpolate(field, size=(size, size), mode="bilinear", align_corners=False)
+    peak = float(field.max())
+    scaled = field[0, 0] / peak * 255 if peak > 0 else torch.zeros_like(field[0, 0])
+    return scaled.round().clamp(0, 255).to(torch.uint8).cpu().numpy(), peak
 
 
-def class_iou(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_absent: bool = True) -> torch.Tensor:
-    """Per-class intersection over union ``[K]`` of integer masks of equal shape.
-
-    A class absent from both ``pred`` and ``target`` gets NaN when ``ignore_absent`` (so ``nanmean`` skips it),
-    else 1.0 (both agree that it is absent).
-    """
-    if pred.shape != target.shape:
-        raise ValueError(f"pred and target must have the same shape, got {list(pred.shape)} and {list(target.shape)}")
-    for name, mask in (("pred", pred), ("target", target)):
-        if mask.dtype.is_floating_point or mask.dtype == torch.bool:
-            raise ValueError(f"{name} must hold integer class indices, got {mask.dtype}")
-        if mask.numel() and (int(mask.min()) < 0 or int(mask.max()) >= num_classes):
-            raise ValueError(f"{name} labels must be in 0..{num_classes - 1}, found {int(mask.min())}.."
-                             f"{int(mask.max())}")
-    pairs = target.reshape(-1).long() * num_classes + pred.reshape(-1).long()
-    confusion = torch.bincount(pairs, minlength=num_classes * num_classes).view(num_classes, num_classes)
-    intersection = confusion.diagonal().double()
-    union = confusion.sum(0).double() + confusion.sum(1).double() - intersection
-    absent_value = float("nan") if ignore_absent else 1.0
-    return torch.where(union > 0, intersection / union.clamp_min(1), torch.full_like(union, absent_value)).float()
-
-
-def mean_iou(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_absent: bool = True) -> float:
-    """Mean of ``class_iou`` over the classes present in ``pred`` or ``target`` (all classes if not
-    ``ignore_absent``)."""
-    return float(class_iou(pred, target, num_classes, ignore_absent).nanmean())
+@torch.no_grad()
+def predict_labels(generator: nn.Module, ensemble: SegmentationEnsemble, ws: torch.Tensor,
+                   pixel_chunk: Optional[int] = None, progress: Optional[ProgressCallback] = None) -> torch.Tensor:
+    """The ensemble's labels ``int64 [N, r, r]`` (on the CPU) of the images of latents ``ws`` ``[N, num_ws, w_dim]``,
+    one image at a time (with ``pixel_chunk``, memory stays bounded at any resolution); reports
+    ``ProgressEvent("evaluate", i, N)``."""
+    ensemble.eval()
+    labels = []
+    for index in range(len(ws)):
+        _image, features = generator.synthesis(ws[index:index + 1], noise_mode="const", return_features=True)
+        labels.append(ensemble.predict(features, pixel_chunk=pixel_chunk).labels[0].cpu())
+        report(progress, ProgressEvent("evaluate", index + 1, len(ws)))
+    return torch.stack(labels)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -6,9 +6,10 @@ transfers to other images of the same generator: ``w' = w + ε·δ``. Vectors co
 from __future__ import annotations
 
 import datetime as _dt
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Hashable, Sequence
 
 import torch
 
@@ -76,12 +77,31 @@ class EditVector:
                         dtype=dtype)
         return Path(path)
 
+    def to_bytes(self) -> bytes:
+        """The file :meth:`save` writes, as bytes (what the studio stores)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            return self.save(Path(tmp) / "vector.safetensors").read_bytes()
+
     @classmethod
     def load(cls, path: str | Path) -> "EditVector":
         tensors, _config, meta = read_checkpoint(path, expected_kind=VECTOR_KIND)
         meta = dict(meta)
         meta["scale_range"] = tuple(meta["scale_range"])
         return cls(delta=tensors["delta"].float(), info=EditVectorInfo(**meta))
+
+
+def scale_rows(requests: Sequence[Sequence[tuple[Hashable, EditVector, float]]]
+               ) -> tuple[list[EditVector], torch.Tensor]:
+    """Several requests' ``(key, vector, scale)`` lists → ``(vectors, scales [B, V])`` over the union of their
+    vectors (by key, first seen first), for one batched pass: a vector that only another request uses gets scale 0
+    in this request's row."""
+    union = {key: vector for request in requests for key, vector, _scale in request}
+    columns = {key: column for column, key in enumerate(union)}
+    scales = torch.zeros(len(requests), len(union))
+    for row, request in enumerate(requests):
+        for key, _vector, scale in request:
+            scales[row, columns[key]] += scale
+    return list(union.values()), scales
 
 
 def combined_delta(vectors: Sequence[EditVector], scales: torch.Tensor | Sequence[float],

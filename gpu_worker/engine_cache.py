@@ -2,19 +2,18 @@
 from __future__ import annotations
 
 import functools
-import shutil
-from pathlib import Path
 
 import torch
 from django.conf import settings
-from django.core.files.storage import default_storage
 
 from editor_core.checkpoints import load_generator
 from editor_core.editing import EditingModels
-from editor_core.embedding import EmbedConfig
+from editor_core.encoder import Encoder, load_encoder
+from editor_core.inversion import EmbedConfig
 from editor_core.perceptual import get_perceptual_loss
 from editor_core.segmentation import load_segmentation
 from editor_core.vectors import EditVector
+from webapp.storage import local_path
 
 GENERATORS_KEPT = 4  # a GPU holds a few generators; older ones are dropped (least recently used)
 # Interactive defaults on a CPU, chosen on measured quality (docs/benchmarks.md, "CPU — issue 17").
@@ -39,21 +38,6 @@ def device() -> torch.device:
     return torch.device(settings.STUDIO_DEVICE)
 
 
-def local_path(name: str, cache_key: str) -> Path:
-    """A local file for a stored checkpoint: the media file itself, or a copy cached from S3 by its hash."""
-    try:
-        return Path(default_storage.path(name))
-    except NotImplementedError:  # remote storage
-        cached = Path(settings.VAR_DIR) / "cache" / "files" / f"{cache_key}{Path(name).suffix}"
-        if not cached.exists():
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            partial = cached.with_suffix(".partial")
-            with default_storage.open(name, "rb") as source, open(partial, "wb") as target:
-                shutil.copyfileobj(source, target)
-            partial.rename(cached)
-        return cached
-
-
 @functools.lru_cache(maxsize=GENERATORS_KEPT)
 def _generator(name: str, sha256: str, device_name: str):
     return load_generator(local_path(name, sha256), device=device_name)
@@ -63,6 +47,11 @@ def _generator(name: str, sha256: str, device_name: str):
 def _segmenter(name: str, sha256: str, device_name: str):
     ensemble, schema, _meta = load_segmentation(local_path(name, sha256), device=device_name)
     return ensemble, schema
+
+
+@functools.lru_cache(maxsize=GENERATORS_KEPT)
+def _encoder(name: str, sha256: str, generator_name: str, generator_sha: str, device_name: str) -> Encoder:
+    return load_encoder(local_path(name, sha256), _generator(generator_name, generator_sha, device_name))
 
 
 @functools.lru_cache(maxsize=256)
@@ -78,6 +67,13 @@ def generator(checkpoint):
 def segmenter(checkpoint):
     """``(SegmentationEnsemble, engine LabelSchema)`` of a segmentation Checkpoint row."""
     return _segmenter(checkpoint.file.name, checkpoint.sha256, str(device()))
+
+
+def encoder(checkpoint) -> Encoder:
+    """The ``Encoder`` of an encoder Checkpoint row, on its generator's device (refuses another generator's)."""
+    generator_row = checkpoint.generator
+    return _encoder(checkpoint.file.name, checkpoint.sha256, generator_row.file.name, generator_row.sha256,
+                    str(device()))
 
 
 def vector(row) -> EditVector:

@@ -26,9 +26,8 @@ def _stop_sweeping(**_kwargs) -> None:
 
 def _sweep_until_shutdown() -> None:
     from django.conf import settings
-    from django.db import connection
 
-    from webapp.jobs.services import recover_lost_jobs
+    from webapp.jobs.services import close_connection, recover_lost_jobs
 
     while True:
         try:
@@ -36,6 +35,6 @@ def _sweep_until_shutdown() -> None:
         except Exception:  # the database away for a moment: the next sweep tries again
             log.exception("sweeping for lost jobs failed")
         finally:
-            connection.close()  # no connection stays open in this process: the pool forks its children from it
+            close_connection()  # no connection stays open in this process: the pool forks its children from it
         if _stop.wait(settings.STUDIO_JOB_STALE_SECONDS / 2):
             return

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import shutil
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Iterator, Optional
 
 from django.apps import apps
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import models, transaction
@@ -71,6 +74,22 @@ def atomic_with_files() -> Iterator[None]:
 def read_bytes(name: str) -> bytes:
     with default_storage.open(name, "rb") as handle:
         return handle.read()
+
+
+def local_path(name: str, cache_key: str) -> Path:
+    """A local file for a stored file (engines open paths): the media file itself, or a copy cached from remote
+    storage (S3) under ``cache_key`` (a checkpoint's hash), fetched once."""
+    try:
+        return Path(default_storage.path(name))
+    except NotImplementedError:  # remote storage
+        cached = Path(settings.VAR_DIR) / "cache" / "files" / f"{cache_key}{Path(name).suffix}"
+        if not cached.exists():
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            partial = cached.with_suffix(".partial")
+            with default_storage.open(name, "rb") as source, open(partial, "wb") as target:
+                shutil.copyfileobj(source, target)
+            partial.rename(cached)
+        return cached
 
 
 def delete_quietly(name: str) -> None:

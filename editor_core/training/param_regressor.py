@@ -27,7 +27,7 @@ from torch import nn
 
 from editor_core.checkpoints import read_checkpoint, save_checkpoint
 from editor_core.domains.toonface import PARAM_SCHEMA, ToonFaceParams
-from editor_core.embedding import ResidualBlock
+from editor_core.encoder import ResidualBlock
 from editor_core.progress import ProgressCallback, ProgressEvent, report
 
 REGRESSOR_KIND = "param_regressor"

@@ -84,7 +84,6 @@ export const createToken = (name) => post('/tokens', { name });
 export const revokeToken = (id) => request('DELETE', `/tokens/${id}`);
 
 // --- datasets, samples, annotations ---
-export const listSchemas = () => get('/schemas');
 export const getSchema = (id) => get(`/schemas/${id}`);
 export const listDatasets = () => get('/datasets');
 export const listSamples = (datasetId, offset = 0, limit = 500) =>
@@ -102,8 +101,6 @@ export const embedSample = (id) => post(`/samples/${id}/embed`);
 export const getAnnotation = (sampleId) => get(`/samples/${sampleId}/annotation`);
 export const annotationMaskBytes = (sampleId, version) =>
   requestBytes(`/samples/${sampleId}/annotation/mask.png${version ? `?version=${version}` : ''}`);
-export const saveAnnotation = (sampleId, baseVersion, maskPngBase64) =>
-  request('PUT', `/samples/${sampleId}/annotation`, { json: { base_version: baseVersion, mask_png: maskPngBase64 } });
 export const submitAnnotation = (sampleId, baseVersion) =>
   post(`/samples/${sampleId}/annotation/submit`, { base_version: baseVersion });
 export const reviewAnnotation = (sampleId, baseVersion, decision, note) =>
@@ -120,6 +117,7 @@ export const datasetPresence = (datasetId) => get(`/datasets/${datasetId}/presen
 export const listCheckpoints = (kind) => get('/checkpoints', { kind });
 export const getCheckpoint = (id) => get(`/checkpoints/${id}`);
 export const activateCheckpoint = (id) => post(`/checkpoints/${id}/activate`);
+/** Import (a server file) and upload answer the queued import job; its result names the new checkpoint. */
 export const importCheckpoint = ({ kind, name, server_path, generator_id }) =>
   post('/checkpoints/import', { kind, name, server_path, generator_id });
 export function uploadCheckpoint({ file, kind, name, generator_id }) {
@@ -149,7 +147,6 @@ export const retryJob = (id) => post(`/jobs/${id}/retry`);
  * steps, stop_follow */
 export const startEdit = (body) => post('/edits', body);
 export const getEdit = (id) => get(`/edits/${id}`);
-export const listEdits = (sampleId) => get('/edits', { sample_id: sampleId });
 export const listVectors = (query) => get('/vectors', query);
 export const getVector = (id) => get(`/vectors/${id}`);
 export const saveVector = ({ edit_id, name, description, tags }) =>
@@ -164,6 +161,9 @@ export const saveComposition = ({ name, generator_id, items }) => post('/composi
 export const predictedMaskBytes = (sampleId) => requestBytes(`/samples/${sampleId}/segmentation.png`);
 /** Where that prediction is unsure: greyscale PNG, 0 = the members agree … 255 = most unsure; 404 likewise. */
 export const uncertaintyBytes = (sampleId) => requestBytes(`/samples/${sampleId}/uncertainty.png`);
+/** A job that stores the active branch's prediction for a sample that has none (404 above); its result's
+ * `prediction_url` serves it. */
+export const segmentSample = (sampleId) => post(`/samples/${sampleId}/segment`);
 
 /** Bytes of a media URL the API handed out (edit results). */
 export async function urlBytes(url) {

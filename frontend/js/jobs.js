@@ -120,6 +120,18 @@ export function watchEdit(sessionId, handlers = {}) {
   return { done, cancel: () => socket.send({ type: 'cancel' }), close: () => socket.close() };
 }
 
+/**
+ * The finished edit, shaped like `GET /edits/{id}`, from its `edit.result` message (URLs, metrics: what the worker
+ * stored); the edit is fetched only when there is no message, i.e. the socket joined after it was sent.
+ * @param {object} session the edit as `POST /edits` answered it
+ * @param {object|null} message the `edit.result` message watchEdit's onResult got
+ */
+export function finishedEdit(session, message) {
+  if (!message) return api.getEdit(session.id);
+  const { image_url, mask_url, has_vector, edited_classes, metrics } = message;
+  return { ...session, job_status: 'succeeded', result: { image_url, mask_url, has_vector, edited_classes, metrics } };
+}
+
 /** Resolves like `promise`, or with a failed status after `ms` (a job whose worker died never reports). */
 export function orTimeout(promise, ms, what = 'the job') {
   return Promise.race([promise, new Promise((resolve) => setTimeout(

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import pytest
 
 from editor_core.bundle import DEMO_BUNDLE
-from tests.webapp.conftest import PASSWORD, client_for, users  # noqa: F401  (fixtures)
+from tests.webapp.conftest import PASSWORD, client_for, tiny_models, users  # noqa: F401  (fixtures)
 
 CHROMIUM = Path("/usr/bin/chromium")
 BUNDLE = Path(os.environ.get("STUDIO_E2E_BUNDLE") or DEMO_BUNDLE)

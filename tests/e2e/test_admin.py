@@ -1,5 +1,6 @@
-"""Admin stories in real Chromium against the studio running the demo bundle: retraining the segmentation branch on
-picked annotated samples and reading its held-out per-class IoU; training an encoder and activating it. Training
+"""Admin stories in real Chromium against the studio running the demo bundle: importing a checkpoint (a worker's job
+converts it, or fails saying why); retraining the segmentation branch on picked annotated samples and reading its
+held-out per-class IoU; training an encoder and activating it. Training
 settings are tiny (CI has two CPU cores): the stories check what the panel shows, not how good the models are."""
 from __future__ import annotations
 
@@ -8,6 +9,33 @@ import pytest
 from tests.e2e.conftest import STORY_TIMEOUT_S, started_job
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(STORY_TIMEOUT_S)]
+
+
+def test_admin_imports_a_pickle_and_sees_why_a_bad_one_failed(open_as, live_studio, screenshot, finished_job,
+                                                              tiny_models, tmp_path):
+    """The upload answers at once with its import job; the checkpoint is listed when the job has converted it, and a
+    file the engine refuses ends the job with the loader's reason, shown to the admin."""
+    from editor_core.checkpoints import generator_fingerprint, write_nvlabs_style_pickle
+    from webapp.registry.models import Checkpoint
+
+    write_nvlabs_style_pickle(tmp_path / "network-snapshot.pkl", tiny_models.generator)
+    (tmp_path / "broken.pkl").write_bytes(b"\x80\x02}q\x00.")  # a pickle with no NVlabs network in it
+    page = open_as("boss", "/admin")
+    form = page.locator("form").filter(has=page.get_by_label("Checkpoint file"))
+    for name, file in (("tiny from e2e", "network-snapshot.pkl"), ("broken from e2e", "broken.pkl")):
+        page.get_by_label("Name", exact=True).fill(name)
+        page.get_by_label("Checkpoint file").set_input_files(str(tmp_path / file))
+        job = started_job(page, "/checkpoints/upload", form.get_by_role("button", name="Import").click)
+        finished_job(job)
+    page.locator(".toast-success").filter(has_text="Imported tiny from e2e").wait_for()
+    page.locator(".models").filter(has_text="tiny from e2e").wait_for()
+    imported = Checkpoint.objects.get(name="tiny from e2e")
+    assert imported.source_format == "nvlabs" and imported.fingerprint == generator_fingerprint(tiny_models.generator)
+    failure = page.locator(".toast-error").filter(has_text="Import failed: broken from e2e failed")
+    failure.wait_for()
+    assert "not a usable StyleGAN2 generator checkpoint" in failure.inner_text()
+    assert not Checkpoint.objects.filter(name="broken from e2e").exists()
+    screenshot(page, "admin_import")
 
 
 def test_admin_retrains_on_picked_samples_and_sees_per_class_iou(open_as, live_studio, screenshot, finished_job):

@@ -1,6 +1,7 @@
 """Stories of issue 18 (what a new user trips over), in real Chromium against the studio running the demo bundle:
 the annotation history, one version everywhere, a user without a role, deep links a role cannot open, the library
-picking its image in place, the edit panes' scale and the shipped branch's evaluation."""
+picking its image in place, the edit panes' scale, a sample segmented for the edit studio and the shipped branch's
+evaluation."""
 from __future__ import annotations
 
 import json
@@ -131,6 +132,24 @@ def test_the_edit_panes_draw_image_and_segmentation_at_one_scale(open_as, live_s
         return [imageScale, maskScale];
     }""")
     assert abs(scales[0] - scales[1]) < 0.01 * scales[1], scales
+
+
+def test_a_sample_without_a_stored_prediction_is_segmented_by_a_job(open_as, live_studio, ranked):
+    """The edit studio starts from the active branch's prediction; where none is stored (a branch activated since,
+    its ranking not run yet) a segment job stores it: no edit session is made for it."""
+    from webapp.datasets.models import SamplePrediction
+    from webapp.editing.models import EditSession
+    from webapp.jobs.models import Job
+
+    sample = live_studio.unlabelled[2]
+    SamplePrediction.objects.filter(sample=sample).delete()
+    sessions = EditSession.objects.count()
+    page = open_as("art", f"/edit/{sample.pk}")
+    page.locator(".edit-view .loss-readout").filter(has_text="paint on the segmentation").wait_for()
+    assert page.locator(".toast-error").count() == 0
+    assert Job.objects.get(kind="segment", params__sample_id=sample.pk).status == "succeeded"
+    assert SamplePrediction.objects.filter(sample=sample, segmentation__active=True).exists()
+    assert EditSession.objects.count() == sessions
 
 
 def test_admin_sees_the_shipped_branchs_evaluation_and_the_whole_iou_table(open_as, live_studio):

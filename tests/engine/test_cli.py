@@ -108,7 +108,7 @@ def test_embed_and_edit_default_to_the_studio_settings():
     """One default each: the command line embeds and edits as the studio's worker does (EmbedConfig, EditConfig)."""
     from editor_core.cli import build_parser
     from editor_core.editing import EditConfig
-    from editor_core.embedding import EmbedConfig
+    from editor_core.inversion import EmbedConfig
 
     parser = build_parser()
     assert parser.parse_args(["embed", "a.png", "--out", "o"]).steps == EmbedConfig().steps

@@ -19,8 +19,8 @@ from editor_core.bundle import DEMO_BUNDLE, load_bundle
 from editor_core.domains import toonface
 from editor_core.domains.toonface import toonface_schema
 from editor_core.editing import resize_mask
-from editor_core.segmentation import mean_iou
-from editor_core.training.demo_bundle import DEMO_EDITS
+from editor_core.metrics import mean_iou
+from editor_core.training.demo_bundle.edits import DEMO_EDITS
 from editor_core.vectors import combined_delta
 
 BUNDLE_FILES = ("generator.safetensors", "encoder.safetensors", "segmentation.safetensors", "annotations.safetensors",

@@ -1,4 +1,5 @@
-"""editor_core.embedding: the encoder, its training and resumption, encoder files, and optimisation-based embedding.
+"""editor_core.encoder, encoder_training and inversion: the encoder, its training and resumption, encoder files, and
+optimisation-based embedding.
 
 Everything runs on CPU with a tiny generator. Tests that need LPIPS skip when its backbone weights are absent.
 """
@@ -9,9 +10,10 @@ import copy
 import pytest
 import torch
 
-from editor_core.embedding import (EmbedConfig, Encoder, EncoderConfig, EncoderMismatchError, EncoderTrainConfig,
-                                   embed_image, learning_rate_schedule, load_encoder, noise_regularizer, psnr,
-                                   save_encoder, swapped_noise, train_encoder)
+from editor_core.encoder import Encoder, EncoderConfig, EncoderMismatchError, load_encoder, save_encoder
+from editor_core.encoder_training import EncoderTrainConfig, train_encoder
+from editor_core.inversion import EmbedConfig, embed_image, learning_rate_schedule, noise_regularizer, swapped_noise
+from editor_core.metrics import psnr
 from editor_core.networks import Generator, GeneratorConfig
 from tests.engine.conftest import TINY_GENERATOR
 
@@ -282,3 +284,35 @@ def test_embed_optimises_noise_on_copies(G):
     assert all(torch.equal(value, state_before[name]) for name, value in noisy.state_dict().items())
     with torch.no_grad(), swapped_noise(noisy, result.noise):
         torch.testing.assert_close(noisy.synthesis(result.ws), result.image)
+
+
+# -- the studio's encoder training: time budget and evaluation ----------------------------------------------------------
+
+
+def test_a_time_budget_stops_at_a_chunk_boundary_with_the_start_of_the_uninterrupted_run(G):
+    from editor_core.encoder_training import train_encoder_within
+
+    config = fast_training(steps=20)  # chunks of 2 steps (a tenth of the run)
+    uninterrupted = train_encoder(G, tiny_encoder(G), None, config)
+    events = []
+    cut = train_encoder_within(G, tiny_encoder(G), None, config, max_seconds=0, progress=events.append)
+    assert cut == uninterrupted[:2]  # the first chunk always runs; the budget is spent after it
+    assert [e.step for e in events] == [1, 2] and all(e.total == 20 for e in events)
+    assert train_encoder_within(G, tiny_encoder(G), None, config, max_seconds=3600) == uninterrupted
+
+
+def test_encoder_evaluation_measures_samples_photos_and_the_baseline(G):
+    from editor_core.encoder_training import encoder_evaluation, final_losses
+
+    photos, _ = samples(G, 3, seed=7)
+    baseline = tiny_encoder(G, seed=2)
+    train_encoder(G, baseline, None, fast_training(steps=2))
+    figures = encoder_evaluation(G, tiny_encoder(G), fast_training(), real_images=photos, baseline=baseline,
+                                 samples=4)
+    assert set(figures) == {"eval_samples", "eval_psnr", "eval_latent_mse", "real_psnr", "baseline_psnr",
+                            "baseline_latent_mse"} and figures["eval_samples"] == 4
+    alone = encoder_evaluation(G, baseline, fast_training(), samples=4)
+    assert set(alone) == {"eval_samples", "eval_psnr", "eval_latent_mse"}
+    assert (figures["baseline_psnr"], figures["baseline_latent_mse"]) == (alone["eval_psnr"], alone["eval_latent_mse"])
+    assert figures["eval_psnr"] != alone["eval_psnr"]  # another encoder on the same generator samples
+    assert final_losses([{"loss": 4.0}, {"loss": 2.0}, {"loss": 1.0}], tail=2) == {"final_loss": 1.5}

@@ -218,3 +218,15 @@ def test_mask_png_rejects_bad_labels():
         mask_to_png(torch.zeros(2, 2))
     with pytest.raises(ImageInputError, match="label 3 but schema 'test' has only 2 classes"):
         png_to_mask(mask_to_png(torch.tensor([[0, 3]])), schema)
+
+
+def test_image_png_and_mask_array_are_what_the_studio_stores():
+    from editor_core.images import image_png, mask_array
+
+    image = torch.linspace(-1, 1, 3 * 4 * 4).view(3, 4, 4)
+    with Image.open(io.BytesIO(image_png(image))) as decoded:
+        assert decoded.format == "PNG" and np.array_equal(np.asarray(decoded), as_uint8(image))
+    labels = torch.tensor([[0, 1], [2, 3]])
+    stored = mask_array(labels, 4)
+    assert stored.dtype == np.uint8 and stored.shape == (4, 4)
+    assert np.array_equal(stored, np.kron(labels.numpy(), np.ones((2, 2), dtype=np.int64)))  # nearest

@@ -1,4 +1,4 @@
-"""Segmentation ensemble: fast path == DatasetGAN reference path, prediction/uncertainty, IoU, training, saving."""
+"""Segmentation ensemble: fast path == DatasetGAN reference path, prediction/uncertainty, training, saving."""
 import copy
 import math
 
@@ -8,11 +8,12 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from editor_core.metrics import mean_iou
 from editor_core.progress import Cancelled
 from editor_core.schema import LabelSchema
 from editor_core.segmentation import (
-    SegmentationConfig, SegmentationEnsemble, SegmentationPrediction, SegTrainConfig, class_iou, ensemble_log_probs,
-    image_uncertainty, load_segmentation, mean_iou, prediction_from_logits, save_segmentation, train_segmentation)
+    SegmentationConfig, SegmentationEnsemble, SegmentationPrediction, SegTrainConfig, ensemble_log_probs,
+    image_uncertainty, load_segmentation, prediction_from_logits, save_segmentation, train_segmentation)
 from editor_core.segmentation import _pixel_weights
 
 # (feature channels, feature resolutions, output resolution)
@@ -283,30 +284,6 @@ def test_image_uncertainty_ranks_by_the_most_uncertain_pixels():
         image_uncertainty(prediction, top_fraction=0)
 
 
-# -- metrics --------------------------------------------------------------------------------------------------------
-
-
-def test_class_iou_on_hand_made_masks():
-    pred = torch.tensor([[0, 0, 1], [1, 2, 2]])
-    target = torch.tensor([[0, 1, 1], [1, 2, 0]])
-    iou = class_iou(pred, target, num_classes=4)
-    assert iou[:3].tolist() == pytest.approx([1 / 3, 2 / 3, 1 / 2])
-    assert math.isnan(iou[3])
-    assert class_iou(pred, target, 4, ignore_absent=False)[3] == 1.0
-    assert mean_iou(pred, target, 4) == pytest.approx(0.5)
-    assert mean_iou(pred, target, 4, ignore_absent=False) == pytest.approx((1 / 3 + 2 / 3 + 1 / 2 + 1) / 4)
-    assert mean_iou(target, target, 4) == 1.0
-
-
-def test_class_iou_rejects_bad_inputs():
-    with pytest.raises(ValueError, match="same shape"):
-        class_iou(torch.zeros(2, 2, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long), 2)
-    with pytest.raises(ValueError, match="0..1"):
-        class_iou(torch.full((2, 2), 2), torch.zeros(2, 2, dtype=torch.long), 2)
-    with pytest.raises(ValueError, match="integer"):
-        class_iou(torch.zeros(2, 2), torch.zeros(2, 2), 2)
-
-
 # -- configuration and bad inputs -----------------------------------------------------------------------------------
 
 
@@ -516,3 +493,17 @@ def test_save_load_round_trip(tmp_path):
 
     with pytest.raises(ValueError, match="classes"):
         save_segmentation(path, ensemble, LabelSchema.from_names("two", ["a", "b"]))
+
+
+def test_predict_labels_segments_one_image_at_a_time_like_a_batch(tiny_generator, tiny_annotations):
+    from editor_core.segmentation import predict_labels
+
+    ws, _masks = tiny_annotations
+    ensemble = _tiny_ensemble(tiny_generator)
+    events = []
+    labels = predict_labels(tiny_generator, ensemble, ws[:3], pixel_chunk=100, progress=events.append)
+    with torch.no_grad():
+        _image, features = tiny_generator.synthesis(ws[:3], noise_mode="const", return_features=True)
+        batch = ensemble.predict(features).labels
+    assert labels.dtype == torch.int64 and torch.equal(labels, batch.cpu())
+    assert [(e.stage, e.step, e.total) for e in events] == [("evaluate", k, 3) for k in (1, 2, 3)]

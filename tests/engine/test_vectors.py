@@ -67,3 +67,20 @@ def test_bad_vectors_are_refused():
     with pytest.raises(ValueError, match="different shapes"):
         v = make_vector()
         combined_delta([v, EditVector(torch.zeros(2, 2), v.info)], [1.0, 1.0], v.info.generator_id)
+
+
+def test_scale_rows_stacks_requests_over_the_union_of_their_vectors():
+    from editor_core.vectors import scale_rows
+
+    smile, hair = make_vector("smile", seed=1), make_vector("hair", seed=2)
+    vectors, scales = scale_rows([[(1, smile, 0.5), (2, hair, 1.0)], [(2, hair, -1.0), (2, hair, 0.25)]])
+    assert [v is w for v, w in zip(vectors, [smile, hair])] == [True, True]
+    torch.testing.assert_close(scales, torch.tensor([[0.5, 1.0], [0.0, -0.75]]))  # repeated vectors add up
+
+
+def test_an_edit_vector_as_bytes_is_its_file(tmp_path):
+    vector = make_vector()
+    path = tmp_path / "v.safetensors"
+    path.write_bytes(vector.to_bytes())
+    loaded = EditVector.load(path)
+    assert torch.equal(loaded.delta, vector.delta) and loaded.info == vector.info

@@ -154,3 +154,29 @@ test('a queued job says how many jobs are ahead of it, not "running 0 %"', async
   assert.equal(describeJob({ status: 'running', stage: 'prelabel', progress: 0.5 }), 'prelabel 50%');
   assert.equal(describeJob({ status: 'failed', error: 'boom' }), 'failed: boom');
 });
+
+test('a finished edit is read from its edit.result message; only a missed message makes a request', async () => {
+  const { finishedEdit } = await import('../../frontend/js/jobs.js');
+  const asked = [];
+  const realFetch = globalThis.fetch;
+  globalThis.location = { origin: 'http://studio.test' };
+  globalThis.fetch = async (url) => {
+    asked.push(String(url));
+    const edit = { id: 7, result: { image_url: '/media/e.png' } };
+    return { ok: true, status: 200, text: async () => JSON.stringify(edit) };
+  };
+  try {
+    const session = { id: 7, mode: 1, job_id: 70 };
+    const message = { type: 'edit.result', session: 7, image_url: '/media/a.png', mask_url: '/media/m.png',
+      has_vector: true, edited_classes: [2], metrics: { psnr: 30 } };
+    assert.deepEqual(finishedEdit(session, message), { id: 7, mode: 1, job_id: 70, job_status: 'succeeded',
+      result: { image_url: '/media/a.png', mask_url: '/media/m.png', has_vector: true, edited_classes: [2],
+        metrics: { psnr: 30 } } });
+    assert.deepEqual(asked, []);
+    assert.equal((await finishedEdit(session, null)).result.image_url, '/media/e.png');
+    assert.deepEqual(asked, ['http://studio.test/api/edits/7']);
+  } finally {
+    globalThis.fetch = realFetch;
+    delete globalThis.location;
+  }
+});

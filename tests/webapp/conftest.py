@@ -92,6 +92,17 @@ def photo_file(size: tuple[int, int], colour: tuple[int, int, int], image_format
     return photo
 
 
+def run_import(response):
+    """The ``import_checkpoint`` job that ``POST /checkpoints/upload`` or ``/import`` answered (202), run by its task
+    in this process (a transactional test: the task's heartbeat thread has its own connection) and read back."""
+    from gpu_worker import tasks
+    from webapp.jobs.models import Job
+
+    assert response.status_code == 202, response.content
+    tasks.import_checkpoint(response.json()["id"])
+    return Job.objects.get(pk=response.json()["id"])
+
+
 def tiny_bundle(folder, tiny_models):
     """A bundle folder with the tiny generator, its segmentation branch and one vector (no thumbnails)."""
     (folder / "vectors").mkdir(parents=True)
@@ -129,7 +140,8 @@ def shared_studio(_module_studio, db):
 
 
 def build_studio(users, tiny_models) -> SimpleNamespace:
-    from gpu_worker.convert import image_png, latent_bytes
+    from editor_core.bundle import latents_bytes
+    from editor_core.images import image_png
     from webapp.datasets import services as datasets
     from webapp.datasets.models import Sample
     from webapp.editing.services import import_vector
@@ -150,7 +162,7 @@ def build_studio(users, tiny_models) -> SimpleNamespace:
             ws = generator.mapping(torch.randn(1, generator.z_dim, generator=torch.Generator().manual_seed(seed)))
             image = generator.synthesis(ws, noise_mode="const")
         sample = datasets.add_sample(dataset, source=Sample.Source.GENERATED, image_png=image_png(image[0]),
-                                     latent=latent_bytes(ws[0], tiny_models.fingerprint), seed=seed)
+                                     latent=latents_bytes(ws[0], tiny_models.fingerprint), seed=seed)
         if seed < 2:
             datasets.save_mask(sample, users.annotator, luminance_mask(image[0]), base_version=0)
         samples.append(sample)

@@ -362,7 +362,7 @@ def test_uploads_that_fail_after_storing_leave_no_file(shared_studio, client_for
 
     from webapp.datasets.models import AnnotationRevision, Sample
     from webapp.editing.models import EditSession
-    from webapp.registry import services as registry
+    from webapp.jobs import services as jobs
     from webapp.registry.models import Checkpoint
 
     admin, annotator = client_for(shared_studio.users.admin), client_for(shared_studio.users.annotator)
@@ -382,8 +382,8 @@ def test_uploads_that_fail_after_storing_leave_no_file(shared_studio, client_for
         with pytest.raises(DatabaseError):
             artist.post(f"/api/datasets/{shared_studio.dataset.pk}/samples/upload",
                         {"file": photo_file((40, 40), (90, 140, 60))})
-    with monkeypatch.context() as patch:
-        patch.setattr(registry, "queue_rankings", raising(ConnectionError("the broker is unreachable")))
+    with monkeypatch.context() as patch:  # the upload is stored for its import job, which cannot be queued
+        patch.setattr(jobs, "enqueue", raising(ConnectionError("the database went away")))
         with pytest.raises(ConnectionError):
             admin.post("/api/checkpoints/upload", {"file": io.BytesIO(path.read_bytes()), "kind": "segmentation",
                                                    "name": "again", "generator_id": shared_studio.generator.pk})
@@ -493,23 +493,34 @@ def test_a_bundle_vectors_thumbnails_come_from_the_bundle(shared_studio, tmp_pat
 
 
 def test_checkpoint_import_checks_format_and_paths(shared_studio, client_for, tiny_models, settings):
+    """What an import request can tell without loading the file is refused at once (400), before a job exists."""
+    from webapp.jobs.models import Job
+
     admin = client_for(shared_studio.users.admin)
+    jobs_before = Job.objects.count()
     junk = io.BytesIO(b"this is not a checkpoint at all")
     junk.name = "model.pkl"
     refused = admin.post("/api/checkpoints/upload", {"file": junk, "kind": "generator", "name": "junk"})
     assert refused.status_code == 400 and "supported formats" in refused.json()["detail"]
-    duplicate = admin.post("/api/checkpoints/upload", {
-        "file": io.BytesIO((tiny_models.folder / "generator.safetensors").read_bytes()), "kind": "generator",
-        "name": "again"})
-    assert duplicate.status_code == 409 and duplicate.json()["existing_id"] == shared_studio.generator.pk
+    pickled = io.BytesIO(b"\x80\x04 a pickle")
+    pickled.name = "branch.pkl"
+    branch_from_pickle = admin.post("/api/checkpoints/upload", {
+        "file": pickled, "kind": "segmentation", "name": "x", "generator_id": shared_studio.generator.pk})
+    assert branch_from_pickle.status_code == 400
+    assert "project .safetensors files only" in branch_from_pickle.json()["detail"]
+    orphan = admin.post("/api/checkpoints/upload", {
+        "file": io.BytesIO((tiny_models.folder / "segmentation.safetensors").read_bytes()), "kind": "segmentation",
+        "name": "orphan"})
+    assert orphan.status_code == 400 and "must name the generator" in orphan.json()["detail"]
     outside = admin.post("/api/checkpoints/import", {"kind": "generator", "name": "x", "server_path": "/etc/passwd"},
                          content_type="application/json")
     assert outside.status_code == 400 and "outside the import folders" in outside.json()["detail"]
-    settings.STUDIO_IMPORT_ROOTS = [tiny_models.folder]
-    segmentation = admin.post("/api/checkpoints/import", {
-        "kind": "segmentation", "name": "second", "generator_id": shared_studio.generator.pk,
-        "server_path": str(tiny_models.folder / "segmentation.safetensors")}, content_type="application/json")
-    assert segmentation.status_code == 409  # the same file is already registered
+    settings.STUDIO_MAX_CHECKPOINT_BYTES = 100
+    large = admin.post("/api/checkpoints/upload", {
+        "file": io.BytesIO((tiny_models.folder / "generator.safetensors").read_bytes()), "kind": "generator",
+        "name": "large"})
+    assert large.status_code == 400 and "larger than 100 bytes" in large.json()["detail"]
+    assert Job.objects.count() == jobs_before
     active = admin.post(f"/api/checkpoints/{shared_studio.segmentation.pk}/activate").json()
     assert active["active"] is True
     used = admin.delete(f"/api/checkpoints/{shared_studio.generator.pk}")
@@ -539,6 +550,7 @@ def test_activating_a_branch_queues_the_ranking_of_its_datasets(shared_studio, t
                                                                 tmp_path):
     from webapp.datasets import services as datasets
     from webapp.jobs.models import Job
+    from webapp.registry import services as registry
 
     settings.STUDIO_MAX_QUEUED_JOBS_PER_USER = 0  # the ranking that follows an activation is not the admin's choice
     admin = client_for(shared_studio.users.admin)
@@ -564,10 +576,11 @@ def test_activating_a_branch_queues_the_ranking_of_its_datasets(shared_studio, t
     # A branch that is not the first of its generator and schema is imported inactive: nothing to rank.
     third, path = second_branch(shared_studio, tiny_models, tmp_path, seed=6)
     third.delete()
-    uploaded = admin.post("/api/checkpoints/upload", {"file": io.BytesIO(path.read_bytes()), "kind": "segmentation",
-                                                      "name": "third", "generator_id": shared_studio.generator.pk})
-    assert uploaded.status_code == 201 and uploaded.json()["active"] is False
-    assert uploaded.json()["ranking_job_ids"] == []
+    queued = []
+    imported = registry.import_and_rank(shared_studio.users.admin, kind="segmentation", name="third",
+                                        data=path.read_bytes(), filename=path.name, generator=shared_studio.generator,
+                                        then=lambda row, rankings: queued.append(rankings))
+    assert imported.active is False and queued == [[]]
 
 
 def test_ranking_refuses_a_branch_of_another_label_schema_up_front(shared_studio, tiny_models, client_for, tmp_path):
@@ -689,47 +702,20 @@ def test_django_admin_lists_every_studio_model(shared_studio, client_for):
     assert client_for(shared_studio.users.annotator).get("/admin/datasets/sample/").status_code == 302  # to login
 
 
-@pytest.mark.parametrize("writer, filename, source_format", [
-    ("write_nvlabs_style_pickle", "network-snapshot.pkl", "nvlabs"),
-    ("save_rosinality_checkpoint", "550000.pt", "rosinality"),
-])
-def test_foreign_generator_checkpoints_are_imported_and_converted(shared_studio, client_for, tiny_models, tmp_path,
-                                                                   settings, writer, filename, source_format):
-    """NVlabs pickles and rosinality .pt files become project-format generators with the same fingerprint."""
-    import torch
-
-    from editor_core import checkpoints
-    from editor_core.networks import Generator
-
-    torch.manual_seed(11)
-    foreign = Generator(tiny_models.generator.config).eval()
-    getattr(checkpoints, writer)(tmp_path / filename, foreign)
-    settings.STUDIO_IMPORT_ROOTS = [tmp_path]
-    admin = client_for(shared_studio.users.admin)
-    response = admin.post("/api/checkpoints/import", {"kind": "generator", "name": source_format,
-                                                      "server_path": str(tmp_path / filename)},
-                          content_type="application/json")
-    assert response.status_code == 201, response.content
-    body = response.json()
-    assert body["source_format"] == source_format and body["config"]["img_resolution"] == 32
-    assert body["fingerprint"] == checkpoints.generator_fingerprint(foreign)
-    from webapp.registry.models import Checkpoint
-
-    stored = Checkpoint.objects.get(pk=body["id"])
-    assert checkpoints.detect_checkpoint_format(stored.file.path) == "editgan"  # converted to the project format
-
-
 def transaction_depths(monkeypatch, functions: dict) -> dict:
     """Wrap each ``(owner, attribute)`` of ``functions`` (by name) to record how many transactions or savepoints
     beyond the test's own were open when it first ran; returns the dict they record into."""
     from django.db import connection
 
-    depth_here = len(connection.savepoint_ids)
+    def depth() -> int:  # the outermost transaction has no savepoint
+        return len(connection.savepoint_ids) + connection.in_atomic_block
+
+    depth_here = depth()
     depths = {}
 
     def recording(name, function):
         def record(*args, **kwargs):
-            depths.setdefault(name, len(connection.savepoint_ids) - depth_here)
+            depths.setdefault(name, depth() - depth_here)
             return function(*args, **kwargs)
         return record
 
@@ -738,38 +724,20 @@ def transaction_depths(monkeypatch, functions: dict) -> dict:
     return depths
 
 
-def test_uploads_convert_and_store_before_their_transaction_opens(shared_studio, client_for, tiny_models, tmp_path,
-                                                                 settings, monkeypatch):
-    """Converting a large pickle takes seconds; on SQLite an open transaction holds the write lock (every annotator's
-    save waits), so a checkpoint or vector upload converts and stores its file with no transaction of its own open,
-    and writes only its rows (and queues its jobs) in one."""
-    import torch
-
-    from editor_core import checkpoints
-    from editor_core.networks import Generator
+def test_vector_uploads_store_before_their_transaction_opens(shared_studio, client_for, tmp_path, monkeypatch):
+    """A vector upload stores its file with no transaction of its own open, and writes its rows (and queues its
+    thumbnail job) in one."""
     from webapp.editing import services as editing
     from webapp.editing.models import EditVector
-    from webapp.registry import services as registry
-    from webapp.registry.models import Checkpoint
 
-    depths = transaction_depths(monkeypatch, {
-        "convert": (registry, "_convert_generator"), "store checkpoint": (registry, "save_bytes"),
-        "checkpoint row": (Checkpoint.objects, "create"), "store vector": (editing, "save_bytes"),
-        "vector row": (EditVector, "save")})
-    torch.manual_seed(12)
-    checkpoints.write_nvlabs_style_pickle(tmp_path / "network-snapshot.pkl", Generator(tiny_models.generator.config))
-    settings.STUDIO_IMPORT_ROOTS = [tmp_path]
-    response = client_for(shared_studio.users.admin).post(
-        "/api/checkpoints/import", {"kind": "generator", "name": "big pickle",
-                                    "server_path": str(tmp_path / "network-snapshot.pkl")},
-        content_type="application/json")
-    assert response.status_code == 201, response.content
+    depths = transaction_depths(monkeypatch, {"store vector": (editing, "save_bytes"),
+                                              "vector row": (EditVector, "save")})
     data = tiny_vector_file(tmp_path, shared_studio.generator, "wider nose")
     response = client_for(shared_studio.users.artist).post(
         "/api/vectors/upload", {"file": io.BytesIO(data), "generator_id": shared_studio.generator.pk})
     assert response.status_code == 201, response.content
     # The vector's transaction (its row and thumbnail job) holds the savepoint that turns a taken name into a 409.
-    assert depths == {"convert": 0, "store checkpoint": 0, "checkpoint row": 1, "store vector": 0, "vector row": 2}
+    assert depths == {"store vector": 0, "vector row": 2}
 
 
 def test_an_imported_schema_is_matched_by_name_else_by_its_classes(shared_studio):

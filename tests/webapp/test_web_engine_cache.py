@@ -29,7 +29,7 @@ def test_models_are_loaded_once_per_checkpoint(shared_studio):
 def test_cpu_workers_edit_with_the_interactive_defaults(shared_studio, settings):
     """On a CPU (the test workers' device) edits use LPIPS-AlexNet, a few members in the loss and a mode-1 mask, and
     the edit models (with their sub-ensembles) are built once; a setting brings the exact computation back."""
-    from editor_core.embedding import EmbedConfig
+    from editor_core.inversion import EmbedConfig
     from gpu_worker import engine_cache
 
     models = engine_cache.editing_models(shared_studio.generator, shared_studio.segmentation)

@@ -1,5 +1,6 @@
-"""An uploaded checkpoint that the engine's loader refuses (CheckpointError) is a 400 with the loader's reason, and
-nothing is registered. The hostile files themselves are covered in tests/engine/test_checkpoints.py."""
+"""An uploaded checkpoint that the engine's loader refuses (CheckpointError) fails its import job with the loader's
+reason, and nothing is registered or left stored. The hostile files themselves are covered in
+tests/engine/test_checkpoints.py."""
 from __future__ import annotations
 
 import io
@@ -7,7 +8,10 @@ import io
 import pytest
 from safetensors.torch import save_file
 
+from conftest import run_import
 from editor_core.checkpoints import PROJECT_FORMAT, save_checkpoint
+
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def too_many_mapping_layers(folder, generator):
@@ -22,19 +26,29 @@ def deeply_nested_config(folder, generator):
     return path
 
 
+def pickle_that_runs_code(folder, generator):
+    """An NVlabs-looking pickle whose loading would call ``os.system`` under a plain unpickler."""
+    path = folder / "network-snapshot.pkl"
+    path.write_bytes(b"\x80\x04cos\nsystem\n(Vtouch /tmp/studio-owned\ntR.")
+    return path
+
+
 @pytest.mark.parametrize("make_file, reason", [
     (too_many_mapping_layers, "mapping_layers=1000000, but the file stores 2 mapping layers"),
     (deeply_nested_config, "nested too deeply"),
+    (pickle_that_runs_code, "the pickle references os.system"),
 ])
-def test_refused_checkpoint_upload_is_a_400(shared_studio, client_for, tiny_models, tmp_path, make_file, reason):
+def test_refused_checkpoint_upload_fails_its_job(studio, client_for, tiny_models, tmp_path, make_file, reason):
     from webapp.registry.models import Checkpoint
+    from webapp.storage import stored_names
 
-    upload = io.BytesIO(make_file(tmp_path, tiny_models.generator).read_bytes())
-    upload.name = "g.safetensors"
+    path = make_file(tmp_path, tiny_models.generator)
+    upload = io.BytesIO(path.read_bytes())
+    upload.name = path.name
     before = Checkpoint.objects.count()
-    refused = client_for(shared_studio.users.admin).post("/api/checkpoints/upload",
-                                                         {"file": upload, "kind": "generator", "name": "hostile"})
-    assert refused.status_code == 400, refused.content
-    assert "not a usable StyleGAN2 generator checkpoint" in refused.json()["detail"]
-    assert reason in refused.json()["detail"]
+    job = run_import(client_for(studio.users.admin).post("/api/checkpoints/upload",
+                                                         {"file": upload, "kind": "generator", "name": "hostile"}))
+    assert job.status == "failed" and "not a usable StyleGAN2 generator checkpoint" in job.error
+    assert reason in job.error
     assert Checkpoint.objects.count() == before
+    assert list(stored_names("imports")) == []  # the upload went with the job

@@ -112,17 +112,22 @@ def test_cancel_ends_a_job_whose_worker_is_gone_at_once(studio, client_for, sett
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("kind", ["sample", "prelabel", "train_segmentation", "train_encoder"])
-def test_a_job_run_again_after_its_worker_was_lost_stores_nothing_twice(studio, kind):
+@pytest.mark.parametrize("kind", ["sample", "prelabel", "train_segmentation", "train_encoder", "import_checkpoint"])
+def test_a_job_run_again_after_its_worker_was_lost_stores_nothing_twice(studio, tiny_models, tmp_path, kind):
     """The task runs to its last store and its worker dies before recording the end (the row stays running, the
     heartbeat goes stale); the task runs a second time, as the message the broker hands out again would (its claim,
     or a worker's sweep, takes the job from the lost worker): the samples of a generation, the checkpoint of a
-    training exist once, a pre-label is one revision. The job's queue is one no worker of the session consumes:
-    only this test runs it."""
+    training or an import exist once, a pre-label is one revision. The job's queue is one no worker of the session
+    consumes: only this test runs it."""
+    import torch
+
+    from editor_core.checkpoints import write_nvlabs_style_pickle
+    from editor_core.networks import Generator
     from gpu_worker import tasks
     from webapp.datasets.models import AnnotationRevision
     from webapp.jobs.models import Job
     from webapp.registry.models import Checkpoint
+    from webapp.storage import save_bytes, stored_names
 
     params = {"sample": {"dataset_id": studio.dataset.pk, "count": 5, "truncation_psi": 0.7},
               "train_segmentation": {"dataset_id": studio.dataset.pk, "steps": 3, "name": "retrained",
@@ -132,7 +137,14 @@ def test_a_job_run_again_after_its_worker_was_lost_stores_nothing_twice(studio, 
               "train_encoder": {"generator_id": studio.generator.pk, "steps": 2, "batch_size": 2, "lpips_weight": 0,
                                 "name": "encoder", "activate": True},
               "prelabel": {"sample_id": studio.samples[3].pk, "segmentation_id": studio.segmentation.pk,
-                           "base_version": 0}}[kind]
+                           "base_version": 0},
+              "import_checkpoint": {"kind": "generator", "name": "imported", "generator_id": None,
+                                    "filename": "network-snapshot.pkl", "server_path": "", "upload": ""}}[kind]
+    if kind == "import_checkpoint":
+        torch.manual_seed(13)
+        pickle = tmp_path / "network-snapshot.pkl"
+        write_nvlabs_style_pickle(pickle, Generator(tiny_models.generator.config))
+        params["upload"] = save_bytes("imports/network-snapshot.pkl", pickle.read_bytes())
     job = Job.objects.create(kind=kind, queue="consumed-by-nobody", params=params, requested_by=studio.users.admin)
     samples_before, checkpoints_before = studio.dataset.samples.count(), Checkpoint.objects.count()
     revisions = AnnotationRevision.objects.filter(annotation__sample=studio.samples[3])
@@ -153,7 +165,10 @@ def test_a_job_run_again_after_its_worker_was_lost_stores_nothing_twice(studio, 
     else:
         assert again.result["checkpoint_id"] == first.result["checkpoint_id"]
         assert Checkpoint.objects.count() == checkpoints_before + 1
-        assert Checkpoint.objects.get(pk=again.result["checkpoint_id"]).active
+        if kind == "import_checkpoint":
+            assert list(stored_names("imports")) == []  # the upload went when the job ended
+        else:
+            assert Checkpoint.objects.get(pk=again.result["checkpoint_id"]).active
 
 
 @pytest.mark.django_db(transaction=True)

@@ -42,6 +42,7 @@ ACCESS = {
     ("GET", "/api/samples/{sample_id}/image.png"): ANY,
     ("GET", "/api/samples/{sample_id}/segmentation.png"): ANY,
     ("GET", "/api/samples/{sample_id}/uncertainty.png"): ANY,
+    ("POST", "/api/samples/{sample_id}/segment"): ANY,
     ("POST", "/api/samples/{sample_id}/embed"): ARTISTS,
     ("GET", "/api/samples/{sample_id}/annotation"): ANY,
     ("PUT", "/api/samples/{sample_id}/annotation"): ANNOTATORS,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import json
@@ -11,6 +12,8 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+
+from conftest import png_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 TIMEOUT = 20
@@ -506,25 +509,30 @@ def test_an_explicit_save_is_recorded_as_save_and_autosave_as_autosave(studio, d
 
 
 def test_the_room_hears_every_new_version_with_its_status(studio, daphne_url, client_for):
-    """Submit, review, restore and REST saves change the version outside the room: the service announces each, so
-    every client shows the version and status of the event that changed them (one source of truth)."""
+    """Submit, review, restore and REST saves (PUT …/annotation) change the version outside the room: the service
+    announces each, so every client shows the version and status of the event that changed them (one source of
+    truth)."""
     sample = studio.samples[1]  # annotated at version 1 by the fixture
     headers = session_headers(client_for, studio.users.annotator)
     annotator, admin = client_for(studio.users.annotator), client_for(studio.users.admin)
 
-    def post(client, path, body):
-        response = client.post(f"/api/samples/{sample.pk}/annotation/{path}", body, content_type="application/json")
+    def send(client, path, body):
+        call = client.put if path == "" else client.post  # PUT …/annotation saves a whole mask
+        response = call(f"/api/samples/{sample.pk}/annotation{path}", body, content_type="application/json")
         assert response.status_code == 200, response.content
         return response.json()
+
+    whole_mask = base64.b64encode(png_bytes(np.ones((sample.height, sample.width), np.uint8))).decode()
 
     async def scenario():
         async with open_socket(daphne_url, f"/ws/annotate/{sample.pk}/", headers) as socket:
             state = await next_of(socket, "state")
             heard = []
-            for client, path, body in ((annotator, "submit", {"base_version": 1}),
-                                       (admin, "review", {"base_version": 2, "decision": "rejected", "note": "x"}),
-                                       (annotator, "restore", {"base_version": 3, "version": 1})):
-                answer = await asyncio.to_thread(post, client, path, body)
+            for client, path, body in ((annotator, "/submit", {"base_version": 1}),
+                                       (admin, "/review", {"base_version": 2, "decision": "rejected", "note": "x"}),
+                                       (annotator, "/restore", {"base_version": 3, "version": 1}),
+                                       (admin, "", {"base_version": 4, "mask_png": whole_mask})):
+                answer = await asyncio.to_thread(send, client, path, body)
                 heard.append((answer, await next_of(socket, "saved")))
             return state, heard
 
@@ -533,4 +541,4 @@ def test_the_room_hears_every_new_version_with_its_status(studio, daphne_url, cl
     for answer, saved in heard:
         assert saved["seq"] is None and (saved["version"], saved["status"]) == (answer["version"], answer["status"])
     assert [(s["reason"], s["mask_changed"], s["author"]) for _, s in heard] == [
-        ("submit", False, "ann"), ("review", False, "boss"), ("restore", True, "ann")]
+        ("submit", False, "ann"), ("review", False, "boss"), ("restore", True, "ann"), ("save", True, "boss")]

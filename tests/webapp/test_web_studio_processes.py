@@ -216,5 +216,5 @@ def test_only_background_work_goes_to_the_training_queue():
     assert {name for name in app.tasks if name.startswith("gpu_worker.")} == {task_name(kind) for kind in Job.Kind}
     assert set(QUEUE_OF_KIND) == set(Job.Kind)
     assert {kind for kind, queue in QUEUE_OF_KIND.items() if queue == TRAINING} == {
-        Job.Kind.RANK, Job.Kind.TRAIN_SEGMENTATION, Job.Kind.TRAIN_ENCODER}
+        Job.Kind.RANK, Job.Kind.TRAIN_SEGMENTATION, Job.Kind.TRAIN_ENCODER, Job.Kind.IMPORT_CHECKPOINT}
     assert app.conf.task_default_queue == "interactive"  # a task sent without a queue serves people first

@@ -57,7 +57,7 @@ def test_a_cpu_worker_retrains_with_its_own_sampling_unless_the_request_names_on
     """The admin page leaves pixels per step to the worker: on a CPU (the test's device) the engine gets
     ``CPU_RETRAIN``'s few class-balanced pixels and cosine schedule; a request's own count is used as asked."""
     from editor_core.segmentation import SegTrainConfig
-    from gpu_worker import engine_cache, tasks
+    from gpu_worker import engine_cache, training
     from webapp.jobs.models import Job
 
     class EngineReached(Exception):
@@ -66,7 +66,7 @@ def test_a_cpu_worker_retrains_with_its_own_sampling_unless_the_request_names_on
     def engine(generator, ensemble, latents, masks, config, progress=None):
         raise EngineReached(config)
 
-    monkeypatch.setattr(tasks, "train_segmentation_engine", engine)
+    monkeypatch.setattr(training, "train_segmentation", engine)
     for sample in studio.samples[:2]:
         submit(sample, studio.users.annotator)
     admin = client_for(studio.users.admin)
@@ -76,7 +76,7 @@ def test_a_cpu_worker_retrains_with_its_own_sampling_unless_the_request_names_on
         assert queued.status_code == 202, queued.content
         job = Job.objects.get(pk=queued.json()["id"])
         with pytest.raises(EngineReached) as reached:
-            tasks._train_segmentation_branch(job, None, studio.dataset)
+            training.segmentation_branch(job, None, studio.dataset)
         configs.append(reached.value.args[0])
     default, asked = configs
     assert {key: getattr(default, key) for key in engine_cache.CPU_RETRAIN} == engine_cache.CPU_RETRAIN
@@ -147,11 +147,11 @@ def test_samples_of_another_dataset_are_refused(studio, client_for):
 def test_retraining_on_picked_samples_reports_held_out_per_class_iou(studio, celery_worker, client_for,
                                                                      tiny_models):
     from editor_core.bundle import load_latents
-    from editor_core.segmentation import class_iou, load_segmentation
-    from gpu_worker.engine_cache import local_path
+    from editor_core.metrics import class_iou
+    from editor_core.segmentation import load_segmentation
     from webapp.datasets.services import read_mask
     from webapp.registry.models import Checkpoint
-    from webapp.storage import read_bytes
+    from webapp.storage import local_path, read_bytes
 
     generator = tiny_models.generator
     heldout = studio.samples[2]

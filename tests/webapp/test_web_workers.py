@@ -160,6 +160,8 @@ def test_cancel_reaches_a_running_job_and_mode3_streams_previews(studio, celery_
     assert result["has_vector"] and 2 in result["edited_classes"]
     job = wait_for_job(edit["job_id"])
     assert job.status == "succeeded" and len(job.metrics["total"]) == 6  # the loss curve of every step
+    stored = artist.get(f"/api/edits/{edit['id']}").json()["result"]
+    assert {key: result[key] for key in stored} == stored and "image" not in result  # its URLs, not a picture
 
     vector = post(artist, "/api/vectors", {"edit_id": edit["id"], "name": "square hair", "tags": ["hair"]})
     assert vector.status_code == 201, vector.content
@@ -193,8 +195,8 @@ def test_an_uploaded_vector_gets_thumbnails_rendered_by_the_worker(studio, tiny_
     import torch
     from PIL import Image
 
+    from editor_core.images import image_png
     from editor_core.vectors import EditVector, EditVectorInfo
-    from gpu_worker.convert import image_png
 
     artist = client_for(studio.users.artist)
     generator = tiny_models.generator

@@ -30,8 +30,8 @@ def expected_prediction(sample, generator_file: Path, segmentation_file: Path):
     """What a branch file predicts for the sample's stored latent, computed here with the engine."""
     from editor_core.bundle import load_latents
     from editor_core.checkpoints import load_generator
-    from editor_core.segmentation import image_uncertainty, load_segmentation
-    from gpu_worker.convert import mask_array, uncertainty_map
+    from editor_core.images import mask_array
+    from editor_core.segmentation import image_uncertainty, load_segmentation, uncertainty_map
     from webapp.storage import read_bytes
 
     generator = load_generator(generator_file)
@@ -167,6 +167,34 @@ def test_embedding_an_upload_stores_its_prediction(studio, celery_worker, client
     folder = Path(prediction.mask.path).parent
     assert sorted(p.name for p in folder.iterdir()) == sorted(  # the replaced files are gone
         Path(name).name for name in (prediction.mask.name, prediction.uncertainty.name))
+
+
+def test_segmenting_a_sample_stores_the_active_branchs_prediction(studio, tiny_models, celery_worker, client_for):
+    """The edit studio asks for a sample's prediction when ``segmentation.png`` has none of the active branch: a
+    ``segment`` job stores it (no edit session, no edit files) and its result names it."""
+    from webapp.datasets.models import Sample, SamplePrediction
+    from webapp.editing.models import EditSession
+
+    artist = client_for(studio.users.artist)
+    sample = studio.samples[0]
+    SamplePrediction.objects.filter(sample=sample).delete()
+    assert artist.get(f"/api/samples/{sample.pk}/segmentation.png").status_code == 404
+    sessions = EditSession.objects.count()
+    asked = post(artist, f"/api/samples/{sample.pk}/segment", {})
+    assert asked.status_code == 202 and asked.json()["kind"] == "segment", asked.content
+    job = wait_for_job(asked.json()["id"], worker=celery_worker)
+    assert job.status == "succeeded", job.error
+    assert job.result["prediction_url"] == (f"/api/samples/{sample.pk}/segmentation.png"
+                                            f"?segmentation_id={studio.segmentation.pk}")
+    _mode, labels = png_array(artist.get(job.result["prediction_url"]))
+    want_labels, _unsure, _score = expected_prediction(sample, tiny_models.folder / "generator.safetensors",
+                                                       tiny_models.folder / "segmentation.safetensors")
+    assert (labels == want_labels).mean() > 0.99
+    assert EditSession.objects.count() == sessions
+
+    Sample.objects.filter(pk=studio.samples[1].pk).update(latent="")
+    refused = post(artist, f"/api/samples/{studio.samples[1].pk}/segment", {})
+    assert refused.status_code == 400 and "embed the uploaded image first" in refused.json()["detail"]
 
 
 def test_prediction_routes_explain_what_is_missing(studio, client_for):

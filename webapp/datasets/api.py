@@ -165,6 +165,14 @@ def prediction_uncertainty(request, sample_id: int, segmentation_id: Optional[Ro
     return _prediction_png(request, sample_id, segmentation_id, "uncertainty")
 
 
+@router.post("/samples/{sample_id}/segment", auth=viewer, response={202: JobOut})
+def segment_sample(request, sample_id: int):
+    """Have the active branch predict the sample when ``segmentation.png`` has none for it (404): the job's result
+    names the stored prediction (``prediction_url``, ``uncertainty_url``)."""
+    sample = get_object_or_404(services.visible_samples(request.user), pk=sample_id)
+    return Status(202, services.enqueue_segment(sample, request.user))
+
+
 @router.post("/samples/{sample_id}/embed", auth=uploader, response={202: JobOut})
 def embed_sample(request, sample_id: int, payload: EmbedIn):
     """Find the sample's W+ latent (needed before uploaded photos can be edited or pre-labelled)."""

@@ -19,10 +19,13 @@ from webapp.accounts import roles
 from webapp.datasets import masks
 from webapp.datasets.models import (Annotation, AnnotationRevision, Dataset, LabelClass, LabelSchema, Sample,
                                      SamplePrediction)
+from webapp.datasets.selectors import annotation_of, read_mask
 from webapp.datasets.uploads import open_uploaded_image
 from webapp.errors import Conflict
 from webapp.jobs import services as jobs
+from webapp.realtime import rooms
 from webapp.realtime.groups import annotation_group, publish
+from webapp.jobs.models import Job
 from webapp.registry.models import Checkpoint
 from webapp.registry.services import active_segmentation
 from webapp.storage import atomic_with_files, delete_quietly, files_removed_on_error, read_bytes, save_bytes
@@ -106,6 +109,13 @@ def add_sample(dataset: Dataset, *, source: str, image_png: bytes, latent: bytes
     return sample
 
 
+def add_generated_sample(dataset: Dataset, *, image_png: bytes, latent: bytes, seed: int, user,
+                         then: Optional[Callable[[Sample], object]] = None) -> Sample:
+    """A generator sample (a generation job's): ``add_sample`` with its seed."""
+    return add_sample(dataset, source=Sample.Source.GENERATED, image_png=image_png, latent=latent, seed=seed,
+                      user=user, then=then)
+
+
 def set_sample_latent(sample: Sample, latent: bytes) -> None:
     """A new W+ latent (an embedding): what the segmentation branches said about the old one no longer holds."""
     with files_removed_on_error():  # a latent that cannot be recorded leaves no file behind
@@ -140,27 +150,6 @@ def delete_sample(sample: Sample) -> None:
 
 
 # --- annotations --------------------------------------------------------------------------------------------------
-def annotation_of(sample: Sample) -> Optional[Annotation]:
-    return Annotation.objects.filter(sample=sample).select_related("author").first()
-
-
-def read_mask(sample: Sample, version: Optional[int] = None) -> np.ndarray:
-    """The sample's mask (current, or revision ``version``); all background if never annotated."""
-    annotation = annotation_of(sample)
-    if annotation is None or annotation.version == 0:
-        if version not in (None, 0):
-            raise ValidationError(f"sample #{sample.pk} has no annotation revision {version}")
-        return np.zeros((sample.height, sample.width), dtype=np.uint8)
-    name = annotation.mask.name
-    if version is not None and version != annotation.version:
-        revision = annotation.revisions.filter(version=version).first()
-        if revision is None:
-            raise ValidationError(f"sample #{sample.pk} has no annotation revision {version}")
-        name = revision.mask.name
-    with Image.open(io.BytesIO(read_bytes(name))) as image:
-        return np.asarray(image, dtype=np.uint8).copy()
-
-
 def mask_png(sample: Sample, mask: np.ndarray) -> bytes:
     _, colours = schema_classes(sample.dataset.schema)
     return masks.encode_mask_png(mask, colours)
@@ -173,6 +162,18 @@ def parse_mask(sample: Sample, data: bytes) -> np.ndarray:
 def parse_roi(sample: Sample, data: bytes) -> np.ndarray:
     """A region of interest of ``sample``: a single-channel PNG of 0 (outside) and 1 (inside) → bool ``[H, W]``."""
     return masks.decode_mask_png(data, (sample.width, sample.height), 2).astype(bool)
+
+
+def save_prelabel(sample: Sample, user, mask: np.ndarray, base_version: int, segmentation: Checkpoint,
+                  job_id: int) -> int:
+    """Store a branch's prediction as the next revision (``save_mask``, announced to the annotation room) and return
+    its version; a run after a lost worker finds the revision the lost one saved (else its base version would
+    conflict)."""
+    note = f"pre-label by segmentation checkpoint #{segmentation.pk} (job #{job_id})"
+    earlier = AnnotationRevision.objects.filter(annotation__sample=sample, note=note).first()
+    if earlier is not None:
+        return earlier.version
+    return save_mask(sample, user, mask, base_version, AnnotationRevision.Reason.PRELABEL, note=note).version
 
 
 def _conflict(sample: Sample, base_version: int) -> Conflict:
@@ -399,11 +400,34 @@ def prediction_urls(prediction: SamplePrediction) -> dict:
 # --- live annotation rooms ---------------------------------------------------------------------------------------
 def presence(dataset: Dataset) -> dict[str, list[str]]:
     """``{sample_id: [username, …]}`` of the dataset's occupied annotation rooms (the live state in Redis)."""
-    from webapp.realtime.rooms import dataset_presence
+    occupied = rooms.dataset_presence(dataset.pk)
+    existing = set(dataset.samples.filter(pk__in=list(occupied)).values_list("pk", flat=True))
+    return {str(sample_id): names for sample_id, names in occupied.items() if sample_id in existing}
 
-    rooms = dataset_presence(dataset.pk)
-    existing = set(dataset.samples.filter(pk__in=list(rooms)).values_list("pk", flat=True))
-    return {str(sample_id): names for sample_id, names in rooms.items() if sample_id in existing}
+
+def save_live_operations(sample_id: int, user, reason: str = "autosave") -> dict | None:
+    """Apply the room's waiting operations to the stored mask as one revision (``reason``: 'autosave' when the
+    room's timer or a leaving painter flushes, 'save' when a painter asked) and return the room's new state; None
+    if nothing was waiting. The room announces the revision itself, with the operations' seq."""
+    def save(entries: list[dict]) -> dict:
+        sample = Sample.objects.select_related("dataset__schema").get(pk=sample_id)
+        painters = sorted({e["username"] for e in entries})
+        note = f"live operations {entries[0]['seq']}–{entries[-1]['seq']} by {', '.join(painters)}"
+        for _attempt in range(5):  # a REST save may slip in between reading and writing: re-apply on top of it
+            annotation = annotation_of(sample)
+            mask = masks.apply_ops(read_mask(sample), [e["op"] for e in entries])
+            try:
+                annotation = save_mask(sample, user, mask, annotation.version if annotation else 0,
+                                       AnnotationRevision.Reason(reason), note, announce=False)
+                break
+            except Conflict:
+                continue
+        else:
+            raise Conflict("the annotation kept changing while live operations were being saved; they stay queued")
+        return {"version": annotation.version, "status": annotation.status, "reason": reason,
+                "author": user.get_username(), "seq": entries[-1]["seq"]}
+
+    return rooms.flush(sample_id, save)
 
 
 # --- export -------------------------------------------------------------------------------------------------------
@@ -440,6 +464,19 @@ def enqueue_prelabel(sample: Sample, user):
     # The pre-label lands as the next revision only if nobody saved meanwhile (else the job fails with a conflict).
     return jobs.enqueue("prelabel", user, {"sample_id": sample.pk, "segmentation_id": segmentation.pk,
                                            "base_version": annotation.version if annotation else 0})
+
+
+def enqueue_segment(sample: Sample, user):
+    """``POST /samples/{id}/segment``: have the active branch predict the sample (a ``segment`` job that stores it as
+    ``segmentation.png`` / ``uncertainty.png`` and names them in its result), for a sample whose stored prediction
+    is missing or of another branch. A waiting job for the same sample and branch is reused."""
+    if not sample.latent:
+        raise ValidationError(f"sample #{sample.pk} has no latent yet: embed the uploaded image first")
+    segmentation = active_segmentation(sample.dataset.generator, sample.dataset.schema)
+    params = {"sample_id": sample.pk, "segmentation_id": segmentation.pk}
+    waiting = Job.objects.filter(kind=Job.Kind.SEGMENT, status=Job.Status.QUEUED, cancel_requested=False,
+                                 params__sample_id=sample.pk, params__segmentation_id=segmentation.pk).first()
+    return waiting or jobs.enqueue(Job.Kind.SEGMENT, user, params)
 
 
 def enqueue_ranking(dataset: Dataset, user, segmentation_id: Optional[int] = None):

@@ -21,6 +21,7 @@ from webapp.editing.models import Composition, CompositionItem, EditResult, Edit
 from webapp.errors import Conflict, readable
 from webapp.jobs import services as jobs
 from webapp.jobs.models import Job
+from webapp.realtime.groups import edit_group, png_data_url, publish
 from webapp.registry.models import Checkpoint
 from webapp.registry.services import active_segmentation
 from webapp.storage import atomic_with_files, delete_quietly, files_removed_on_error, read_bytes, save_bytes
@@ -139,7 +140,8 @@ def visible_results(user):
 
 def store_result(session: EditSession, *, image_png: bytes, mask_png: bytes, latent: bytes, delta: bytes = b"",
                  edited_classes: Sequence[int] = (), metrics: Optional[dict] = None) -> EditResult:
-    """Called by the worker when an edit finished."""
+    """Called by the worker when an edit finished: store its files and row and announce ``edit.result`` on the
+    edit's websocket, with what ``GET /edits/{id}`` gives as its ``result`` (``result_out``)."""
     result = EditResult(session=session, edited_classes=list(edited_classes), metrics=metrics or {})
     with files_removed_on_error():  # a result that cannot be recorded leaves no files behind
         result.image.name = save_bytes("edits/image.png", image_png)
@@ -153,7 +155,18 @@ def store_result(session: EditSession, *, image_png: bytes, mask_png: bytes, lat
                                             (old.image.name, old.mask.name, old.latent.name, old.delta.name)])
             earlier.delete()
             result.save()
+    publish(edit_group(session.pk), {"type": "edit.result", "session": session.pk, **result_out(result)})
     return result
+
+
+def publish_preview(session: EditSession, job_id: int, step: int, total: int, image_png: bytes,
+                    mask_png: Optional[bytes] = None) -> None:
+    """An intermediate picture of a running mode 2/3 edit (and its segmentation) for the edit's websocket; nothing
+    is stored."""
+    message = {"type": "edit.preview", "job": job_id, "step": step, "total": total, "image": png_data_url(image_png)}
+    if mask_png is not None:
+        message["mask"] = png_data_url(mask_png)
+    publish(edit_group(session.pk), message)
 
 
 def _delete_unused_files_on_commit(names: Sequence[str]) -> None:
@@ -172,10 +185,12 @@ def session_out(session: EditSession) -> dict:
     return {"id": session.pk, "sample_id": session.sample_id, "generator_id": session.generator_id,
             "mode": session.mode, "params": session.params, "job_id": session.job_id,
             "job_status": session.job.status if session.job else None, "created": session.created,
-            "result": None if result is None else {
-                "image_url": default_storage.url(result.image.name), "mask_url": default_storage.url(result.mask.name),
-                "has_vector": bool(result.delta), "edited_classes": result.edited_classes,
-                "metrics": result.metrics}}
+            "result": None if result is None else result_out(result)}
+
+
+def result_out(result: EditResult) -> dict:
+    return {"image_url": default_storage.url(result.image.name), "mask_url": default_storage.url(result.mask.name),
+            "has_vector": bool(result.delta), "edited_classes": result.edited_classes, "metrics": result.metrics}
 
 
 # --- vector library -------------------------------------------------------------------------------------------------

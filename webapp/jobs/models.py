@@ -18,6 +18,8 @@ class Job(models.Model):
         TRAIN_SEGMENTATION = "train_segmentation", "train the segmentation branch"
         TRAIN_ENCODER = "train_encoder", "train the encoder"
         VECTOR_THUMBNAILS = "vector_thumbnails", "render a library vector's thumbnails"
+        IMPORT_CHECKPOINT = "import_checkpoint", "convert and register an imported checkpoint"
+        SEGMENT = "segment", "segment a sample with the active branch"
 
     class Status(models.TextChoices):
         QUEUED = "queued"

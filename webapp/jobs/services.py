@@ -14,7 +14,7 @@ from typing import Optional
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -30,12 +30,13 @@ INTERACTIVE, TRAINING = "interactive", "training"
 QUEUE_OF_KIND = {
     Job.Kind.SAMPLE: INTERACTIVE, Job.Kind.PRELABEL: INTERACTIVE, Job.Kind.EMBED: INTERACTIVE,
     Job.Kind.APPLY: INTERACTIVE, Job.Kind.REFINE: INTERACTIVE, Job.Kind.OPTIMIZE: INTERACTIVE,
-    Job.Kind.VECTOR_THUMBNAILS: INTERACTIVE,
+    Job.Kind.VECTOR_THUMBNAILS: INTERACTIVE, Job.Kind.SEGMENT: INTERACTIVE,
     Job.Kind.RANK: TRAINING, Job.Kind.TRAIN_SEGMENTATION: TRAINING, Job.Kind.TRAIN_ENCODER: TRAINING,
+    Job.Kind.IMPORT_CHECKPOINT: TRAINING,  # seconds of CPU and memory for a large pickle, and nobody waits on a slider
 }
 # Jobs that hold a GPU for seconds to hours count against a user's queue limit; real-time ones do not.
 EXPENSIVE = {Job.Kind.SAMPLE, Job.Kind.EMBED, Job.Kind.REFINE, Job.Kind.OPTIMIZE, Job.Kind.RANK,
-             Job.Kind.TRAIN_SEGMENTATION, Job.Kind.TRAIN_ENCODER}
+             Job.Kind.TRAIN_SEGMENTATION, Job.Kind.TRAIN_ENCODER, Job.Kind.IMPORT_CHECKPOINT}
 TASK_PREFIX = "gpu_worker."
 
 
@@ -240,6 +241,19 @@ def save_progress(job_id: int, attempt: int, *, progress: float, stage: str, mes
         progress=progress, stage=stage, message=message[:500], metrics=metrics)
 
 
+def publish_progress(job: Job, *, stage: str, step: int, total: int, progress: float, losses: dict,
+                     message: str) -> None:
+    """A running job's step for its websocket (every step a worker reports, rate-limited by the worker)."""
+    publish(job_group(job.pk), {"type": "job.progress", "job": job.pk, "stage": stage, "step": step, "total": total,
+                                "progress": progress, "losses": losses, "message": message})
+
+
+def close_connection() -> None:
+    """Close this thread's database connection: a worker's heartbeat thread or sweeper holds none between its
+    rounds (the prefork pool forks from the sweeper's process; a failed query leaves a broken one)."""
+    connection.close()
+
+
 def record_result(job: Job, result: dict) -> None:
     """Keep in the running job's ``result`` what it has stored so far, in the transaction that stored it: a run after
     a lost worker reads it and does not store it twice. Conflict (the transaction rolls back) when the job is no
@@ -253,6 +267,18 @@ def append_log(job: Job, line: str) -> None:
     """Add to the log its owner reads (server paths shortened: the worker's own log has the full traceback)."""
     job.log = (job.log + readable(line).rstrip() + "\n")[-100_000:]
     Job.objects.filter(pk=job.pk).update(log=job.log)
+
+
+def succeed(job: Job, result: dict, metrics: Optional[dict] = None) -> Job:
+    return finish(job, Job.Status.SUCCEEDED, result=result, metrics=metrics)
+
+
+def fail(job: Job, error: str) -> Job:
+    return finish(job, Job.Status.FAILED, error=error)
+
+
+def end_cancelled(job: Job) -> Job:
+    return finish(job, Job.Status.CANCELLED)
 
 
 def finish(job: Job, status: str, *, result: Optional[dict] = None, error: str = "", metrics: Optional[dict] = None

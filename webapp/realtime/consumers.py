@@ -290,8 +290,10 @@ class AnnotationConsumer(StudioConsumer):
         await self.flush_now()
 
     async def flush_now(self, reason: str = "autosave") -> dict | None:
+        from webapp.datasets.services import save_live_operations
+
         try:
-            state = await database_sync_to_async(rooms.flush)(self.sample_id, self.user, reason)
+            state = await database_sync_to_async(save_live_operations)(self.sample_id, self.user, reason)
         except Conflict as exc:
             await self.error(exc.detail, request="save")
             return None

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
+from typing import Callable
 
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
-from webapp.errors import Conflict
 
 _APPEND = """
 local seq = redis.call('INCR', KEYS[1])
@@ -163,40 +163,20 @@ def dataset_presence(dataset_id: int) -> dict[int, list[str]]:
     return rooms
 
 
-def flush(sample_id: int, user, reason: str = "autosave") -> dict | None:
-    """Apply the waiting operations to the stored mask as one revision (``reason``: 'autosave' when the room's
-    timer or a leaving painter flushes, 'save' when a painter asked); None if nothing was waiting.
+def flush(sample_id: int, save: Callable[[list[dict]], dict]) -> dict | None:
+    """Hand the room's waiting operation entries (``{"seq", "op", "username", …}`` in server order) to ``save``,
+    which stores them as one revision and returns the room's new state; None if nothing was waiting.
 
-    Runs in a worker thread (sync ORM). A Redis lock makes concurrent flushes of one room take turns; operations
-    appended meanwhile stay queued for the next flush (LTRIM removes exactly the ones applied).
+    Runs in a worker thread (sync ORM in ``save``). A Redis lock makes concurrent flushes of one room take turns;
+    operations appended meanwhile stay queued for the next flush (LTRIM removes exactly the ones applied), and
+    operations that ``save`` refused (it raised) stay queued too.
     """
-    from webapp.datasets import services
-    from webapp.datasets.masks import apply_ops
-    from webapp.datasets.models import AnnotationRevision, Sample
-
     client = sync_redis()
     with client.lock(_key(sample_id, "lock"), timeout=60, blocking_timeout=30):
         raw = client.lrange(_key(sample_id, "ops"), 0, -1)
         if not raw:
             return None
-        entries = [json.loads(item) for item in raw]
-        sample = Sample.objects.select_related("dataset__schema").get(pk=sample_id)
-        painters = sorted({e["username"] for e in entries})
-        note = f"live operations {entries[0]['seq']}–{entries[-1]['seq']} by {', '.join(painters)}"
-        for _attempt in range(5):  # a REST save may slip in between reading and writing: re-apply on top of it
-            annotation = services.annotation_of(sample)
-            base = annotation.version if annotation else 0
-            mask = apply_ops(services.read_mask(sample), [e["op"] for e in entries])
-            try:
-                annotation = services.save_mask(sample, user, mask, base, AnnotationRevision.Reason(reason), note,
-                                                announce=False)  # the room announces it, with the ops' seq
-                break
-            except Conflict:
-                continue
-        else:
-            raise Conflict("the annotation kept changing while live operations were being saved; they stay queued")
+        state = save([json.loads(item) for item in raw])
         client.ltrim(_key(sample_id, "ops"), len(raw), -1)
-        state = {"version": annotation.version, "status": annotation.status, "reason": reason,
-                 "author": user.get_username(), "seq": entries[-1]["seq"]}
         client.set(_key(sample_id, "flushed"), json.dumps(state))
         return state

@@ -32,23 +32,22 @@ def _with_rankings(checkpoint: Checkpoint, rankings: list) -> Checkpoint:
     return checkpoint
 
 
-@router.post("/checkpoints/upload", auth=manager, response={201: CheckpointChangeOut})
+@router.post("/checkpoints/upload", auth=manager, response={202: JobOut})
 def upload_checkpoint(request, file: File[UploadedFile], kind: Form[text(16)], name: Form[text(200)],
                       generator_id: Form[Optional[RowId]] = None):
-    """Import an NVlabs .pkl / rosinality .pt / project .safetensors generator, or a segmentation branch (the first
-    one of its generator and schema becomes active: its datasets get ranked)."""
-    checkpoint, rankings = services.import_and_rank(request.user, kind=kind, name=name, data=file.read(),
-                                                    filename=file.name or "", generator=_generator(generator_id))
-    return Status(201, _with_rankings(checkpoint, rankings))
+    """Import an NVlabs .pkl / rosinality .pt / project .safetensors generator, or a segmentation branch, through an
+    ``import_checkpoint`` job: its result names the checkpoint (and the rankings of a branch that became active)."""
+    job = services.queue_import(request.user, kind=kind, name=name, data=file.read(), filename=file.name or "",
+                                generator=_generator(generator_id))
+    return Status(202, job)
 
 
-@router.post("/checkpoints/import", auth=manager, response={201: CheckpointChangeOut})
+@router.post("/checkpoints/import", auth=manager, response={202: JobOut})
 def import_checkpoint(request, payload: ImportPathIn):
-    """Import a checkpoint file that is already on the server, below one of STUDIO_IMPORT_ROOTS."""
-    checkpoint, rankings = services.import_and_rank(request.user, kind=payload.kind, name=payload.name,
-                                                    server_path=payload.server_path,
-                                                    generator=_generator(payload.generator_id))
-    return Status(201, _with_rankings(checkpoint, rankings))
+    """Import a checkpoint file that is already on the server, below one of STUDIO_IMPORT_ROOTS; as upload."""
+    job = services.queue_import(request.user, kind=payload.kind, name=payload.name, server_path=payload.server_path,
+                                generator=_generator(payload.generator_id))
+    return Status(202, job)
 
 
 @router.get("/checkpoints/{checkpoint_id}", auth=viewer, response=CheckpointOut)

@@ -1,7 +1,8 @@
 """Checkpoint registry: import (upload or server path) with validation by the engine, activation, deletion.
 
-Every checkpoint is stored in the project format (one .safetensors file); NVlabs .pkl and rosinality .pt
-generators are converted on import. ``sha256`` of the stored file is the key workers cache loaded models by.
+An import request is checked at once and queued (``queue_import``); the ``import_checkpoint`` job converts and
+registers the file (``import_and_rank``). Every checkpoint is stored in the project format (one .safetensors file);
+NVlabs .pkl and rosinality .pt generators are converted on import. ``sha256`` of the stored file is the key workers cache loaded models by.
 """
 from __future__ import annotations
 
@@ -20,9 +21,13 @@ from django.db.models import Count, ProtectedError
 from webapp.accounts import roles
 from webapp.datasets.models import LabelClass, LabelSchema
 from webapp.errors import Conflict, readable
+from webapp.jobs import services as jobs
+from webapp.jobs.models import Job
 from webapp.registry.models import Checkpoint
-from webapp.storage import files_removed_on_error, save_bytes
+from webapp.storage import delete_quietly, files_removed_on_error, save_bytes
 
+HEAD_BYTES = 64  # enough of a file for detect_checkpoint_format
+IMPORTS_FOLDER = "imports"  # uploads waiting for their import job (deleted when it ends)
 ENGINE_FORMAT = {"editgan": Checkpoint.SourceFormat.PROJECT, "nvlabs-pickle": Checkpoint.SourceFormat.NVLABS,
                  "rosinality": Checkpoint.SourceFormat.ROSINALITY}
 
@@ -60,6 +65,14 @@ def _source_format(path: Path) -> str:
         return ENGINE_FORMAT[detect_checkpoint_format(path)]
     except CheckpointError as exc:
         raise ValidationError(readable(exc)) from None
+
+
+def _source_format_of_head(head: bytes, filename: str) -> str:
+    """``_source_format`` of an upload from its first bytes alone (the engine reads no more to tell)."""
+    with tempfile.TemporaryDirectory(prefix="studio-import-") as tmp:
+        path = Path(tmp) / (Path(filename).name or "upload")
+        path.write_bytes(head[:HEAD_BYTES])
+        return _source_format(path)
 
 
 def schema_for(engine_schema) -> LabelSchema:
@@ -115,20 +128,28 @@ def import_checkpoint(user, *, kind: str, name: str, data: Optional[bytes] = Non
         else:
             source = Path(tmp) / Path(filename or "upload").name
             source.write_bytes(data)
-        if source.stat().st_size > settings.STUDIO_MAX_CHECKPOINT_BYTES:
-            raise ValidationError(f"the checkpoint is larger than {settings.STUDIO_MAX_CHECKPOINT_BYTES} bytes")
         source_format = _source_format(source)
+        _check_import(kind, source.stat().st_size, source_format, generator)
         converted = Path(tmp) / "converted.safetensors"
         if kind == Checkpoint.Kind.GENERATOR:
             fields = _convert_generator(source, converted)
-        elif kind == Checkpoint.Kind.SEGMENTATION:
-            if source_format != Checkpoint.SourceFormat.PROJECT:
-                raise ValidationError("segmentation branches are imported from project .safetensors files only")
-            fields = _check_segmentation(source, converted, generator)
         else:
-            raise ValidationError(f"importing {kind} checkpoints is not supported; use generator or segmentation")
+            fields = _check_segmentation(source, converted, generator)
         return register_file(converted, kind=kind, name=name, source_format=source_format, user=user,
                              generator=generator, then=then, **fields)
+
+
+def _check_import(kind: str, size: int, source_format: str, generator: Optional[Checkpoint]) -> None:
+    """What an import needs of its kind and file that is known without loading the file."""
+    if kind not in (Checkpoint.Kind.GENERATOR, Checkpoint.Kind.SEGMENTATION):
+        raise ValidationError(f"importing {kind} checkpoints is not supported; use generator or segmentation")
+    if size > settings.STUDIO_MAX_CHECKPOINT_BYTES:
+        raise ValidationError(f"the checkpoint is larger than {settings.STUDIO_MAX_CHECKPOINT_BYTES} bytes")
+    if kind == Checkpoint.Kind.SEGMENTATION:
+        if generator is None or generator.kind != Checkpoint.Kind.GENERATOR:
+            raise ValidationError("a segmentation branch must name the generator it was trained on (generator_id)")
+        if source_format != Checkpoint.SourceFormat.PROJECT:
+            raise ValidationError("segmentation branches are imported from project .safetensors files only")
 
 
 def _convert_generator(source: Path, converted: Path) -> dict:
@@ -148,8 +169,6 @@ def _check_segmentation(source: Path, converted: Path, generator: Optional[Check
     from editor_core.checkpoints import CheckpointError
     from editor_core.segmentation import load_segmentation
 
-    if generator is None or generator.kind != Checkpoint.Kind.GENERATOR:
-        raise ValidationError("a segmentation branch must name the generator it was trained on (generator_id)")
     try:
         ensemble, schema, meta = load_segmentation(source)
     except (CheckpointError, ValueError, KeyError, RuntimeError) as exc:
@@ -196,13 +215,51 @@ def register_file(path: Path, *, kind: str, name: str, source_format: str, user=
     return checkpoint
 
 
-def import_and_rank(user, **source) -> tuple[Checkpoint, list]:
-    """``POST /checkpoints/upload`` and ``/checkpoints/import``: ``import_checkpoint(user, **source)``, then (a
-    branch that became active) queue the rankings of its datasets in the row's transaction: if they cannot be
-    queued, neither the checkpoint row nor its stored file remains."""
-    rankings: list = []
-    checkpoint = import_checkpoint(user, then=lambda row: rankings.extend(queue_rankings(row, user)), **source)
-    return checkpoint, rankings
+def register_trained(path: Path, *, kind: str, job, generator: Checkpoint, **fields) -> Checkpoint:
+    """``register_file`` for a checkpoint a training job made; the job records it in the row's transaction, so
+    that a run after a lost worker registers nothing twice (``selectors.registered_by``)."""
+    return register_file(path, kind=kind, name=job.params["name"], source_format=Checkpoint.SourceFormat.TRAINED,
+                         user=job.requested_by, generator=generator, fingerprint=generator.fingerprint, **fields,
+                         then=lambda row: jobs.record_result(job, {"checkpoint_id": row.pk}))
+
+
+def queue_import(user, *, kind: str, name: str, data: Optional[bytes] = None, filename: str = "",
+                 server_path: str = "", generator: Optional[Checkpoint] = None):
+    """``POST /checkpoints/upload`` and ``/checkpoints/import``: the checks that cost nothing (one source, its size,
+    its format from its first bytes, what its kind needs), then an ``import_checkpoint`` job that converts and
+    registers it on a training worker (``import_and_rank``): loading a large pickle takes seconds, which must not
+    hold a web worker. An upload is stored for the job, which deletes it when it ends; a server path is read by
+    the worker, so the import folders must be the same on every machine."""
+    if bool(data) == bool(server_path):
+        raise ValidationError("give either an uploaded file or a server path, not both or neither")
+    if server_path:
+        source = resolve_server_path(server_path)
+        _check_import(kind, source.stat().st_size, _source_format(source), generator)
+    else:
+        _check_import(kind, len(data), _source_format_of_head(data, filename), generator)
+    params = {"kind": kind, "name": name, "generator_id": generator.pk if generator else None,
+              "filename": Path(filename).name, "server_path": str(server_path), "upload": ""}
+    with files_removed_on_error():  # a job that cannot be queued (the user's limit) leaves no stored upload behind
+        if data:
+            params["upload"] = save_bytes(f"{IMPORTS_FOLDER}/{Path(filename).name or 'upload'}", data)
+        with transaction.atomic():
+            return jobs.enqueue(Job.Kind.IMPORT_CHECKPOINT, user, params)
+
+
+def import_and_rank(user, *, then: Callable[[Checkpoint, list], object], **source) -> Checkpoint:
+    """An ``import_checkpoint`` job's work: ``import_checkpoint(user, **source)``, then (a branch that became active)
+    queue the rankings of its datasets and run ``then(checkpoint, rankings)`` in the row's transaction: if either
+    fails, neither the checkpoint row nor its stored file remains."""
+    def register(row: Checkpoint) -> None:
+        then(row, queue_rankings(row, user))
+
+    return import_checkpoint(user, then=register, **source)
+
+
+def discard_import_upload(params: dict) -> None:
+    """Delete the upload an ``import_checkpoint`` job was given (when it ends, whichever way)."""
+    if params.get("upload"):
+        delete_quietly(params["upload"])
 
 
 def activate(checkpoint: Checkpoint) -> Checkpoint:
@@ -224,8 +281,6 @@ def queue_rankings(checkpoint: Checkpoint, user, skip: Sequence[int] = ()) -> li
     ``uncertainty.png``) and the "label next" order follow the branch annotators now work with. A ranking of the same
     dataset by the same branch that is still waiting is reused. Returns the jobs (none for other checkpoints)."""
     from webapp.datasets.models import Dataset
-    from webapp.jobs import services as jobs
-    from webapp.jobs.models import Job
 
     if checkpoint.kind != Checkpoint.Kind.SEGMENTATION or not checkpoint.active:
         return []
@@ -342,8 +397,6 @@ def enqueue_training(dataset, user, steps: int, name: str, activate_when_done: b
                      early_stopping: bool = True, sample_ids: Optional[list[int]] = None,
                      holdout_fraction: float = 0.2):
     """Queue a retraining on ``training_split``'s samples; the split is fixed now and recorded in the job."""
-    from webapp.jobs import services as jobs
-
     split = training_split(dataset, sample_ids, holdout_fraction)
     return jobs.enqueue("train_segmentation", user, {
         "dataset_id": dataset.pk, "steps": steps, "name": name or f"{dataset.name} segmentation",
@@ -356,8 +409,6 @@ def enqueue_encoder_training(generator: Checkpoint, user, steps: int, name: str,
                              real_dataset=None):
     """Queue an encoder training for ``generator``; ``real_dataset``'s uploaded photos are mixed in (it needs one)."""
     from webapp.datasets.models import Sample
-    from webapp.jobs import services as jobs
-
     params = {"generator_id": generator.pk, "steps": steps, "name": name or f"{generator.name} encoder",
               "activate": activate_when_done, "lpips_weight": lpips_weight, "max_minutes": max_minutes,
               "batch_size": batch_size, "real_dataset_id": None}

@@ -15,11 +15,10 @@ from webapp.datasets import services as datasets
 from webapp.datasets.models import Dataset, Sample
 from webapp.registry import services as registry
 from webapp.registry.models import Checkpoint
+from webapp.storage import local_path
 
 DEMO_DATASET = "demo"
 UNLABELLED_DEMO_SAMPLES = 12  # for the active-learning queue: the branch ranks these for annotators
-THUMBNAILS_DIR = "thumbnails"  # a bundle's vector pictures (editor_core.training.demo_bundle writes them)
-EVALUATION_FILE = "evaluation.json"  # a bundle's measured figures (the demo bundle's evaluate stage writes it)
 
 
 def ensure_admin(username: str, password: Optional[str]) -> Optional[str]:
@@ -42,30 +41,29 @@ def load_bundle(directory: Path, admin, say: Callable[[str], None], unlabelled: 
     """Register a model bundle (editor_core.bundle layout) and build the ``demo`` dataset from it: its annotated
     samples (reviewed: they are the bundle's own masks), ``unlabelled`` generated samples to rank, and its vectors
     in the library."""
-    from editor_core.bundle import AnnotatedSamples
+    from editor_core.bundle import AnnotatedSamples, BundleLayout, latents_bytes
     from editor_core.domains.toonface import toonface_schema
+    from editor_core.images import image_png
 
-    from gpu_worker.convert import image_png, latent_bytes
-
+    layout = BundleLayout(directory)
     generator_row = registry.import_checkpoint(admin, kind="generator", name=f"{directory.name} generator",
-                                               data=(directory / "generator.safetensors").read_bytes(),
-                                               filename="generator.safetensors")
+                                               data=layout.generator.read_bytes(), filename=layout.GENERATOR)
     schema_row = None
-    if (directory / "segmentation.safetensors").is_file():
+    if layout.segmentation.is_file():
         segmentation = registry.import_checkpoint(
             admin, kind="segmentation", name=f"{directory.name} segmentation", generator=generator_row,
-            data=(directory / "segmentation.safetensors").read_bytes(), filename="segmentation.safetensors")
+            data=layout.segmentation.read_bytes(), filename=layout.SEGMENTATION)
         schema_row = segmentation.schema
         evaluation = bundle_segmentation_metrics(directory)
         if evaluation and not segmentation.metrics:  # what the branch's own file says wins
             Checkpoint.objects.filter(pk=segmentation.pk).update(metrics=evaluation)
-    if (directory / "encoder.safetensors").is_file():
-        registry.register_file(directory / "encoder.safetensors", kind=Checkpoint.Kind.ENCODER,
+    if layout.encoder.is_file():
+        registry.register_file(layout.encoder, kind=Checkpoint.Kind.ENCODER,
                                name=f"{directory.name} encoder", source_format=Checkpoint.SourceFormat.PROJECT,
                                user=admin, generator=generator_row, fingerprint=generator_row.fingerprint)
     annotations = None
-    if (directory / "annotations.safetensors").is_file():
-        annotations = AnnotatedSamples.load(directory / "annotations.safetensors")
+    if layout.annotations.is_file():
+        annotations = AnnotatedSamples.load(layout.annotations)
         schema_row = schema_row or registry.schema_for(annotations.schema)
     schema_row = schema_row or registry.schema_for(toonface_schema())  # the shipped demo's domain
     dataset = datasets.create_dataset(admin, DEMO_DATASET, schema_row, generator_row,
@@ -77,7 +75,7 @@ def load_bundle(directory: Path, admin, say: Callable[[str], None], unlabelled: 
         with torch.no_grad():
             image = generator.synthesis(ws[None], noise_mode="const")
         sample = datasets.add_sample(dataset, source=Sample.Source.GENERATED, image_png=image_png(image[0]),
-                                     latent=latent_bytes(ws, generator_row.fingerprint), user=admin)
+                                     latent=latents_bytes(ws, generator_row.fingerprint), user=admin)
         saved = datasets.save_mask(sample, admin, annotations.masks[index].to(torch.uint8).numpy(), base_version=0,
                                    note="demo bundle annotation")
         # The bundle's masks are the renders' true labels: reviewed, so retraining picks them by default.
@@ -89,8 +87,8 @@ def load_bundle(directory: Path, admin, say: Callable[[str], None], unlabelled: 
             ws = generator.mapping(z, truncation_psi=0.7)
             image = generator.synthesis(ws, noise_mode="const")
         datasets.add_sample(dataset, source=Sample.Source.GENERATED, image_png=image_png(image[0]),
-                            latent=latent_bytes(ws[0], generator_row.fingerprint), seed=seed, user=admin)
-    for path in sorted((directory / "vectors").glob("*.safetensors")):
+                            latent=latents_bytes(ws[0], generator_row.fingerprint), seed=seed, user=admin)
+    for path in layout.vector_files():
         import_bundle_vector(directory, path, generator_row, admin, say)
     active = Checkpoint.objects.filter(kind=Checkpoint.Kind.SEGMENTATION, generator=generator_row, schema=schema_row,
                                        active=True).first()
@@ -104,7 +102,9 @@ def bundle_segmentation_metrics(directory: Path) -> dict:
     """The segmentation branch's figures from the bundle's ``evaluation.json`` in the studio's metric names (those
     a retraining writes): mIoU and per-class IoU on fresh renders with their true masks, each inverted into W+ by
     optimisation; {} when the bundle has no such evaluation."""
-    path = directory / EVALUATION_FILE
+    from editor_core.bundle import BundleLayout
+
+    path = BundleLayout(directory).evaluation
     if not path.is_file():
         return {}
     evaluation = json.loads(path.read_text())
@@ -124,9 +124,10 @@ def bundle_segmentation_metrics(directory: Path) -> dict:
 def import_bundle_vector(directory: Path, path: Path, generator_row: Checkpoint, admin, say: Callable[[str], None]):
     """A bundle's vector into the library with the bundle's ``thumbnails/<name>_before.png`` and ``_after.png``;
     a vector without both gets thumbnails rendered by a worker (a job that waits for the studio's worker)."""
+    from editor_core.bundle import BundleLayout
     from webapp.editing.services import enqueue_thumbnails, import_vector
 
-    pictures = [directory / THUMBNAILS_DIR / f"{path.stem}_{part}.png" for part in ("before", "after")]
+    pictures = [BundleLayout(directory).thumbnail(path.stem, side) for side in ("before", "after")]
     if all(picture.is_file() for picture in pictures):
         vector = import_vector(admin, path.read_bytes(), path.name, generator_row, tags=["demo"],
                                thumbnails=tuple(picture.read_bytes() for picture in pictures))
@@ -142,14 +143,13 @@ def registry_generator(generator_row: Checkpoint):
     """The registered generator, on the CPU of this (command) process."""
     from editor_core.checkpoints import load_generator
 
-    from gpu_worker.engine_cache import local_path
-
     return load_generator(local_path(generator_row.file.name, generator_row.sha256))
 
 
 def seed_random_models(folder: Path) -> Path:
     """A tiny random generator + untrained segmentation branch (face preset) as a bundle folder, for studios that
     have no demo bundle: everything works, the images are noise-like until real models are imported."""
+    from editor_core.bundle import BundleLayout
     from editor_core.checkpoints import generator_fingerprint, save_generator
     from editor_core.networks import Generator, GeneratorConfig
     from editor_core.schema import preset
@@ -162,15 +162,18 @@ def seed_random_models(folder: Path) -> Path:
     schema = preset("face")
     ensemble = SegmentationEnsemble(SegmentationConfig.from_generator(generator, schema.num_classes,
                                                                       hidden=(32,), ensemble_size=3))
-    save_generator(folder / "generator.safetensors", generator)
-    save_segmentation(folder / "segmentation.safetensors", ensemble, schema,
+    layout = BundleLayout(folder)
+    save_generator(layout.generator, generator)
+    save_segmentation(layout.segmentation, ensemble, schema,
                       meta={"generator_id": generator_fingerprint(generator)})
     return folder
 
 
 @transaction.atomic
 def load_demo(bundle: Path, fallback_folder: Path, admin, say: Callable[[str], None]) -> Dataset:
-    if (bundle / "generator.safetensors").is_file():
+    from editor_core.bundle import BundleLayout
+
+    if BundleLayout(bundle).generator.is_file():
         say(f"loading the demo bundle from {bundle}")
         return load_bundle(bundle, admin, say)
     say(f"no demo bundle at {bundle}: seeding a tiny RANDOM generator and segmentation branch instead "

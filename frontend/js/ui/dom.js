@@ -45,3 +45,13 @@ export function formatTime(iso) {
   const date = new Date(iso);
   return Number.isNaN(date.getTime()) ? String(iso) : date.toLocaleString();
 }
+
+/** Resolves with the loaded HTMLImageElement of `url`; rejects with a readable error. */
+export function loadImage(url) {
+  return new Promise((resolve, reject) => {
+    const image = new Image();
+    image.onload = () => resolve(image);
+    image.onerror = () => reject(new Error(`could not load the image ${url}`));
+    image.src = url;
+  });
+}

@@ -6,7 +6,7 @@ import * as api from '../api.js';
 import { h, button, replaceChildren, formatTime } from '../ui/dom.js';
 import { showError, toast } from '../ui/toast.js';
 import { LossChart } from '../chart/loss-chart.js';
-import { followTrainingJob } from '../jobs.js';
+import { describeJob, followTrainingJob, watchJob } from '../jobs.js';
 import { classIouRows, scalarMetrics } from '../metrics.js';
 import { EncoderTraining } from '../panels/encoder-training.js';
 import { IouTable } from '../panels/iou-table.js';
@@ -79,22 +79,33 @@ export class AdminView {
     const file = h('input', { type: 'file', name: 'file', accept: '.pkl,.pt,.safetensors', 'aria-label': 'Checkpoint file' });
     const generator = h('input', { type: 'number', name: 'generator_id', placeholder: 'generator id (segmentation)',
       'aria-label': 'Generator id' });
+    const status = h('p', { class: 'import-status', role: 'status' });
     const form = h('form', { class: 'form' }, h('div', { class: 'row' }, kind, name), path, file, generator,
-      h('button', { type: 'submit', title: 'Import the checkpoint' }, 'Import'));
+      h('button', { type: 'submit', title: 'Import the checkpoint' }, 'Import'), status);
     form.addEventListener('submit', async (event) => {
       event.preventDefault();
       const fields = { kind: kind.value, name: name.value, generator_id: generator.value ? Number(generator.value) : null };
       try {
-        if (file.files[0]) await api.uploadCheckpoint({ ...fields, file: file.files[0] });
-        else await api.importCheckpoint({ ...fields, server_path: path.value });
-        toast(`Imported ${name.value}`, 'success');
+        const job = file.files[0] ? await api.uploadCheckpoint({ ...fields, file: file.files[0] })
+          : await api.importCheckpoint({ ...fields, server_path: path.value });
         form.reset();
-        await this.loadModels();
+        await this.followImport(job, fields.name, status);
       } catch (error) {
         showError(error, 'Import failed');
       }
     });
     return form;
+  }
+
+  // A worker converts and registers the file: the checkpoint appears when its job succeeds.
+  async followImport(job, name, status) {
+    const say = (s) => { status.textContent = `importing ${name}: ${describeJob(s)}`; };
+    say(job);
+    const final = await watchJob(job.id, { onStatus: say }).done;
+    await Promise.all([this.loadModels(), this.loadJobs()]);
+    if (final.status !== 'succeeded') throw new Error(`${name} ${describeJob(final)}`);
+    status.textContent = '';
+    toast(`Imported ${name}`, 'success');
   }
 
   async activate() {

@@ -2,7 +2,7 @@
 // palette, who is here, live collaboration through the annotation room, pre-label, save/submit and review.
 
 import * as api from '../api.js';
-import { h, button, replaceChildren } from '../ui/dom.js';
+import { h, button, loadImage, replaceChildren } from '../ui/dom.js';
 import { bindKey } from '../ui/keyboard.js';
 import { DigitPicker, digitHelp } from '../ui/digit-picker.js';
 import { showError, toast } from '../ui/toast.js';
@@ -22,15 +22,6 @@ import { decodeIndexPng } from '../png.js';
 const CURSOR_INTERVAL_MS = 50;
 const PRESENCE_POLL_MS = 5000;
 const TOOL_KEYS = { b: 'brush', e: 'eraser', f: 'fill', p: 'polygon', l: 'lasso', i: 'eyedropper' };
-
-function loadImage(url) {
-  return new Promise((resolve, reject) => {
-    const image = new Image();
-    image.onload = () => resolve(image);
-    image.onerror = () => reject(new Error(`could not load the image ${url}`));
-    image.src = url;
-  });
-}
 
 export class AnnotateView {
   constructor(context) {

@@ -3,7 +3,7 @@
 // vector to the library, download image, mask and vector.
 
 import * as api from '../api.js';
-import { h, button, replaceChildren } from '../ui/dom.js';
+import { h, button, loadImage, replaceChildren } from '../ui/dom.js';
 import { bindKey } from '../ui/keyboard.js';
 import { showError, toast } from '../ui/toast.js';
 import { askForm } from '../ui/modal.js';
@@ -18,19 +18,10 @@ import { OpHistory } from '../canvas/history.js';
 import { LabelMask } from '../canvas/mask.js';
 import { SharedMask } from '../canvas/collab.js';
 import { decodeIndexPng, encodeIndexPng, toBase64 } from '../png.js';
-import { describeJob, orTimeout, watchEdit, watchJob } from '../jobs.js';
+import { describeJob, finishedEdit, orTimeout, watchEdit, watchJob } from '../jobs.js';
 
 const DEFAULT_STEPS = 60;
 const SEGMENT_TIMEOUT_MS = 60_000;
-
-function loadImage(url) {
-  return new Promise((resolve, reject) => {
-    const image = new Image();
-    image.onload = () => resolve(image);
-    image.onerror = () => reject(new Error(`could not load the image ${url}`));
-    image.src = url;
-  });
-}
 
 /** A before/after comparison: the after image is clipped at the slider. */
 export class CompareView {
@@ -200,8 +191,8 @@ export class EditView {
 
   // The segmentation the edit starts from must be the model's own prediction for this image (mode 3 compares the
   // painted mask with it). Workers store it with every generated, embedded, pre-labelled or ranked sample; a
-  // sample older than the active branch (activated without a ranking since) has none yet (404): then a mode-1 edit
-  // with any vector at scale 0 renders and segments the unchanged image, which is the same thing.
+  // sample older than the active branch (activated without a ranking since) has none yet (404): then a segment
+  // job stores it and names it in its result.
   async predictedMask() {
     try {
       return await api.predictedMaskBytes(this.sample.id);
@@ -209,16 +200,13 @@ export class EditView {
       if (error.status !== 404) throw error;
     }
     if (!this.sample.has_latent) return api.annotationMaskBytes(this.sample.id, null);
-    const vector = (await api.listVectors({ generator_id: this.dataset.generator_id }))[0];
-    if (!vector) return api.annotationMaskBytes(this.sample.id, null);
     this.previewInfo.textContent = 'segmenting the image…';
-    const session = await api.startEdit({ sample_id: this.sample.id, mode: 1, vectors: [{ vector_id: vector.id, scale: 0 }] });
-    const watch = watchEdit(session.id);
+    const job = await api.segmentSample(this.sample.id);
+    const watch = watchJob(job.id);
     const final = await orTimeout(watch.done, SEGMENT_TIMEOUT_MS, 'the segmentation');
     watch.close();
     if (final.status !== 'succeeded') throw new Error(`segmenting the image ${describeJob(final)}`);
-    const edit = await api.getEdit(session.id);
-    return api.urlBytes(edit.result.mask_url);
+    return api.urlBytes(final.result.prediction_url);
   }
 
   undo() {
@@ -300,6 +288,7 @@ export class EditView {
       const session = await api.startEdit({ sample_id: this.sample.id, mode: 3, target_mask_png: toBase64(png),
         steps: Number(this.steps.value) || DEFAULT_STEPS,
         ...(stopFollow > 0 ? { stop_follow: Math.min(stopFollow, 100) / 100 } : {}) });
+      let result = null;
       const watch = watchEdit(session.id, {
         onPreview: (p) => {
           this.compare.setAfter(p.image);
@@ -312,12 +301,13 @@ export class EditView {
           this.previewInfo.textContent = `step ${p.step}/${p.total}  ${losses}`;
         },
         onStatus: (s) => { if (s.status === 'queued') this.previewInfo.textContent = 'queued…'; },
+        onResult: (message) => { result = message; },
       });
       this.running = { watch, session };
       const final = await watch.done;
       if (final.status === 'cancelled') { toast('Edit cancelled', 'info'); return; }
       if (final.status !== 'succeeded') throw new Error(describeJob(final));
-      this.edit = await api.getEdit(session.id);
+      this.edit = await finishedEdit(session, result);
       if (this.edit.result) this.compare.setAfter(this.edit.result.image_url);
       bar.style.width = '100%';
       this.saveVectorButton.disabled = !this.edit.result?.has_vector;

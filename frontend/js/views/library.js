@@ -8,7 +8,7 @@ import { bindKey } from '../ui/keyboard.js';
 import { showError, toast } from '../ui/toast.js';
 import { askForm } from '../ui/modal.js';
 import { LatestOnly } from '../latest.js';
-import { describeJob, orTimeout, watchEdit } from '../jobs.js';
+import { describeJob, finishedEdit, orTimeout, watchEdit } from '../jobs.js';
 
 const EDIT_TIMEOUT_MS = 120_000;
 import { CompareView } from './edit.js';
@@ -16,10 +16,9 @@ import { matchesFilters } from '../library-filter.js';
 import { ImagePicker } from '../panels/image-picker.js';
 
 /**
- * Runs one edit (mode 1 or 2) to its end and returns the finished EditOut. The `edit.result` message already carries
- * the result and its image (a data URL), so that is shown without asking for the edit and the image again; only a
- * result that ended before the socket joined is fetched. A job that waits for a worker (behind background work) is
- * not lost: the clock for "no answer" starts when a worker runs it.
+ * Runs one edit (mode 1 or 2) to its end and returns the finished EditOut, from its `edit.result` message
+ * (`finishedEdit`). A job that waits for a worker (behind background work) is not lost: the clock for "no answer"
+ * starts when a worker runs it.
  */
 async function runEdit(body, onProgress) {
   const session = await api.startEdit(body);
@@ -35,8 +34,7 @@ async function runEdit(body, onProgress) {
     running.then(() => orTimeout(watch.done, EDIT_TIMEOUT_MS, 'the edit'))]);
   watch.close();
   if (final.status !== 'succeeded') throw new Error(`the edit ${describeJob(final)}`);
-  if (!result) return api.getEdit(session.id);
-  return { ...session, result: { ...result, image_url: result.image ?? result.image_url } };
+  return finishedEdit(session, result);
 }
 
 // An uploaded vector file carries no pictures: a worker renders them (thumbnails_job_id). While that job waits or

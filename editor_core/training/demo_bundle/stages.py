@@ -1,190 +1,47 @@
-"""Build the demo bundle (``demo/``) around the trained toon-face generator, and measure it.
-
-The demo domain has exact ground truth: every "real" image is a render of ``editor_core.domains.toonface`` with known
-parameters and a true part mask. The pipeline uses it everywhere the paper needed people:
-
-* ``encoder``: ``train_encoder`` with renders as the real images (rendered on the device, one fresh batch a step).
-* ``regressor``: the render-parameter regressor whose features replace Inception's for the Fréchet distance
-  (``editor_core.training.param_regressor``).
-* ``annotate``: 16 renders are inverted (encoder + optimisation); each render's true mask becomes the annotation of
-  its inverted latent. These seed the studio's demo data set, where annotators correct them and add more.
-* ``segmentation``: ``train_segmentation`` on those 16 annotated latents.
-* ``vectors``: one edit vector per ``GroundTruthEdit``, learned with mode 3: a render with one parameter at its
-  ``before`` value is inverted, and the true mask of the same render with the parameter at ``after`` is the edited
-  mask. The vector is the mean latent change over ``vector_sources`` such edits.
-* ``evaluate``: inversion PSNR/LPIPS and per-class IoU of the segmentation on held-out renders, the Fréchet distance
-  of samples vs renders, and the transfer of every vector (modes 1 and 2) to other held-out inversions, compared with
-  the renderer's truth for the changed parameter; writes ``evaluation.json`` and a markdown table.
-* ``figures``: sample and render grids, inversions and one before/after sheet per vector (PNG).
-
-Every stage writes into the bundle folder and is idempotent (it skips when its output exists unless ``--force``);
-the encoder's training state is checkpointed in ``--work`` so an interrupted run resumes. Command line::
-
-    python -m editor_core.training.demo_bundle all --generator demo/generator.safetensors --out demo \\
-        --encoder-minutes 3 --regressor-minutes 1 --figures docs/img
-
-Render seeds: every purpose draws its faces from its own seed (``RENDER_SEEDS``), training streams from
-``SEED_STREAMS`` onwards; held-out sets therefore never overlap the faces the models were trained or annotated on.
-"""
+"""The demo pipeline's stages (see the package docstring) over one bundle folder: ``PipelineConfig``,
+``DemoPipeline``."""
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import dataclasses
 import datetime as _dt
 import hashlib
 import json
-import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 
-from editor_core.bundle import AnnotatedSamples, ModelBundle, load_bundle
+from editor_core.bundle import AnnotatedSamples, BundleLayout, ModelBundle, load_bundle
 from editor_core.checkpoints import generator_fingerprint, load_generator, read_checkpoint
 from editor_core.domains import toonface
-from editor_core.domains.toonface import PARAM_SCHEMA, ToonFaceParams, ToonPart, toonface_schema
+from editor_core.domains.toonface import ToonFaceParams, toonface_schema
 from editor_core.editing import (EditConfig, EditingModels, apply_vectors, dilate, optimize_edit, refine_config,
                                  refine_vectors, render_and_segment, resize_mask)
-from editor_core.embedding import (BATCH_EMBED_STEPS, ENCODER_KIND, ENCODER_TRAINING_KIND, EmbedConfig, Encoder,
-                                   EncoderConfig, EncoderTrainConfig, embed_image, image_distances, load_encoder, psnr,
-                                   save_encoder, train_encoder)
+from editor_core.encoder import ENCODER_KIND, Encoder, EncoderConfig, load_encoder, save_encoder
+from editor_core.encoder_training import ENCODER_TRAINING_KIND, EncoderTrainConfig, train_encoder
+from editor_core.inversion import BATCH_EMBED_STEPS, EmbedConfig, embed_image
+from editor_core.metrics import class_iou, mean_abs_change, mean_and_std, mean_iou, named_iou, reconstruction_quality
 from editor_core.networks import Generator
 from editor_core.perceptual import get_perceptual_loss
-from editor_core.segmentation import (SegmentationConfig, SegmentationEnsemble, SegTrainConfig, class_iou,
-                                      save_segmentation, train_segmentation)
+from editor_core.segmentation import (SegmentationConfig, SegmentationEnsemble, SegTrainConfig, save_segmentation,
+                                      train_segmentation)
+from editor_core.training.demo_bundle.edits import DEMO_EDITS, VECTOR_SCALE_RANGE, in_classes, transfer_overrides
+from editor_core.training.demo_bundle.renders import (RENDER_SEEDS, SAMPLE_SEEDS, SEED_STREAMS, RenderStream, chunks,
+                                                      render_faces, render_features, sample_features)
+from editor_core.training.demo_bundle.report import headline_figures, report_markdown, write_figures
 from editor_core.training.gan import enable_cuda_fast_math, save_image_grid
 from editor_core.training.param_regressor import (REGRESSOR_KIND, ParamRegressor, RegressorConfig,
                                                   RegressorTrainConfig, frechet_distance, load_param_regressor,
-                                                  regression_r2, regression_targets, regressor_features,
-                                                  save_param_regressor, target_names, train_param_regressor)
+                                                  regression_r2, regression_targets, save_param_regressor,
+                                                  target_names, train_param_regressor)
 from editor_core.vectors import EditVector, EditVectorInfo
 
 STAGES = ("encoder", "regressor", "annotate", "segmentation", "vectors", "evaluate", "figures")
-GENERATOR_FILE = "generator.safetensors"
-ENCODER_FILE = "encoder.safetensors"
-REGRESSOR_FILE = "param_regressor.safetensors"
-ANNOTATIONS_FILE = "annotations.safetensors"
-SEGMENTATION_FILE = "segmentation.safetensors"
-VECTORS_DIR = "vectors"
-THUMBNAILS_DIR = "thumbnails"
-MANIFEST_FILE = "bundle.json"
-EVALUATION_FILE = "evaluation.json"
 ENCODER_STATE_FILE = "encoder-training.safetensors"
-
-FD_CHUNK = 250  # images per regressor pass of the Fréchet distance
-RENDER_SEEDS = {"annotate": 101, "vector_sources": 102, "evaluate": 103, "transfer": 104, "fd_renders": 105,
-                "fd_renders_floor": 106, "regressor_check": 107, "encoder_check": 108, "figures": 109,
-                "direction": 110}
-SAMPLE_SEEDS = {"fd_samples": 201, "fd_samples_truncated": 202, "direction": 203, "figures": 204}
-SEED_STREAMS = {"encoder_reals": 1_000_000, "regressor": 2_000_000}
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Ground-truth edits
-
-
-def class_area(masks: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
-    """Pixels of ``classes`` in each mask ``[B, H, W]`` → ``[B]`` float."""
-    return _member(masks, classes).flatten(1).sum(1).float()
-
-
-def class_width(masks: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
-    """Columns holding at least one pixel of ``classes`` → ``[B]`` float (robust to stray pixels inside the span)."""
-    return _member(masks, classes).any(dim=1).sum(1).float()
-
-
-def class_elevation(masks: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
-    """Height of the centroid of ``classes`` above the bottom edge, in pixels → ``[B]`` (NaN where absent)."""
-    inside = _member(masks, classes).float()
-    rows = torch.arange(masks.shape[1], device=masks.device, dtype=torch.float32)
-    mean_row = (inside.sum(2) * rows).sum(1) / inside.flatten(1).sum(1)   # 0/0 = NaN for an absent class
-    return masks.shape[1] - mean_row
-
-
-def _member(masks: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
-    return torch.isin(masks, torch.as_tensor(list(classes), dtype=masks.dtype, device=masks.device))
-
-
-MASK_STATISTICS: dict[str, Callable[[torch.Tensor, Sequence[int]], torch.Tensor]] = {
-    "area": class_area, "width": class_width, "elevation": class_elevation}
-
-
-@dataclass(frozen=True)
-class GroundTruthEdit:
-    """An edit the renderer can make exactly: parameter ``param`` from ``before`` to ``after``, all else equal.
-
-    ``classes``: the vector's edited classes (the parts it is about; skin and background are left out so that the
-    region of interest stays local). ``statistic`` of ``measured_classes`` times ``sign`` (``effect``) is a number
-    the edit raises on every face, read off a mask: how tests and the report check that a vector moves the right
-    parts the right way.
-    """
-
-    name: str
-    param: str
-    before: float
-    after: float
-    classes: tuple[int, ...]
-    measured_classes: tuple[int, ...]
-    statistic: str
-    sign: int
-    description: str
-
-    def __post_init__(self) -> None:
-        if self.param not in PARAM_SCHEMA:
-            raise ValueError(f"unknown toon-face parameter {self.param!r}")
-        spec = PARAM_SCHEMA[self.param]
-        if not (spec.low <= self.before <= spec.high and spec.low <= self.after <= spec.high):
-            raise ValueError(f"{self.name}: before/after must lie in [{spec.low}, {spec.high}]")
-        if self.statistic not in MASK_STATISTICS or self.sign not in (-1, 1):
-            raise ValueError(f"{self.name}: statistic must be one of {sorted(MASK_STATISTICS)} and sign ±1")
-
-    @property
-    def delta(self) -> float:
-        return self.after - self.before
-
-    def start_range(self) -> tuple[float, float]:
-        """Values of ``param`` from which a change of ``delta`` stays inside the parameter's range."""
-        spec = PARAM_SCHEMA[self.param]
-        return (spec.low, spec.high - self.delta) if self.delta > 0 else (spec.low - self.delta, spec.high)
-
-    def applied_to(self, params: ToonFaceParams) -> ToonFaceParams:
-        """``params`` with this edit's change of ``param`` (clamped to the range against float rounding)."""
-        spec = PARAM_SCHEMA[self.param]
-        return toonface.with_param(params, self.param, (params[self.param] + self.delta).clamp(spec.low, spec.high))
-
-    def effect(self, masks: torch.Tensor) -> torch.Tensor:
-        """``[B]``: the signed statistic that this edit increases."""
-        return self.sign * MASK_STATISTICS[self.statistic](masks, self.measured_classes)
-
-
-_MOUTH = (ToonPart.UPPER_LIP, ToonPart.LOWER_LIP, ToonPart.TEETH, ToonPart.MOUTH_INSIDE)
-_EYES = (ToonPart.LEFT_EYE_WHITE, ToonPart.RIGHT_EYE_WHITE, ToonPart.LEFT_IRIS, ToonPart.RIGHT_IRIS)
-_EYEBROWS = (ToonPart.LEFT_EYEBROW, ToonPart.RIGHT_EYEBROW)
-
-DEMO_EDITS: tuple[GroundTruthEdit, ...] = (
-    GroundTruthEdit("smile", "smile", -0.4, 0.8, _MOUTH, _MOUTH, "width", 1,
-                    "Smile: the mouth corners go up, the mouth widens and the lips thin."),
-    GroundTruthEdit("open_mouth", "mouth_open", 0.0, 0.8, _MOUTH, (ToonPart.TEETH, ToonPart.MOUTH_INSIDE), "area", 1,
-                    "Open mouth: the lips part and show the upper teeth and the mouth inside."),
-    GroundTruthEdit("bigger_eyes", "eye_size", 0.85, 1.25, _EYES, _EYES, "area", 1,
-                    "Bigger eyes: eye whites and irises grow by about half."),
-    GroundTruthEdit("raised_eyebrows", "eyebrow_height", -0.6, 0.8, _EYEBROWS, _EYEBROWS, "elevation", 1,
-                    "Raised eyebrows: both brows move up from low to high."),
-    GroundTruthEdit("shorter_hair", "hair_length", 0.9, 0.15, (ToonPart.HAIR,), (ToonPart.HAIR,), "area", -1,
-                    "Shorter hair: shoulder-length hair cut to the ears; neck, shirt and backdrop show."),
-    GroundTruthEdit("bigger_nose", "nose_size", 0.8, 1.35, (ToonPart.NOSE,), (ToonPart.NOSE,), "area", 1,
-                    "Bigger nose: the nose grows by about 70 %."),
-)
-VECTOR_SCALE_RANGE = (-1.0, 1.5)   # 1 = the learned edit; negative scales reverse it
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Configuration
 
 
 @dataclass(frozen=True)
@@ -230,98 +87,6 @@ class PipelineConfig:
         object.__setattr__(self, "encoder_widths", tuple((str(k), int(v)) for k, v in self.encoder_widths))
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Rendering helpers
-
-
-def render_faces(count: int, seed: int, size: int, device: torch.device,
-                 overrides: Optional[dict[str, torch.Tensor]] = None
-                 ) -> tuple[ToonFaceParams, torch.Tensor, torch.Tensor]:
-    """``count`` random faces from ``seed`` (``overrides``: parameter values to use instead) →
-    ``(params, images [N, 3, size, size], masks [N, size, size])`` on ``device``."""
-    params = toonface.sample_params(count, seed, device=device)
-    for name, value in (overrides or {}).items():
-        params = toonface.with_param(params, name, value.to(device))
-    images, masks = toonface.render(params, size)
-    return params, images, masks
-
-
-class RenderStream:
-    """The encoder's "real" images: each call renders a fresh batch, seeded by ``seed + position``, on ``device``."""
-
-    def __init__(self, batch: int, size: int, seed: int, device: torch.device):
-        self.batch, self.size, self.seed, self.device = batch, size, seed, device
-        self.position = 0
-
-    def __call__(self) -> torch.Tensor:
-        params = toonface.sample_params(self.batch, self.seed + self.position, device=self.device)
-        self.position += 1
-        return toonface.render(params, self.size)[0]
-
-
-def transfer_overrides(count: int, seed: int, edits: Sequence[GroundTruthEdit] = DEMO_EDITS
-                       ) -> dict[str, torch.Tensor]:
-    """For every edit, its parameter drawn uniformly from ``start_range``: one face set serves all vectors, and each
-    vector's change keeps every face inside the renderer's range."""
-    rng = torch.Generator().manual_seed(seed)
-    overrides = {}
-    for edit in edits:
-        low, high = edit.start_range()
-        overrides[edit.param] = low + (high - low) * torch.rand(count, generator=rng)
-    return overrides
-
-
-def _chunks(count: int, size: int) -> Iterator[slice]:
-    for start in range(0, count, size):
-        yield slice(start, min(start + size, count))
-
-
-@torch.no_grad()
-def sample_features(generator: Generator, regressor: ParamRegressor, count: int, seed: int, psi: float
-                    ) -> torch.Tensor:
-    """Regressor features ``[count, D]`` (float64, CPU) of ``count`` generator samples (z from ``seed``, truncation
-    ``psi``, constant noise): one side of the Fréchet distance."""
-    device = generator.mapping.w_avg.device
-    z = torch.randn(count, generator.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
-    return torch.cat([regressor_features(regressor, generator(z[part], truncation_psi=psi, noise_mode="const"))
-                      for part in _chunks(count, FD_CHUNK)])
-
-
-@torch.no_grad()
-def render_features(regressor: ParamRegressor, count: int, seed: int, size: int, device: torch.device
-                    ) -> torch.Tensor:
-    """Regressor features ``[count, D]`` (float64, CPU) of ``count`` renders at ``size``², rendered ``FD_CHUNK`` at a
-    time (chunk ``k`` from seed ``seed·100 000 + k·FD_CHUNK``): the other side of the Fréchet distance."""
-    return torch.cat([regressor_features(regressor, render_faces(part.stop - part.start, seed * 100_000 + part.start,
-                                                                 size, device)[1])
-                      for part in _chunks(count, FD_CHUNK)])
-
-
-def _mask_image(mask: torch.Tensor) -> torch.Tensor:
-    """``[H, W]`` labels → ``[3, H, W]`` in ``[-1, 1]`` in the toon-face schema's colours (for figures)."""
-    return toonface_schema().colourise(mask.cpu()).permute(2, 0, 1).float() / 127.5 - 1
-
-
-def _mean_change(a: torch.Tensor, b: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
-    """Mean ``|a − b|`` per channel on the 0–255 scale over the pixels of ``region`` (bool ``[B, 1, H, W]``) of
-    images ``[B, C, H, W]`` → ``[B]``."""
-    return ((a - b).abs() * 127.5 * region).flatten(1).sum(1) / (region.flatten(1).sum(1) * a.shape[1])
-
-
-def mean_and_std(values: torch.Tensor) -> dict[str, float]:
-    """``{"mean", "std"}`` of per-image figures ``[N]`` (std 0 for one image)."""
-    values = values.double()
-    return {"mean": float(values.mean()), "std": float(values.std()) if len(values) > 1 else 0.0}
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# The pipeline
-
-
 class DemoPipeline:
     """The stages, over one bundle folder ``out`` (which holds the generator) and a scratch folder ``work``."""
 
@@ -333,11 +98,11 @@ class DemoPipeline:
         self.encoder_init = None if encoder_init is None else Path(encoder_init)
         self.figures = Path(figures) if figures is not None else self.work / "figures"
         self.log = log
-        generator_path = self.out / GENERATOR_FILE
-        if not generator_path.is_file():
-            raise FileNotFoundError(f"{self.out} has no {GENERATOR_FILE}: train and export the generator first "
-                                    f"(python -m editor_core.training.gan export ...)")
-        self.generator: Generator = load_generator(generator_path, device=self.device)
+        self.layout = BundleLayout(self.out)
+        if not self.layout.generator.is_file():
+            raise FileNotFoundError(f"{self.out} has no {BundleLayout.GENERATOR}: train and export the generator "
+                                    f"first (python -m editor_core.training.gan export ...)")
+        self.generator: Generator = load_generator(self.layout.generator, device=self.device)
         self.generator_id = generator_fingerprint(self.generator)
         self.resolution = self.generator.config.resolution
         if self.device.type == "cuda":
@@ -369,7 +134,7 @@ class DemoPipeline:
         """Encoder + optimisation inversion of ``images``, ``embed_batch`` at a time → ``(ws, psnr, lpips)``."""
         config = EmbedConfig(steps=steps, lpips_net=self.config.lpips_net, preview_every=steps)
         ws, psnrs, lpipses = [], [], []
-        for part in _chunks(len(images), self.config.embed_batch):
+        for part in chunks(len(images), self.config.embed_batch):
             with self._batched_synthesis():
                 result = embed_image(self.generator, encoder, images[part], config)
             ws.append(result.ws.detach())
@@ -381,22 +146,16 @@ class DemoPipeline:
     def _reconstruction(self, ws: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(psnr [N], lpips [N])`` of ``G(ws)`` against ``images``."""
         perceptual = get_perceptual_loss(self.config.lpips_net, self.device)
-        psnrs, lpipses = [], []
-        for part in _chunks(len(ws), self.config.forward_batch):
-            generated = self.generator.synthesis(ws[part], noise_mode="const")
-            lpips, l2 = image_distances(perceptual, generated, images[part], lpips_resolution=256)
-            psnrs.append(psnr(l2).cpu())
-            lpipses.append(lpips.cpu())
-        return torch.cat(psnrs), torch.cat(lpipses)
+        return reconstruction_quality(self.generator, ws, images, perceptual, self.config.forward_batch)
 
     @torch.no_grad()
     def _encode(self, encoder: Encoder, images: torch.Tensor) -> torch.Tensor:
-        return torch.cat([encoder(images[part]) for part in _chunks(len(images), self.config.forward_batch)])
+        return torch.cat([encoder(images[part]) for part in chunks(len(images), self.config.forward_batch)])
 
     def segment(self, models: EditingModels, ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(images, labels)`` of latents, ``forward_batch`` at a time."""
         images, labels = zip(*(render_and_segment(models, ws[part])
-                               for part in _chunks(len(ws), self.config.forward_batch)))
+                               for part in chunks(len(ws), self.config.forward_batch)))
         return torch.cat(images), torch.cat(labels)
 
     def segmentation_iou(self, models: EditingModels, ws: torch.Tensor, masks: torch.Tensor) -> dict[str, Any]:
@@ -405,8 +164,7 @@ class DemoPipeline:
         schema = toonface_schema()
         labels = self.segment(models, ws)[1].cpu()
         iou = class_iou(labels, resize_mask(masks, models.seg_resolution).cpu(), schema.num_classes)
-        per_class = {c: (None if math.isnan(v) else round(v, 4)) for c, v in zip(schema.class_names, iou.tolist())}
-        return {"miou": float(iou.nanmean()), "per_class": per_class}
+        return {"miou": float(iou.nanmean()), "per_class": named_iou(iou, schema.class_names)}
 
     def _load(self) -> ModelBundle:
         return load_bundle(self.out, device=self.device)
@@ -419,12 +177,12 @@ class DemoPipeline:
 
     def _update_manifest(self, files: dict[str, dict[str, Any]], figures: Optional[dict[str, Any]] = None) -> None:
         """Merge entries into ``bundle.json``: what each file is and how it was made, sizes, hashes, figures."""
-        path = self.out / MANIFEST_FILE
+        path = self.layout.manifest
         manifest = json.loads(path.read_text()) if path.exists() else {
             "name": "toonface-demo", "description": "EditGAN Studio demo bundle: a StyleGAN2 generator of procedural "
             "toon faces with everything the studio learns for it.", "files": {}, "figures": {}}
-        generator_meta = read_checkpoint(self.out / GENERATOR_FILE)[2]
-        manifest["files"][GENERATOR_FILE] = {
+        generator_meta = read_checkpoint(self.layout.generator)[2]
+        manifest["files"][BundleLayout.GENERATOR] = {
             "what": "StyleGAN2 generator (128² toon faces), fp16", "how": "editor_core.training.gan, see "
             "docs/demo-model.md", "kimg": generator_meta.get("kimg"), "fingerprint": self.generator_id}
         manifest["files"].update(files)
@@ -442,7 +200,7 @@ class DemoPipeline:
 
     def encoder_stage(self, force: bool = False) -> None:
         """Train the encoder on generator samples and renders; ship it in fp16 if that costs < 0.05 dB PSNR."""
-        path = self.out / ENCODER_FILE
+        path = self.layout.encoder
         if self._skip(path, force):
             return
         cfg, G = self.config, self.generator
@@ -491,7 +249,7 @@ class DemoPipeline:
         save_encoder(path, copy.deepcopy(encoder).half() if ship_fp16 else encoder, G, meta)
         self.log(f"encoder: saved {path} ({meta['dtype']}; encoder-only PSNR {psnr32:.2f} dB fp32, "
                  f"{psnr16:.2f} dB fp16)")
-        self._update_manifest({ENCODER_FILE: {
+        self._update_manifest({BundleLayout.ENCODER: {
             "what": f"image → W+ encoder ({meta['dtype']})", "how": f"train_encoder, {done} steps of batch "
             f"{cfg.encoder_batch} generator samples + {cfg.encoder_batch} renders", "created": meta["created"]}})
 
@@ -508,7 +266,7 @@ class DemoPipeline:
 
     def regressor_stage(self, force: bool = False) -> None:
         """Train the render-parameter regressor (the Fréchet-distance features) on fresh renders."""
-        path = self.out / REGRESSOR_FILE
+        path = self.layout.regressor
         if self._skip(path, force):
             # The regressor sees renders only, so one copied in from another generator's bundle serves this one as
             # well (and keeps Fréchet distances comparable across generators); it still needs its manifest entry.
@@ -543,18 +301,18 @@ class DemoPipeline:
             raise ValueError(f"{path} regresses {resolution}² renders, not this generator's {self.resolution}²; "
                              f"delete it or rebuild it with --force")
         meta = read_checkpoint(path, REGRESSOR_KIND)[2]
-        self._update_manifest({REGRESSOR_FILE: {
+        self._update_manifest({BundleLayout.REGRESSOR: {
             "what": "render-parameter regressor (fp16): feature network of the Fréchet distance",
             "how": "editor_core.training.param_regressor on fresh renders", "created": meta["created"]}},
             {"regressor_r2_mean": meta["r2_mean"]})
 
     def annotate_stage(self, force: bool = False) -> None:
         """Invert ``annotated_samples`` renders; their true masks become the annotations of the inverted latents."""
-        path = self.out / ANNOTATIONS_FILE
+        path = self.layout.annotations
         if self._skip(path, force):
             return
         cfg = self.config
-        encoder = load_encoder(self.out / ENCODER_FILE, self.generator)
+        encoder = load_encoder(self.layout.encoder, self.generator)
         params, images, masks = self.render(cfg.annotated_samples, "annotate")
         ws, psnrs, lpipses = self.embed(images, encoder, cfg.annotate_steps)
         meta = {
@@ -569,17 +327,17 @@ class DemoPipeline:
                           "lpips": [round(v, 4) for v in lpipses.tolist()]}}
         AnnotatedSamples(ws.cpu(), masks.cpu(), toonface_schema(), meta).save(path)
         self.log(f"annotate: saved {path}; inversion PSNR {psnrs.mean():.2f} dB, LPIPS {lpipses.mean():.4f}")
-        self._update_manifest({ANNOTATIONS_FILE: {
+        self._update_manifest({BundleLayout.ANNOTATIONS: {
             "what": f"{cfg.annotated_samples} annotated samples: inverted renders (W+) with their true masks",
             "how": f"embed_image, {cfg.annotate_steps} steps from the encoder's guess", "created": meta["created"]}})
 
     def segmentation_stage(self, force: bool = False) -> None:
         """Train the segmentation ensemble on the annotated samples; ship it in fp16."""
-        path = self.out / SEGMENTATION_FILE
+        path = self.layout.segmentation
         if self._skip(path, force):
             return
         cfg = self.config
-        samples = AnnotatedSamples.load(self.out / ANNOTATIONS_FILE)
+        samples = AnnotatedSamples.load(self.layout.annotations)
         schema = toonface_schema()
         seg_config = SegmentationConfig.from_generator(self.generator, schema.num_classes, cfg.seg_resolution,
                                                        hidden=cfg.seg_hidden, ensemble_size=cfg.seg_ensemble)
@@ -594,7 +352,7 @@ class DemoPipeline:
         # Stored in fp16 (half the bytes); loading casts back to float32 parameters.
         save_segmentation(path, copy.deepcopy(ensemble).half(), schema, meta)
         self.log(f"segmentation: saved {path}; {result.steps} steps, training mIoU {result.mean_iou:.3f}")
-        self._update_manifest({SEGMENTATION_FILE: {
+        self._update_manifest({BundleLayout.SEGMENTATION: {
             "what": f"segmentation branch: {cfg.seg_ensemble}-member MLP ensemble on synthesis features, "
                     f"{seg_config.resolution}², toonface schema (18 classes), fp16",
             "how": f"train_segmentation on the {len(samples.latents)} annotated samples", "created": meta["created"]}})
@@ -603,7 +361,7 @@ class DemoPipeline:
         """Learn one vector per ``DEMO_EDITS`` entry with mode 3 from ground-truth edits, with thumbnails."""
         cfg = self.config
         pending = [edit for edit in DEMO_EDITS
-                   if not self._skip(self.out / VECTORS_DIR / f"{edit.name}.safetensors", force)]
+                   if not self._skip(self.layout.vector(edit.name), force)]
         if not pending:
             return
         bundle = self._load()
@@ -618,7 +376,7 @@ class DemoPipeline:
             sources.append((edit, seed, images, before, after))
         ws_all, psnrs, _ = self.embed(torch.cat([images for _, _, images, _, _ in sources]), bundle.encoder,
                                       cfg.annotate_steps)
-        (self.out / THUMBNAILS_DIR).mkdir(parents=True, exist_ok=True)
+        (self.out / BundleLayout.THUMBNAILS).mkdir(parents=True, exist_ok=True)
         files = {}
         for index, (edit, seed, images, before, after) in enumerate(sources):
             ws = ws_all[index * cfg.vector_sources:(index + 1) * cfg.vector_sources]
@@ -633,13 +391,13 @@ class DemoPipeline:
                 scale_range=VECTOR_SCALE_RANGE, author="editor_core.training.demo_bundle",
                 description=edit.description)
             vector = EditVector(result.delta.mean(0).cpu(), info)
-            relative = f"{VECTORS_DIR}/{edit.name}.safetensors"
+            relative = BundleLayout.vector_name(edit.name)
             vector.save(self.out / relative)
             applied = apply_vectors(models, ws[:1], [vector], [1.0])
             for suffix, image in (("before", self.generator.synthesis(ws[:1], noise_mode="const")),
                                   ("after", applied.image)):
-                save_image_grid(image, self.out / THUMBNAILS_DIR / f"{edit.name}_{suffix}.png", columns=1)
-                files[f"{THUMBNAILS_DIR}/{edit.name}_{suffix}.png"] = {
+                save_image_grid(image, self.layout.thumbnail(edit.name, suffix), columns=1)
+                files[BundleLayout.thumbnail_name(edit.name, suffix)] = {
                     "what": f"thumbnail of '{edit.name}', {suffix}", "how": "a source face, vector at scale 1"}
             files[relative] = {"what": f"edit vector '{edit.name}': {edit.description}",
                                "how": f"mode 3 on {cfg.vector_sources} inverted renders, {edit.param} "
@@ -649,7 +407,7 @@ class DemoPipeline:
 
     def evaluate_stage(self, force: bool = False) -> dict[str, Any]:
         """Measure the bundle (see the module docstring); writes ``evaluation.json``, the markdown table, figures."""
-        path = self.out / EVALUATION_FILE
+        path = self.layout.evaluation
         if self._skip(path, force):
             return json.loads(path.read_text())
         cfg = self.config
@@ -686,7 +444,7 @@ class DemoPipeline:
         self.work.mkdir(parents=True, exist_ok=True)
         (self.work / "evaluation.md").write_text(report_markdown(report))
         self.log(report_markdown(report))
-        self._update_manifest({EVALUATION_FILE: {"what": "measured figures (JSON)", "how": "evaluate stage",
+        self._update_manifest({BundleLayout.EVALUATION: {"what": "measured figures (JSON)", "how": "evaluate stage",
                                                  "created": report["created"]}}, headline_figures(report))
         return report
 
@@ -702,7 +460,7 @@ class DemoPipeline:
         transfer_seed = cfg.seed * 1000 + RENDER_SEEDS["transfer"]
         transfer_params, transfer_images, _ = self.render(2, "transfer", transfer_overrides(2, transfer_seed))
         ws, _, _ = self.embed(torch.cat([images, transfer_images]), bundle.encoder, cfg.eval_embed_steps)
-        self._write_figures(models, bundle, images, masks, ws[:8], self._encode(bundle.encoder, images),
+        write_figures(self, models, bundle, images, masks, ws[:8], self._encode(bundle.encoder, images),
                             transfer_params, ws[8:])
         self.log(f"figures: written to {self.figures}")
 
@@ -723,7 +481,7 @@ class DemoPipeline:
     @torch.no_grad()
     def _frechet_figures(self, bundle: ModelBundle) -> dict[str, Any]:
         cfg, G = self.config, self.generator
-        regressor = load_param_regressor(self.out / REGRESSOR_FILE, self.device)
+        regressor = load_param_regressor(self.layout.regressor, self.device)
 
         def samples(seed: int, psi: float) -> torch.Tensor:
             return sample_features(G, regressor, cfg.fd_samples, seed, psi)
@@ -738,7 +496,7 @@ class DemoPipeline:
             "samples_vs_renders": frechet_distance(samples(SAMPLE_SEEDS["fd_samples"], 1.0), renders),
             "samples_psi0.7_vs_renders": frechet_distance(samples(SAMPLE_SEEDS["fd_samples_truncated"], 0.7), renders),
             "renders_vs_renders": frechet_distance(renders_of("fd_renders_floor"), renders),
-            "regressor_r2_mean": read_checkpoint(self.out / REGRESSOR_FILE)[2].get("r2_mean")}
+            "regressor_r2_mean": read_checkpoint(self.layout.regressor)[2].get("r2_mean")}
         self.log(f"evaluate: FD samples vs renders {figures['samples_vs_renders']:.4f} "
                  f"(renders vs renders {figures['renders_vs_renders']:.4f})")
         return figures
@@ -753,42 +511,42 @@ class DemoPipeline:
         for edit in DEMO_EDITS:
             vector = bundle.vectors[edit.name]
             truth_images, truth_masks = toonface.render(edit.applied_to(params), self.resolution)
-            region = _member(masks, edit.classes) | _member(truth_masks, edit.classes)
+            region = in_classes(masks, edit.classes) | in_classes(truth_masks, edit.classes)
             outside = ~dilate(region)[:, None]
             truth_small = resize_mask(truth_masks, size)
 
-            mode1 = [apply_vectors(models, ws[part], [vector], [1.0]) for part in _chunks(len(ws), cfg.forward_batch)]
+            mode1 = [apply_vectors(models, ws[part], [vector], [1.0]) for part in chunks(len(ws), cfg.forward_batch)]
             edited = {"mode1": (torch.cat([a.image for a in mode1]), torch.cat([a.mask for a in mode1]))}
-            edited["mode2"], refined = self._refine(models, ws, vector, edited["mode1"], original_labels)
+            edited["mode2"], refined = self.refine(models, ws, vector, edited["mode1"], original_labels)
 
             def measure(image: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-                iou = class_iou(labels.cpu(), truth_small.cpu(), models.num_classes)[list(edit.classes)]
-                lpips = torch.cat([perceptual(image[p], truth_images[p]) for p in _chunks(len(ws), cfg.forward_batch)])
-                change = _mean_change(image, original_images, outside)
+                lpips = torch.cat([perceptual(image[p], truth_images[p]) for p in chunks(len(ws), cfg.forward_batch)])
+                change = mean_abs_change(image, original_images, outside)
                 moved = edit.effect(labels) > edit.effect(original_labels)
-                return {"iou": float(iou.nanmean()), "lpips_to_truth": float(lpips.mean()),
+                iou = mean_iou(labels.cpu(), truth_small.cpu(), models.num_classes, classes=edit.classes)
+                return {"iou": iou, "lpips_to_truth": float(lpips.mean()),
                         "outside_change": float(change.mean()), "direction": float(moved.float().mean())}
 
             entry = {name: measure(*result) for name, result in edited.items()}
             entry["unedited"] = measure(original_images, original_labels)
-            entry["truth"] = {"outside_change": float(_mean_change(truth_images, images, outside).mean()),
+            entry["truth"] = {"outside_change": float(mean_abs_change(truth_images, images, outside).mean()),
                               "direction": float((edit.effect(truth_masks) > edit.effect(masks)).float().mean())}
             entry["mode2"]["refined_images"] = refined
             figures[edit.name] = entry
             self.log(f"evaluate: {edit.name}: " + json.dumps({k: v for k, v in entry.items()}))
         return figures
 
-    def _refine(self, models: EditingModels, ws: torch.Tensor, vector: EditVector,
-                mode1: tuple[torch.Tensor, torch.Tensor], original_labels: torch.Tensor
-                ) -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
+    def refine(self, models: EditingModels, ws: torch.Tensor, vector: EditVector,
+               mode1: tuple[torch.Tensor, torch.Tensor], original_labels: torch.Tensor
+               ) -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
         """Mode 2 on every image whose region of interest is not empty (the vector's classes appear in its original
         or mode-1 segmentation); the others keep their mode-1 result. Returns the results and how many refined."""
         images, labels = mode1[0].clone(), mode1[1].clone()
-        has_roi = (_member(original_labels, vector.info.edited_classes)
-                   | _member(mode1[1], vector.info.edited_classes)).flatten(1).any(1)
+        has_roi = (in_classes(original_labels, vector.info.edited_classes)
+                   | in_classes(mode1[1], vector.info.edited_classes)).flatten(1).any(1)
         indices = has_roi.nonzero()[:, 0]
         config = refine_config(steps=self.config.refine_steps)
-        for part in _chunks(len(indices), self.config.forward_batch):
+        for part in chunks(len(indices), self.config.forward_batch):
             chosen = indices[part]
             result = refine_vectors(models, ws[chosen], [vector], [1.0], config)
             images[chosen], labels[chosen] = result.image, result.mask
@@ -810,43 +568,9 @@ class DemoPipeline:
             for edit in DEMO_EDITS:
                 vector = bundle.vectors[edit.name]
                 after = torch.cat([apply_vectors(models, ws[part], [vector], [1.0]).mask
-                                   for part in _chunks(count, self.config.forward_batch)])
+                                   for part in chunks(count, self.config.forward_batch)])
                 figures[name][edit.name] = float((edit.effect(after) > edit.effect(labels)).float().mean())
         return figures
-
-    @torch.no_grad()
-    def _write_figures(self, models: EditingModels, bundle: ModelBundle, images: torch.Tensor, masks: torch.Tensor,
-                       ws: torch.Tensor, ws0: torch.Tensor, transfer_params: ToonFaceParams,
-                       ws_transfer: torch.Tensor) -> None:
-        """Sample and render grids, inversions, and one before/after sheet per vector, into ``self.figures``."""
-        self.figures.mkdir(parents=True, exist_ok=True)
-        G = self.generator
-        z = torch.randn(24, G.z_dim, generator=torch.Generator().manual_seed(SAMPLE_SEEDS["figures"]))
-        save_image_grid(G(z.to(self.device), noise_mode="const"), self.figures / "demo_samples.png", columns=8)
-        save_image_grid(self.render(24, "figures")[1], self.figures / "demo_renders.png", columns=8)
-
-        inverted, labels = render_and_segment(models, ws)
-        encoded = G.synthesis(ws0, noise_mode="const")
-        size = self.resolution
-        rows = [images, inverted, encoded, torch.stack([_mask_image(m) for m in masks]).to(self.device),
-                torch.stack([_mask_image(resize_mask(m[None], size)[0]) for m in labels]).to(self.device)]
-        save_image_grid(torch.cat(rows), self.figures / "demo_inversions.png", columns=len(images))
-
-        faces = slice(0, 2)
-        params = {name: value[faces] for name, value in transfer_params.items()}
-        for edit in DEMO_EDITS:
-            vector = bundle.vectors[edit.name]
-            before, _ = toonface.render(params, size)
-            after, _ = toonface.render(edit.applied_to(params), size)
-            original, original_labels = render_and_segment(models, ws_transfer[faces])
-            mode1 = apply_vectors(models, ws_transfer[faces], [vector], [1.0])
-            with torch.enable_grad():
-                (mode2, mode2_labels), _ = self._refine(models, ws_transfer[faces], vector, (mode1.image, mode1.mask),
-                                                        original_labels)
-            sheet = torch.stack([before, after, original, mode1.image, mode2,
-                                 torch.stack([_mask_image(resize_mask(m[None], size)[0]) for m in mode2_labels])
-                                 .to(self.device)], dim=1)
-            save_image_grid(sheet.flatten(0, 1), self.figures / f"demo_vec_{edit.name}.png", columns=6)
 
 
 def _rounded_to_fp16(module: torch.nn.Module) -> torch.nn.Module:
@@ -866,132 +590,5 @@ def _device_name(device: torch.device) -> str:
     return "cpu"
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Reporting
-
-
-def headline_figures(report: dict[str, Any]) -> dict[str, Any]:
-    """The few numbers ``bundle.json`` carries."""
-    inversion, frechet = report["inversion"], report["frechet"]
-    return {
-        "measured": report["created"], "device": report["device"],
-        "inversion_psnr_db": round(inversion["optimised"]["psnr"]["mean"], 2),
-        "inversion_lpips": round(inversion["optimised"]["lpips"]["mean"], 4),
-        "segmentation_miou": round(report["segmentation"]["optimised"]["miou"], 4),
-        "segmentation_miou_encoder_only": round(report["segmentation"]["encoder_only"]["miou"], 4),
-        "fd_samples_vs_renders": round(frechet["samples_vs_renders"], 4),
-        "fd_renders_vs_renders": round(frechet["renders_vs_renders"], 4),
-        "held_out_renders": inversion["renders"]}
-
-
-def report_markdown(report: dict[str, Any]) -> str:
-    """The evaluation as markdown tables (pasted into docs/demo-model.md)."""
-    inv, seg, fd, tr = report["inversion"], report["segmentation"], report["frechet"], report["transfer"]
-
-    def pm(stats: dict[str, float], digits: int) -> str:
-        return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
-
-    lines = [f"Measured {report['created']} on {report['device']}.", "",
-             f"Inversion of {inv['renders']} held-out renders (LPIPS-{inv['lpips_net']}):", "",
-             "| latent | PSNR (dB) | LPIPS | mIoU |", "| --- | --- | --- | --- |",
-             f"| encoder only | {pm(inv['encoder_only']['psnr'], 2)} | {pm(inv['encoder_only']['lpips'], 4)} | "
-             f"{seg['encoder_only']['miou']:.4f} |",
-             f"| encoder + {inv['steps']} optimisation steps | {pm(inv['optimised']['psnr'], 2)} | "
-             f"{pm(inv['optimised']['lpips'], 4)} | {seg['optimised']['miou']:.4f} |", "",
-             "Per-class IoU (optimised inversions):", "", "| class | IoU | class | IoU |", "| --- | --- | --- | --- |"]
-    classes = list(seg["optimised"]["per_class"].items())
-    half = (len(classes) + 1) // 2
-    for (a, va), (b, vb) in zip(classes[:half], classes[half:] + [("", None)]):
-        fa = "absent" if va is None else f"{va:.4f}"
-        fb = "" if not b else ("absent" if vb is None else f"{vb:.4f}")
-        lines.append(f"| {a} | {fa} | {b} | {fb} |")
-    lines += ["", f"Fréchet distance in the render-parameter regressor's features ({fd['feature_dim']}-d, held-out "
-              f"R² {fd['regressor_r2_mean']}), {fd['samples']} images a side:", "",
-              "| compared | FD |", "| --- | --- |",
-              f"| samples (ψ = 1) vs renders | {fd['samples_vs_renders']:.4f} |",
-              f"| samples (ψ = 0.7) vs renders | {fd['samples_psi0.7_vs_renders']:.4f} |",
-              f"| renders vs other renders (floor) | {fd['renders_vs_renders']:.4f} |", "",
-              f"Vector transfer to {tr['renders']} other held-out inverted renders (scale 1; IoU of the vector's "
-              f"classes against the renderer's true edited mask; LPIPS to the true edited render; mean |Δ| outside "
-              f"the ROI on the 0–255 scale; direction: share of faces whose measured statistic moved the right way):",
-              "", "| vector | mode | IoU | LPIPS to truth | Δ outside ROI | direction |",
-              "| --- | --- | --- | --- | --- | --- |"]
-    for edit in DEMO_EDITS:
-        entry = tr[edit.name]
-        for mode, label in (("unedited", "none (inversion)"), ("mode1", "1"), ("mode2", "2")):
-            m = entry[mode]
-            lines.append(f"| {edit.name} | {label} | {m['iou']:.4f} | {m['lpips_to_truth']:.4f} | "
-                         f"{m['outside_change']:.2f} | {m['direction']:.2f} |")
-        lines.append(f"| {edit.name} | renderer truth | 1 | 0 | {entry['truth']['outside_change']:.2f} | "
-                     f"{entry['truth']['direction']:.2f} |")
-    direction = report["direction"]
-    for name, label in (("samples", "generator samples (ψ = 1)"), ("encoded_renders", "encoder-only inversions of "
-                                                                                     "fresh renders")):
-        lines += ["", f"Direction on {direction['faces']} {label}, mode 1: "
-                  + ", ".join(f"{e.name} {direction[name][e.name]:.2f}" for e in DEMO_EDITS)]
-    lines.append("")
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Command line
-
-
-def _install_generator(generator: Path, out: Path) -> None:
-    """Make ``out/generator.safetensors`` the given generator (a bundle folder holds its generator)."""
-    target = out / GENERATOR_FILE
-    if generator.resolve() == target.resolve():
-        return
-    if target.exists():
-        ours, theirs = (generator_fingerprint(load_generator(p)) for p in (generator, target))
-        if ours != theirs:
-            raise ValueError(f"{out} already holds another generator ({theirs}, not {ours}); use a new --out folder")
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(generator, target)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m editor_core.training.demo_bundle",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=(*STAGES, "all"))
-    parser.add_argument("--out", type=Path, default=Path("demo"), help="bundle folder (default: demo)")
-    parser.add_argument("--generator", type=Path, default=None,
-                        help="generator to build on (default: <out>/generator.safetensors; copied there if absent)")
-    parser.add_argument("--work", type=Path, default=Path("scratch/demo-work"),
-                        help="scratch folder for training state and the markdown report")
-    parser.add_argument("--figures", type=Path, default=None,
-                        help="folder for the PNG figures (default: <work>/figures)")
-    parser.add_argument("--encoder-init", type=Path, default=None,
-                        help="start the encoder stage from this encoder (e.g. one trained for an earlier generator)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--force", action="store_true", help="rebuild outputs that exist")
-    options = {"encoder_minutes": float, "encoder_steps": int, "encoder_batch": int, "regressor_minutes": float,
-               "regressor_steps": int, "annotate_steps": int, "seg_steps": int, "seg_ensemble": int,
-               "vector_sources": int, "vector_steps": int, "eval_renders": int, "transfer_renders": int,
-               "eval_embed_steps": int, "refine_steps": int, "fd_samples": int, "embed_batch": int,
-               "forward_batch": int, "lpips_net": str}
-    for name, kind in options.items():
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None,
-                            help=f"(default {getattr(PipelineConfig, name)})")
-    return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    args = build_parser().parse_args(argv)
-    overrides = {name: value for name, value in vars(args).items()
-                 if name in {f.name for f in dataclasses.fields(PipelineConfig)} and value is not None}
-    config = PipelineConfig(**overrides)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
-    _install_generator(args.generator or args.out / GENERATOR_FILE, args.out)
-    pipeline = DemoPipeline(args.out, args.work, config, device, args.figures,
-                            log=lambda line: print(line, flush=True), encoder_init=args.encoder_init)
-    for stage in (STAGES if args.stage == "all" else (args.stage,)):
-        began = time.monotonic()
-        getattr(pipeline, f"{stage}_stage")(force=args.force)
-        print(f"== {stage} done in {time.monotonic() - began:.0f} s", flush=True)
-
-
-if __name__ == "__main__":
-    main()
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

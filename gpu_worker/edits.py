@@ -1,0 +1,81 @@
+"""Edit sessions in the engine: their vectors and latents in; previews, results and mode-1 batches out, stored
+through ``webapp.editing.services`` (which announces them on the edit's websocket)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from editor_core.bundle import latents_bytes
+from editor_core.editing import apply_vectors
+from editor_core.images import image_png, mask_array
+from editor_core.progress import ProgressEvent
+from editor_core.vectors import EditVector, EditVectorInfo, scale_rows
+from gpu_worker import engine_cache, samples
+from gpu_worker.progress import JobReporter
+from webapp.datasets import services as datasets
+from webapp.editing import selectors as edit_rows, services as editing
+
+
+def session(job):
+    return edit_rows.session(job.params["session_id"])
+
+
+def library_vectors(session) -> list[tuple[int, EditVector, float]]:
+    """``(library id, engine vector, scale)`` for each vector of a mode 1/2 edit."""
+    return [(row.pk, engine_cache.vector(row), scale) for row, scale in edit_rows.session_vectors(session)]
+
+
+def stream_previews(reporter: JobReporter, session) -> None:
+    """Send a mode 2/3 edit's previews (the image, and its segmentation in the schema's colours) to its websocket."""
+    sample = session.sample
+
+    def preview(event: ProgressEvent) -> None:
+        mask = None if event.preview_mask is None else datasets.mask_png(
+            sample, mask_array(event.preview_mask, sample.width))
+        editing.publish_preview(session, reporter.job.pk, event.step, event.total, image_png(event.preview_image),
+                                mask)
+
+    reporter.on_preview = preview
+
+
+def store(session, image: torch.Tensor, mask: torch.Tensor, ws: torch.Tensor, delta: torch.Tensor | None = None,
+          edited_classes=(), metrics: dict | None = None) -> dict:
+    """Store an edit's result (its vector file too, when the edit learned one); the job's result is what
+    ``GET /edits/{id}`` shows."""
+    vector_file = b""
+    if delta is not None:
+        info = EditVectorInfo(name=f"edit {session.pk}", generator_id=session.generator.fingerprint,
+                              edited_classes=list(edited_classes), source={"kind": "edit", "session": session.pk},
+                              author=session.user.get_username() if session.user else "")
+        vector_file = EditVector(delta=delta.detach().cpu(), info=info).to_bytes()
+    result = editing.store_result(session, image_png=image_png(image),
+                                  mask_png=datasets.mask_png(session.sample, mask_array(mask, session.sample.width)),
+                                  latent=latents_bytes(ws, session.generator.fingerprint), delta=vector_file,
+                                  edited_classes=edited_classes, metrics=metrics or {})
+    return {"session_id": session.pk, **editing.result_out(result)}
+
+
+@dataclass
+class Mode1Request:
+    job: object
+    session: object
+    vectors: list[tuple[int, EditVector, float]]
+    ws: torch.Tensor
+
+
+def mode1_request(job) -> Mode1Request:
+    edit = session(job)
+    return Mode1Request(job, edit, library_vectors(edit), samples.latent(edit.sample))
+
+
+def render_mode1(leader, requests: list[Mode1Request]) -> list[dict]:
+    """Apply each request's vectors to its latent in one forward pass and store the results (request order)."""
+    vectors, scales = scale_rows([request.vectors for request in requests])
+    first = requests[0].session
+    applied = apply_vectors(engine_cache.editing_models(first.generator, first.segmentation),
+                            torch.cat([request.ws for request in requests]), vectors, scales,
+                            mask_members=engine_cache.mode1_mask_members())
+    return [store(request.session, applied.image[index], applied.mask[index], applied.ws[index],
+                  metrics={"batch_size": len(requests), "batch_leader": leader.pk})
+            for index, request in enumerate(requests)]

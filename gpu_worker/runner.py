@@ -1,0 +1,63 @@
+"""How every task runs its job: claim it, run the task's body with a reporter, end it. ``end_with`` is the one error
+path of all tasks (mode-1 requests riding along in a batch included)."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import traceback
+from typing import Callable
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.core.exceptions import ValidationError
+
+from editor_core.progress import Cancelled
+from gpu_worker.progress import JobReporter
+from webapp.errors import Conflict
+from webapp.jobs import services as jobs
+
+log = logging.getLogger(__name__)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_job(job_id: int, body: Callable[[object, JobReporter], dict]) -> str:
+    """Claim the job, run ``body(job, reporter)`` (heartbeat, cancel, progress), record how it ended. Jobs that
+    ``body`` adds to ``reporter.batch`` end with it when it raises."""
+    job = jobs.claim(job_id, worker_name())
+    if job is None:
+        return "skipped"
+    reporter = JobReporter(job)
+    try:
+        with reporter:
+            result = body(job, reporter)
+    except Exception as exc:
+        for rider in reporter.batch:
+            end_with(rider, exc)
+        return end_with(job, exc)
+    jobs.succeed(job, result, reporter.metrics)
+    return "succeeded"
+
+
+def end_with(job, exc: Exception) -> str:
+    """End ``job`` for the exception its run raised: cancelled, or failed with a clear message (the traceback goes
+    to the job's log only for what nobody foresaw)."""
+    if isinstance(exc, Cancelled):
+        jobs.end_cancelled(job)
+        return "cancelled"
+    if isinstance(exc, SoftTimeLimitExceeded):
+        error = f"ran past the {jobs.time_limit(job.queue)} s time limit"
+    elif isinstance(exc, ValidationError):
+        error = " ".join(exc.messages)
+    elif isinstance(exc, Conflict):
+        error = exc.detail
+    elif isinstance(exc, (ValueError, FileNotFoundError)):  # the engine refused the input: no traceback
+        error = str(exc)
+    else:
+        log.error("job %s (%s) failed", job.pk, job.kind, exc_info=exc)
+        jobs.append_log(job, "".join(traceback.format_exception(exc)))
+        error = f"{type(exc).__name__}: {exc}"
+    jobs.fail(job, error)
+    return "failed"

@@ -1,0 +1,47 @@
+"""Read functions that hand an edit or vector-library task its inputs: the session, its vectors, its masks."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+from django.core.exceptions import ValidationError
+
+from webapp.datasets import services as datasets
+from webapp.editing.models import EditSession, EditVector
+from webapp.storage import read_bytes
+
+
+def session(session_id: int) -> EditSession:
+    found = (EditSession.objects.select_related("sample__dataset__generator", "sample__dataset__schema", "generator",
+                                                "segmentation", "user").filter(pk=session_id).first())
+    if found is None:
+        raise ValidationError(f"edit session #{session_id} was deleted after the edit was requested")
+    return found
+
+
+def session_vectors(session: EditSession) -> list[tuple[EditVector, float]]:
+    """``(library row, scale)`` for each vector of a mode 1/2 edit, in the order it asked for them."""
+    wanted = session.params["vectors"]
+    rows = {row.pk: row for row in EditVector.objects.filter(pk__in=[v["vector_id"] for v in wanted])}
+    missing = [v["vector_id"] for v in wanted if v["vector_id"] not in rows]
+    if missing:
+        raise ValidationError(f"edit vectors {missing} were deleted after the edit was requested")
+    return [(rows[v["vector_id"]], float(v["scale"])) for v in wanted]
+
+
+def vector(vector_id: int) -> EditVector:
+    found = EditVector.objects.select_related("generator").filter(pk=vector_id).first()
+    if found is None:
+        raise ValidationError(f"edit vector #{vector_id} was deleted before its thumbnails were rendered")
+    return found
+
+
+def target_mask(session: EditSession) -> np.ndarray:
+    """A mode-3 edit's repainted mask, ``uint8 [H, W]`` class indices (checked when the edit was requested)."""
+    return datasets.parse_mask(session.sample, read_bytes(session.target_mask.name))
+
+
+def region_of_interest(session: EditSession) -> Optional[np.ndarray]:
+    """A mode-3 edit's region of interest, bool ``[H, W]``, or None when the request gave none."""
+    name = session.params.get("roi_file")
+    return datasets.parse_roi(session.sample, read_bytes(name)) if name else None
