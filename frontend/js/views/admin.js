@@ -202,7 +202,8 @@ export class AdminView {
       const hidden = this.trainHidden.value.split(',').map((w) => Number(w.trim())).filter((w) => w > 0);
       const job = await api.trainSegmentation({ dataset_id: datasetId, steps: Number(this.trainSteps.value),
         name: this.trainName.value, activate: this.trainActivate.checked,
-        ensemble_size: Number(this.trainEnsemble.value), hidden, pixels_per_step: this.trainPixels.value ? Number(this.trainPixels.value) : null,
+        ensemble_size: Number(this.trainEnsemble.value), hidden,
+        pixels_per_step: this.trainPixels.value ? Number(this.trainPixels.value) : null, // null: the worker's
         early_stopping: this.trainEarlyStop.checked, sample_ids: this.picker.pickedIds(),
         holdout_fraction: this.picker.holdoutFraction() });
       this.trainStatus.textContent = `job #${job.id} queued`;
