@@ -45,6 +45,7 @@ from editor_core.progress import ProgressCallback, ProgressEvent, report
 from editor_core.schema import LabelSchema
 
 UPSAMPLE_MODES = ("nearest", "bilinear")
+LR_SCHEDULES = ("constant", "cosine")
 CHECKPOINT_KIND = "segmentation"
 
 
@@ -197,6 +198,16 @@ def _grouped_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, g
     return out.view(batch, out_channels, height, width)
 
 
+def _project(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``weight`` ``[O, C]`` applied to ``x`` ``[B, C, N]``: ``[B, O, N]``, as one batched matrix product.
+
+    Not ``torch.matmul``: for a 2-D × 3-D product it multiplies the transposes, and the transposed ``[B, N, O]``
+    result and its gradient then cost copies — on a CPU, at a training step's few hundred pixels per sample, several
+    times the product itself.
+    """
+    return torch.bmm(weight.expand(x.shape[0], -1, -1), x)
+
+
 def _fold_batch_norm(norm: nn.BatchNorm2d, conv: nn.Conv2d, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias of ``conv ∘ norm`` for an eval-mode ``norm``: ``W·(a·x + b) + c = (W·diag(a))·x + (W·b + c)``
     with ``a = γ/√(σ² + ε)``, ``b = β − μ·a``, per group of the grouped 1×1 ``conv``."""
@@ -227,10 +238,6 @@ class SegmentationEnsemble(nn.Module):
             nn.Conv2d(E * w_in, E * w_out, kernel_size=1, groups=E) for w_in, w_out in zip(widths[:-1], widths[1:])])
         self.output_conv = nn.Conv2d(E * widths[-1], E * config.num_classes, kernel_size=1, groups=E)
 
-        offsets = [0]
-        for channels in config.feature_channels:
-            offsets.append(offsets[-1] + channels)
-        self._map_columns = [slice(a, b) for a, b in zip(offsets[:-1], offsets[1:])]
         self._plan_input_projection()
         self.reset_parameters(seed)
 
@@ -283,7 +290,7 @@ class SegmentationEnsemble(nn.Module):
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """Synthesis features (low → high resolution) → member logits ``[B, E, K, S, S]``."""
         self._check_features(features)
-        hidden = self._input_projection(features)
+        hidden = self._input_projection(features, self._first_layer_columns())
         logits = self._mlp_tail(hidden)
         batch = logits.shape[0]
         return logits.view(batch, self.config.ensemble_size, self.config.num_classes, *logits.shape[-2:])
@@ -309,17 +316,19 @@ class SegmentationEnsemble(nn.Module):
         if pixel_chunk is not None and self.training:
             raise ValueError("chunked forward_pixels needs eval mode (call ensemble.eval()): in train mode BatchNorm "
                              "would normalise each chunk with its own statistics")
-        coarse = self._coarse_projection(features, pixels.shape[1])
+        columns = self._first_layer_columns()
+        coarse = self._coarse_projection(features, columns, pixels.shape[1])
         if pixel_chunk is None or pixels.shape[1] <= pixel_chunk:
-            logits = self._pixel_logits(features, coarse, pixels)
+            logits = self._pixel_logits(features, columns, coarse, pixels)
         else:
             chunks = []
             for start in range(0, pixels.shape[1], pixel_chunk):
                 part = pixels[:, start:start + pixel_chunk]
                 if torch.is_grad_enabled():
-                    chunks.append(checkpoint(self._pixel_logits, features, coarse, part, use_reentrant=False))
+                    chunks.append(checkpoint(self._pixel_logits, features, columns, coarse, part,
+                                             use_reentrant=False))
                 else:
-                    chunks.append(self._pixel_logits(features, coarse, part))
+                    chunks.append(self._pixel_logits(features, columns, coarse, part))
             logits = torch.cat(chunks, dim=-1)
         return logits.view(logits.shape[0], self.config.ensemble_size, self.config.num_classes, -1)
 
@@ -348,14 +357,14 @@ class SegmentationEnsemble(nn.Module):
 
     # -- pieces -------------------------------------------------------------------------------------------------------
 
-    def _input_projection(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+    def _input_projection(self, features: Sequence[torch.Tensor], columns: Sequence[torch.Tensor]) -> torch.Tensor:
         """First Linear of all members over the full map, ReLU'd: ``[B, E·w0, S, S]``, never building the concat."""
         cfg = self.config
         size, mode = cfg.resolution, cfg.upsample
         total: Optional[torch.Tensor] = None
         top_down = set(self._top_down_resolutions)
         for resolution, maps in self._groups_by_resolution.items():
-            term = self._group_term(features, maps, resolution)
+            term = self._group_term(features, columns, maps, resolution)
             if resolution in top_down:
                 # Running sum of all coarser chain terms, brought up to this resolution (exact for nearest).
                 # In place on the fresh product (matmul's backward does not need its output): saves a buffer.
@@ -364,24 +373,32 @@ class SegmentationEnsemble(nn.Module):
             total = _resample(total, size, mode)
         for resolution, maps in self._groups_by_resolution.items():
             if resolution not in top_down:
-                term = _resample(self._group_term(features, maps, resolution), size, mode)
+                term = _resample(self._group_term(features, columns, maps, resolution), size, mode)
                 # In place: neither matmul nor interpolate needs its output for backward, so this saves a buffer.
                 total = term if total is None else total.add_(term)
         assert total is not None
         total = total.add_(self.input_conv.bias[:, None, None])  # in place: see above
         return F.relu(total)
 
-    def _group_term(self, features: Sequence[torch.Tensor], maps: list[int], resolution: int) -> torch.Tensor:
-        """``Σ_{i∈maps} W_i · f_i`` at ``resolution`` (maps finer than the output are resampled to it first)."""
+    def _group_term(self, features: Sequence[torch.Tensor], columns: Sequence[torch.Tensor], maps: list[int],
+                    resolution: int) -> torch.Tensor:
+        """``Σ_{i∈maps} W_i · f_i`` at ``resolution`` (maps finer than the output are resampled to it first;
+        ``columns``: ``_first_layer_columns()``)."""
         mode = self.config.upsample
-        weight = torch.cat([self.input_conv.weight[:, self._map_columns[i], 0, 0] for i in maps], dim=1)
+        weight = torch.cat([columns[i] for i in maps], dim=1)
         # Features may arrive in the generator's fp16 blocks; compute in the ensemble's dtype.
         inputs = torch.cat([_resample(features[i].to(weight.dtype), resolution, mode) for i in maps], dim=1)
         # A 1×1 conv as one matrix product: on a CPU ~1.4× faster than conv2d's kernel at these shapes.
-        product = torch.matmul(weight, inputs.flatten(2))  # [B, E·w0, r·r]
+        product = _project(weight, inputs.flatten(2))  # [B, E·w0, r·r]
         return product.view(*product.shape[:2], resolution, resolution)
 
-    def _coarse_projection(self, features: Sequence[torch.Tensor], pixel_count: int
+    def _first_layer_columns(self) -> tuple[torch.Tensor, ...]:
+        """The first Linear's columns per feature map, ``[E·w0, C_i]`` each. Views, taken once per forward:
+        backward then joins their gradients with one ``cat`` (indexing the weight per map made each map's backward
+        zero-fill a buffer the size of the whole weight)."""
+        return self.input_conv.weight.flatten(1).split(self.config.feature_channels, dim=1)
+
+    def _coarse_projection(self, features: Sequence[torch.Tensor], columns: Sequence[torch.Tensor], pixel_count: int
                            ) -> Optional[tuple[int, torch.Tensor]]:
         """The first Linear of the coarse maps (``r² ≤ pixel_count``) at native resolution, summed top-down:
         ``(resolution, [B, E·w0, r, r])`` at the finest coarse resolution, or ``None`` when no map is that coarse.
@@ -393,18 +410,18 @@ class SegmentationEnsemble(nn.Module):
         coarse = [r for r in self._top_down_resolutions if r * r <= pixel_count]
         total: Optional[torch.Tensor] = None
         for resolution in coarse:
-            term = self._group_term(features, self._groups_by_resolution[resolution], resolution)
+            term = self._group_term(features, columns, self._groups_by_resolution[resolution], resolution)
             total = term if total is None else _add_upsampled(term, total, mode)
         return None if total is None else (coarse[-1], total)
 
-    def _pixel_logits(self, features: Sequence[torch.Tensor], coarse: Optional[tuple[int, torch.Tensor]],
-                      pixels: torch.Tensor) -> torch.Tensor:
+    def _pixel_logits(self, features: Sequence[torch.Tensor], columns: Sequence[torch.Tensor],
+                      coarse: Optional[tuple[int, torch.Tensor]], pixels: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, E·K, P]`` at ``pixels``, given ``_coarse_projection``'s result."""
-        hidden = self._input_projection_at(features, coarse, pixels)  # [B, E·w0, P]
+        hidden = self._input_projection_at(features, columns, coarse, pixels)  # [B, E·w0, P]
         return self._mlp_tail(hidden.unsqueeze(-1)).squeeze(-1)
 
-    def _input_projection_at(self, features: Sequence[torch.Tensor], coarse: Optional[tuple[int, torch.Tensor]],
-                             pixels: torch.Tensor) -> torch.Tensor:
+    def _input_projection_at(self, features: Sequence[torch.Tensor], columns: Sequence[torch.Tensor],
+                             coarse: Optional[tuple[int, torch.Tensor]], pixels: torch.Tensor) -> torch.Tensor:
         """First Linear of all members at the given output pixels, ReLU'd: ``[B, E·w0, P]``.
 
         Each map's upsampled value at an output pixel is a fixed combination of ≤ 4 native pixels (1 for nearest),
@@ -424,6 +441,7 @@ class SegmentationEnsemble(nn.Module):
             projected_natively = {index for r in self._top_down_resolutions if r <= resolution
                                   for index in self._groups_by_resolution[r]}
         taps_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        weights, sampled = [], []
         for index, feature in enumerate(features):
             if index in projected_natively:
                 continue
@@ -431,11 +449,14 @@ class SegmentationEnsemble(nn.Module):
             if resolution not in taps_cache:
                 taps_cache[resolution] = _resample_taps(resolution, size, mode, feature.device)
             tap_index, tap_weight = taps_cache[resolution]
-            weight = self.input_conv.weight[:, self._map_columns[index], 0, 0]
-            sampled = self._gather_resampled(feature.to(weight.dtype), rows, cols, tap_index, tap_weight)
-            term = torch.matmul(weight, sampled)  # [B, E·w0, P]
-            # In place (matmul's backward does not need its output): one [B, E·w0, P] buffer, not one per map.
-            total = term if total is None else total.add_(term)
+            weights.append(columns[index])
+            sampled.append(self._gather_resampled(feature.to(columns[index].dtype), rows, cols, tap_index,
+                                                  tap_weight))
+        if sampled:
+            # One product over all gathered maps: per-map products cost a [B, E·w0, P] buffer each and as much again
+            # in backward. In place on the product (its backward does not need it).
+            term = _project(torch.cat(weights, dim=1), torch.cat(sampled, dim=1))  # [B, E·w0, P]
+            total = term if total is None else term.add_(total)
         assert total is not None
         total = total.add_(self.input_conv.bias[:, None])  # in place: see above
         return F.relu(total)
@@ -614,8 +635,11 @@ def predict_labels(generator: nn.Module, ensemble: SegmentationEnsemble, ws: tor
 class SegTrainConfig:
     """Hyper-parameters of ``train_segmentation``.
 
-    Each step draws ``samples_per_step`` annotated samples and ``pixels_per_step`` pixels spread evenly over them
-    (uniformly, with replacement); Adam at ``lr`` (DatasetGAN's 1e-3). Every ``eval_every`` steps the monitored
+    Each step draws ``samples_per_step`` annotated samples and ``pixels_per_step`` pixels spread evenly over them,
+    with replacement: uniformly (``class_balance=0``) or with probability ∝ ``n_k^−class_balance``, ``n_k`` the pixels
+    of the pixel's class in its sample (1: every class present in the sample equally often, so small parts are not
+    left to chance when a step samples few pixels). Adam at ``lr`` (DatasetGAN's 1e-3), constant or, with
+    ``lr_schedule='cosine'``, decayed to 0 over ``max_steps``. Every ``eval_every`` steps the monitored
     loss is checked: the held-out split's (``val_fraction`` > 0) or else the mean training loss of the last window;
     after ``min_steps``, ``patience`` checks without an improvement of ``min_delta`` stop training
     (``patience=None``: always run ``max_steps``). Native-resolution features are cached in fp16 when all samples fit
@@ -632,6 +656,8 @@ class SegTrainConfig:
     lr: float = 1e-3
     samples_per_step: int = 2
     pixels_per_step: int = 4096
+    class_balance: float = 0.0
+    lr_schedule: str = "constant"
     val_fraction: float = 0.0
     eval_every: int = 50
     patience: Optional[int] = 8
@@ -649,6 +675,10 @@ class SegTrainConfig:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.class_balance <= 1:
+            raise ValueError(f"class_balance must be in [0, 1], got {self.class_balance}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.patience is not None and self.patience < 1:
@@ -774,19 +804,32 @@ def _evaluate(ensemble: SegmentationEnsemble, features_of: _FeatureSource, masks
         features = features_of(torch.tensor([index]))
         target = masks[index].flatten()
         labels = torch.empty_like(target)
+        # The coarse maps' projection once per sample, the per-pixel part a chunk at a time (one forward_pixels call
+        # per chunk projected the coarse maps again for every chunk: most of an evaluation's time).
+        all_pixels = torch.arange(size * size, device=target.device)[None]
+        logits = ensemble.forward_pixels(features, all_pixels, pixel_chunk=pixel_chunk)[0]  # [E, K, S·S]
         for start in range(0, size * size, pixel_chunk):
-            pixels = torch.arange(start, min(start + pixel_chunk, size * size), device=target.device)
-            logits = ensemble.forward_pixels(features, pixels[None])[0]  # [E, K, P]
-            chunk_target = target[pixels]
-            loss_sum += F.cross_entropy(logits, chunk_target.expand(E, -1), reduction="none").sum(1).double().cpu()
-            correct += (logits.argmax(1) == chunk_target).sum(1).double().cpu()
-            labels[pixels] = prediction_from_logits(logits[None]).labels[0]
+            pixels = slice(start, start + pixel_chunk)
+            chunk_logits, chunk_target = logits[..., pixels], target[pixels]
+            loss_sum += F.cross_entropy(chunk_logits, chunk_target.expand(E, -1),
+                                        reduction="none").sum(1).double().cpu()
+            correct += (chunk_logits.argmax(1) == chunk_target).sum(1).double().cpu()
+            labels[pixels] = prediction_from_logits(chunk_logits[None]).labels[0]
         predicted.append(labels.cpu())
         targets.append(target.cpu())
     ensemble.train(was_training)
     pixel_count = len(indices) * size * size
     miou = mean_iou(torch.stack(predicted), torch.stack(targets), cfg.num_classes)
     return loss_sum / pixel_count, correct / pixel_count, miou
+
+
+def _pixel_weights(masks: torch.Tensor, num_classes: int, class_balance: float) -> torch.Tensor:
+    """Sampling weights ``[N, S·S]`` of the pixels of ``masks`` ``[N, S, S]``: ``n_k^−class_balance``, ``n_k`` the
+    count of the pixel's class in its sample."""
+    flat = masks.flatten(1)
+    counts = torch.zeros(len(masks), num_classes, dtype=torch.float64, device=masks.device)
+    counts.scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float64))
+    return counts.gather(1, flat).pow(-class_balance).float()
 
 
 def _sample_stream(indices: list[int], batch: int, rng: torch.Generator) -> Iterator[torch.Tensor]:
@@ -823,12 +866,17 @@ def train_segmentation(generator: Any, ensemble: SegmentationEnsemble, latents: 
     masks_at_size = F.interpolate(masks[:, None].float(), size=(size, size), mode="nearest")[:, 0].long().to(device)
     samples_per_step = min(config.samples_per_step, len(train_indices))
     pixels_per_sample = max(1, config.pixels_per_step // samples_per_step)
+    # On the CPU, where ``rng`` draws; None: uniform draws (torch.randint, as before class balancing existed).
+    pixel_weights = (_pixel_weights(masks_at_size.cpu(), cfg.num_classes, config.class_balance)
+                     if config.class_balance else None)
 
     was_training = generator.training
     generator.eval()
     try:
         features_of = _FeatureSource(generator, latents, device, config.feature_cache_bytes)
         optimiser = torch.optim.Adam(ensemble.parameters(), lr=config.lr)
+        schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.max_steps)
+                    if config.lr_schedule == "cosine" else None)
         stream = _sample_stream(train_indices, samples_per_step, rng)
         history: list[dict[str, float]] = []
         window: list[float] = []
@@ -837,7 +885,11 @@ def train_segmentation(generator: Any, ensemble: SegmentationEnsemble, latents: 
             ensemble.train()
             batch = next(stream)
             features = features_of(batch)
-            pixels = torch.randint(0, size * size, (len(batch), pixels_per_sample), generator=rng).to(device)
+            if pixel_weights is None:
+                pixels = torch.randint(0, size * size, (len(batch), pixels_per_sample), generator=rng)
+            else:
+                pixels = torch.multinomial(pixel_weights[batch], pixels_per_sample, replacement=True, generator=rng)
+            pixels = pixels.to(device)
             targets = masks_at_size[batch.to(device)].flatten(1).gather(1, pixels)  # [b, P]
             logits = ensemble.forward_pixels(features, pixels)  # [b, E, K, P]
             member_targets = targets[:, None, :].expand(-1, cfg.ensemble_size, -1)
@@ -846,6 +898,8 @@ def train_segmentation(generator: Any, ensemble: SegmentationEnsemble, latents: 
             # Members share no parameters, so the sum gives each exactly the gradient of its own loss.
             member_loss.sum().backward()
             optimiser.step()
+            if schedule is not None:
+                schedule.step()
 
             member_loss = member_loss.detach()
             record = {"step": step, "loss": float(member_loss.mean()),

@@ -23,6 +23,12 @@ CPU_MODE1_MASK_MEMBERS = 3
 # The engine's 300 embedding steps gain 0.45 dB and 2 % of parts over 100 (docs/demo-model.md, "Edits that do what
 # was painted") for 3× the time: on a CPU that is half a minute a photo, so an interactive CPU worker takes 100.
 CPU_EMBED_STEPS = 100
+# Segmentation retraining when the request names no pixels per step. The first layer at every sampled pixel is the
+# cost of a step: on a CPU the admin page's 300 steps × 16 384 pixels took 36 minutes, and fewer pixels drawn
+# class-balanced, with the learning rate decayed over the run, keep the held-out mIoU (docs/benchmarks.md, "CPU —
+# issue 17").
+RETRAIN_PIXELS_PER_STEP = 16384
+CPU_RETRAIN = {"pixels_per_step": 1024, "class_balance": 0.5, "lr_schedule": "cosine", "lr": 3e-3}
 
 
 def device() -> torch.device:
@@ -97,6 +103,15 @@ def embed_steps() -> int:
     """Embedding steps of a request that names none (``STUDIO_EMBED_STEPS``; 0: ``CPU_EMBED_STEPS`` on a CPU, the
     engine's default on a GPU)."""
     return settings.STUDIO_EMBED_STEPS or (CPU_EMBED_STEPS if _on_cpu() else EmbedConfig.steps)
+
+
+def retrain_options(pixels_per_step: int | None) -> dict:
+    """``SegTrainConfig`` sampling options of a retraining: the request's ``pixels_per_step`` as asked (uniform
+    draws, constant learning rate), or when it names none ``CPU_RETRAIN`` on a CPU and ``RETRAIN_PIXELS_PER_STEP``
+    on a GPU."""
+    if pixels_per_step:
+        return {"pixels_per_step": int(pixels_per_step)}
+    return dict(CPU_RETRAIN) if _on_cpu() else {"pixels_per_step": RETRAIN_PIXELS_PER_STEP}
 
 
 def mode1_mask_members() -> int | None:

@@ -42,8 +42,8 @@ def segmentation_branch(job, progress, dataset):
                                                                       **job.params.get("architecture", {})))
     steps = int(job.params["steps"])
     config = SegTrainConfig(max_steps=steps, min_steps=min(200, steps), device=str(engine_cache.device()),
-                            pixels_per_step=int(job.params.get("pixels_per_step", SegTrainConfig.pixels_per_step)),
-                            patience=SegTrainConfig.patience if job.params.get("early_stopping", True) else None)
+                            patience=SegTrainConfig.patience if job.params.get("early_stopping", True) else None,
+                            **engine_cache.retrain_options(job.params.get("pixels_per_step")))
     outcome = train_segmentation(generator, ensemble, torch.cat([samples.latent(s) for s in training]),
                                  _stored_masks(training).to(engine_cache.device()), config, progress=progress)
     measured_on = heldout or training[:registry.MAX_HELDOUT_SAMPLES]

@@ -129,8 +129,8 @@ export function uploadCheckpoint({ file, kind, name, generator_id }) {
   return request('POST', '/checkpoints/upload', { form });
 }
 /**
- * settings: {dataset_id, steps, name, activate, ensemble_size, hidden: [widths], pixels_per_step, early_stopping,
- * sample_ids (default: the submitted and reviewed annotations), holdout_fraction}
+ * settings: {dataset_id, steps, name, activate, ensemble_size, hidden: [widths], pixels_per_step (null: the
+ * worker's), early_stopping, sample_ids (default: the submitted and reviewed annotations), holdout_fraction}
  */
 export const trainSegmentation = (settings) => post('/train/segmentation', settings);
 /** settings: {generator_id, steps, max_minutes, batch_size, lpips_weight, real_dataset_id, name, activate} */

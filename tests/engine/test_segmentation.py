@@ -4,14 +4,17 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from editor_core.metrics import mean_iou
 from editor_core.progress import Cancelled
 from editor_core.schema import LabelSchema
 from editor_core.segmentation import (
     SegmentationConfig, SegmentationEnsemble, SegmentationPrediction, SegTrainConfig, ensemble_log_probs,
     image_uncertainty, load_segmentation, prediction_from_logits, save_segmentation, train_segmentation)
+from editor_core.segmentation import _pixel_weights
 
 # (feature channels, feature resolutions, output resolution)
 LAYOUTS = [
@@ -151,6 +154,25 @@ def test_fast_path_is_differentiable_like_the_naive_path(upsample):
         grads.append([f.grad for f in features])
     for fast_grad, naive_grad in zip(*grads):
         _assert_close(fast_grad, naive_grad)
+
+
+@pytest.mark.parametrize("upsample", ["nearest", "bilinear"])
+def test_pixel_path_gives_the_naive_parameter_gradients(upsample):
+    # A training step's gradients: every first-layer column (coarse maps projected natively, fine maps gathered and
+    # multiplied together) and the tail, in train mode.
+    channels, resolutions, size = LAYOUTS[2]
+    features = _features(channels, resolutions)
+    pixels = torch.randint(0, size * size, (2, 40), generator=torch.Generator().manual_seed(3))
+    ensemble = _ensemble(channels, resolutions, size, upsample).train()
+    grads = []
+    for forward in (ensemble.forward_pixels, ensemble.forward_naive):
+        ensemble.zero_grad(set_to_none=True)
+        forward(features, pixels).square().sum().backward()
+        grads.append({name: p.grad.clone() for name, p in ensemble.named_parameters()})
+    fast, naive = grads
+    assert fast.keys() == naive.keys()
+    for name in fast:
+        _assert_close(fast[name], naive[name])
 
 
 # -- memory: the upsampled concatenation is never built -------------------------------------------------------------
@@ -329,10 +351,55 @@ def test_training_lowers_the_loss_and_fits_the_labels(tiny_generator, tiny_annot
     assert len(result.member_loss) == len(result.member_pixel_acc) == 3
     assert min(result.member_pixel_acc) > 0.7  # chance is 1/3
     assert result.mean_iou > 0.5
+    with torch.no_grad():  # the final evaluation is the ensemble's prediction (from fp16-cached features there)
+        _image, features = tiny_generator.synthesis(ws, noise_mode="const", return_features=True)
+        labels = ensemble.predict(features).labels
+    size = ensemble.config.resolution
+    targets = F.interpolate(masks[:, None].float(), size=(size, size), mode="nearest")[:, 0].long()
+    assert result.mean_iou == pytest.approx(mean_iou(labels, targets, 3), abs=0.01)
     assert result.cached_features and not ensemble.training and not tiny_generator.training
     assert [e.step for e in events] == list(range(1, 61))
     assert {e.stage for e in events} == {"train_segmentation"} and events[-1].total == 60
     assert {"loss", "pixel_acc"} <= set(events[0].losses)
+
+
+@pytest.mark.parametrize("sampling", [dict(class_balance=1.0), dict(class_balance=0.5, lr_schedule="cosine")])
+def test_class_balanced_and_scheduled_training_fits_the_labels(tiny_generator, tiny_annotations, sampling):
+    ws, masks = tiny_annotations
+    result = train_segmentation(tiny_generator, _tiny_ensemble(tiny_generator), ws, masks, _train_config(**sampling))
+    losses = [record["loss"] for record in result.history]
+    assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:10]) / 10
+    assert result.mean_iou > 0.5
+
+
+def test_class_balance_weights_each_class_of_a_sample_equally():
+    masks = torch.tensor([[[0, 0, 0], [0, 1, 1], [2, 0, 0]], [[1, 1, 1], [1, 1, 1], [1, 1, 0]]])
+    for balance, expected in ((1.0, [[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]), (0.0, [[6.0, 2.0, 1.0], [1.0, 8.0, 0.0]])):
+        weights = _pixel_weights(masks, 3, balance)
+        per_class = torch.zeros(2, 3).scatter_add_(1, masks.flatten(1), weights)
+        assert torch.allclose(per_class, torch.tensor(expected)), (balance, per_class)
+
+
+@pytest.mark.parametrize("option, message", [(dict(class_balance=1.5), "class_balance"),
+                                             (dict(lr_schedule="step"), "lr_schedule")])
+def test_sampling_options_are_checked(option, message):
+    with pytest.raises(ValueError, match=message):
+        SegTrainConfig(**option)
+
+
+def test_cosine_schedule_decays_the_steps_to_nothing(tiny_generator, tiny_annotations):
+    # Adam's first step moves each weight by ±lr; with the cosine schedule the last of 20 runs at 0.6 % of lr.
+    ws, masks = tiny_annotations
+    for schedule, last_step_bound in (("cosine", (0.0, 0.05)), ("constant", (0.2, 5.0))):
+        ensemble = _tiny_ensemble(tiny_generator)
+        weights = []
+        train_segmentation(tiny_generator, ensemble, ws, masks, _train_config(max_steps=20, lr_schedule=schedule),
+                           progress=lambda event: weights.append(ensemble.input_conv.weight.detach().clone()))
+        before = SegmentationEnsemble(ensemble.config, seed=0).input_conv.weight.detach()
+        first = (weights[0] - before).abs().max().item()
+        last = (weights[-1] - weights[-2]).abs().max().item()
+        assert first == pytest.approx(1e-2, rel=1e-3)
+        assert last_step_bound[0] < last / first < last_step_bound[1], (schedule, last / first)
 
 
 def test_training_is_deterministic_for_a_seed(tiny_generator, tiny_annotations):

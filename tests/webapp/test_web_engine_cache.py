@@ -39,6 +39,8 @@ def test_cpu_workers_edit_with_the_interactive_defaults(shared_studio, settings)
                                                  "preview_image_every": 1}
     assert engine_cache.mode1_mask_members() == engine_cache.CPU_MODE1_MASK_MEMBERS
     assert engine_cache.embed_steps() == engine_cache.CPU_EMBED_STEPS < EmbedConfig.steps
+    assert engine_cache.retrain_options(None) == engine_cache.CPU_RETRAIN
+    assert engine_cache.retrain_options(4096) == {"pixels_per_step": 4096}
     settings.STUDIO_EDIT_LPIPS, settings.STUDIO_EDIT_LOSS_MEMBERS, settings.STUDIO_MODE1_MASK_MEMBERS = "vgg", 10, 10
     settings.STUDIO_EMBED_STEPS = EmbedConfig.steps
     assert engine_cache.embed_steps() == EmbedConfig.steps

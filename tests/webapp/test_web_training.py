@@ -53,6 +53,39 @@ def test_default_trains_on_submitted_and_reviewed_annotations_only(studio, clien
 
 
 @pytest.mark.django_db
+def test_a_cpu_worker_retrains_with_its_own_sampling_unless_the_request_names_one(studio, client_for, monkeypatch):
+    """The admin page leaves pixels per step to the worker: on a CPU (the test's device) the engine gets
+    ``CPU_RETRAIN``'s few class-balanced pixels and cosine schedule; a request's own count is used as asked."""
+    from editor_core.segmentation import SegTrainConfig
+    from gpu_worker import engine_cache, training
+    from webapp.jobs.models import Job
+
+    class EngineReached(Exception):
+        pass
+
+    def engine(generator, ensemble, latents, masks, config, progress=None):
+        raise EngineReached(config)
+
+    monkeypatch.setattr(training, "train_segmentation", engine)
+    for sample in studio.samples[:2]:
+        submit(sample, studio.users.annotator)
+    admin = client_for(studio.users.admin)
+    configs = []
+    for settings in ({}, {"pixels_per_step": 2048}):
+        queued = post(admin, "/api/train/segmentation", {"dataset_id": studio.dataset.pk, "steps": 300, **settings})
+        assert queued.status_code == 202, queued.content
+        job = Job.objects.get(pk=queued.json()["id"])
+        with pytest.raises(EngineReached) as reached:
+            training.segmentation_branch(job, None, studio.dataset)
+        configs.append(reached.value.args[0])
+    default, asked = configs
+    assert {key: getattr(default, key) for key in engine_cache.CPU_RETRAIN} == engine_cache.CPU_RETRAIN
+    assert default.pixels_per_step < engine_cache.RETRAIN_PIXELS_PER_STEP and default.max_steps == 300
+    assert (asked.pixels_per_step, asked.class_balance, asked.lr_schedule, asked.lr) == (
+        2048, 0.0, "constant", SegTrainConfig.lr)
+
+
+@pytest.mark.django_db
 def test_the_submitted_samples_left_out_are_held_out(studio, client_for):
     admin = client_for(studio.users.admin)
     first, second, third, fourth = studio.samples

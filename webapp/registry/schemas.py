@@ -43,7 +43,9 @@ class TrainSegmentationIn(Schema):
     steps: int = Field(2000, ge=1, le=200_000)
     ensemble_size: int = Field(10, ge=1, le=32, description="MLP classifiers in the ensemble (the paper: 10)")
     hidden: list[HiddenWidth] = Field([256, 128, 32], min_length=1, max_length=6, description="each MLP's widths")
-    pixels_per_step: int = Field(16384, ge=64, le=1 << 20)
+    pixels_per_step: Optional[int] = Field(None, ge=64, le=1 << 20, description=(
+        "pixels sampled per step (default: the worker's — 16384 on a GPU; on a CPU fewer, drawn class-balanced, "
+        "with a decaying learning rate)"))
     early_stopping: bool = Field(True, description="stop when the loss stops improving (after 200 steps)")
     sample_ids: Optional[list[RowId]] = Field(None, max_length=100_000, description=(
         "annotated samples of the dataset to train on (default: every submitted or reviewed one); the submitted or "

@@ -393,7 +393,7 @@ def _spread(ids: list[int], limit: int) -> list[int]:
 
 
 def enqueue_training(dataset, user, steps: int, name: str, activate_when_done: bool,
-                     architecture: Optional[dict] = None, pixels_per_step: int = 16384,
+                     architecture: Optional[dict] = None, pixels_per_step: Optional[int] = None,
                      early_stopping: bool = True, sample_ids: Optional[list[int]] = None,
                      holdout_fraction: float = 0.2):
     """Queue a retraining on ``training_split``'s samples; the split is fixed now and recorded in the job."""

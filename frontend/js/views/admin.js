@@ -35,7 +35,8 @@ export class AdminView {
       'aria-label': 'Ensemble size' });
     this.trainHidden = h('input', { type: 'text', value: '256, 128, 32', title: 'Hidden widths of each MLP, comma separated',
       'aria-label': 'Hidden widths' });
-    this.trainPixels = h('input', { type: 'number', min: '64', value: '16384', title: 'Pixels sampled per step',
+    this.trainPixels = h('input', { type: 'number', min: '64', placeholder: 'auto',
+      title: "Pixels sampled per step (empty: the worker's default, 16384 on a GPU, fewer on a CPU)",
       'aria-label': 'Pixels per step' });
     this.trainEarlyStop = h('input', { type: 'checkbox', checked: true, title: 'Stop when the loss stops improving' });
     this.trainButton = button('Start training', { className: 'primary', title: 'Retrain the segmentation branch',
@@ -201,7 +202,8 @@ export class AdminView {
       const hidden = this.trainHidden.value.split(',').map((w) => Number(w.trim())).filter((w) => w > 0);
       const job = await api.trainSegmentation({ dataset_id: datasetId, steps: Number(this.trainSteps.value),
         name: this.trainName.value, activate: this.trainActivate.checked,
-        ensemble_size: Number(this.trainEnsemble.value), hidden, pixels_per_step: Number(this.trainPixels.value),
+        ensemble_size: Number(this.trainEnsemble.value), hidden,
+        pixels_per_step: this.trainPixels.value ? Number(this.trainPixels.value) : null, // null: the worker's
         early_stopping: this.trainEarlyStop.checked, sample_ids: this.picker.pickedIds(),
         holdout_fraction: this.picker.holdoutFraction() });
       this.trainStatus.textContent = `job #${job.id} queued`;
