@@ -13,13 +13,14 @@ Shapes: label masks int ``[..., H, W]`` (any equal shapes); images ``[B, C, H, W
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from editor_core.perceptual import PerceptualLoss
+if TYPE_CHECKING:  # annotations only: measuring IoU needs no LPIPS (nor torchvision) loaded
+    from editor_core.perceptual import PerceptualLoss
 
 LPIPS_RESOLUTION = 256  # LPIPS is measured at most at 256², as the NVlabs projector does
 
