@@ -38,6 +38,14 @@ def store_predictions(segmentation, rows: list, prediction) -> list:
     return stored
 
 
+def segment_and_store(sample, segmentation):
+    """Segment one stored sample with a branch and keep the prediction: ``(prediction, stored prediction row)``."""
+    generator = engine_cache.generator(sample.dataset.generator)
+    ensemble, _schema = engine_cache.segmenter(segmentation)
+    _image, prediction = segment(generator, ensemble, latent(sample))
+    return prediction, store_predictions(segmentation, [sample], prediction)[0]
+
+
 def rank_dataset(dataset, segmentation, progress) -> int:
     """Score every sample with a latent by ensemble disagreement (``image_uncertainty``) and store the branch's
     prediction for it (so segmentation.png / uncertainty.png follow a retraining)."""

@@ -79,11 +79,8 @@ def prelabel(job_id: int) -> str:
 def _prelabel(job, reporter: JobReporter) -> dict:
     sample_row = dataset_rows.sample(job.params["sample_id"])
     segmentation = checkpoints.checkpoint(job.params["segmentation_id"])
-    generator = engine_cache.generator(sample_row.dataset.generator)
-    ensemble, _schema = engine_cache.segmenter(segmentation)
-    _image, prediction = samples.segment(generator, ensemble, samples.latent(sample_row))
+    prediction, stored = samples.segment_and_store(sample_row, segmentation)
     report(reporter, ProgressEvent("prelabel", 1, 1))
-    stored = samples.store_predictions(segmentation, [sample_row], prediction)[0]
     version = datasets.save_prelabel(sample_row, job.requested_by, mask_array(prediction.labels[0], sample_row.width),
                                      job.params["base_version"], segmentation, job.pk)
     # uncertainty_url: where the annotator should look first (the annotate view's heat-map overlay).
@@ -276,9 +273,6 @@ def _segment_sample(job, reporter: JobReporter) -> dict:
     """The branch's prediction for one sample, stored like a ranking's (what the edit studio starts from)."""
     sample_row = dataset_rows.sample(job.params["sample_id"])
     segmentation = checkpoints.segmentation(job.params["segmentation_id"])
-    generator = engine_cache.generator(sample_row.dataset.generator)
-    ensemble, _schema = engine_cache.segmenter(segmentation)
-    _image, prediction = samples.segment(generator, ensemble, samples.latent(sample_row))
+    _prediction, stored = samples.segment_and_store(sample_row, segmentation)
     report(reporter, ProgressEvent("segment", 1, 1))
-    stored = samples.store_predictions(segmentation, [sample_row], prediction)[0]
     return {"sample_id": sample_row.pk, **datasets.prediction_urls(stored)}
