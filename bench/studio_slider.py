@@ -11,7 +11,8 @@ is there): ``POST /api/edits`` (mode 1), the edit's websocket ``/ws/edits/<id>/`
 image, then that image URL (when the job ended before the socket joined, ``GET /api/edits/<id>`` first). Latency is
 from the POST to the image in hand; the report gives p50/p95/max and the jobs' own batch sizes. ``--burst N`` also
 sends N positions at once per move (several tabs, or a client without LatestOnly): the older ones must come back
-superseded.
+superseded. ``--retrain`` then times the admin page's default segmentation retraining from its request to its
+end, through the studio's training worker.
 """
 from __future__ import annotations
 
@@ -137,6 +138,20 @@ def pick_sample_and_vector(studio: Studio) -> tuple[int, int]:
     return sample["id"], vector["id"]
 
 
+def retrain(studio: Studio) -> dict:
+    """The admin page's *Retrain* with its defaults (300 steps, the worker's pixel sampling, not activated), followed
+    as its page follows it: ``{wall_s, status, steps, mean_iou, …}`` from the job as it ended."""
+    dataset = studio.request("GET", "/api/datasets")[0]
+    start = time.perf_counter()
+    job = studio.request("POST", "/api/train/segmentation", {"dataset_id": dataset["id"], "steps": 300,
+                                                             "name": "bench retraining", "activate": False})
+    while (job := studio.request("GET", f"/api/jobs/{job['id']}"))["status"] not in FINISHED:
+        time.sleep(0.5)  # a bench's poll; the page follows the job's websocket
+    metrics = job.get("result", {}).get("metrics", {})
+    return {"wall_s": round(time.perf_counter() - start, 1), "status": job["status"], "error": job.get("error"),
+            **{k: metrics.get(k) for k in ("steps", "mean_iou", "train_mean_iou", "num_samples", "num_heldout")}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="a running studio (else --start)")
@@ -146,6 +161,8 @@ def main() -> None:
     parser.add_argument("--moves", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=3, help="moves before the timed ones (models load)")
     parser.add_argument("--burst", type=int, default=1, help="positions sent at once per move (coalescing)")
+    parser.add_argument("--retrain", action="store_true",
+                        help="also time the admin page's default segmentation retraining, from its request to its end")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
     child = None
@@ -160,6 +177,7 @@ def main() -> None:
             asyncio.run(drive(studio, sample_id, vector_id, args.warmup, 1))
             started = time.strftime("%Y-%m-%d %H:%M:%S"), os.getloadavg()
             rows = asyncio.run(drive(studio, sample_id, vector_id, args.moves, args.burst))
+            retraining = retrain(studio) if args.retrain else None
         finally:
             if child is not None:
                 child.terminate()
@@ -168,6 +186,8 @@ def main() -> None:
     summary = {"date": started[0], "load_average_at_start": started[1], "load_average_at_end": os.getloadavg(),
                "moves": len(rows), "succeeded": len(latencies), "burst": args.burst,
                "p50_s": statistics.median(latencies), "p95_s": percentile(latencies, 0.95), "max_s": max(latencies)}
+    if retraining is not None:
+        summary["retraining"] = retraining
     if args.burst > 1:
         summary["older_superseded"] = sum(s == "cancelled" for r in rows for s in r["older_statuses"])
         summary["older_sent"] = sum(len(r["older_statuses"]) for r in rows)
