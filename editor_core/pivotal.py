@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import itertools
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -102,6 +103,11 @@ class WeightDelta:
         """One project-format file (kind ``pivotal_delta``); ``dtype`` (e.g. ``torch.float16``) shrinks it."""
         return save_checkpoint(path, DELTA_KIND, self.tensors, config={"parameters": len(self.tensors)},
                                meta={**self.meta, "generator_fingerprint": self.generator_id}, dtype=dtype)
+
+    def to_bytes(self) -> bytes:
+        """The file :meth:`save` writes, as bytes (what the studio stores per sample)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            return self.save(Path(tmp) / "delta.safetensors").read_bytes()
 
     @classmethod
     def load(cls, path: str | Path, generator_id: str) -> "WeightDelta":

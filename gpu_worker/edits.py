@@ -70,10 +70,11 @@ def mode1_request(job) -> Mode1Request:
 
 
 def render_mode1(leader, requests: list[Mode1Request]) -> list[dict]:
-    """Apply each request's vectors to its latent in one forward pass and store the results (request order)."""
+    """Apply each request's vectors to its latent in one forward pass and store the results (request order); the
+    batch shares a sample tuning (``batch_key``), the leader's."""
     vectors, scales = scale_rows([request.vectors for request in requests])
     first = requests[0].session
-    applied = apply_vectors(engine_cache.editing_models(first.generator, first.segmentation),
+    applied = apply_vectors(engine_cache.editing_models(first.generator, first.segmentation, first.sample),
                             torch.cat([request.ws for request in requests]), vectors, scales,
                             mask_members=engine_cache.mode1_mask_members())
     return [store(request.session, applied.image[index], applied.mask[index], applied.ws[index],

@@ -11,6 +11,7 @@ from editor_core.editing import EditingModels
 from editor_core.encoder import Encoder, load_encoder
 from editor_core.inversion import EmbedConfig
 from editor_core.perceptual import get_perceptual_loss
+from editor_core.pivotal import PivotalConfig, WeightDelta, apply_delta
 from editor_core.segmentation import load_segmentation
 from editor_core.vectors import EditVector
 from webapp.storage import local_path
@@ -23,6 +24,9 @@ CPU_MODE1_MASK_MEMBERS = 3
 # The engine's 300 embedding steps gain 0.45 dB and 2 % of parts over 100 (docs/demo-model.md, "Edits that do what
 # was painted") for 3× the time: on a CPU that is half a minute a photo, so an interactive CPU worker takes 100.
 CPU_EMBED_STEPS = 100
+# Pivotal tuning on a CPU: 50 steps at a larger learning rate lift the demo's inversions from ~21 to ~29-31 dB in about
+# 20 s (docs/demo-model.md, "Pivotal tuning"); a GPU runs the engine's defaults.
+CPU_TUNE = {"steps": 50, "lr": 1e-3}
 # Segmentation retraining when the request names no pixels per step. The first layer at every sampled pixel is the
 # cost of a step: on a CPU the admin page's 300 steps × 16 384 pixels took 36 minutes, and fewer pixels drawn
 # class-balanced, with the learning rate decayed over the run, keep the held-out mIoU (docs/benchmarks.md, "CPU —
@@ -59,9 +63,26 @@ def _vector(name: str) -> EditVector:
     return EditVector.load(local_path(name, name.replace("/", "_")))
 
 
+@functools.lru_cache(maxsize=GENERATORS_KEPT)
+def _tuned_generator(generator_name: str, generator_sha: str, generator_id: str, tuning_name: str, tuning_sha: str,
+                     device_name: str):
+    delta = WeightDelta.load(local_path(tuning_name, tuning_sha), generator_id)
+    return apply_delta(_generator(generator_name, generator_sha, device_name), delta, generator_id)
+
+
 def generator(checkpoint):
     """The ``Generator`` of a registry Checkpoint row (eval mode, on this worker's device)."""
     return _generator(checkpoint.file.name, checkpoint.sha256, str(device()))
+
+
+def sample_generator(sample):
+    """The generator a sample is rendered with: its dataset's, tuned by the sample's pivotal tuning if it has one
+    (built once per tuning file, sharing the base's untouched tensors)."""
+    checkpoint = sample.dataset.generator
+    if not sample.tuning:
+        return generator(checkpoint)
+    return _tuned_generator(checkpoint.file.name, checkpoint.sha256, checkpoint.fingerprint, sample.tuning.name,
+                            sample.tuning_sha256, str(device()))
 
 
 def segmenter(checkpoint):
@@ -105,6 +126,18 @@ def embed_steps() -> int:
     return settings.STUDIO_EMBED_STEPS or (CPU_EMBED_STEPS if _on_cpu() else EmbedConfig.steps)
 
 
+def tune_config(steps: int | None) -> PivotalConfig:
+    """``PivotalConfig`` of a tuning: ``CPU_TUNE`` on a CPU, the engine's defaults on a GPU; ``steps`` as the request
+    names them."""
+    options = dict(CPU_TUNE) if _on_cpu() else {}
+    return PivotalConfig(**{**options, **({"steps": int(steps)} if steps else {})})
+
+
+def perceptual():
+    """The LPIPS loss of ``lpips_net()`` on this worker's device (loaded once per process)."""
+    return get_perceptual_loss(lpips_net(), str(device()))
+
+
 def retrain_options(pixels_per_step: int | None) -> dict:
     """``SegTrainConfig`` sampling options of a retraining: the request's ``pixels_per_step`` as asked (uniform
     draws, constant learning rate), or when it names none ``CPU_RETRAIN`` on a CPU and ``RETRAIN_PIXELS_PER_STEP``
@@ -120,18 +153,22 @@ def mode1_mask_members() -> int | None:
 
 
 @functools.lru_cache(maxsize=GENERATORS_KEPT)
-def _editing_models(generator_name: str, generator_sha: str, segmentation_name: str, segmentation_sha: str,
-                    generator_id: str, device_name: str, net: str, precision: str, roi_chunk: int) -> EditingModels:
+def _editing_models(generator_name: str, generator_sha: str, tuning_name: str, tuning_sha: str,
+                    segmentation_name: str, segmentation_sha: str, generator_id: str, device_name: str, net: str,
+                    precision: str, roi_chunk: int) -> EditingModels:
     ensemble, _schema = _segmenter(segmentation_name, segmentation_sha, device_name)
-    return EditingModels(generator=_generator(generator_name, generator_sha, device_name), segmenter=ensemble,
-                         perceptual=get_perceptual_loss(net, device_name), generator_id=generator_id,
-                         precision=precision, roi_pixel_chunk=roi_chunk or None)
+    tuned = (_tuned_generator(generator_name, generator_sha, generator_id, tuning_name, tuning_sha, device_name)
+             if tuning_name else _generator(generator_name, generator_sha, device_name))
+    return EditingModels(generator=tuned, segmenter=ensemble, perceptual=get_perceptual_loss(net, device_name),
+                         generator_id=generator_id, precision=precision, roi_pixel_chunk=roi_chunk or None)
 
 
-def editing_models(generator_checkpoint, segmentation_checkpoint) -> EditingModels:
-    """The frozen networks of an edit, built once per generator and branch: its sub-ensembles
-    (``EditingModels.segmenter_members``) are then made once too."""
-    return _editing_models(generator_checkpoint.file.name, generator_checkpoint.sha256,
+def editing_models(generator_checkpoint, segmentation_checkpoint, sample=None) -> EditingModels:
+    """The frozen networks of an edit, built once per generator, branch and ``sample``'s pivotal tuning (none: the
+    generator as it is): its sub-ensembles (``EditingModels.segmenter_members``) are then made once too."""
+    tuning_name, tuning_sha = (sample.tuning.name, sample.tuning_sha256) if sample is not None and sample.tuning \
+        else ("", "")
+    return _editing_models(generator_checkpoint.file.name, generator_checkpoint.sha256, tuning_name, tuning_sha,
                            segmentation_checkpoint.file.name, segmentation_checkpoint.sha256,
                            generator_checkpoint.fingerprint, str(device()), lpips_net(),
                            settings.STUDIO_EDIT_PRECISION if device().type == "cuda" else "float32",

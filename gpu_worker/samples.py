@@ -39,10 +39,10 @@ def store_predictions(segmentation, rows: list, prediction) -> list:
 
 
 def segment_and_store(sample, segmentation):
-    """Segment one stored sample with a branch and keep the prediction: ``(prediction, stored prediction row)``."""
-    generator = engine_cache.generator(sample.dataset.generator)
+    """Segment one stored sample with a branch (through its tuned generator, if it has a tuning) and keep the
+    prediction: ``(prediction, stored prediction row)``."""
     ensemble, _schema = engine_cache.segmenter(segmentation)
-    _image, prediction = segment(generator, ensemble, latent(sample))
+    _image, prediction = segment(engine_cache.sample_generator(sample), ensemble, latent(sample))
     return prediction, store_predictions(segmentation, [sample], prediction)[0]
 
 

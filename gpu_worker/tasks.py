@@ -8,6 +8,7 @@ redelivery) is harmless: ``jobs.claim`` lets exactly one live worker run a job.
 from __future__ import annotations
 
 import secrets
+import time
 
 import numpy as np
 import torch
@@ -17,6 +18,8 @@ from editor_core.bundle import latents_bytes
 from editor_core.editing import EditConfig, optimize_edit, refine_config, refine_vectors, render_and_segment
 from editor_core.images import image_png, load_image, mask_array
 from editor_core.inversion import EmbedConfig, embed_image
+from editor_core.metrics import psnr
+from editor_core.pivotal import tune_generator
 from editor_core.progress import ProgressEvent, report
 from editor_core.vectors import combined_delta
 from gpu_worker import edits, engine_cache, samples, training
@@ -123,6 +126,33 @@ def _embed(job, reporter: JobReporter) -> dict:
     return outcome
 
 
+@app.task(name="gpu_worker.tune")
+def tune(job_id: int) -> str:
+    return run_job(job_id, _tune)
+
+
+def _tune(job, reporter: JobReporter) -> dict:
+    """Pivotal tuning around the latent the sample had when the job was queued (``pivot``); the sample's stored
+    prediction then comes from the tuned generator."""
+    sample_row = dataset_rows.sample(job.params["sample_id"])
+    generator = engine_cache.generator(sample_row.dataset.generator)
+    image = load_image(dataset_rows.image_file(sample_row), size=generator.img_resolution).to(engine_cache.device())
+    started = time.monotonic()
+    result = tune_generator(generator, samples.latent(sample_row), image,
+                            engine_cache.tune_config(job.params.get("steps")), engine_cache.perceptual(),
+                            progress=reporter)
+    before, after = result.history[0], result.history[-1]
+    metrics = {"psnr_before": float(psnr(torch.tensor(before["l2"]))), "psnr_after": float(result.psnr[0]),
+               "lpips_before": before["lpips"], "lpips_after": float(result.lpips[0]),
+               "steps": len(result.history) - 1, "seconds": round(time.monotonic() - started, 2)}
+    sample_row = datasets.store_tuning(sample_row, job.params["pivot"], result.delta.to_bytes(), metrics)
+    outcome = {"sample_id": sample_row.pk, **metrics}
+    segmentation = checkpoints.active_segmentation_or_none(sample_row.dataset)
+    if segmentation is not None:  # the edit view shows the tuned generator's segmentation from now on
+        outcome.update(datasets.prediction_urls(samples.segment_and_store(sample_row, segmentation)[1]))
+    return outcome
+
+
 # --- training ---------------------------------------------------------------------------------------------------------
 @app.task(name="gpu_worker.train_segmentation")
 def train_segmentation(job_id: int) -> str:
@@ -212,7 +242,7 @@ def refine(job_id: int) -> str:
 def _refine(job, reporter: JobReporter) -> dict:
     session = edits.session(job)
     chosen = edits.library_vectors(session)
-    models = engine_cache.editing_models(session.generator, session.segmentation)
+    models = engine_cache.editing_models(session.generator, session.segmentation, session.sample)
     edits.stream_previews(reporter, session)
     config = refine_config(steps=int(session.params.get("steps", 10)), **engine_cache.edit_speed_options())
     outcome = refine_vectors(models, samples.latent(session.sample), [v for _id, v, _s in chosen],
@@ -228,7 +258,7 @@ def optimize(job_id: int) -> str:
 
 def _optimize(job, reporter: JobReporter) -> dict:
     session = edits.session(job)
-    models = engine_cache.editing_models(session.generator, session.segmentation)
+    models = engine_cache.editing_models(session.generator, session.segmentation, session.sample)
     ws = samples.latent(session.sample)
     target = torch.from_numpy(edit_rows.target_mask(session).astype(np.int64))[None]
     roi = edit_rows.region_of_interest(session)

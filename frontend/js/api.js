@@ -98,6 +98,7 @@ export function uploadSample(datasetId, file) {
 }
 export const getSample = (id) => get(`/samples/${id}`);
 export const embedSample = (id) => post(`/samples/${id}/embed`);
+export const tuneSample = (id) => post(`/samples/${id}/tune`);
 export const getAnnotation = (sampleId) => get(`/samples/${sampleId}/annotation`);
 export const annotationMaskBytes = (sampleId, version) =>
   requestBytes(`/samples/${sampleId}/annotation/mask.png${version ? `?version=${version}` : ''}`);

@@ -865,3 +865,46 @@ def test_a_user_without_a_role_may_see_who_they_are_and_sign_out(shared_studio, 
     assert nobody.post("/api/auth/logout").status_code == 200
     assert nobody.get("/api/me").status_code == 401
 
+
+
+def test_tuning_a_sample_queues_a_tune_job_and_its_delta_goes_with_the_sample(
+        shared_studio, client_for, django_capture_on_commit_callbacks):
+    from django.core.exceptions import ValidationError
+
+    from webapp.datasets import services as datasets
+    from webapp.datasets.models import Sample
+    from webapp.editing.services import start_edit
+    from webapp.jobs.models import Job
+    from webapp.storage import default_storage
+
+    artist = client_for(shared_studio.users.artist)
+    sample, other = shared_studio.samples[2], shared_studio.samples[3]
+    asked = artist.post(f"/api/samples/{sample.pk}/tune", {}, content_type="application/json")
+    assert asked.status_code == 202, asked.content
+    job = Job.objects.get(pk=asked.json()["id"])
+    assert (job.kind, job.queue) == ("tune", "interactive")
+    assert job.params == {"sample_id": sample.pk, "pivot": sample.latent.name, "steps": None}
+
+    metrics = {"psnr_before": 20.0, "psnr_after": 30.0, "lpips_before": 0.2, "lpips_after": 0.1, "steps": 50,
+               "seconds": 9.5}
+    with pytest.raises(ValidationError, match="embedded again"):  # a tuning of a pivot the sample no longer has
+        datasets.store_tuning(sample, "latents/elsewhere.safetensors", b"delta", metrics)
+    with django_capture_on_commit_callbacks(execute=True):
+        first = datasets.store_tuning(sample, sample.latent.name, b"delta one", metrics)
+        tuned = datasets.store_tuning(sample, sample.latent.name, b"delta two", metrics)
+    assert not default_storage.exists(first.tuning.name)  # the older tuning's file went
+    assert artist.get(f"/api/samples/{sample.pk}").json()["tuning"] == metrics
+
+    # Mode-1 requests batch only with requests on the same networks: a tuned sample rides alone.
+    keys = [start_edit(shared_studio.users.artist, row, 1, vectors=[(shared_studio.vector.pk, 1.0)]).job.batch_key
+            for row in (Sample.objects.get(pk=sample.pk), other)]
+    assert keys[0] != keys[1] and keys[0].endswith(tuned.tuning_sha256[:16])
+
+    Sample.objects.filter(pk=other.pk).update(latent="")
+    refused = artist.post(f"/api/samples/{other.pk}/tune", {}, content_type="application/json")
+    assert refused.status_code == 400 and "no latent yet" in refused.json()["detail"]
+
+    admin = client_for(shared_studio.users.admin)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert admin.delete(f"/api/samples/{sample.pk}").status_code == 204
+    assert not default_storage.exists(tuned.tuning.name)

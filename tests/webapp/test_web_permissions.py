@@ -44,6 +44,7 @@ ACCESS = {
     ("GET", "/api/samples/{sample_id}/uncertainty.png"): ANY,
     ("POST", "/api/samples/{sample_id}/segment"): ANY,
     ("POST", "/api/samples/{sample_id}/embed"): ARTISTS,
+    ("POST", "/api/samples/{sample_id}/tune"): ARTISTS,
     ("GET", "/api/samples/{sample_id}/annotation"): ANY,
     ("PUT", "/api/samples/{sample_id}/annotation"): ANNOTATORS,
     ("GET", "/api/samples/{sample_id}/annotation/mask.png"): ANY,

@@ -13,8 +13,8 @@ from webapp.accounts.auth import role_auth
 from webapp.datasets import services
 from webapp.datasets.models import Dataset, LabelSchema
 from webapp.datasets.schemas import (AnnotationOut, DatasetIn, DatasetOut, EmbedIn, GenerateIn, MaskIn, RankIn,
-                                     RestoreIn, ReviewIn, RevisionOut, SampleOut, SchemaIn, SchemaOut, Version,
-                                     VersionIn)
+                                     RestoreIn, ReviewIn, RevisionOut, SampleOut, SchemaIn, SchemaOut, TuneIn,
+                                     Version, VersionIn)
 from webapp.jobs import services as jobs
 from webapp.jobs.schemas import JobOut
 from webapp.registry.models import Checkpoint
@@ -178,6 +178,14 @@ def embed_sample(request, sample_id: int, payload: EmbedIn):
     """Find the sample's W+ latent (needed before uploaded photos can be edited or pre-labelled)."""
     sample = get_object_or_404(services.visible_samples(request.user), pk=sample_id)
     return Status(202, jobs.enqueue("embed", request.user, {"sample_id": sample.pk, "steps": payload.steps}))
+
+
+@router.post("/samples/{sample_id}/tune", auth=uploader, response={202: JobOut})
+def tune_sample(request, sample_id: int, payload: TuneIn):
+    """Pivotal tuning: fine-tune the generator around the sample's latent so that it reproduces the image more
+    exactly; the sample's edits then run on the tuned generator (until it is embedded again)."""
+    sample = get_object_or_404(services.visible_samples(request.user), pk=sample_id)
+    return Status(202, services.enqueue_tuning(sample, request.user, payload.steps))
 
 
 @router.get("/samples/{sample_id}/annotation", auth=viewer, response=AnnotationOut)

@@ -73,6 +73,12 @@ class Sample(models.Model):
     image = models.FileField(upload_to="images/%Y/%m/", max_length=300, help_text="PNG at generator resolution")
     original = models.FileField(upload_to="uploads/%Y/%m/", blank=True, max_length=300,
                                 help_text="the uploaded file as it came")
+    tuning = models.FileField(upload_to="tunings/%Y/%m/", blank=True, max_length=300,
+                              help_text="pivotal-tuning weight delta of the generator around the latent (.safetensors); "
+                                        "empty until tuned, emptied when the sample is embedded again")
+    tuning_sha256 = models.CharField(max_length=64, blank=True, help_text="the tuning file's sha256 (worker cache key)")
+    tuning_metrics = models.JSONField(default=dict, blank=True,
+                                      help_text="psnr/lpips before and after the tuning, steps, seconds")
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
     uncertainty = models.FloatField(null=True, blank=True, db_index=True,

@@ -46,6 +46,16 @@ class DatasetOut(Schema):
     created: dt.datetime
 
 
+class TuningOut(Schema):
+    """A sample's pivotal tuning: the generator's reproduction of the image around its latent before and after."""
+    psnr_before: FiniteFloat
+    psnr_after: FiniteFloat
+    lpips_before: FiniteFloat
+    lpips_after: FiniteFloat
+    steps: int
+    seconds: FiniteFloat
+
+
 class SampleOut(Schema):
     id: int
     dataset_id: int
@@ -54,6 +64,8 @@ class SampleOut(Schema):
     width: int
     height: int
     has_latent: bool
+    tuned: bool
+    tuning: Optional[TuningOut]
     image_url: str
     uncertainty: Optional[FiniteFloat]
     annotation_version: int
@@ -113,3 +125,8 @@ class RankIn(Schema):
 class EmbedIn(Schema):
     steps: Optional[int] = Field(None, ge=1, le=2000, description="optimisation steps (default: the engine's, "
                                                                   "EmbedConfig.steps)")
+
+
+class TuneIn(Schema):
+    steps: Optional[int] = Field(None, ge=1, le=2000, description="tuning steps (default: 50 on a CPU worker, the "
+                                                                  "engine's PivotalConfig.steps on a GPU)")

@@ -1,6 +1,7 @@
 """Business logic for label schemas, datasets, samples, annotations (with revisions), ranking and exports."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -117,15 +118,45 @@ def add_generated_sample(dataset: Dataset, *, image_png: bytes, latent: bytes, s
 
 
 def set_sample_latent(sample: Sample, latent: bytes) -> None:
-    """A new W+ latent (an embedding): what the segmentation branches said about the old one no longer holds."""
+    """A new W+ latent (an embedding): what the segmentation branches said about the old one no longer holds, and a
+    pivotal tuning around the old latent (its pivot) goes too."""
     with files_removed_on_error():  # a latent that cannot be recorded leaves no file behind
         name = save_bytes(f"datasets/{sample.dataset_id}/samples/latent.safetensors", latent)
         with transaction.atomic():
+            _delete_file_on_commit(sample.tuning.name)
             sample.latent.name = name
             sample.uncertainty, sample.ranked_with = None, None
-            sample.save(update_fields=["latent", "uncertainty", "ranked_with"])
+            sample.tuning.name, sample.tuning_sha256, sample.tuning_metrics = "", "", {}
+            sample.save(update_fields=["latent", "uncertainty", "ranked_with", "tuning", "tuning_sha256",
+                                       "tuning_metrics"])
             for prediction in sample.predictions.all():
                 _delete_prediction(prediction)
+
+
+def store_tuning(sample: Sample, pivot: str, delta: bytes, metrics: dict) -> Sample:
+    """Record a pivotal tuning of the generator around the sample's latent file ``pivot`` (a worker made it):
+    ``delta`` is the ``WeightDelta`` file, ``metrics`` its figures. It replaces an older tuning; a tuning of a latent
+    the sample no longer has (embedded again meanwhile) is refused."""
+    with files_removed_on_error():  # a tuning that cannot be recorded leaves no file behind
+        name = save_bytes(f"datasets/{sample.dataset_id}/tunings/{sample.pk}/delta.safetensors", delta)
+        with transaction.atomic():
+            current = Sample.objects.select_for_update().filter(pk=sample.pk).first()
+            if current is None:
+                raise ValidationError(f"sample #{sample.pk} was deleted while it was being tuned")
+            if current.latent.name != pivot:
+                raise ValidationError(f"sample #{sample.pk} was embedded again while it was being tuned: tune it "
+                                      "again around its new latent")
+            _delete_file_on_commit(current.tuning.name)
+            current.tuning.name, current.tuning_sha256 = name, hashlib.sha256(delta).hexdigest()
+            current.tuning_metrics = metrics
+            current.save(update_fields=["tuning", "tuning_sha256", "tuning_metrics"])
+    return current
+
+
+def _delete_file_on_commit(name: str) -> None:
+    """Delete a stored file once the change that stops naming it holds (at once outside a transaction)."""
+    if name:
+        transaction.on_commit(lambda: delete_quietly(name))
 
 
 def upload_sample(dataset: Dataset, user, data: bytes, filename: str) -> Sample:
@@ -146,7 +177,11 @@ def upload_sample(dataset: Dataset, user, data: bytes, filename: str) -> Sample:
 
 
 def delete_sample(sample: Sample) -> None:
-    sample.delete()  # files stay in storage: revisions may be exported or audited later
+    # Files stay in storage (revisions may be exported or audited later), except the tuning: a weight delta is of
+    # use only for editing this sample.
+    with transaction.atomic():
+        _delete_file_on_commit(sample.tuning.name)
+        sample.delete()
 
 
 # --- annotations --------------------------------------------------------------------------------------------------
@@ -479,6 +514,14 @@ def enqueue_segment(sample: Sample, user):
     return waiting or jobs.enqueue(Job.Kind.SEGMENT, user, params)
 
 
+def enqueue_tuning(sample: Sample, user, steps: Optional[int] = None):
+    """``POST /samples/{id}/tune``: a ``tune`` job that fine-tunes the generator around the sample's latent (pivotal
+    tuning), for the latent file the sample has now."""
+    if not sample.latent:
+        raise ValidationError(f"sample #{sample.pk} has no latent yet: embed the uploaded image first, then tune")
+    return jobs.enqueue(Job.Kind.TUNE, user, {"sample_id": sample.pk, "pivot": sample.latent.name, "steps": steps})
+
+
 def enqueue_ranking(dataset: Dataset, user, segmentation_id: Optional[int] = None):
     """``POST /datasets/{id}/rank``: queue a ranking by branch ``segmentation_id`` (default: the active branch),
     checked by ``dataset_segmentation`` before the job exists."""
@@ -511,6 +554,7 @@ def sample_out(sample: Sample) -> dict:
     annotation = getattr(sample, "annotation", None)
     return {"id": sample.pk, "dataset_id": sample.dataset_id, "source": sample.source, "seed": sample.seed,
             "width": sample.width, "height": sample.height, "has_latent": bool(sample.latent),
+            "tuned": bool(sample.tuning), "tuning": sample.tuning_metrics or None,
             "image_url": f"/api/samples/{sample.pk}/image.png", "uncertainty": sample.uncertainty,
             "annotation_version": annotation.version if annotation else 0,
             "annotation_status": annotation.status if annotation and annotation.version else None,

@@ -100,12 +100,18 @@ def start_edit(user, sample: Sample, mode: int, *, vectors: Sequence[tuple[int, 
             if roi_png:
                 session.params["roi_file"] = save_bytes(f"edits/{session.pk}/roi.png", roi_png)
             session.save(update_fields=["target_mask", "params"])
-        batch_key = f"apply:{generator.pk}:{segmentation.pk}" if mode == EditSession.Mode.APPLY else ""
+        batch_key = _mode1_batch_key(sample, segmentation) if mode == EditSession.Mode.APPLY else ""
         session.job = jobs.enqueue(MODE_KIND[mode], user, {"session_id": session.pk}, batch_key=batch_key)
         session.save(update_fields=["job"])
         if mode == EditSession.Mode.APPLY:
             _supersede_queued_applies(session)
     return session
+
+
+def _mode1_batch_key(sample, segmentation) -> str:
+    """Mode-1 requests share a forward pass only on the same networks: generator, branch and the sample's pivotal
+    tuning (a prefix of its file's hash; none: the generator as it is)."""
+    return f"apply:{sample.dataset.generator_id}:{segmentation.pk}:{sample.tuning_sha256[:16]}"
 
 
 def _supersede_queued_applies(session: EditSession) -> None:

@@ -20,6 +20,7 @@ class Job(models.Model):
         VECTOR_THUMBNAILS = "vector_thumbnails", "render a library vector's thumbnails"
         IMPORT_CHECKPOINT = "import_checkpoint", "convert and register an imported checkpoint"
         SEGMENT = "segment", "segment a sample with the active branch"
+        TUNE = "tune", "pivotal-tune the generator to a sample"
 
     class Status(models.TextChoices):
         QUEUED = "queued"

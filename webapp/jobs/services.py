@@ -30,12 +30,12 @@ INTERACTIVE, TRAINING = "interactive", "training"
 QUEUE_OF_KIND = {
     Job.Kind.SAMPLE: INTERACTIVE, Job.Kind.PRELABEL: INTERACTIVE, Job.Kind.EMBED: INTERACTIVE,
     Job.Kind.APPLY: INTERACTIVE, Job.Kind.REFINE: INTERACTIVE, Job.Kind.OPTIMIZE: INTERACTIVE,
-    Job.Kind.VECTOR_THUMBNAILS: INTERACTIVE, Job.Kind.SEGMENT: INTERACTIVE,
+    Job.Kind.VECTOR_THUMBNAILS: INTERACTIVE, Job.Kind.SEGMENT: INTERACTIVE, Job.Kind.TUNE: INTERACTIVE,
     Job.Kind.RANK: TRAINING, Job.Kind.TRAIN_SEGMENTATION: TRAINING, Job.Kind.TRAIN_ENCODER: TRAINING,
     Job.Kind.IMPORT_CHECKPOINT: TRAINING,  # seconds of CPU and memory for a large pickle, and nobody waits on a slider
 }
 # Jobs that hold a GPU for seconds to hours count against a user's queue limit; real-time ones do not.
-EXPENSIVE = {Job.Kind.SAMPLE, Job.Kind.EMBED, Job.Kind.REFINE, Job.Kind.OPTIMIZE, Job.Kind.RANK,
+EXPENSIVE = {Job.Kind.SAMPLE, Job.Kind.EMBED, Job.Kind.TUNE, Job.Kind.REFINE, Job.Kind.OPTIMIZE, Job.Kind.RANK,
              Job.Kind.TRAIN_SEGMENTATION, Job.Kind.TRAIN_ENCODER, Job.Kind.IMPORT_CHECKPOINT}
 TASK_PREFIX = "gpu_worker."
 
