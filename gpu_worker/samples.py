@@ -48,13 +48,18 @@ def segment_and_store(sample, segmentation):
 
 def rank_dataset(dataset, segmentation, progress) -> int:
     """Score every sample with a latent by ensemble disagreement (``image_uncertainty``) and store the branch's
-    prediction for it (so segmentation.png / uncertainty.png follow a retraining)."""
-    generator = engine_cache.generator(dataset.generator)
+    prediction for it (so segmentation.png / uncertainty.png follow a retraining): untuned samples in batches, each
+    tuned one alone, through its own tuned generator."""
     ensemble, _schema = engine_cache.segmenter(segmentation)
     rows = dataset_rows.samples_with_latents(dataset)
-    for start in range(0, len(rows), RANK_BATCH):
-        chunk = rows[start:start + RANK_BATCH]
-        _image, prediction = segment(generator, ensemble, torch.cat([latent(s) for s in chunk]))
+    untuned = [row for row in rows if not row.tuning]
+    chunks = [untuned[start:start + RANK_BATCH] for start in range(0, len(untuned), RANK_BATCH)]
+    chunks += [[row] for row in rows if row.tuning]
+    done = 0
+    for chunk in chunks:
+        _image, prediction = segment(engine_cache.sample_generator(chunk[0]), ensemble,
+                                     torch.cat([latent(s) for s in chunk]))
         store_predictions(segmentation, chunk, prediction)
-        report(progress, ProgressEvent("rank", start + len(chunk), len(rows)))
+        done += len(chunk)
+        report(progress, ProgressEvent("rank", done, len(rows)))
     return len(rows)

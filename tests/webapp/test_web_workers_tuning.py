@@ -10,6 +10,7 @@ from PIL import Image
 
 from conftest import photo_file
 from test_web_workers import post, wait_for_job
+from test_web_workers_predictions import png_array
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,6 +42,7 @@ def test_tuning_stores_a_delta_that_edits_use_until_the_sample_is_embedded_again
     embedded = wait_for_job(post(artist, f"{sample_url}/embed", {"steps": 2}).json()["id"], worker=celery_worker)
     assert embedded.status == "succeeded", embedded.error
     assert artist.get(sample_url).json()["tuned"] is False
+    _mode, untuned_uncertainty = png_array(artist.get(f"{sample_url}/uncertainty.png"))
     untuned = unchanged_render_psnr(artist, uploaded["id"], studio.vector.pk, celery_worker)
 
     asked = post(artist, f"{sample_url}/tune", {"steps": 20})
@@ -53,6 +55,13 @@ def test_tuning_stores_a_delta_that_edits_use_until_the_sample_is_embedded_again
     assert tuned_job.result["segmentation_id"] == studio.segmentation.pk  # a fresh prediction, by the tuned generator
     row = Sample.objects.get(pk=uploaded["id"])
     assert default_storage.exists(row.tuning.name) and len(row.tuning_sha256) == 64
+    _mode, tuned_uncertainty = png_array(artist.get(f"{sample_url}/uncertainty.png"))
+    assert not np.array_equal(tuned_uncertainty, untuned_uncertainty)
+    ranking = wait_for_job(post(client_for(studio.users.admin), f"/api/datasets/{studio.dataset.pk}/rank", {}).json()[
+        "id"], worker=celery_worker)
+    assert ranking.status == "succeeded", ranking.error
+    _mode, ranked_uncertainty = png_array(artist.get(f"{sample_url}/uncertainty.png"))
+    assert np.array_equal(ranked_uncertainty, tuned_uncertainty)  # a ranking segments it with its tuned generator
 
     tuned = unchanged_render_psnr(artist, uploaded["id"], studio.vector.pk, celery_worker)
     assert tuned > untuned + 1.0, (untuned, tuned)
