@@ -1,6 +1,6 @@
-// The edit studio: start from a generator sample or an uploaded photo (crop → embed with a progress bar), paint
-// the edit on the segmentation, run mode 3 with live previews and losses, compare before/after, save the learned
-// vector to the library, download image, mask and vector.
+// The edit studio: start from a generator sample or an uploaded photo (crop → embed with a progress bar, optionally
+// tune the generator to it: pivotal tuning), paint the edit on the segmentation, run mode 3 with live previews and
+// losses, compare before/after, save the learned vector to the library, download image, mask and vector.
 
 import * as api from '../api.js';
 import { h, button, loadImage, replaceChildren } from '../ui/dom.js';
