@@ -70,13 +70,21 @@ def mode1_request(job) -> Mode1Request:
 
 
 def render_mode1(leader, requests: list[Mode1Request]) -> list[dict]:
-    """Apply each request's vectors to its latent in one forward pass and store the results (request order); the
-    batch shares a sample tuning (``batch_key``), the leader's."""
-    vectors, scales = scale_rows([request.vectors for request in requests])
-    first = requests[0].session
-    applied = apply_vectors(engine_cache.editing_models(first.generator, first.segmentation, first.sample),
-                            torch.cat([request.ws for request in requests]), vectors, scales,
-                            mask_members=engine_cache.mode1_mask_members())
-    return [store(request.session, applied.image[index], applied.mask[index], applied.ws[index],
-                  metrics={"batch_size": len(requests), "batch_leader": leader.pk})
-            for index, request in enumerate(requests)]
+    """Apply each request's vectors to its latent and store the results (request order): one forward pass per
+    sample tuning. ``batch_key`` groups requests of one tuning, but a sample tuned after its request was keyed
+    brings its new tuning along, and must not be drawn with its batch-mates' generator."""
+    by_tuning: dict[str, list[int]] = {}
+    for index, request in enumerate(requests):
+        by_tuning.setdefault(request.session.sample.tuning_sha256, []).append(index)
+    results: dict[int, dict] = {}
+    for indices in by_tuning.values():
+        group = [requests[index] for index in indices]
+        vectors, scales = scale_rows([request.vectors for request in group])
+        first = group[0].session
+        applied = apply_vectors(engine_cache.editing_models(first.generator, first.segmentation, first.sample),
+                                torch.cat([request.ws for request in group]), vectors, scales,
+                                mask_members=engine_cache.mode1_mask_members())
+        for row, index in enumerate(indices):
+            results[index] = store(requests[index].session, applied.image[row], applied.mask[row], applied.ws[row],
+                                   metrics={"batch_size": len(group), "batch_leader": leader.pk})
+    return [results[index] for index in range(len(requests))]

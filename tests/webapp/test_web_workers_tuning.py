@@ -67,6 +67,22 @@ def test_tuning_stores_a_delta_that_edits_use_until_the_sample_is_embedded_again
     assert tuned > untuned + 1.0, (untuned, tuned)
     assert tuned == pytest.approx(shown["tuning"]["psnr_after"], abs=1.0)  # the edit rendered the stored tuning
 
+    # A sample tuned after its slider request was keyed can share a mode-1 batch with an untuned leader: each
+    # tuning renders in its own pass, so the tuned sample is still drawn by its tuned generator.
+    from gpu_worker import edits
+    from webapp.jobs.models import Job
+
+    sessions = [post(artist, "/api/edits", {"sample_id": sample_id, "mode": 1, "vectors": [
+        {"vector_id": studio.vector.pk, "scale": 0.0}]}).json() for sample_id in (studio.samples[0].pk, uploaded["id"])]
+    batch = [wait_for_job(edit["job_id"], worker=celery_worker) for edit in sessions]
+    assert [job.status for job in batch] == ["succeeded", "succeeded"], [job.error for job in batch]
+    results = edits.render_mode1(batch[0], [edits.mode1_request(Job.objects.get(pk=job.pk)) for job in batch])
+    assert [result["metrics"]["batch_size"] for result in results] == [1, 1]
+    rendered = pixels(artist.get(results[1]["image_url"]))
+    photo = pixels(artist.get(f"{sample_url}/image.png"))
+    batched = float(10 * np.log10(255.0 ** 2 / np.square(rendered - photo).mean()))
+    assert batched == pytest.approx(tuned, abs=0.1), (batched, tuned, untuned)
+
     again = wait_for_job(post(artist, f"{sample_url}/embed", {"steps": 2}).json()["id"], worker=celery_worker)
     assert again.status == "succeeded", again.error
     shown = artist.get(sample_url).json()
