@@ -104,9 +104,11 @@ class Models:
         return self.bundle.editing_models(get_perceptual_loss("vgg", self.device))
 
     def require_segmenter(self):
+        from editor_core.bundle import BundleLayout
+
         if self.bundle.segmenter is None:
             raise CommandError("this command needs a segmentation branch: pass --segmenter FILE or a bundle that has "
-                               "segmentation.safetensors")
+                               f"{BundleLayout.SEGMENTATION}")
         return self.bundle.segmenter
 
 
