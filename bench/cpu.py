@@ -50,12 +50,14 @@ def _setup(path: str):
 
     torch.manual_seed(0)
     bundle = load_bundle()
-    options = {"lpips": "vgg", "loss_members": None, "mask_members": None, "retrain": TODAY_RETRAIN}
+    options = {"lpips": "vgg", "loss_members": None, "mask_members": None, "retrain": TODAY_RETRAIN,
+               "embed_steps": None}
     if path == "new":
         engine_cache = _engine_cache()
         options = {"lpips": engine_cache.CPU_LPIPS, "loss_members": engine_cache.CPU_LOSS_MEMBERS,
                    "mask_members": engine_cache.CPU_MODE1_MASK_MEMBERS,
-                   "retrain": {"steps": TODAY_RETRAIN["steps"], **engine_cache.retrain_options(None)}}
+                   "retrain": {"steps": TODAY_RETRAIN["steps"], **engine_cache.retrain_options(None)},
+                   "embed_steps": engine_cache.CPU_EMBED_STEPS}
     models = EditingModels(bundle.generator, bundle.segmenter, get_perceptual_loss(options["lpips"], "cpu"),
                            bundle.generator_id)
     return bundle, models, options
@@ -123,7 +125,8 @@ def _items(path: str) -> dict:
     def embedding():
         with torch.no_grad():
             image = G.synthesis(bundle.annotations.latents[3:4], noise_mode="const")
-        embed_image(G, bundle.encoder, image, EmbedConfig(lpips_net=options["lpips"]))
+        steps = {} if options["embed_steps"] is None else {"steps": options["embed_steps"]}  # today: its default
+        embed_image(G, bundle.encoder, image, EmbedConfig(lpips_net=options["lpips"], **steps))
 
     def segmentation_step(pixel_count: int):
         ensemble = SegmentationEnsemble(SegmentationConfig.from_generator(G, bundle.schema.num_classes)).train()
@@ -152,7 +155,7 @@ def _items(path: str) -> dict:
             lambda: segmentation_step(_engine_cache().CPU_RETRAIN["pixels_per_step"]), "short"),
         "mode 2, 10 steps": (lambda: mode2_refine, "long"),
         "mode 3, 30 steps": (lambda: mode3_edit, "long"),
-        "embedding (studio default, 100 steps)": (lambda: embedding, "long"),
+        "embedding (the CPU worker's default steps)": (lambda: embedding, "long"),
     }
 
 
@@ -213,7 +216,7 @@ def run_comparison(args) -> list[dict]:
 ITEM_NAMES = ["G forward (load meter: same code both ways)", "mode 1, one vector (engine)", "mode-3 step",
               "segmentation training step (admin default pixels)",
               "segmentation training step (the CPU worker's pixels both ways)", "mode 2, 10 steps", "mode 3, 30 steps",
-              "embedding (studio default, 100 steps)"]
+              "embedding (the CPU worker's default steps)"]
 
 
 # --- quality --------------------------------------------------------------------------------------------------------
