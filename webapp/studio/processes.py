@@ -221,11 +221,14 @@ class WorkerPlan:
 
 
 def default_workers(cores: int) -> list[WorkerPlan]:
-    """One worker per queue, so that a person's job never waits behind a retraining or a ranking. The interactive
-    worker may use every core (someone waits for its short jobs); the training worker gets half of them and, on a
-    CPU, runs at a lower priority (``gpu_worker.celery_app``), so it takes only what the interactive one and the web
-    server leave."""
-    return [WorkerPlan("interactive", "interactive", cores), WorkerPlan("training", "training", max(1, cores // 2))]
+    """One worker per queue, so that a person's job never waits behind a retraining or a ranking. The cores are
+    split, not shared: the training worker gets half of them (on a CPU at a lower priority, ``gpu_worker.celery_app``)
+    and the interactive one the rest. Torch threads that share a core with another worker's stall at every
+    parallel region: on two cores a mode-1 job took 0.8-1.7 s with two threads beside a ranking's one, 0.2 s with
+    one (``docs/benchmarks.md``)."""
+    training = max(1, cores // 2)
+    return [WorkerPlan("interactive", "interactive", max(1, cores - training)),
+            WorkerPlan("training", "training", training)]
 
 
 def worker_command(name: str, queues: str = "interactive,training", concurrency: int = 1) -> list[str]:
