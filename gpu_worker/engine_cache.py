@@ -75,14 +75,25 @@ def generator(checkpoint):
     return _generator(checkpoint.file.name, checkpoint.sha256, str(device()))
 
 
+def _generator_with_tuning(generator_name: str, generator_sha: str, generator_id: str, tuning_name: str,
+                           tuning_sha: str, device_name: str):
+    """The base generator, or its copy tuned by the delta file ``tuning_name`` when one is named."""
+    if not tuning_name:
+        return _generator(generator_name, generator_sha, device_name)
+    return _tuned_generator(generator_name, generator_sha, generator_id, tuning_name, tuning_sha, device_name)
+
+
+def _tuning_of(sample) -> tuple[str, str]:
+    """``(delta file name, its sha256)`` of a sample's pivotal tuning; ``("", "")`` for none."""
+    return (sample.tuning.name, sample.tuning_sha256) if sample is not None and sample.tuning else ("", "")
+
+
 def sample_generator(sample):
     """The generator a sample is rendered with: its dataset's, tuned by the sample's pivotal tuning if it has one
     (built once per tuning file, sharing the base's untouched tensors)."""
     checkpoint = sample.dataset.generator
-    if not sample.tuning:
-        return generator(checkpoint)
-    return _tuned_generator(checkpoint.file.name, checkpoint.sha256, checkpoint.fingerprint, sample.tuning.name,
-                            sample.tuning_sha256, str(device()))
+    return _generator_with_tuning(checkpoint.file.name, checkpoint.sha256, checkpoint.fingerprint,
+                                  *_tuning_of(sample), str(device()))
 
 
 def segmenter(checkpoint):
@@ -157,18 +168,16 @@ def _editing_models(generator_name: str, generator_sha: str, tuning_name: str, t
                     segmentation_name: str, segmentation_sha: str, generator_id: str, device_name: str, net: str,
                     precision: str, roi_chunk: int) -> EditingModels:
     ensemble, _schema = _segmenter(segmentation_name, segmentation_sha, device_name)
-    tuned = (_tuned_generator(generator_name, generator_sha, generator_id, tuning_name, tuning_sha, device_name)
-             if tuning_name else _generator(generator_name, generator_sha, device_name))
-    return EditingModels(generator=tuned, segmenter=ensemble, perceptual=get_perceptual_loss(net, device_name),
+    rendering = _generator_with_tuning(generator_name, generator_sha, generator_id, tuning_name, tuning_sha,
+                                       device_name)
+    return EditingModels(generator=rendering, segmenter=ensemble, perceptual=get_perceptual_loss(net, device_name),
                          generator_id=generator_id, precision=precision, roi_pixel_chunk=roi_chunk or None)
 
 
 def editing_models(generator_checkpoint, segmentation_checkpoint, sample=None) -> EditingModels:
     """The frozen networks of an edit, built once per generator, branch and ``sample``'s pivotal tuning (none: the
     generator as it is): its sub-ensembles (``EditingModels.segmenter_members``) are then made once too."""
-    tuning_name, tuning_sha = (sample.tuning.name, sample.tuning_sha256) if sample is not None and sample.tuning \
-        else ("", "")
-    return _editing_models(generator_checkpoint.file.name, generator_checkpoint.sha256, tuning_name, tuning_sha,
+    return _editing_models(generator_checkpoint.file.name, generator_checkpoint.sha256, *_tuning_of(sample),
                            segmentation_checkpoint.file.name, segmentation_checkpoint.sha256,
                            generator_checkpoint.fingerprint, str(device()), lpips_net(),
                            settings.STUDIO_EDIT_PRECISION if device().type == "cuda" else "float32",
