@@ -304,6 +304,35 @@ def test_job_socket_sends_status_and_takes_cancel(studio, daphne_url, client_for
     assert first["kind"] == "sample" and cancelled["status"] == "cancelled"
 
 
+def test_an_edit_finished_while_its_socket_joins_is_reported_finished(studio):
+    """An edit's job that finishes after the socket is authorised but before it joins the groups sends its event to
+    no one there: the state sent on joining is read after the join, so it says finished (not the stale "queued")."""
+    from asgiref.sync import async_to_sync
+
+    from webapp.editing.models import EditSession
+    from webapp.jobs.models import Job
+    from webapp.jobs.services import QUEUE_OF_KIND
+    from webapp.realtime.consumers import EditConsumer
+
+    job = Job.objects.create(kind=Job.Kind.APPLY, queue=QUEUE_OF_KIND[Job.Kind.APPLY],
+                             requested_by=studio.users.artist, params={})
+    session = EditSession.objects.create(sample=studio.samples[0], generator=studio.generator,
+                                         segmentation=studio.segmentation, mode=EditSession.Mode.APPLY, job=job,
+                                         user=studio.users.artist)
+    consumer = EditConsumer()
+    consumer.scope, consumer.user = {"url_route": {"kwargs": {"session_id": session.pk}}}, studio.users.artist
+    sent = []
+
+    async def send_json(message):
+        sent.append(message)
+
+    consumer.send_json = send_json
+    assert consumer.authorize() == [f"edit.{session.pk}", f"job.{job.pk}"]
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.SUCCEEDED)  # the worker finishes in between
+    async_to_sync(consumer.joined)()
+    assert sent[0]["type"] == "edit.state" and sent[0]["job_status"] == "succeeded", sent
+
+
 def test_dataset_presence_lists_who_is_in_each_live_room(studio, daphne_url, client_for):
     """``GET /datasets/{id}/presence`` follows joins and leaves of the dataset's annotation rooms (Redis state that
     every Daphne process shares); another dataset's rooms stay out of it."""

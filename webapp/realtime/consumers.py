@@ -355,10 +355,15 @@ class EditConsumer(StudioConsumer):
         return [edit_group(self.session.pk)] + ([job_group(self.session.job_id)] if self.session.job_id else [])
 
     async def joined(self):
-        from webapp.editing.services import session_out
+        await self.send_json({"type": "edit.state", **await database_sync_to_async(self.current_state)()})
 
-        await self.send_json({"type": "edit.state", **json.loads(json.dumps(
-            await database_sync_to_async(lambda: session_out(self.session))(), default=str))})
+    def current_state(self) -> dict:
+        """The session as it is now: read again after the groups are joined, so that a job that finished between
+        ``authorize`` and the join (its event sent to no one here) is reported finished, with its result."""
+        from webapp.editing.services import session_out, visible_sessions
+
+        self.session = visible_sessions(self.user).get(pk=self.session.pk)
+        return json.loads(json.dumps(session_out(self.session), default=str))
 
     async def on_cancel(self, message):
         from webapp.jobs.services import cancel
