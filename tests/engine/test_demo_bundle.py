@@ -120,3 +120,32 @@ def test_vector_moves_its_parts_the_right_way_on_fresh_faces(bundle, held_out, e
     assert agreeing >= DIRECTION_MIN_AGREEING, (
         f"'{edit.name}' moved its {edit.statistic} of {list(edit.measured_classes)} the right way on only "
         f"{agreeing} of {TEST_FACES} fresh faces")
+
+
+def test_unit_scale_factor_makes_scale_one_the_renderers_edit(bundle):
+    """The vectors stage's calibration: the factor it returns makes the vector change its edit's mask statistic by
+    the share it reports of the true change (read again here), nearer the whole change than the raw mean δW+ does;
+    a vector that does nothing is left as it is."""
+    from editor_core.editing import render_and_segment
+    from editor_core.training.demo_bundle.stages import unit_scale_factor
+
+    edit = next(e for e in DEMO_EDITS if e.name == "bigger_nose")
+    annotations = bundle.annotations
+    params = {name: torch.tensor(values[:2]) for name, values in annotations.meta["render_params"].items()}
+    ws, before = annotations.latents[:2], annotations.masks[:2]
+    after = toonface.render(edit.applied_to(params), before.shape[-1])[1]
+    models = bundle.editing_models(torch.nn.Identity())
+    delta = bundle.vectors[edit.name].delta
+
+    factor, reached = unit_scale_factor(models, ws, delta, edit, before, after, rounds=2)
+    size = models.seg_resolution
+    true_change = edit.effect(resize_mask(after, size)) - edit.effect(resize_mask(before, size))
+    unedited = edit.effect(render_and_segment(models, ws)[1])
+
+    def share(scale: float) -> float:
+        return float(torch.nanmedian((edit.effect(render_and_segment(models, ws + scale * delta)[1]) - unedited)
+                                     / true_change))
+
+    assert reached == pytest.approx(share(factor), abs=1e-3)
+    assert abs(reached - 1) < abs(share(1.0) - 1) or factor == 1.0
+    assert unit_scale_factor(models, ws, torch.zeros_like(delta), edit, before, after) == (1.0, None)

@@ -156,6 +156,16 @@ def test_command_line_refuses_another_generator_in_the_bundle(built, tmp_path):
 def test_pipeline_config_rejects_non_positive_budgets():
     with pytest.raises(ValueError, match="encoder_minutes"):
         PipelineConfig(encoder_minutes=0)
+    with pytest.raises(ValueError, match="vector_roi"):
+        PipelineConfig(vector_roi="everything")
+
+
+@pytest.mark.parametrize("option", [["--vector-roi", "everything"], ["--vector-calibrate", "maybe"],
+                                    ["--vector-steps", "0"]])
+def test_command_line_refuses_bad_vector_options_with_a_message(option, tmp_path, capsys):
+    with pytest.raises(SystemExit) as refused:
+        main(["vectors", "--out", str(tmp_path), *option])
+    assert refused.value.code == 2 and option[0].lstrip("-").split("-")[-1] in capsys.readouterr().err
 
 
 # -- the ground-truth edits --------------------------------------------------------------------------------------------

@@ -30,6 +30,12 @@ def _install_generator(generator: Path, out: Path) -> None:
     shutil.copyfile(generator, target)
 
 
+def _on_off(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
+    return text == "on"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m editor_core.training.demo_bundle",
                                      description=demo_bundle.__doc__.splitlines()[0])
@@ -49,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                "regressor_steps": int, "annotate_steps": int, "seg_steps": int, "seg_ensemble": int,
                "vector_sources": int, "vector_steps": int, "eval_renders": int, "transfer_renders": int,
                "eval_embed_steps": int, "refine_steps": int, "fd_samples": int, "embed_batch": int,
-               "forward_batch": int, "lpips_net": str}
+               "forward_batch": int, "lpips_net": str, "vector_roi": str, "vector_calibrate": _on_off}
     for name, kind in options.items():
         parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None,
                             help=f"(default {getattr(PipelineConfig, name)})")
@@ -57,10 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     overrides = {name: value for name, value in vars(args).items()
                  if name in {f.name for f in dataclasses.fields(PipelineConfig)} and value is not None}
-    config = PipelineConfig(**overrides)
+    try:
+        config = PipelineConfig(**overrides)
+    except ValueError as bad:
+        parser.error(str(bad))
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
     _install_generator(args.generator or BundleLayout(args.out).generator, args.out)

@@ -44,6 +44,9 @@ STAGES = ("encoder", "regressor", "annotate", "segmentation", "vectors", "evalua
 ENCODER_STATE_FILE = "encoder-training.safetensors"
 
 
+VECTOR_ROIS = ("changed", "classes")
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """Budgets and sizes of every stage; the defaults build the shipped bundle on one GPU in about ten minutes."""
@@ -67,6 +70,11 @@ class PipelineConfig:
     seg_steps: int = 3000
     vector_sources: int = 8
     vector_steps: int = 200
+    # The vectors' mode-3 region of interest: "changed" (the changed pixels, dilated: the studio's default) or
+    # "classes" (also every pixel of the vector's classes).
+    vector_roi: str = "changed"
+    # Rescale each mean δW+ so that scale 1 makes the renderer's edit on its sources (``unit_scale_factor``).
+    vector_calibrate: bool = True
     eval_renders: int = 200
     transfer_renders: int = 100
     eval_embed_steps: int = 300
@@ -83,8 +91,35 @@ class PipelineConfig:
             value = getattr(self, item.name)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and item.name != "seed" and value <= 0:
                 raise ValueError(f"{item.name} must be > 0, got {value}")
+        if self.vector_roi not in VECTOR_ROIS:
+            raise ValueError(f"vector_roi must be one of {VECTOR_ROIS}, got {self.vector_roi!r}")
         object.__setattr__(self, "seg_hidden", tuple(int(h) for h in self.seg_hidden))
         object.__setattr__(self, "encoder_widths", tuple((str(k), int(v)) for k, v in self.encoder_widths))
+
+
+def unit_scale_factor(models: EditingModels, ws: torch.Tensor, delta: torch.Tensor, edit, before: torch.Tensor,
+                      after: torch.Tensor, rounds: int = 3, bounds: tuple[float, float] = (0.5, 4.0)
+                      ) -> tuple[float, Optional[float]]:
+    """The factor ``f`` for which ``w + f·δ`` (mode 1 on the vector's source latents ``ws [S, L, w_dim]``) changes
+    ``edit``'s mask statistic by the true masks' change (``before``/``after``, ``[S, H, W]``), as a median over the
+    sources: a mean of several sources' δW+ is shorter than each (their particular parts cancel), so unit scale would
+    otherwise make only part of the renderer's edit. A few fixed-point rounds (the response is close to linear in the
+    scale here), ``f`` kept within ``bounds``. Returns ``(f, the median share reached)``; ``(1, None)`` when the
+    statistic cannot be read (no true change, or the vector moves it the wrong way)."""
+    size = models.seg_resolution
+    true_change = edit.effect(resize_mask(after, size)) - edit.effect(resize_mask(before, size))
+    unedited = edit.effect(render_and_segment(models, ws)[1])
+    factor, measured = 1.0, (1.0, None)
+    for _ in range(rounds):
+        edited = render_and_segment(models, ws + factor * delta)[1]
+        share = float(torch.nanmedian((edit.effect(edited) - unedited) / true_change))
+        if not share > 0.05:  # NaN, the wrong way, or (almost) no effect: nothing to calibrate by
+            break
+        measured = (factor, round(share, 4))
+        if abs(share - 1) < 0.05:
+            break
+        factor = min(max(factor / share, bounds[0]), bounds[1])
+    return measured
 
 
 class DemoPipeline:
@@ -381,16 +416,21 @@ class DemoPipeline:
         for index, (edit, seed, images, before, after) in enumerate(sources):
             ws = ws_all[index * cfg.vector_sources:(index + 1) * cfg.vector_sources]
             result = optimize_edit(models, ws, before, after, EditConfig(steps=cfg.vector_steps),
-                                   edited_classes=edit.classes)
+                                   edited_classes=edit.classes if cfg.vector_roi == "classes" else None)
+            delta = result.delta.mean(0)
+            factor, reached = (unit_scale_factor(models, ws, delta, edit, before, after) if cfg.vector_calibrate
+                               else (1.0, None))
             info = EditVectorInfo(
                 name=edit.name, generator_id=self.generator_id, edited_classes=list(edit.classes),
                 source={"kind": "ground-truth render edit, mode 3", "param": edit.param, "before": edit.before,
                         "after": edit.after, "sources": cfg.vector_sources, "render_seed": seed,
-                        "steps": cfg.vector_steps, "inversion_psnr": round(float(psnrs.mean()), 3),
+                        "steps": cfg.vector_steps, "roi": cfg.vector_roi, "unit_scale_factor": round(factor, 4),
+                        "median_share_of_true_change_on_sources": reached,
+                        "inversion_psnr": round(float(psnrs.mean()), 3),
                         "final_losses": {k: round(v, 5) for k, v in result.final_losses.items()}},
                 scale_range=VECTOR_SCALE_RANGE, author="editor_core.training.demo_bundle",
                 description=edit.description)
-            vector = EditVector(result.delta.mean(0).cpu(), info)
+            vector = EditVector((factor * delta).cpu(), info)
             relative = BundleLayout.vector_name(edit.name)
             vector.save(self.out / relative)
             applied = apply_vectors(models, ws[:1], [vector], [1.0])
@@ -402,7 +442,8 @@ class DemoPipeline:
             files[relative] = {"what": f"edit vector '{edit.name}': {edit.description}",
                                "how": f"mode 3 on {cfg.vector_sources} inverted renders, {edit.param} "
                                       f"{edit.before} → {edit.after}, mean δW+", "created": info.created}
-            self.log(f"vectors: saved {relative}; final losses {info.source['final_losses']}")
+            self.log(f"vectors: saved {relative}; final losses {info.source['final_losses']}; unit scale ×{factor:.3f}"
+                     f" (median share of the true change on its sources: {reached})")
         self._update_manifest(files)
 
     def evaluate_stage(self, force: bool = False) -> dict[str, Any]:
