@@ -12,7 +12,9 @@ image, then that image URL (when the job ended before the socket joined, ``GET /
 from the POST to the image in hand; the report gives p50/p95/max and the jobs' own batch sizes. ``--burst N`` also
 sends N positions at once per move (several tabs, or a client without LatestOnly): the older ones must come back
 superseded. ``--retrain`` then times the admin page's default segmentation retraining from its request to its
-end, through the studio's training worker.
+end, through the studio's training worker. ``--edit STEPS`` times a mode-3 edit as the edit view sends it (the
+sample's eye whites painted larger, ``STEPS`` steps): from the request to the first ``edit.preview`` on its
+websocket, the previews' cadence, and the result.
 """
 from __future__ import annotations
 
@@ -55,8 +57,8 @@ class Studio:
         headers = {"Content-Type": "application/json", "X-CSRFToken": self.cookie("csrftoken"), "Referer": self.url}
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         with self.opener.open(request, timeout=120) as response:
-            payload = response.read()
-        return json.loads(payload) if payload and path.startswith("/api/") else payload
+            payload, kind = response.read(), response.headers.get_content_type()
+        return json.loads(payload) if payload and kind == "application/json" else payload
 
     def login(self, username: str, password: str) -> None:
         self.request("GET", "/api/auth/csrf")
@@ -152,6 +154,75 @@ def retrain(studio: Studio) -> dict:
             **{k: metrics.get(k) for k in ("steps", "mean_iou", "train_mean_iou", "num_samples", "num_heldout")}}
 
 
+def enlarged_eye_whites(studio: Studio, sample_id: int) -> tuple[bytes, list[int]]:
+    """The sample's segmentation with its eye-white classes grown by 3 pixels over the skin (the new user's "much
+    larger eyes" of issue #21), as the edit view's painted target PNG, and those classes."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    dataset = studio.request("GET", "/api/datasets")[0]
+    names = [c["name"].lower() for c in studio.request("GET", f"/api/schemas/{dataset['schema_id']}")["classes"]]
+    whites = [i for i, name in enumerate(names) if "eye" in name and "white" in name]
+    skin = [i for i, name in enumerate(names) if name == "skin"]
+    if not whites or not skin:
+        raise SystemExit(f"--edit paints eye whites over skin; this dataset's schema has neither: {names}")
+    image = Image.open(io.BytesIO(studio.request("GET", f"/api/samples/{sample_id}/segmentation.png")))
+    mask = np.array(image)
+    for white in whites:
+        grown = mask == white
+        for _ in range(3):
+            grown = grown | np.roll(grown, 1, 0) | np.roll(grown, -1, 0) | np.roll(grown, 1, 1) | np.roll(grown, -1, 1)
+        mask[grown & np.isin(mask, skin)] = white
+    painted = Image.fromarray(mask, mode="P")
+    painted.putpalette(image.getpalette() or [])
+    out = io.BytesIO()
+    painted.save(out, format="PNG")
+    return out.getvalue(), whites
+
+
+async def mode3_edit(studio: Studio, sample_id: int, steps: int) -> dict:
+    """A mode-3 edit as the edit view starts and follows it: ``{first_preview_s, preview_gap_s, …, total_s}``."""
+    import base64
+
+    target, classes = enlarged_eye_whites(studio, sample_id)
+    start = time.perf_counter()
+    session = studio.request("POST", "/api/edits", {"sample_id": sample_id, "mode": 3, "steps": steps,
+                                                    "target_mask_png": base64.b64encode(target).decode()})
+    ws_url = studio.url.replace("http", "ws", 1) + f"/ws/edits/{session['id']}/"
+    previews, result_at, status = [], None, None
+    async with websockets.connect(ws_url, additional_headers=studio.socket_headers(), origin=studio.url) as socket:
+        while status not in FINISHED:
+            message = json.loads(await asyncio.wait_for(socket.recv(), 600))
+            if message["type"] == "edit.preview":
+                previews.append((time.perf_counter() - start, message.get("step"), "mask" in message))
+            elif message["type"] == "edit.result":
+                result_at = time.perf_counter() - start
+            elif message["type"] == "edit.state" and message.get("job_status") in FINISHED:
+                status = message["job_status"]
+            elif message["type"] == "job.status" and message["status"] in FINISHED:
+                status = message["status"]
+    gaps = [b[0] - a[0] for a, b in zip(previews, previews[1:])]
+    job = studio.request("GET", f"/api/jobs/{session['job_id']}")
+    return {"steps": steps, "edited_classes": classes, "status": status,
+            "first_preview_s": previews[0][0] if previews else None,
+            "first_preview_step": previews[0][1] if previews else None, "previews": len(previews),
+            "previews_with_mask": sum(p[2] for p in previews),
+            "preview_gap_s": {"p50": statistics.median(gaps), "max": max(gaps)} if gaps else None,
+            "result_s": result_at, "total_s": time.perf_counter() - start,
+            "job_queue_wait_s": _seconds_between(job.get("created"), job.get("started")),
+            "job_run_s": _seconds_between(job.get("started"), job.get("finished"))}
+
+
+def _seconds_between(earlier, later):
+    from datetime import datetime
+
+    if not (earlier and later):
+        return None
+    return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="a running studio (else --start)")
@@ -163,8 +234,13 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=1, help="positions sent at once per move (coalescing)")
     parser.add_argument("--retrain", action="store_true",
                         help="also time the admin page's default segmentation retraining, from its request to its end")
+    parser.add_argument("--edit", type=int, default=0, metavar="STEPS",
+                        help="also time a mode-3 edit of STEPS steps as the edit view runs it (0: none)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
+    for name in ("moves", "warmup", "burst", "edit"):
+        if getattr(args, name) < (1 if name in ("moves", "burst") else 0):
+            parser.error(f"--{name} must be ≥ {1 if name in ('moves', 'burst') else 0}")
     child = None
     with tempfile.TemporaryDirectory(prefix="bench-studio-") as tmp:
         try:
@@ -177,6 +253,7 @@ def main() -> None:
             asyncio.run(drive(studio, sample_id, vector_id, args.warmup, 1))
             started = time.strftime("%Y-%m-%d %H:%M:%S"), os.getloadavg()
             rows = asyncio.run(drive(studio, sample_id, vector_id, args.moves, args.burst))
+            edit = asyncio.run(mode3_edit(studio, sample_id, args.edit)) if args.edit else None
             retraining = retrain(studio) if args.retrain else None
         finally:
             if child is not None:
@@ -188,6 +265,8 @@ def main() -> None:
                "p50_s": statistics.median(latencies), "p95_s": percentile(latencies, 0.95), "max_s": max(latencies)}
     if retraining is not None:
         summary["retraining"] = retraining
+    if edit is not None:
+        summary["mode3_edit"] = edit
     if args.burst > 1:
         summary["older_superseded"] = sum(s == "cancelled" for r in rows for s in r["older_statuses"])
         summary["older_sent"] = sum(len(r["older_statuses"]) for r in rows)

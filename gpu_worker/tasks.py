@@ -262,7 +262,9 @@ def _optimize(job, reporter: JobReporter) -> dict:
     ws = samples.latent(session.sample)
     target = torch.from_numpy(edit_rows.target_mask(session).astype(np.int64))[None]
     roi = edit_rows.region_of_interest(session)
-    _image, original = render_and_segment(models, ws)
+    painted_over = edit_rows.painted_over(session)  # stored: spares a full segmentation before the first step
+    original = (render_and_segment(models, ws)[1] if painted_over is None
+                else torch.from_numpy(painted_over.astype(np.int64))[None])
     edits.stream_previews(reporter, session)
     config = EditConfig(steps=int(session.params.get("steps") or EditConfig.steps),
                         stop_follow=session.params.get("stop_follow"), **engine_cache.edit_speed_options())

@@ -168,6 +168,27 @@ def test_cancel_reaches_a_running_job_and_mode3_streams_previews(studio, celery_
     assert vector.json()["thumb_before_url"] and vector.json()["edited_classes"] == result["edited_classes"]
 
 
+def test_mode3_compares_the_painted_mask_with_the_prediction_it_was_painted_on(studio, celery_worker, client_for):
+    """The edit view paints on the branch's stored prediction; the worker takes that as the original (no segmentation
+    pass before the first step), so the edit is about the painted pixels alone, however the model segments now."""
+    import numpy as np
+
+    from webapp.datasets.services import store_prediction
+    from webapp.editing.models import EditResult
+
+    sample = studio.samples[0]
+    shown = np.zeros((sample.height, sample.width), np.uint8)  # not what the branch says: every pixel background
+    store_prediction(sample, studio.segmentation, shown, np.zeros_like(shown), 0.0, 0.0)
+    painted = shown.copy()
+    painted[8:16, 8:16] = 2
+    edit = post(client_for(studio.users.artist), "/api/edits", {
+        "sample_id": sample.pk, "mode": 3, "steps": 1, "target_mask_png": base64.b64encode(png_bytes(painted)).decode()})
+    assert edit.status_code == 202, edit.content
+    job = wait_for_job(edit.json()["job_id"], worker=celery_worker)
+    assert job.status == "succeeded", job.error
+    assert EditResult.objects.get(session_id=edit.json()["id"]).edited_classes == [0, 2]
+
+
 def test_upload_embed_then_refine_with_mode2(studio, celery_worker, client_for):
     artist = client_for(studio.users.artist)
     uploaded = artist.post(f"/api/datasets/{studio.dataset.pk}/samples/upload",

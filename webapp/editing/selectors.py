@@ -41,6 +41,14 @@ def target_mask(session: EditSession) -> np.ndarray:
     return datasets.parse_mask(session.sample, read_bytes(session.target_mask.name))
 
 
+def painted_over(session: EditSession) -> Optional[np.ndarray]:
+    """The segmentation a mode-3 edit's mask was painted on: the stored prediction of the edit's branch for its
+    sample (what the edit view shows and the artist repaints; embedding deletes it, tuning stores it anew), ``uint8
+    [H, W]``; None when there is none (the worker then segments the sample itself)."""
+    prediction = session.sample.predictions.filter(segmentation=session.segmentation).first()
+    return None if prediction is None else datasets.parse_mask(session.sample, read_bytes(prediction.mask.name))
+
+
 def region_of_interest(session: EditSession) -> Optional[np.ndarray]:
     """A mode-3 edit's region of interest, bool ``[H, W]``, or None when the request gave none."""
     name = session.params.get("roi_file")
