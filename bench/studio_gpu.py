@@ -150,7 +150,8 @@ def slider_moves(artist: Artist, sample_id: int, vector_id: int, moves: int, see
     for move in range(moves):
         scale = round(((move * 7 + seed * 3) % 17) / 4 - 2, 2)
         start = time.perf_counter()
-        artist.edit({"sample_id": sample_id, "mode": 1, "vectors": [{"vector_id": vector_id, "scale": scale}]})
+        artist.edit({"sample_id": sample_id, "mode": 1, "with_mask": False,  # as the library view asks
+                     "vectors": [{"vector_id": vector_id, "scale": scale}]})
         times.append(time.perf_counter() - start)
     return times
 

@@ -7,8 +7,8 @@
 ``bin/studio`` and stops it afterwards; ``--url`` measures a studio that is already running. The bench logs in, takes
 a demo sample with a latent and a library vector, and moves that vector's slider ``--moves`` times as
 ``frontend/js/views/library.js`` does (``LatestOnly``: one request in flight, the next position sent when the answer
-is there): ``POST /api/edits`` (mode 1), the edit's websocket ``/ws/edits/<id>/`` until ``edit.result`` names the
-image, then that image URL (when the job ended before the socket joined, ``GET /api/edits/<id>`` first). Latency is
+is there): ``POST /api/edits`` (mode 1, the image alone unless ``--with-mask``), the edit's websocket
+``/ws/edits/<id>/`` until ``edit.result`` names the image, then that image URL (when the job ended before the socket joined, ``GET /api/edits/<id>`` first). Latency is
 from the POST to the image in hand; the report gives p50/p95/max and the jobs' own batch sizes. ``--burst N`` also
 sends N positions at once per move (several tabs, or a client without LatestOnly): the older ones must come back
 superseded. ``--retrain`` then times the admin page's default segmentation retraining from its request to its
@@ -68,10 +68,11 @@ class Studio:
         return {"Cookie": "; ".join(f"{c.name}={c.value}" for c in self.cookies)}
 
 
-async def one_move(studio: Studio, sample_id: int, vector_id: int, scale: float) -> dict:
-    """One slider position: POST, then the edit's websocket until its image is there. ``{latency_s, status, …}``"""
+async def one_move(studio: Studio, sample_id: int, vector_id: int, scale: float, with_mask: bool = False) -> dict:
+    """One slider position: POST (the image alone, as the library view asks, unless ``with_mask``), then the edit's
+    websocket until its image is there. ``{latency_s, status, …}``"""
     start = time.perf_counter()
-    session = studio.request("POST", "/api/edits", {"sample_id": sample_id, "mode": 1,
+    session = studio.request("POST", "/api/edits", {"sample_id": sample_id, "mode": 1, "with_mask": with_mask,
                                                     "vectors": [{"vector_id": vector_id, "scale": scale}]})
     ws_url = studio.url.replace("http", "ws", 1) + f"/ws/edits/{session['id']}/"
     status, image_url = None, None
@@ -94,14 +95,15 @@ async def one_move(studio: Studio, sample_id: int, vector_id: int, scale: float)
             "job": session["job_id"]}
 
 
-async def drive(studio: Studio, sample_id: int, vector_id: int, moves: int, burst: int) -> list[dict]:
+async def drive(studio: Studio, sample_id: int, vector_id: int, moves: int, burst: int,
+                with_mask: bool = False) -> list[dict]:
     rows = []
     for index in range(moves):
         scale = round(-2 + 4 * (index % 21) / 20, 2)  # back and forth across the vector's range
         if burst > 1:
             older = [studio.request("POST", "/api/edits", {"sample_id": sample_id, "mode": 1, "vectors": [
                 {"vector_id": vector_id, "scale": scale - 0.01 * (k + 1)}]}) for k in range(burst - 1)]
-        row = await one_move(studio, sample_id, vector_id, scale)
+        row = await one_move(studio, sample_id, vector_id, scale, with_mask)
         if burst > 1:
             row["older_statuses"] = [studio.request("GET", f"/api/jobs/{s['job_id']}")["status"] for s in older]
         rows.append(row)
@@ -232,6 +234,8 @@ def main() -> None:
     parser.add_argument("--moves", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=3, help="moves before the timed ones (models load)")
     parser.add_argument("--burst", type=int, default=1, help="positions sent at once per move (coalescing)")
+    parser.add_argument("--with-mask", action="store_true",
+                        help="ask for each move's segmentation too (the library view asks for the image alone)")
     parser.add_argument("--retrain", action="store_true",
                         help="also time the admin page's default segmentation retraining, from its request to its end")
     parser.add_argument("--edit", type=int, default=0, metavar="STEPS",
@@ -250,9 +254,9 @@ def main() -> None:
             studio = Studio(args.url)
             studio.login(args.username, args.password)
             sample_id, vector_id = pick_sample_and_vector(studio)
-            asyncio.run(drive(studio, sample_id, vector_id, args.warmup, 1))
+            asyncio.run(drive(studio, sample_id, vector_id, args.warmup, 1, args.with_mask))
             started = time.strftime("%Y-%m-%d %H:%M:%S"), os.getloadavg()
-            rows = asyncio.run(drive(studio, sample_id, vector_id, args.moves, args.burst))
+            rows = asyncio.run(drive(studio, sample_id, vector_id, args.moves, args.burst, args.with_mask))
             edit = asyncio.run(mode3_edit(studio, sample_id, args.edit)) if args.edit else None
             retraining = retrain(studio) if args.retrain else None
         finally:
@@ -261,7 +265,7 @@ def main() -> None:
                 child.wait(60)
     latencies = [r["latency_s"] for r in rows if r["status"] == "succeeded"]
     summary = {"date": started[0], "load_average_at_start": started[1], "load_average_at_end": os.getloadavg(),
-               "moves": len(rows), "succeeded": len(latencies), "burst": args.burst,
+               "moves": len(rows), "succeeded": len(latencies), "burst": args.burst, "with_mask": args.with_mask,
                "p50_s": statistics.median(latencies), "p95_s": percentile(latencies, 0.95), "max_s": max(latencies)}
     if retraining is not None:
         summary["retraining"] = retraining

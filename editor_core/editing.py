@@ -163,11 +163,12 @@ class EditResult:
 
 @dataclass
 class AppliedEdit:
-    """Outcome of mode 1: ``ws`` ``[B, num_ws, w_dim]``, ``image`` ``[B,3,H,W]``, ``mask`` ``[B,h,w]``."""
+    """Outcome of mode 1: ``ws`` ``[B, num_ws, w_dim]``, ``image`` ``[B,3,H,W]``, ``mask`` ``[B,h,w]`` (None when
+    not asked for)."""
 
     ws: torch.Tensor
     image: torch.Tensor
-    mask: torch.Tensor
+    mask: Optional[torch.Tensor]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -269,17 +270,23 @@ def render_and_segment(models: EditingModels, ws: torch.Tensor,
 
 @torch.inference_mode()
 def apply_vectors(models: EditingModels, ws: torch.Tensor, vectors: Sequence[EditVector],
-                  scales: torch.Tensor | Sequence[float], mask_members: Optional[int] = None) -> AppliedEdit:
+                  scales: torch.Tensor | Sequence[float], mask_members: Optional[int] = None,
+                  with_mask: bool = True) -> AppliedEdit:
     """Mode 1: ``w + Σ εᵢ·δᵢ`` → image and segmentation, one forward pass, no optimisation.
 
     ``scales`` is ``[V]`` (the same for every image) or ``[B, V]`` (one row per image: how the worker batches
     requests of several users into one pass). ``mask_members``: segment with the first that many ensemble members
-    (the mask is most of a CPU's mode-1 time; ``None``: all).
+    (the mask is most of a CPU's mode-1 time; ``None``: all). ``with_mask=False``: the image alone (``mask`` None),
+    for a slider that shows only the image.
     """
     ws = _check_latent(models, ws)
     delta = combined_delta([_on(v, models.device) for v in vectors], torch.as_tensor(scales, device=models.device),
                            models.generator_id)
     edited = ws + delta
+    if not with_mask:
+        with torch.inference_mode(), models.autocast():
+            image = models.generator.synthesis(edited, noise_mode="const").float()
+        return AppliedEdit(ws=edited, image=image, mask=None)
     image, mask = render_and_segment(models, edited, mask_members)
     return AppliedEdit(ws=edited, image=image, mask=mask)
 

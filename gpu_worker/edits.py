@@ -39,18 +39,18 @@ def stream_previews(reporter: JobReporter, session) -> None:
     reporter.on_preview = preview
 
 
-def store(session, image: torch.Tensor, mask: torch.Tensor, ws: torch.Tensor, delta: torch.Tensor | None = None,
-          edited_classes=(), metrics: dict | None = None) -> dict:
-    """Store an edit's result (its vector file too, when the edit learned one); the job's result is what
-    ``GET /edits/{id}`` shows."""
+def store(session, image: torch.Tensor, mask: torch.Tensor | None, ws: torch.Tensor,
+          delta: torch.Tensor | None = None, edited_classes=(), metrics: dict | None = None) -> dict:
+    """Store an edit's result (its vector file too, when the edit learned one; no mask file when ``mask`` is None);
+    the job's result is what ``GET /edits/{id}`` shows."""
     vector_file = b""
     if delta is not None:
         info = EditVectorInfo(name=f"edit {session.pk}", generator_id=session.generator.fingerprint,
                               edited_classes=list(edited_classes), source={"kind": "edit", "session": session.pk},
                               author=session.user.get_username() if session.user else "")
         vector_file = EditVector(delta=delta.detach().cpu(), info=info).to_bytes()
-    result = editing.store_result(session, image_png=image_png(image),
-                                  mask_png=datasets.mask_png(session.sample, mask_array(mask, session.sample.width)),
+    mask_png = None if mask is None else datasets.mask_png(session.sample, mask_array(mask, session.sample.width))
+    result = editing.store_result(session, image_png=image_png(image), mask_png=mask_png,
                                   latent=latents_bytes(ws, session.generator.fingerprint), delta=vector_file,
                                   edited_classes=edited_classes, metrics=metrics or {})
     return {"session_id": session.pk, **editing.result_out(result)}
@@ -72,7 +72,8 @@ def mode1_request(job) -> Mode1Request:
 def render_mode1(leader, requests: list[Mode1Request]) -> list[dict]:
     """Apply each request's vectors to its latent and store the results (request order): one forward pass per
     sample tuning. ``batch_key`` groups requests of one tuning, but a sample tuned after its request was keyed
-    brings its new tuning along, and must not be drawn with its batch-mates' generator."""
+    brings its new tuning along, and must not be drawn with its batch-mates' generator. A group is segmented when
+    one of its requests wants the mask, and only those get it."""
     by_tuning: dict[str, list[int]] = {}
     for index, request in enumerate(requests):
         by_tuning.setdefault(request.session.sample.tuning_sha256, []).append(index)
@@ -81,10 +82,12 @@ def render_mode1(leader, requests: list[Mode1Request]) -> list[dict]:
         group = [requests[index] for index in indices]
         vectors, scales = scale_rows([request.vectors for request in group])
         first = group[0].session
+        wants_mask = [request.session.params.get("with_mask", True) for request in group]
         applied = apply_vectors(engine_cache.editing_models(first.generator, first.segmentation, first.sample),
                                 torch.cat([request.ws for request in group]), vectors, scales,
-                                mask_members=engine_cache.mode1_mask_members())
+                                mask_members=engine_cache.mode1_mask_members(), with_mask=any(wants_mask))
         for row, index in enumerate(indices):
-            results[index] = store(requests[index].session, applied.image[row], applied.mask[row], applied.ws[row],
+            mask = applied.mask[row] if wants_mask[row] else None
+            results[index] = store(requests[index].session, applied.image[row], mask, applied.ws[row],
                                    metrics={"batch_size": len(group), "batch_leader": leader.pk})
     return [results[index] for index in range(len(requests))]

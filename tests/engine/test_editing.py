@@ -314,6 +314,13 @@ def test_mode1_mask_members_segment_with_the_first_members(models, latent):
     assert torch.equal(applied.image, apply_vectors(models, latent, [vector(models, 3)], [1.0]).image)
 
 
+def test_mode1_without_a_mask_renders_the_same_image_and_no_segmentation(models, latent):
+    image_only = apply_vectors(models, latent, [vector(models, 3)], [0.7], with_mask=False)
+    full = apply_vectors(models, latent, [vector(models, 3)], [0.7])
+    assert image_only.mask is None and full.mask is not None
+    assert torch.equal(image_only.image, full.image) and torch.equal(image_only.ws, full.ws)
+
+
 def test_encoder_term_every_k_steps(models, latent, tiny_generator):
     """``encoder_every=k`` evaluates the encoder on steps 1, k+1, …; the history repeats the last value between."""
     calls = []

@@ -804,6 +804,26 @@ def test_a_follow_target_is_a_share_for_mode_3(shared_studio, client_for):
     assert mode1.status_code == 400 and "are for mode 3" in mode1.json()["detail"]
 
 
+def test_only_mode_1_may_leave_out_the_mask(shared_studio, client_for):
+    from webapp.editing.models import EditSession
+
+    artist = client_for(shared_studio.users.artist)
+    sample = shared_studio.samples[0]
+    target = b64(png_bytes(np.ones((sample.height, sample.width), np.uint8)))
+    sessions = EditSession.objects.count()
+    for body in ({"mode": 3, "target_mask_png": target}, {"mode": 2, "vectors": []}):
+        refused = artist.post("/api/edits", {"sample_id": sample.pk, "with_mask": False, **body},
+                              content_type="application/json")
+        assert refused.status_code == 400 and "with_mask=false is for mode 1" in refused.json()["detail"]
+    not_a_flag = artist.post("/api/edits", {"sample_id": sample.pk, "mode": 1, "vectors": [], "with_mask": "soon"},
+                             content_type="application/json")
+    assert not_a_flag.status_code == 422
+    assert EditSession.objects.count() == sessions
+    slider = artist.post("/api/edits", {"sample_id": sample.pk, "mode": 1, "with_mask": False, "vectors": [
+        {"vector_id": shared_studio.vector.pk, "scale": 0.5}]}, content_type="application/json")
+    assert slider.status_code == 202 and EditSession.objects.get(pk=slider.json()["id"]).params["with_mask"] is False
+
+
 def test_a_queued_job_says_how_many_jobs_of_its_queue_are_ahead(shared_studio, client_for):
     from webapp.jobs import services as jobs
     from webapp.jobs.models import Job

@@ -73,12 +73,16 @@ def test_mode1_requests_that_arrive_together_share_one_forward_pass(studio, cele
     from webapp.editing.services import start_edit
 
     with transaction.atomic():  # the jobs reach the broker together, when this commits
-        sessions = [start_edit(studio.users.artist, sample, 1, vectors=[(studio.vector.pk, scale)])
-                    for sample, scale in zip(studio.samples, (1.0, -1.0, 2.0, 0.0))]
+        sessions = [start_edit(studio.users.artist, sample, 1, vectors=[(studio.vector.pk, scale)],
+                               with_mask=with_mask)
+                    for sample, scale, with_mask in zip(studio.samples, (1.0, -1.0, 2.0, 0.0),
+                                                        (True, False, True, False))]
     jobs = [wait_for_job(s.job_id, worker=celery_worker) for s in sessions]
     assert [j.status for j in jobs] == ["succeeded"] * 4, [j.error for j in jobs]
     batches = {(j.result["metrics"]["batch_leader"], j.result["metrics"]["batch_size"]) for j in jobs}
     assert len(batches) == 1 and batches.pop()[1] == 4  # one leader rendered all four
+    # Each got what it asked for: a slider's image alone, or the image and its segmentation.
+    assert [bool(j.result["mask_url"]) for j in jobs] == [True, False, True, False]
 
     artist = client_for(studio.users.artist)
     edit = artist.get(f"/api/edits/{sessions[3].pk}").json()

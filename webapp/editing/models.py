@@ -34,7 +34,8 @@ class EditSession(models.Model):
 class EditResult(models.Model):
     session = models.OneToOneField(EditSession, on_delete=models.CASCADE, related_name="result")
     image = models.FileField(upload_to="edits/images/%Y/%m/", max_length=300)
-    mask = models.FileField(upload_to="edits/masks/%Y/%m/", max_length=300)
+    mask = models.FileField(upload_to="edits/masks/%Y/%m/", blank=True, max_length=300,
+                            help_text="empty for a mode-1 edit asked for without its mask")
     latent = models.FileField(upload_to="edits/latents/%Y/%m/", max_length=300, help_text="edited W+")
     delta = models.FileField(upload_to="edits/deltas/%Y/%m/", blank=True, max_length=300,
                              help_text="modes 2 and 3: the learned edit vector file (project format)")

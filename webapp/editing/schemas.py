@@ -34,11 +34,14 @@ class EditIn(Schema):
     steps: Optional[int] = Field(None, ge=1, le=2000, description="modes 2 and 3: optimisation steps")
     stop_follow: Optional[FiniteFloat] = Field(None, gt=0, le=1, description="mode 3: stop once this share of the region "
                                                                        "of interest follows the painted mask")
+    with_mask: bool = Field(True, description=(
+        "mode 1: also segment the result (false: the image alone, sooner — the segmentation is most of a CPU's "
+        "mode-1 time; the result's mask_url is then null)"))
 
 
 class EditResultOut(Schema):
     image_url: str
-    mask_url: str
+    mask_url: Optional[str] = Field(description="null for a mode-1 edit asked for without its mask")
     has_vector: bool
     edited_classes: list[int]
     metrics: dict

@@ -57,12 +57,15 @@ def _vectors_for(generator: Checkpoint, items: Sequence[tuple[int, float]]) -> l
 def start_edit(user, sample: Sample, mode: int, *, vectors: Sequence[tuple[int, float]] = (),
                composition: Optional[Composition] = None, target_mask_png: bytes = b"",
                edited_classes: Sequence[int] = (), steps: Optional[int] = None, roi_png: bytes = b"",
-               stop_follow: Optional[float] = None) -> EditSession:
+               stop_follow: Optional[float] = None, with_mask: bool = True) -> EditSession:
     """Create an edit session and queue its job; the result arrives on the session's websocket and in the DB.
 
     Mode 3 optimises inside ``roi_png`` (greyscale PNG, 1 inside, 0 outside) when it is given, else inside the
     changed pixels plus the pixels of ``edited_classes``, dilated; it stops early once ``stop_follow`` of that region
-    follows the painted mask."""
+    follows the painted mask. A mode-1 edit with ``with_mask=False`` renders the image alone (a slider's preview)."""
+    if not with_mask and mode != EditSession.Mode.APPLY:
+        raise ValidationError("with_mask=false is for mode 1: modes 2 and 3 optimise the segmentation, which their "
+                              "result always shows")
     if not sample.latent:
         raise ValidationError(f"sample #{sample.pk} has no latent yet: embed the uploaded image first")
     generator = sample.dataset.generator
@@ -74,6 +77,8 @@ def start_edit(user, sample: Sample, mode: int, *, vectors: Sequence[tuple[int, 
         if composition is not None:
             vectors = [(item.vector_id, item.scale) for item in composition.items.all()]
         params["vectors"] = _vectors_for(generator, vectors)
+        if not with_mask:
+            params["with_mask"] = False
     else:
         if not target_mask_png:
             raise ValidationError("mode 3 needs target_mask_png: the mask with your repainted region")
@@ -144,14 +149,16 @@ def visible_results(user):
     return EditResult.objects.filter(session__in=visible_sessions(user))
 
 
-def store_result(session: EditSession, *, image_png: bytes, mask_png: bytes, latent: bytes, delta: bytes = b"",
-                 edited_classes: Sequence[int] = (), metrics: Optional[dict] = None) -> EditResult:
+def store_result(session: EditSession, *, image_png: bytes, mask_png: Optional[bytes], latent: bytes,
+                 delta: bytes = b"", edited_classes: Sequence[int] = (), metrics: Optional[dict] = None) -> EditResult:
     """Called by the worker when an edit finished: store its files and row and announce ``edit.result`` on the
-    edit's websocket, with what ``GET /edits/{id}`` gives as its ``result`` (``result_out``)."""
+    edit's websocket, with what ``GET /edits/{id}`` gives as its ``result`` (``result_out``). ``mask_png`` None: a
+    mode-1 edit asked for without its mask."""
     result = EditResult(session=session, edited_classes=list(edited_classes), metrics=metrics or {})
     with files_removed_on_error():  # a result that cannot be recorded leaves no files behind
         result.image.name = save_bytes("edits/image.png", image_png)
-        result.mask.name = save_bytes("edits/mask.png", mask_png)
+        if mask_png is not None:
+            result.mask.name = save_bytes("edits/mask.png", mask_png)
         result.latent.name = save_bytes("edits/latent.safetensors", latent)
         if delta:
             result.delta.name = save_bytes("edits/vector.safetensors", delta)
@@ -195,7 +202,8 @@ def session_out(session: EditSession) -> dict:
 
 
 def result_out(result: EditResult) -> dict:
-    return {"image_url": default_storage.url(result.image.name), "mask_url": default_storage.url(result.mask.name),
+    return {"image_url": default_storage.url(result.image.name),
+            "mask_url": default_storage.url(result.mask.name) if result.mask else None,
             "has_vector": bool(result.delta), "edited_classes": result.edited_classes, "metrics": result.metrics}
 
 
