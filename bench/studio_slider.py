@@ -153,6 +153,8 @@ def retrain(studio: Studio) -> dict:
         time.sleep(0.5)  # a bench's poll; the page follows the job's websocket
     metrics = job.get("result", {}).get("metrics", {})
     return {"wall_s": round(time.perf_counter() - start, 1), "status": job["status"], "error": job.get("error"),
+            "queue_wait_s": _seconds_between(job.get("created"), job.get("started")),
+            "run_s": _seconds_between(job.get("started"), job.get("finished")),
             **{k: metrics.get(k) for k in ("steps", "mean_iou", "train_mean_iou", "num_samples", "num_heldout")}}
 
 
