@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from bench import emit_report  # noqa: E402 (needs the path above when run as a script)
-from editor_core.bundle import BundleLayout, ModelBundle, load_bundle  # noqa: E402
+from editor_core.bundle import BundleLayout, ModelBundle, load_bundle, load_vectors  # noqa: E402
 from editor_core.domains import toonface  # noqa: E402
 from editor_core.domains.toonface import PARAM_SCHEMA, ToonFaceParams  # noqa: E402
 from editor_core.editing import (EditConfig, EditingModels, apply_vectors, changed_classes, edit_roi,  # noqa
@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--vector-pti", default=None, metavar="VARIANT",
                         help="also measure the vectors on each vector face's generator tuned as this pti variant "
                              "tunes")
+    parser.add_argument("--vectors-from", type=Path, action="append", default=[], metavar="DIR",
+                        help="also measure the vectors in this folder (*.safetensors of the bundle's generator) on "
+                             "the same faces, e.g. an earlier bundle's vectors/ (repeatable)")
     parser.add_argument("--spread-faces", type=int, default=2, help="faces embedded a second time, alone")
     parser.add_argument("--edit-batch", type=int, default=48, help="edits optimised together (each its own loss)")
     parser.add_argument("--sheet-rows", type=int, default=12)
@@ -178,6 +181,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error(str(bad))
     if len({v.name for v in args.variants}) != len(args.variants):
         parser.error("variant names must differ")
+    missing = [str(folder) for folder in args.vectors_from if not any(folder.glob("*.safetensors"))]
+    if missing:
+        parser.error(f"--vectors-from: no *.safetensors in {missing}")
+    if args.vectors_from and not args.vector_faces:
+        parser.error("--vectors-from measures vectors on the --vector-faces: give at least one")
     tuned_variants = [v.name for v in args.variants if v.pivotal is not None]
     if args.vector_pti is not None and args.vector_pti not in tuned_variants:
         parser.error(f"--vector-pti must name a variant with pti=1: one of {tuned_variants}")
@@ -414,6 +422,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["vectors"] = measure_vectors(bundle, reader, vector_faces, [base_models] * args.vector_faces, size)
         log("vectors: " + ", ".join(f"{k} {v['share_statistic_at_least_0.7']}" for k, v in report["vectors"].items()
                                     if isinstance(v, dict)))
+        for folder in args.vectors_from:
+            vectors = load_vectors(sorted(folder.glob("*.safetensors")), bundle.generator_id)
+            other = dataclasses.replace(bundle, vectors=vectors)
+            report.setdefault("vectors_from", {})[str(folder)] = measure_vectors(
+                other, reader, vector_faces, [base_models] * args.vector_faces, size)
         if args.vector_pti is not None:
             config = next(v.pivotal for v in args.variants if v.name == args.vector_pti)
             generators, tuning = tune_faces(bundle, config, vector_faces["ws"], vector_faces["images"], perceptual)

@@ -24,6 +24,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -242,13 +243,28 @@ def mode3_edit(artist: Artist, sample: dict, steps: int) -> tuple[dict, int]:
             "worker_metrics": edit["result"]["metrics"]}, vector["id"]
 
 
+class Report(dict):
+    """The bench's figures, written to ``path`` (when given) after every phase: a run stopped by its time limit still
+    leaves what it measured."""
+
+    def __init__(self, path: Path | None, **items):
+        super().__init__(**items)
+        self.path = path
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        if self.path:
+            self.path.write_text(json.dumps(self, indent=2) + "\n")
+
+
 def run(args) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="studio-gpu-"))
     env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "STUDIO_VAR_DIR")}
     env.update(STUDIO_VAR_DIR=str(folder / "var"), STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD,
                STUDIO_KEY_PREFIX=f"bench-gpu-{os.getpid()}", STUDIO_IMPORT_ROOTS=str(folder),
                STUDIO_DEVICE=args.device)
-    report = {"date": time.strftime("%Y-%m-%d"), "args": vars(args) | {"bundle": str(args.bundle or "")}}
+    report = Report(args.json, date=time.strftime("%Y-%m-%d"),
+                    args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
     with GpuMemory() as memory:
         started = time.perf_counter()
         studio, api = start_studio(folder, args.bundle, env, ADMIN_PASSWORD)
@@ -307,6 +323,8 @@ def main(argv=None) -> dict:
         parser.error("--resolution must be a power of two ≥ 8")
     if args.samples < 2:
         parser.error("--samples must be ≥ 2 (a retraining needs two annotated samples)")
+    # The device script stops a run at its time limit with SIGTERM: end through ``finally`` (GPU memory, studio).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     report = run(args)
     emit_report(report, args.json)
     return report

@@ -12,7 +12,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Iterable, Optional
 
 import torch
 
@@ -200,9 +200,15 @@ def load_bundle(directory: str | Path = DEMO_BUNDLE, device: torch.device | str 
     if layout.annotations.is_file():
         annotations = AnnotatedSamples.load(layout.annotations)
         schema = schema or annotations.schema
+    vectors = load_vectors(layout.vector_files(), generator_id)
+    return ModelBundle(directory, generator, generator_id, schema, segmenter, encoder, vectors, annotations)
+
+
+def load_vectors(paths: Iterable[Path], generator_id: str) -> dict[str, EditVector]:
+    """Edit vector files by name (the file's stem), each checked to be of the generator ``generator_id``."""
     vectors = {}
-    for path in layout.vector_files():
+    for path in paths:
         vector = EditVector.load(path)
         vector.check_generator(generator_id)
         vectors[path.stem] = vector
-    return ModelBundle(directory, generator, generator_id, schema, segmenter, encoder, vectors, annotations)
+    return vectors

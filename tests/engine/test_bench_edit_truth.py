@@ -79,6 +79,8 @@ def test_the_pivotal_variant_edits_on_the_tuned_generator(report):
     (["--variant", "x:pti=0,pti_steps=5"], "which pti=0 turns off"),
     (["--variant", "x:pti_lr=0"], "lr must be > 0"),
     (["--variant", "a", "--vector-pti", "a"], "--vector-pti must name a variant with pti=1"),
+    (["--vectors-from", "/nonexistent-vectors"], "--vectors-from: no *.safetensors"),
+    (["--vectors-from", str(DEMO_BUNDLE / "vectors"), "--vector-faces", "0"], "give at least one"),
 ])
 def test_bad_arguments_are_refused_with_the_reason(argv, message, capsys):
     with pytest.raises(SystemExit):

@@ -32,7 +32,8 @@ TINY_PIPELINE = PipelineConfig(
     encoder_steps=4, encoder_minutes=10.0, encoder_batch=2, encoder_chunk=2, encoder_check_renders=2,
     encoder_widths=(("channel_base", 256), ("channel_max", 32), ("pyramid_channels", 32), ("head_channels", 32)),
     regressor_steps=3, regressor_batch=4, regressor_check_renders=8, annotated_samples=4, annotate_steps=2,
-    seg_ensemble=2, seg_hidden=(16, 8), seg_steps=4, vector_sources=2, vector_steps=2, eval_renders=4,
+    seg_ensemble=2, seg_hidden=(16, 8), seg_steps=4, vector_sources=2, vector_steps=2, calibration_faces=3,
+    calibration_embed_steps=2, eval_renders=4,
     transfer_renders=3, eval_embed_steps=2, refine_steps=1, direction_samples=3, fd_samples=6, embed_batch=8,
     forward_batch=4, lpips_net="alex")
 
@@ -54,7 +55,7 @@ def built(tmp_path_factory):
     lines: list[str] = []
     pipeline = DemoPipeline(out, work, TINY_PIPELINE, torch.device("cpu"), figures=root / "figures",
                             log=lines.append)
-    for stage in ("encoder", "regressor", "annotate", "segmentation", "vectors", "evaluate", "figures"):
+    for stage in ("encoder", "regressor", "annotate", "segmentation", "vectors", "calibrate", "evaluate", "figures"):
         getattr(pipeline, f"{stage}_stage")()
     return pipeline, lines
 
@@ -160,7 +161,7 @@ def test_pipeline_config_rejects_non_positive_budgets():
         PipelineConfig(vector_roi="everything")
 
 
-@pytest.mark.parametrize("option", [["--vector-roi", "everything"], ["--vector-calibrate", "maybe"],
+@pytest.mark.parametrize("option", [["--vector-roi", "everything"], ["--calibration-faces", "0"],
                                     ["--vector-steps", "0"]])
 def test_command_line_refuses_bad_vector_options_with_a_message(option, tmp_path, capsys):
     with pytest.raises(SystemExit) as refused:

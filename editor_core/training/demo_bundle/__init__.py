@@ -12,6 +12,8 @@ parameters and a true part mask. The pipeline uses it everywhere the paper neede
 * ``vectors``: one edit vector per ``GroundTruthEdit``, learned with mode 3: a render with one parameter at its
   ``before`` value is inverted, and the true mask of the same render with the parameter at ``after`` is the edited
   mask. The vector is the mean latent change over ``vector_sources`` such edits.
+* ``calibrate``: each vector scaled so that scale 1 makes its renderer edit on ``calibration_faces`` fresh inverted
+  faces (``unit_scale_factor``; the mean of the sources' changes is shorter than each).
 * ``evaluate``: inversion PSNR/LPIPS and per-class IoU of the segmentation on held-out renders, the Fréchet distance
   of samples vs renders, and the transfer of every vector (modes 1 and 2) to other held-out inversions, compared with
   the renderer's truth for the changed parameter; writes ``evaluation.json`` and a markdown table.

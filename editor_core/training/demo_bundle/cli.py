@@ -30,12 +30,6 @@ def _install_generator(generator: Path, out: Path) -> None:
     shutil.copyfile(generator, target)
 
 
-def _on_off(text: str) -> bool:
-    if text not in ("on", "off"):
-        raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
-    return text == "on"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m editor_core.training.demo_bundle",
                                      description=demo_bundle.__doc__.splitlines()[0])
@@ -55,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                "regressor_steps": int, "annotate_steps": int, "seg_steps": int, "seg_ensemble": int,
                "vector_sources": int, "vector_steps": int, "eval_renders": int, "transfer_renders": int,
                "eval_embed_steps": int, "refine_steps": int, "fd_samples": int, "embed_batch": int,
-               "forward_batch": int, "lpips_net": str, "vector_roi": str, "vector_calibrate": _on_off}
+               "forward_batch": int, "lpips_net": str, "vector_roi": str, "calibration_faces": int,
+               "calibration_embed_steps": int}
     for name, kind in options.items():
         parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None,
                             help=f"(default {getattr(PipelineConfig, name)})")

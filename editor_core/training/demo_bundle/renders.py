@@ -17,7 +17,7 @@ from editor_core.training.param_regressor import ParamRegressor, regressor_featu
 FD_CHUNK = 250  # images per regressor pass of the Fréchet distance
 RENDER_SEEDS = {"annotate": 101, "vector_sources": 102, "evaluate": 103, "transfer": 104, "fd_renders": 105,
                 "fd_renders_floor": 106, "regressor_check": 107, "encoder_check": 108, "figures": 109,
-                "direction": 110}
+                "direction": 110, "vector_calibration": 111}
 SAMPLE_SEEDS = {"fd_samples": 201, "fd_samples_truncated": 202, "direction": 203, "figures": 204}
 SEED_STREAMS = {"encoder_reals": 1_000_000, "regressor": 2_000_000}
 

@@ -40,7 +40,7 @@ from editor_core.training.param_regressor import (REGRESSOR_KIND, ParamRegressor
                                                   target_names, train_param_regressor)
 from editor_core.vectors import EditVector, EditVectorInfo
 
-STAGES = ("encoder", "regressor", "annotate", "segmentation", "vectors", "evaluate", "figures")
+STAGES = ("encoder", "regressor", "annotate", "segmentation", "vectors", "calibrate", "evaluate", "figures")
 ENCODER_STATE_FILE = "encoder-training.safetensors"
 
 
@@ -73,8 +73,8 @@ class PipelineConfig:
     # The vectors' mode-3 region of interest: "changed" (the changed pixels, dilated: the studio's default) or
     # "classes" (also every pixel of the vector's classes).
     vector_roi: str = "changed"
-    # Rescale each mean δW+ so that scale 1 makes the renderer's edit on its sources (``unit_scale_factor``).
-    vector_calibrate: bool = True
+    calibration_faces: int = 16         # fresh faces on which the calibrate stage sets each vector's unit scale
+    calibration_embed_steps: int = 300  # their inversion: the studio's (a GPU worker's) default
     eval_renders: int = 200
     transfer_renders: int = 100
     eval_embed_steps: int = 300
@@ -100,12 +100,12 @@ class PipelineConfig:
 def unit_scale_factor(models: EditingModels, ws: torch.Tensor, delta: torch.Tensor, edit, before: torch.Tensor,
                       after: torch.Tensor, rounds: int = 3, bounds: tuple[float, float] = (0.5, 4.0)
                       ) -> tuple[float, Optional[float]]:
-    """The factor ``f`` for which ``w + f·δ`` (mode 1 on the vector's source latents ``ws [S, L, w_dim]``) changes
-    ``edit``'s mask statistic by the true masks' change (``before``/``after``, ``[S, H, W]``), as a median over the
-    sources: a mean of several sources' δW+ is shorter than each (their particular parts cancel), so unit scale would
-    otherwise make only part of the renderer's edit. A few fixed-point rounds (the response is close to linear in the
-    scale here), ``f`` kept within ``bounds``. Returns ``(f, the median share reached)``; ``(1, None)`` when the
-    statistic cannot be read (no true change, or the vector moves it the wrong way)."""
+    """The factor ``f`` for which ``w + f·δ`` (mode 1 on inverted faces ``ws [N, L, w_dim]``) changes ``edit``'s
+    mask statistic by the true masks' change (``before``/``after``, ``[N, H, W]``), as a median over the faces: a
+    mean of several sources' δW+ is shorter than each (their particular parts cancel), so unit scale would otherwise
+    make only part of the renderer's edit. A few fixed-point rounds (the response is close to linear in the scale
+    here), ``f`` kept within ``bounds``. Returns ``(f, the median share reached)``; ``(1, None)`` when the statistic
+    cannot be read (no true change, or the vector moves it the wrong way)."""
     size = models.seg_resolution
     true_change = edit.effect(resize_mask(after, size)) - edit.effect(resize_mask(before, size))
     unedited = edit.effect(render_and_segment(models, ws)[1])
@@ -411,40 +411,81 @@ class DemoPipeline:
             sources.append((edit, seed, images, before, after))
         ws_all, psnrs, _ = self.embed(torch.cat([images for _, _, images, _, _ in sources]), bundle.encoder,
                                       cfg.annotate_steps)
-        (self.out / BundleLayout.THUMBNAILS).mkdir(parents=True, exist_ok=True)
         files = {}
         for index, (edit, seed, images, before, after) in enumerate(sources):
             ws = ws_all[index * cfg.vector_sources:(index + 1) * cfg.vector_sources]
             result = optimize_edit(models, ws, before, after, EditConfig(steps=cfg.vector_steps),
                                    edited_classes=edit.classes if cfg.vector_roi == "classes" else None)
-            delta = result.delta.mean(0)
-            factor, reached = (unit_scale_factor(models, ws, delta, edit, before, after) if cfg.vector_calibrate
-                               else (1.0, None))
             info = EditVectorInfo(
                 name=edit.name, generator_id=self.generator_id, edited_classes=list(edit.classes),
                 source={"kind": "ground-truth render edit, mode 3", "param": edit.param, "before": edit.before,
                         "after": edit.after, "sources": cfg.vector_sources, "render_seed": seed,
-                        "steps": cfg.vector_steps, "roi": cfg.vector_roi, "unit_scale_factor": round(factor, 4),
-                        "median_share_of_true_change_on_sources": reached,
+                        "steps": cfg.vector_steps, "roi": cfg.vector_roi,
                         "inversion_psnr": round(float(psnrs.mean()), 3),
                         "final_losses": {k: round(v, 5) for k, v in result.final_losses.items()}},
                 scale_range=VECTOR_SCALE_RANGE, author="editor_core.training.demo_bundle",
                 description=edit.description)
-            vector = EditVector((factor * delta).cpu(), info)
+            vector = EditVector(result.delta.mean(0).cpu(), info)
             relative = BundleLayout.vector_name(edit.name)
             vector.save(self.out / relative)
-            applied = apply_vectors(models, ws[:1], [vector], [1.0])
-            for suffix, image in (("before", self.generator.synthesis(ws[:1], noise_mode="const")),
-                                  ("after", applied.image)):
-                save_image_grid(image, self.layout.thumbnail(edit.name, suffix), columns=1)
-                files[BundleLayout.thumbnail_name(edit.name, suffix)] = {
-                    "what": f"thumbnail of '{edit.name}', {suffix}", "how": "a source face, vector at scale 1"}
+            files.update(self._save_thumbnails(models, ws[:1], vector, "a source face, vector at scale 1"))
             files[relative] = {"what": f"edit vector '{edit.name}': {edit.description}",
                                "how": f"mode 3 on {cfg.vector_sources} inverted renders, {edit.param} "
                                       f"{edit.before} → {edit.after}, mean δW+", "created": info.created}
-            self.log(f"vectors: saved {relative}; final losses {info.source['final_losses']}; unit scale ×{factor:.3f}"
-                     f" (median share of the true change on its sources: {reached})")
+            self.log(f"vectors: saved {relative}; final losses {info.source['final_losses']}")
         self._update_manifest(files)
+
+    def calibrate_stage(self, force: bool = False) -> None:
+        """Rescale each vector so that scale 1 makes its renderer edit (``unit_scale_factor``) on fresh faces, drawn
+        as the evaluation's transfer faces (each edit's parameter where its change fits) from a seed of their own and
+        inverted as the studio inverts: a mean of several sources' δW+ is shorter than each, so unscaled it makes
+        only part of the edit. A vector calibrated before is left alone unless ``force`` (then it is rescaled from
+        where it stands)."""
+        cfg = self.config
+        bundle = self._load()
+        pending = [edit for edit in DEMO_EDITS if edit.name in bundle.vectors
+                   and (force or "calibration" not in bundle.vectors[edit.name].info.source)]
+        if not pending:
+            self.log("calibrate: every vector is calibrated already: skipped (use --force to calibrate again)")
+            return
+        models = bundle.editing_models(get_perceptual_loss(cfg.lpips_net, self.device))
+        count, seed = cfg.calibration_faces, cfg.seed * 1000 + RENDER_SEEDS["vector_calibration"]
+        params, images, before = render_faces(count, seed, self.resolution, self.device,
+                                              transfer_overrides(count, seed))
+        ws, psnrs, _ = self.embed(images, bundle.encoder, cfg.calibration_embed_steps)
+        files = {}
+        for edit in pending:
+            vector = bundle.vectors[edit.name]
+            after = toonface.render(edit.applied_to(params), self.resolution)[1]
+            factor, reached = unit_scale_factor(models, ws, vector.delta.to(self.device), edit, before, after)
+            source = {**vector.info.source, "unit_scale_factor": round(
+                factor * vector.info.source.get("unit_scale_factor", 1.0), 4), "calibration": {
+                "faces": count, "render_seed": seed, "embed_steps": cfg.calibration_embed_steps,
+                "inversion_psnr": round(float(psnrs.mean()), 3), "factor": round(factor, 4),
+                "median_share_of_true_change": reached}}
+            calibrated = EditVector((factor * vector.delta).cpu(), dataclasses.replace(vector.info, source=source))
+            relative = BundleLayout.vector_name(edit.name)
+            calibrated.save(self.out / relative)
+            files.update(self._save_thumbnails(models, ws[:1], calibrated, "a calibration face, vector at scale 1"))
+            files[relative] = {"what": f"edit vector '{edit.name}': {edit.description}",
+                               "how": f"mode 3 on inverted renders, {edit.param} {edit.before} → {edit.after}, "
+                                      f"mean δW+ scaled ×{source['unit_scale_factor']} so that scale 1 makes the "
+                                      f"renderer's edit on {count} fresh faces", "created": calibrated.info.created}
+            self.log(f"calibrate: {relative} ×{factor:.3f} (median share of the true change on {count} fresh faces: "
+                     f"{reached})")
+        self._update_manifest(files)
+
+    def _save_thumbnails(self, models: EditingModels, w: torch.Tensor, vector: EditVector, how: str
+                         ) -> dict[str, dict[str, str]]:
+        """Before/after thumbnails of ``vector`` on the face of latent ``w`` ``[1, L, w_dim]``: manifest entries."""
+        (self.out / BundleLayout.THUMBNAILS).mkdir(parents=True, exist_ok=True)
+        files = {}
+        for suffix, image in (("before", self.generator.synthesis(w, noise_mode="const")),
+                              ("after", apply_vectors(models, w, [vector], [1.0]).image)):
+            save_image_grid(image, self.layout.thumbnail(vector.info.name, suffix), columns=1)
+            files[BundleLayout.thumbnail_name(vector.info.name, suffix)] = {
+                "what": f"thumbnail of '{vector.info.name}', {suffix}", "how": how}
+        return files
 
     def evaluate_stage(self, force: bool = False) -> dict[str, Any]:
         """Measure the bundle (see the module docstring); writes ``evaluation.json``, the markdown table, figures."""
