@@ -104,22 +104,24 @@ def unit_scale_factor(models: EditingModels, ws: torch.Tensor, delta: torch.Tens
     mask statistic by the true masks' change (``before``/``after``, ``[N, H, W]``), as a median over the faces: a
     mean of several sources' δW+ is shorter than each (their particular parts cancel), so unit scale would otherwise
     make only part of the renderer's edit. A few fixed-point rounds (the response is close to linear in the scale
-    here), ``f`` kept within ``bounds``. Returns ``(f, the median share reached)``; ``(1, None)`` when the statistic
-    cannot be read (no true change, or the vector moves it the wrong way)."""
+    here), ``f`` kept within ``bounds``; of the factors tried, the one whose share came nearest the whole change (a
+    statistic of a few pixels, such as the mouth's width, moves in steps, and a round can overshoot). Returns ``(f,
+    the median share reached)``; ``(1, None)`` when the statistic cannot be read (no true change, or the vector moves
+    it the wrong way)."""
     size = models.seg_resolution
     true_change = edit.effect(resize_mask(after, size)) - edit.effect(resize_mask(before, size))
     unedited = edit.effect(render_and_segment(models, ws)[1])
-    factor, measured = 1.0, (1.0, None)
+    factor, tried = 1.0, []
     for _ in range(rounds):
         edited = render_and_segment(models, ws + factor * delta)[1]
         share = float(torch.nanmedian((edit.effect(edited) - unedited) / true_change))
         if not share > 0.05:  # NaN, the wrong way, or (almost) no effect: nothing to calibrate by
             break
-        measured = (factor, round(share, 4))
+        tried.append((factor, round(share, 4)))
         if abs(share - 1) < 0.05:
             break
         factor = min(max(factor / share, bounds[0]), bounds[1])
-    return measured
+    return min(tried, key=lambda pair: abs(pair[1] - 1), default=(1.0, None))
 
 
 class DemoPipeline:
