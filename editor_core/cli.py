@@ -369,7 +369,7 @@ def cmd_train_encoder(args: argparse.Namespace) -> None:
     models = Models(args)
     G = models.generator
     encoder = Encoder(EncoderConfig.for_generator(G)).to(models.device)
-    real_images = None
+    real_images: Optional[Callable[[], torch.Tensor]] = None
     if args.real_images:
         from editor_core.images import load_image
 
@@ -380,9 +380,11 @@ def cmd_train_encoder(args: argparse.Namespace) -> None:
         size = G.config.resolution
         cursor = iter(range(sys.maxsize))
 
-        def real_images() -> torch.Tensor:
+        def next_real_batch() -> torch.Tensor:
             start = next(cursor) * args.batch
             return torch.cat([load_image(paths[(start + i) % len(paths)], size) for i in range(args.batch)])
+
+        real_images = next_real_batch
     config = EncoderTrainConfig(steps=args.steps, batch_size=args.batch, checkpoint_path=args.checkpoint)
     bar = ProgressBar("train-encoder")
     history = train_encoder(G, encoder, real_images, config, progress=bar, resume=args.resume)

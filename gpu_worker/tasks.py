@@ -141,7 +141,7 @@ def _tune(job, reporter: JobReporter) -> dict:
     result = tune_generator(generator, samples.latent(sample_row), image,
                             engine_cache.tune_config(job.params.get("steps")), engine_cache.perceptual(),
                             progress=reporter)
-    before, after = result.history[0], result.history[-1]
+    before = result.history[0]
     metrics = {"psnr_before": float(psnr(torch.tensor(before["l2"]))), "psnr_after": float(result.psnr[0]),
                "lpips_before": before["lpips"], "lpips_after": float(result.lpips[0]),
                "steps": len(result.history) - 1, "seconds": round(time.monotonic() - started, 2)}
