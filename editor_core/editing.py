@@ -253,6 +253,12 @@ def _check_latent(models: EditingModels, ws: torch.Tensor) -> torch.Tensor:
 # Forward passes
 
 
+def render_image(models: EditingModels, ws: torch.Tensor) -> torch.Tensor:
+    """Image ``[B,3,H,W]`` (float32) of a latent, without gradients (an ordinary tensor: usable as a loss target)."""
+    with torch.no_grad(), models.autocast():
+        return models.generator.synthesis(ws, noise_mode="const").float()
+
+
 @torch.inference_mode()
 def render_and_segment(models: EditingModels, ws: torch.Tensor,
                        members: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -284,9 +290,7 @@ def apply_vectors(models: EditingModels, ws: torch.Tensor, vectors: Sequence[Edi
                            models.generator_id)
     edited = ws + delta
     if not with_mask:
-        with torch.inference_mode(), models.autocast():
-            image = models.generator.synthesis(edited, noise_mode="const").float()
-        return AppliedEdit(ws=edited, image=image, mask=None)
+        return AppliedEdit(ws=edited, image=render_image(models, edited), mask=None)
     image, mask = render_and_segment(models, edited, mask_members)
     return AppliedEdit(ws=edited, image=image, mask=mask)
 
@@ -317,9 +321,7 @@ def prepare_edit(models: EditingModels, ws: torch.Tensor, original_mask: torch.T
         roi = edit_roi(original, edited, given, config.dilation_kernel, config.dilation_iterations)
     else:
         roi = _check_roi(roi, original)
-    with torch.no_grad(), models.autocast():
-        original_image = models.generator.synthesis(ws, noise_mode="const").float()
-    return EditOptimizer(models, ws, ws, original_image, roi, edited, classes, config, stage="edit")
+    return EditOptimizer(models, ws, ws, render_image(models, ws), roi, edited, classes, config, stage="edit")
 
 
 def optimize_edit(models: EditingModels, ws: torch.Tensor, original_mask: torch.Tensor, edited_mask: torch.Tensor,

@@ -213,7 +213,8 @@ def _vector_thumbnails(job, reporter: JobReporter) -> dict:
 @app.task(name="gpu_worker.apply")
 def apply(job_id: int) -> str:
     """Mode 1. Requests for the same generator, segmentation branch and sample tuning (``batch_key``) that are queued
-    together are claimed here too and rendered in one forward pass; they ride along on this job's reporter (heartbeat, error path)."""
+    together are claimed here too and rendered in one forward pass; they ride along on this job's reporter
+    (heartbeat, error path)."""
     return run_job(job_id, _apply)
 
 
