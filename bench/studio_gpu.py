@@ -37,7 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from bench import emit_report  # noqa: E402
-from bench.studio_queues import FINISHED, StudioApi, start_studio, wait_until_idle  # noqa: E402
+from bench.studio_queues import FINISHED, StudioApi, job_times, start_studio, wait_until_idle  # noqa: E402
 
 ADMIN_PASSWORD = "bench-gpu-admin-pass"
 
@@ -286,20 +286,12 @@ def run(args) -> dict:
             during["training_still_running_after"] = api.call("GET", f"/api/jobs/{training['id']}")["status"]
             report[f"slider_{args.users}_users_during_training"] = during
             trained = api.wait_for_job(training["id"], timeout=1800)
-            report["training"] = {"status": trained["status"], "seconds": _job_seconds(trained),
+            report["training"] = {"status": trained["status"], "seconds": job_times(trained)[1],
                                   "mean_iou": (trained.get("result") or {}).get("metrics", {}).get("mean_iou")}
         finally:
             report["gpu_memory"] = memory.report()
             studio.stop(timeout=120)
     return report
-
-
-def _job_seconds(job: dict) -> float | None:
-    from datetime import datetime
-
-    if not (job.get("started") and job.get("finished")):
-        return None
-    return (datetime.fromisoformat(job["finished"]) - datetime.fromisoformat(job["started"])).total_seconds()
 
 
 def main(argv=None) -> dict:

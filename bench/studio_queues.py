@@ -94,10 +94,12 @@ def start_studio(folder: Path, bundle: Optional[Path], env: dict,
         raise
 
 
-def job_times(job: dict) -> tuple[float, float]:
-    """``(start delay, run time)`` in seconds of a finished job."""
-    created, started, finished = (datetime.fromisoformat(job[key]) for key in ("created", "started", "finished"))
-    return (started - created).total_seconds(), (finished - started).total_seconds()
+def job_times(job: dict) -> tuple[Optional[float], Optional[float]]:
+    """``(start delay, run time)`` in seconds of a job (the API's row); None for a span it has not finished."""
+    created, started, finished = (datetime.fromisoformat(job[key]) if job.get(key) else None
+                                  for key in ("created", "started", "finished"))
+    delay = (started - created).total_seconds() if created and started else None
+    return delay, (finished - started).total_seconds() if started and finished else None
 
 
 def sample_jobs(api: StudioApi, dataset: dict, count: int) -> list[tuple[float, float]]:

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from http.cookiejar import CookieJar
 from pathlib import Path
@@ -36,6 +37,7 @@ import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.studio_queues import job_times  # noqa: E402
 from webapp.studio import processes  # noqa: E402  (standard library only)
 
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -152,10 +154,26 @@ def retrain(studio: Studio) -> dict:
     while (job := studio.request("GET", f"/api/jobs/{job['id']}"))["status"] not in FINISHED:
         time.sleep(0.5)  # a bench's poll; the page follows the job's websocket
     metrics = job.get("result", {}).get("metrics", {})
+    queue_wait, run = job_times(job)
     return {"wall_s": round(time.perf_counter() - start, 1), "status": job["status"], "error": job.get("error"),
-            "queue_wait_s": _seconds_between(job.get("created"), job.get("started")),
-            "run_s": _seconds_between(job.get("started"), job.get("finished")),
+            "queue_wait_s": queue_wait, "run_s": run,
             **{k: metrics.get(k) for k in ("steps", "mean_iou", "train_mean_iou", "num_samples", "num_heldout")}}
+
+
+def predicted_mask(studio: Studio, sample_id: int) -> bytes:
+    """The branch's stored prediction for the sample, as the edit view gets it: ``segmentation.png``, or while the
+    start-up ranking has not reached the sample, a segment job's."""
+    try:
+        return studio.request("GET", f"/api/samples/{sample_id}/segmentation.png")
+    except urllib.error.HTTPError as missing:
+        if missing.code != 404:
+            raise
+    job = studio.request("POST", f"/api/samples/{sample_id}/segment", {})
+    while (job := studio.request("GET", f"/api/jobs/{job['id']}"))["status"] not in FINISHED:
+        time.sleep(0.2)
+    if job["status"] != "succeeded":
+        raise RuntimeError(f"segmenting sample #{sample_id} ended {job['status']}: {job.get('error')}")
+    return studio.request("GET", job["result"]["prediction_url"])
 
 
 def enlarged_eye_whites(studio: Studio, sample_id: int) -> tuple[bytes, list[int]]:
@@ -172,7 +190,7 @@ def enlarged_eye_whites(studio: Studio, sample_id: int) -> tuple[bytes, list[int
     skin = [i for i, name in enumerate(names) if name == "skin"]
     if not whites or not skin:
         raise SystemExit(f"--edit paints eye whites over skin; this dataset's schema has neither: {names}")
-    image = Image.open(io.BytesIO(studio.request("GET", f"/api/samples/{sample_id}/segmentation.png")))
+    image = Image.open(io.BytesIO(predicted_mask(studio, sample_id)))
     mask = np.array(image)
     for white in whites:
         grown = mask == white
@@ -208,23 +226,14 @@ async def mode3_edit(studio: Studio, sample_id: int, steps: int) -> dict:
             elif message["type"] == "job.status" and message["status"] in FINISHED:
                 status = message["status"]
     gaps = [b[0] - a[0] for a, b in zip(previews, previews[1:])]
-    job = studio.request("GET", f"/api/jobs/{session['job_id']}")
+    queue_wait, run = job_times(studio.request("GET", f"/api/jobs/{session['job_id']}"))
     return {"steps": steps, "edited_classes": classes, "status": status,
             "first_preview_s": previews[0][0] if previews else None,
             "first_preview_step": previews[0][1] if previews else None, "previews": len(previews),
             "previews_with_mask": sum(p[2] for p in previews),
             "preview_gap_s": {"p50": statistics.median(gaps), "max": max(gaps)} if gaps else None,
             "result_s": result_at, "total_s": time.perf_counter() - start,
-            "job_queue_wait_s": _seconds_between(job.get("created"), job.get("started")),
-            "job_run_s": _seconds_between(job.get("started"), job.get("finished"))}
-
-
-def _seconds_between(earlier, later):
-    from datetime import datetime
-
-    if not (earlier and later):
-        return None
-    return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds()
+            "job_queue_wait_s": queue_wait, "job_run_s": run}
 
 
 def main() -> None:
