@@ -7,7 +7,7 @@ import shutil
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 from django.apps import apps
 from django.conf import settings
@@ -95,6 +95,13 @@ def local_path(name: str, cache_key: str) -> Path:
 def delete_quietly(name: str) -> None:
     if name and default_storage.exists(name):
         default_storage.delete(name)
+
+
+def delete_on_commit(names: Iterable[str]) -> None:
+    """Delete the stored files ``names`` once the change that stops naming them holds: when the transaction commits
+    (at once outside a transaction), never when it rolls back. Empty names are skipped."""
+    names = [name for name in names if name]
+    transaction.on_commit(lambda: [delete_quietly(name) for name in names])
 
 
 def stored_names(folder: str = "") -> Iterator[str]:

@@ -29,7 +29,7 @@ from webapp.realtime.groups import annotation_group, publish
 from webapp.jobs.models import Job
 from webapp.registry.models import Checkpoint
 from webapp.registry.services import active_segmentation
-from webapp.storage import atomic_with_files, delete_quietly, files_removed_on_error, read_bytes, save_bytes
+from webapp.storage import atomic_with_files, delete_on_commit, files_removed_on_error, read_bytes, save_bytes
 
 MIN_CLASSES, MAX_CLASSES = 2, 255  # a mask is 8-bit; the paper's schemas have 16–34 part classes
 COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -123,7 +123,7 @@ def set_sample_latent(sample: Sample, latent: bytes) -> None:
     with files_removed_on_error():  # a latent that cannot be recorded leaves no file behind
         name = save_bytes(f"datasets/{sample.dataset_id}/samples/latent.safetensors", latent)
         with transaction.atomic():
-            _delete_file_on_commit(sample.tuning.name)
+            delete_on_commit([sample.tuning.name])
             sample.latent.name = name
             sample.uncertainty, sample.ranked_with = None, None
             sample.tuning.name, sample.tuning_sha256, sample.tuning_metrics = "", "", {}
@@ -146,17 +146,11 @@ def store_tuning(sample: Sample, pivot: str, delta: bytes, metrics: dict) -> Sam
             if current.latent.name != pivot:
                 raise ValidationError(f"sample #{sample.pk} was embedded again while it was being tuned: tune it "
                                       "again around its new latent")
-            _delete_file_on_commit(current.tuning.name)
+            delete_on_commit([current.tuning.name])
             current.tuning.name, current.tuning_sha256 = name, hashlib.sha256(delta).hexdigest()
             current.tuning_metrics = metrics
             current.save(update_fields=["tuning", "tuning_sha256", "tuning_metrics"])
     return current
-
-
-def _delete_file_on_commit(name: str) -> None:
-    """Delete a stored file once the change that stops naming it holds (at once outside a transaction)."""
-    if name:
-        transaction.on_commit(lambda: delete_quietly(name))
 
 
 def upload_sample(dataset: Dataset, user, data: bytes, filename: str) -> Sample:
@@ -180,7 +174,7 @@ def delete_sample(sample: Sample) -> None:
     # Files stay in storage (revisions may be exported or audited later), except the tuning: a weight delta is of
     # use only for editing this sample.
     with transaction.atomic():
-        _delete_file_on_commit(sample.tuning.name)
+        delete_on_commit([sample.tuning.name])
         sample.delete()
 
 
@@ -371,7 +365,7 @@ def store_prediction(sample: Sample, segmentation: Checkpoint, labels: np.ndarra
                           "uncertainty_peak": float(uncertainty_peak), "score": float(score)})
             Sample.objects.filter(pk=sample.pk).update(uncertainty=float(score), ranked_with=segmentation)
             # The old files go once the row names the new ones; a reader that got the old row retries.
-            transaction.on_commit(lambda: [delete_quietly(name) for name in replaced])
+            delete_on_commit(replaced)
     return prediction
 
 
@@ -384,8 +378,7 @@ def _grey_png(values: np.ndarray) -> bytes:
 def _delete_prediction(prediction: SamplePrediction) -> None:
     names = (prediction.mask.name, prediction.uncertainty.name)
     prediction.delete()
-    # The files go once the row's deletion holds (at once outside a transaction), not when it rolls back.
-    transaction.on_commit(lambda: [delete_quietly(name) for name in names])
+    delete_on_commit(names)
 
 
 def prediction_of(sample: Sample, segmentation_id: Optional[int] = None) -> SamplePrediction:

@@ -24,7 +24,7 @@ from webapp.jobs.models import Job
 from webapp.realtime.groups import edit_group, png_data_url, publish
 from webapp.registry.models import Checkpoint
 from webapp.registry.services import active_segmentation
-from webapp.storage import atomic_with_files, delete_quietly, files_removed_on_error, read_bytes, save_bytes
+from webapp.storage import atomic_with_files, delete_on_commit, files_removed_on_error, read_bytes, save_bytes
 
 THUMB_SIZE = 128
 # Rendered thumbnails (vectors that come without pictures): one fixed generator sample, so that every such vector of
@@ -189,8 +189,7 @@ def _delete_unused_files_on_commit(names: Sequence[str]) -> None:
     used = set()
     for field in ("file", "thumb_before", "thumb_after"):
         used.update(EditVector.objects.filter(**{f"{field}__in": names}).values_list(field, flat=True))
-    unused = [name for name in names if name not in used]
-    transaction.on_commit(lambda: [delete_quietly(name) for name in unused])
+    delete_on_commit(name for name in names if name not in used)
 
 
 def session_out(session: EditSession) -> dict:
