@@ -145,13 +145,15 @@ class Artist:
         return edit
 
 
-def slider_moves(artist: Artist, sample_id: int, vector_id: int, moves: int, seed: int) -> list[float]:
-    """``moves`` slider positions, each timed from the request to the result's bytes in hand."""
+def slider_moves(artist: Artist, sample_id: int, vector_id: int, moves: int, seed: int,
+                 image_format: str = "jpeg") -> list[float]:
+    """``moves`` slider positions, each timed from the request to the result's bytes in hand (the image alone,
+    in ``image_format``: the library view asks for a JPEG)."""
     times = []
     for move in range(moves):
         scale = round(((move * 7 + seed * 3) % 17) / 4 - 2, 2)
         start = time.perf_counter()
-        artist.edit({"sample_id": sample_id, "mode": 1, "with_mask": False,  # as the library view asks
+        artist.edit({"sample_id": sample_id, "mode": 1, "with_mask": False, "image_format": image_format,
                      "vectors": [{"vector_id": vector_id, "scale": scale}]})
         times.append(time.perf_counter() - start)
     return times
@@ -278,8 +280,12 @@ def run(args) -> dict:
             report["mode3"], vector_id = mode3_edit(artists[0], samples[0], args.edit_steps)
             sample_ids = [sample["id"] for sample in samples]
             slider_moves(artists[0], sample_ids[0], vector_id, 3, seed=99)  # warm the worker's caches
-            report["slider_1_user"] = latency(slider_moves(artists[0], sample_ids[0], vector_id, args.moves, 0))
+            for image_format in args.image_formats:
+                report[f"slider_1_user_{image_format}"] = latency(
+                    slider_moves(artists[0], sample_ids[0], vector_id, args.moves, 0, image_format))
             report[f"slider_{args.users}_users"] = concurrent_sliders(artists, sample_ids, vector_id, args.moves)
+            if args.no_training:
+                return report
             training = api.call("POST", "/api/train/segmentation", {"dataset_id": dataset["id"], "activate": False})
             api.wait_for_job(training["id"], statuses=("running",) + FINISHED, timeout=600)
             during = concurrent_sliders(artists, sample_ids, vector_id, args.moves)
@@ -307,6 +313,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--users", type=int, default=8)
     parser.add_argument("--moves", type=int, default=100, help="slider moves per user")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--image-formats", nargs="+", default=["jpeg"], choices=["jpeg", "png"],
+                        help="time the one-user slider with each result format (default: jpeg, as the library asks)")
+    parser.add_argument("--no-training", action="store_true",
+                        help="stop after the sliders: no retraining beside them")
     args = parser.parse_args(argv)
     for name in ("resolution", "channel_base", "seg_resolution", "samples", "edit_steps", "users", "moves"):
         if getattr(args, name) < 1:

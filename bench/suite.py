@@ -35,6 +35,7 @@ class Measurement:
     repeats: int
     peak_mib: Optional[float] = None
     note: str = ""
+    first_ms: Optional[float] = None  # the first (warm-up) call: what a fresh worker's first request waits
 
 
 @dataclass
@@ -53,6 +54,7 @@ class SuiteConfig:
     num_fp16_res: int = 0
     precision: str = "float32"          # EditingModels.precision of the editing items
     roi_pixel_chunk: Optional[int] = None  # EditingModels.roi_pixel_chunk of the editing items
+    compile_mode: Optional[str] = None  # EditingModels.compile_mode of the editing items
     warmup: int = 3
     repeats: int = 10
     long_repeats: int = 3
@@ -68,9 +70,15 @@ def _synchronize(device: torch.device) -> None:
 
 def time_call(name: str, fn: Callable[[], object], device: torch.device, warmup: int, repeats: int,
               note: str = "") -> Measurement:
-    """Median wall time of ``fn`` in ms (CUDA events on the GPU) and the peak memory it allocated."""
-    for _ in range(warmup):
+    """Median wall time of ``fn`` in ms (CUDA events on the GPU) and the peak memory it allocated; also the first
+    call's wall time (compilation, cuDNN's algorithm search and CUDA-graph recording happen there)."""
+    first_ms = None
+    for index in range(warmup):
+        start_s = time.perf_counter()
         fn()
+        if index == 0:
+            _synchronize(device)
+            first_ms = (time.perf_counter() - start_s) * 1e3
     _synchronize(device)
     times = []
     if device.type == "cuda":
@@ -90,7 +98,7 @@ def time_call(name: str, fn: Callable[[], object], device: torch.device, warmup:
             fn()
             times.append((time.perf_counter() - start_s) * 1e3)
         peak = None
-    return Measurement(name, statistics.median(times), min(times), max(times), repeats, peak, note)
+    return Measurement(name, statistics.median(times), min(times), max(times), repeats, peak, note, first_ms)
 
 
 class Suite:
@@ -109,7 +117,7 @@ class Suite:
         self.segmenter = SegmentationEnsemble(seg_config).to(device).eval().requires_grad_(False)
         self.models = EditingModels(self.generator, self.segmenter, get_perceptual_loss("vgg", device),
                                     generator_fingerprint(self.generator), precision=config.precision,
-                                    roi_pixel_chunk=config.roi_pixel_chunk)
+                                    roi_pixel_chunk=config.roi_pixel_chunk, compile_mode=config.compile_mode)
         with torch.no_grad():
             self.ws = self.generator.mapping(torch.randn(1, config.w_dim, device=device), truncation_psi=0.7)
         # Random weights segment into few classes: each vector edits one that is present, so mode 2 has an ROI.
@@ -143,12 +151,14 @@ class Suite:
         target = torch.randint(0, self.config.num_classes, (1, size, size), device=self.device)
 
         def g_forward():
+            self.models.begin_iteration()
             with torch.no_grad():
-                G.synthesis(ws)
+                self.models.synthesize(ws)
 
         def g_forward_backward():
+            self.models.begin_iteration()
             w = ws.detach().requires_grad_(True)
-            img, feats = G.synthesis(w, return_features=True)
+            img, feats = self.models.synthesize(w, return_features=True)
             (img.square().mean() + sum(f.float().square().mean() for f in feats)).backward()
 
         def seg_step(naive: bool):
@@ -278,11 +288,12 @@ def _naive_apply(models: EditingModels, ws: torch.Tensor, vectors: list[EditVect
 
 def format_row(m: Measurement) -> str:
     peak = f"{m.peak_mib:9.0f}" if m.peak_mib is not None else "        -"
-    return f"{m.name:48s} {m.median_ms:10.2f} {m.min_ms:10.2f} {m.max_ms:10.2f} {peak}  {m.note}"
+    first = f"{m.first_ms:10.0f}" if m.first_ms is not None else "         -"
+    return f"{m.name:48s} {m.median_ms:10.2f} {m.min_ms:10.2f} {m.max_ms:10.2f} {peak} {first}  {m.note}"
 
 
 def header() -> str:
-    return f"{'item':48s} {'median ms':>10s} {'min ms':>10s} {'max ms':>10s} {'peak MiB':>9s}"
+    return f"{'item':48s} {'median ms':>10s} {'min ms':>10s} {'max ms':>10s} {'peak MiB':>9s} {'first ms':>10s}"
 
 
 def environment(device: torch.device) -> dict:

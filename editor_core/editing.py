@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
-from typing import ContextManager, Optional, Sequence
+from typing import Any, Callable, ContextManager, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,9 @@ from editor_core.vectors import EditVector, combined_delta
 
 
 _AUTOCAST_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# torch.compile modes an edit's passes may run under; the CUDA-graph one replays recorded kernels (GPU only).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
+_CUDA_GRAPH_MODES = {"reduce-overhead"}
 
 
 @dataclass
@@ -38,6 +41,9 @@ class EditingModels:
     ``roi_pixel_chunk``: evaluate the segmentation branch at the ROI pixels this many at a time and recompute each
     chunk in backward (``SegmentationEnsemble.forward_pixels``), so a large edit's memory no longer grows with its
     ROI, for one more forward pass of the per-pixel layers; ``None`` (default) keeps every pixel's activations.
+    ``compile_mode``: run the four networks' passes of an edit (synthesis, full-map and ROI segmentation, LPIPS)
+    through ``torch.compile`` in this mode (``COMPILE_MODES``; ``"reduce-overhead"`` adds CUDA graphs); each is
+    compiled on first use, once per input shape. ``None`` (default): eager.
     """
 
     generator: torch.nn.Module
@@ -47,13 +53,17 @@ class EditingModels:
     encoder: Optional[torch.nn.Module] = None
     precision: str = "float32"
     roi_pixel_chunk: Optional[int] = None
+    compile_mode: Optional[str] = None
     _subsets: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _compiled: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.precision not in _AUTOCAST_DTYPES:
             raise ValueError(f"precision must be one of {sorted(_AUTOCAST_DTYPES)}, got {self.precision!r}")
         if self.roi_pixel_chunk is not None and self.roi_pixel_chunk < 1:
             raise ValueError(f"roi_pixel_chunk must be ≥ 1 or None, got {self.roi_pixel_chunk}")
+        if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {COMPILE_MODES} or None, got {self.compile_mode!r}")
         for module in (self.generator, self.segmenter, self.perceptual, self.encoder):
             if module is not None:
                 module.eval().requires_grad_(False)
@@ -66,6 +76,42 @@ class EditingModels:
     @property
     def device(self) -> torch.device:
         return next(self.generator.parameters()).device
+
+    # -- the networks' passes, compiled when compile_mode asks -------------------------------------------------------
+
+    def synthesize(self, ws: torch.Tensor, return_features: bool = False):
+        """``generator.synthesis(ws, noise_mode="const")``: the image ``[B,3,H,W]`` (and the feature maps)."""
+        return self._run(self.generator.synthesis, ws, noise_mode="const", return_features=return_features)
+
+    def labels(self, segmenter: torch.nn.Module, features: list[torch.Tensor]) -> torch.Tensor:
+        """Full-map labels ``[B, h, w]`` of ``segmenter`` (the ensemble or a sub-ensemble): the argmax of the
+        members' mean softmax. Compiled as one function, so the member logits never leave it."""
+        return self._run(_ensemble_labels, segmenter, features)
+
+    def segment_pixels(self, segmenter: torch.nn.Module, features: list[torch.Tensor],
+                       pixels: torch.Tensor) -> torch.Tensor:
+        """Member logits ``[B, E, K, P]`` at flat pixels ``[B, P]`` that are valid by construction (no range check,
+        whose device → host read would stall a GPU queue)."""
+        return self._run(segmenter.forward_pixels, features, pixels, pixel_chunk=self.roi_pixel_chunk,
+                         check_pixels=False)
+
+    def lpips(self, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``perceptual(image, target)``: LPIPS ``[B]`` (``target`` may be its precomputed ``reference``)."""
+        return self._run(self.perceptual, image, target)
+
+    def begin_iteration(self) -> None:
+        """Mark the start of one request's or one step's passes: CUDA-graph replays of the previous iteration may
+        then reuse their output memory (their outputs are cloned, so nothing a caller holds is overwritten)."""
+        if self.compile_mode in _CUDA_GRAPH_MODES:
+            torch.compiler.cudagraph_mark_step_begin()
+
+    def _run(self, fn: Callable, *args, **kwargs) -> Any:
+        if self.compile_mode is None:
+            return fn(*args, **kwargs)
+        if fn not in self._compiled:
+            self._compiled[fn] = torch.compile(fn, mode=self.compile_mode)
+        outputs = self._compiled[fn](*args, **kwargs)
+        return _cloned(outputs) if self.compile_mode in _CUDA_GRAPH_MODES else outputs
 
     def segmenter_members(self, members: Optional[int]) -> torch.nn.Module:
         """The segmentation ensemble, or (``members`` < E) the sub-ensemble of its first ``members`` members,
@@ -255,8 +301,9 @@ def _check_latent(models: EditingModels, ws: torch.Tensor) -> torch.Tensor:
 
 def render_image(models: EditingModels, ws: torch.Tensor) -> torch.Tensor:
     """Image ``[B,3,H,W]`` (float32) of a latent, without gradients (an ordinary tensor: usable as a loss target)."""
+    models.begin_iteration()
     with torch.no_grad(), models.autocast():
-        return models.generator.synthesis(ws, noise_mode="const").float()
+        return models.synthesize(ws).float()
 
 
 @torch.inference_mode()
@@ -264,9 +311,9 @@ def render_and_segment(models: EditingModels, ws: torch.Tensor,
                        members: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Image ``[B,3,H,W]`` (float32) and labels ``[B,h,w]`` of a latent, without gradients; ``members``: label with
     the first that many ensemble members only (``None``: all)."""
+    models.begin_iteration()
     with models.autocast():
-        image, features = models.generator.synthesis(_check_latent(models, ws), noise_mode="const",
-                                                     return_features=True)
+        image, features = models.synthesize(_check_latent(models, ws), return_features=True)
     return image.float(), _labels(models, features, members)
 
 
@@ -396,8 +443,9 @@ class EditOptimizer:
         """One Adam update; returns the image and features it was computed from (before the update)."""
         use_encoder = self.use_encoder and self.steps_taken % self.config.encoder_every == 0
         self.steps_taken += 1
+        self.models.begin_iteration()
         with self.models.autocast():
-            image, features = self.models.generator.synthesis(self.ws, noise_mode="const", return_features=True)
+            image, features = self.models.synthesize(self.ws, return_features=True)
             losses = _edit_losses(self.models, self.ws, image, features, self.masked_original, self.outside,
                                   self.roi_pixels, self.config, use_encoder, self.lpips_target, self.loss_segmenter)
         self.optimizer.zero_grad(set_to_none=True)
@@ -455,9 +503,12 @@ def _labels(models: EditingModels, features: list[torch.Tensor], members: Option
     labels = []
     for index in range(features[0].shape[0]):
         with models.autocast():
-            logits = segmenter([f[index:index + 1].detach() for f in features])
-        labels.append(logits.float().softmax(dim=2).mean(dim=1).argmax(dim=1))
+            labels.append(models.labels(segmenter, [f[index:index + 1].detach() for f in features]))
     return torch.cat(labels)
+
+
+def _ensemble_labels(segmenter: torch.nn.Module, features: list[torch.Tensor]) -> torch.Tensor:
+    return segmenter(features).float().softmax(dim=2).mean(dim=1).argmax(dim=1)
 
 
 @dataclass
@@ -496,9 +547,8 @@ def _roi_terms(models: EditingModels, features: list[torch.Tensor], roi: _RoiPix
     Each image is normalised by its own ROI, so a batch optimises what each image alone would. ``segmenter``: the
     (sub-)ensemble to use, default ``models.segmenter``."""
     segmenter = models.segmenter if segmenter is None else segmenter
-    # The indices come from a mask of the segmentation's own size, so the range check (a GPU sync) is skipped.
-    logits = segmenter.forward_pixels(features, roi.index, pixel_chunk=models.roi_pixel_chunk,
-                                      check_pixels=False)                                  # [B, E, K, P]
+    # The indices come from a mask of the segmentation's own size.
+    logits = models.segment_pixels(segmenter, features, roi.index)                        # [B, E, K, P]
     batch, members = logits.shape[:2]
     ce = F.cross_entropy(logits.flatten(0, 1), roi.target.repeat_interleave(members, dim=0), reduction="none")
     pixels = roi.weight.sum(dim=1)
@@ -517,7 +567,7 @@ def _edit_losses(models: EditingModels, ws: torch.Tensor, image: torch.Tensor, f
     ``lpips_target``: ``masked_original`` or its precomputed ``PerceptualLoss.reference``; ``segmenter``: the
     (sub-)ensemble of the inside-the-ROI term."""
     masked_image = image * outside
-    lpips = models.perceptual(masked_image, masked_original if lpips_target is None else lpips_target)
+    lpips = models.lpips(masked_image, masked_original if lpips_target is None else lpips_target)
     l2 = (masked_image - masked_original).square().flatten(1).mean(dim=1)
     ce, follow = _roi_terms(models, features, roi, segmenter)
     total = config.outside_weight * (config.lpips_weight * lpips + config.l2_weight * l2) + config.ce_weight * ce
@@ -529,3 +579,12 @@ def _edit_losses(models: EditingModels, ws: torch.Tensor, image: torch.Tensor, f
     losses["total"] = total
     losses["follow"] = follow
     return losses
+
+
+def _cloned(outputs: Any) -> Any:
+    """Tensors (also inside lists and tuples) copied out of a CUDA graph's memory, which its next replay reuses."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs.clone()
+    if isinstance(outputs, (list, tuple)):
+        return type(outputs)(_cloned(o) for o in outputs)
+    return outputs

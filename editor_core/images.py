@@ -179,6 +179,14 @@ def image_png(image: torch.Tensor) -> bytes:
     return buffer.getvalue()
 
 
+def image_jpeg(image: torch.Tensor, quality: int = 92) -> bytes:
+    """``[3, H, W]`` / ``[1, 3, H, W]`` in ``[-1, 1]`` → JPEG bytes: lossy, but a 1024² image encodes in ~10 ms
+    where PNG takes ~150 ms, which is most of a GPU slider move's budget."""
+    buffer = io.BytesIO()
+    tensor_to_pil(image).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
 def save_image(image: torch.Tensor, path: Union[str, os.PathLike]) -> None:
     """Write ``[3, H, W]`` / ``[1, 3, H, W]`` in ``[-1, 1]`` to ``path``; the suffix picks the format."""
     tensor_to_pil(image).save(Path(path))

@@ -8,7 +8,7 @@ import torch
 
 from editor_core.bundle import latents_bytes
 from editor_core.editing import apply_vectors
-from editor_core.images import image_png, mask_array
+from editor_core.images import image_jpeg, image_png, mask_array
 from editor_core.progress import ProgressEvent
 from editor_core.vectors import EditVector, EditVectorInfo, scale_rows
 from gpu_worker import engine_cache, samples
@@ -50,7 +50,9 @@ def store(session, image: torch.Tensor, mask: torch.Tensor | None, ws: torch.Ten
                               author=session.user.get_username() if session.user else "")
         vector_file = EditVector(delta=delta.detach().cpu(), info=info).to_bytes()
     mask_png = None if mask is None else datasets.mask_png(session.sample, mask_array(mask, session.sample.width))
-    result = editing.store_result(session, image_png=image_png(image), mask_png=mask_png,
+    image_format = session.params.get("image_format", "png")
+    encoded = image_jpeg(image) if image_format == "jpeg" else image_png(image)
+    result = editing.store_result(session, image=encoded, image_format=image_format, mask_png=mask_png,
                                   latent=latents_bytes(ws, session.generator.fingerprint), delta=vector_file,
                                   edited_classes=edited_classes, metrics=metrics or {})
     return {"session_id": session.pk, **editing.result_out(result)}

@@ -166,12 +166,13 @@ def mode1_mask_members() -> int | None:
 @functools.lru_cache(maxsize=GENERATORS_KEPT)
 def _editing_models(generator_name: str, generator_sha: str, tuning_name: str, tuning_sha: str,
                     segmentation_name: str, segmentation_sha: str, generator_id: str, device_name: str, net: str,
-                    precision: str, roi_chunk: int) -> EditingModels:
+                    precision: str, roi_chunk: int, compile_mode: str) -> EditingModels:
     ensemble, _schema = _segmenter(segmentation_name, segmentation_sha, device_name)
     rendering = _generator_with_tuning(generator_name, generator_sha, generator_id, tuning_name, tuning_sha,
                                        device_name)
     return EditingModels(generator=rendering, segmenter=ensemble, perceptual=get_perceptual_loss(net, device_name),
-                         generator_id=generator_id, precision=precision, roi_pixel_chunk=roi_chunk or None)
+                         generator_id=generator_id, precision=precision, roi_pixel_chunk=roi_chunk or None,
+                         compile_mode=compile_mode or None)
 
 
 def editing_models(generator_checkpoint, segmentation_checkpoint, sample=None) -> EditingModels:
@@ -181,4 +182,4 @@ def editing_models(generator_checkpoint, segmentation_checkpoint, sample=None) -
                            segmentation_checkpoint.file.name, segmentation_checkpoint.sha256,
                            generator_checkpoint.fingerprint, str(device()), lpips_net(),
                            settings.STUDIO_EDIT_PRECISION if device().type == "cuda" else "float32",
-                           settings.STUDIO_EDIT_ROI_CHUNK)
+                           settings.STUDIO_EDIT_ROI_CHUNK, settings.STUDIO_EDIT_COMPILE)

@@ -232,6 +232,13 @@ STUDIO_EDIT_PRECISION = os.environ.get("STUDIO_EDIT_PRECISION", "float32")
 if STUDIO_EDIT_PRECISION not in STUDIO_EDIT_PRECISION_CHOICES:
     raise ValueError(f"STUDIO_EDIT_PRECISION={STUDIO_EDIT_PRECISION!r}: use one of "
                      f"{', '.join(STUDIO_EDIT_PRECISION_CHOICES)}")
+# Workers: run edit passes through torch.compile in this mode (editor_core EditingModels.compile_mode; "" = eager).
+# Each network compiles on its first request (a minute or more), then runs faster: docs/benchmarks.md.
+STUDIO_EDIT_COMPILE_CHOICES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
+STUDIO_EDIT_COMPILE = os.environ.get("STUDIO_EDIT_COMPILE", "")
+if STUDIO_EDIT_COMPILE and STUDIO_EDIT_COMPILE not in STUDIO_EDIT_COMPILE_CHOICES:
+    raise ValueError(f"STUDIO_EDIT_COMPILE={STUDIO_EDIT_COMPILE!r}: use one of "
+                     f"{', '.join(STUDIO_EDIT_COMPILE_CHOICES)}, or leave it empty (eager)")
 # Workers: evaluate the segmentation branch at an edit's ROI pixels this many at a time, recomputing each chunk in
 # backward (editor_core EditingModels.roi_pixel_chunk), so a large 512² edit fits a small card; 0 = all at once
 STUDIO_EDIT_ROI_CHUNK = env_int("STUDIO_EDIT_ROI_CHUNK", 0)

@@ -144,7 +144,8 @@ export const cancelJob = (id) => post(`/jobs/${id}/cancel`);
 export const retryJob = (id) => post(`/jobs/${id}/retry`);
 
 // --- editing ---
-/** mode 1: vectors [{vector_id, scale}], with_mask (false: the image alone, sooner); mode 2: + steps; mode 3:
+/** mode 1: vectors [{vector_id, scale}], with_mask (false: the image alone, sooner), image_format ('png' or
+ * 'jpeg', a slider's preview); mode 2: + steps; mode 3:
  * target_mask_png (base64), edited_classes, roi_png, steps, stop_follow */
 export const startEdit = (body) => post('/edits', body);
 export const getEdit = (id) => get(`/edits/${id}`);

@@ -309,7 +309,7 @@ def test_a_vector_from_an_edit_under_a_taken_name_leaves_no_thumbnails(shared_st
                                          segmentation=shared_studio.segmentation, mode=EditSession.Mode.OPTIMIZE,
                                          user=artist)
     picture = png_bytes(np.zeros((32, 32, 3), np.uint8), mode="RGB")
-    editing.store_result(session, image_png=picture, mask_png=picture, latent=b"latent", delta=b"delta")
+    editing.store_result(session, image=picture, mask_png=picture, latent=b"latent", delta=b"delta")
     before = stored_files()
     taken = client_for(artist).post("/api/vectors", {"edit_id": session.pk, "name": "bigger hair"},
                                     content_type="application/json")
@@ -330,7 +330,7 @@ def test_replaced_results_and_thumbnails_leave_no_files_but_those_the_library_us
                                          segmentation=shared_studio.segmentation, mode=EditSession.Mode.OPTIMIZE,
                                          user=artist)
     picture = png_bytes(np.zeros((32, 32, 3), np.uint8), mode="RGB")
-    first = editing.store_result(session, image_png=picture, mask_png=picture, latent=b"latent", delta=b"delta")
+    first = editing.store_result(session, image=picture, mask_png=picture, latent=b"latent", delta=b"delta")
     saved = client_for(artist).post("/api/vectors", {"edit_id": session.pk, "name": "first try"},
                                     content_type="application/json")
     assert saved.status_code == 201, saved.content
@@ -338,7 +338,7 @@ def test_replaced_results_and_thumbnails_leave_no_files_but_those_the_library_us
     assert vector.file.name == first.delta.name
 
     with django_capture_on_commit_callbacks(execute=True):
-        second = editing.store_result(session, image_png=picture, mask_png=picture, latent=b"latent 2",
+        second = editing.store_result(session, image=picture, mask_png=picture, latent=b"latent 2",
                                       delta=b"delta 2")
     files = stored_files()
     assert not {first.image.name, first.mask.name, first.latent.name} & files
@@ -420,7 +420,7 @@ def test_worker_results_that_fail_after_storing_leave_no_file(shared_studio, tin
                                          segmentation=shared_studio.segmentation, mode=EditSession.Mode.OPTIMIZE,
                                          user=shared_studio.users.artist)
     picture = png_bytes(np.zeros((32, 32, 3), np.uint8), mode="RGB")
-    editing.store_result(session, image_png=picture, mask_png=picture, latent=b"latent")
+    editing.store_result(session, image=picture, mask_png=picture, latent=b"latent")
     before = stored_files()
 
     def rows():
@@ -455,7 +455,7 @@ def test_worker_results_that_fail_after_storing_leave_no_file(shared_studio, tin
     with monkeypatch.context() as patch:  # a retried job's result, after the earlier one's row was deleted
         patch.setattr(EditResult, "save", raising(IntegrityError("UNIQUE constraint failed")))
         with pytest.raises(IntegrityError):
-            editing.store_result(session, image_png=picture, mask_png=picture, latent=b"latent", delta=b"delta")
+            editing.store_result(session, image=picture, mask_png=picture, latent=b"latent", delta=b"delta")
     assert stored_files() == before and rows() == rows_before
 
 
@@ -822,6 +822,28 @@ def test_only_mode_1_may_leave_out_the_mask(shared_studio, client_for):
     slider = artist.post("/api/edits", {"sample_id": sample.pk, "mode": 1, "with_mask": False, "vectors": [
         {"vector_id": shared_studio.vector.pk, "scale": 0.5}]}, content_type="application/json")
     assert slider.status_code == 202 and EditSession.objects.get(pk=slider.json()["id"]).params["with_mask"] is False
+
+
+def test_only_mode_1_may_ask_for_a_jpeg(shared_studio, client_for):
+    from webapp.editing.models import EditSession
+
+    artist = client_for(shared_studio.users.artist)
+    sample = shared_studio.samples[0]
+    target = b64(png_bytes(np.ones((sample.height, sample.width), np.uint8)))
+    sessions = EditSession.objects.count()
+    for body in ({"mode": 3, "target_mask_png": target}, {"mode": 2, "vectors": [
+            {"vector_id": shared_studio.vector.pk, "scale": 0.5}]}):
+        refused = artist.post("/api/edits", {"sample_id": sample.pk, "image_format": "jpeg", **body},
+                              content_type="application/json")
+        assert refused.status_code == 400 and "image_format is for mode 1" in refused.json()["detail"]
+    for wrong in ("gif", "", 5):
+        unknown = artist.post("/api/edits", {"sample_id": sample.pk, "mode": 1, "image_format": wrong, "vectors": [
+            {"vector_id": shared_studio.vector.pk, "scale": 0.5}]}, content_type="application/json")
+        assert unknown.status_code == 422, wrong
+    assert EditSession.objects.count() == sessions
+    slider = artist.post("/api/edits", {"sample_id": sample.pk, "mode": 1, "image_format": "jpeg", "vectors": [
+        {"vector_id": shared_studio.vector.pk, "scale": 0.5}]}, content_type="application/json")
+    assert slider.status_code == 202 and EditSession.objects.get(pk=slider.json()["id"]).params["image_format"] == "jpeg"
 
 
 def test_a_queued_job_says_how_many_jobs_of_its_queue_are_ahead(shared_studio, client_for):

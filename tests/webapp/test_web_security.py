@@ -29,7 +29,7 @@ def finished_edit(studio, user):
 
     session = EditSession.objects.create(sample=studio.samples[0], generator=studio.generator,
                                          segmentation=studio.segmentation, mode=EditSession.Mode.OPTIMIZE, user=user)
-    result = editing.store_result(session, image_png=PICTURE, mask_png=PICTURE, latent=b"latent", delta=b"delta")
+    result = editing.store_result(session, image=PICTURE, mask_png=PICTURE, latent=b"latent", delta=b"delta")
     return session, result
 
 

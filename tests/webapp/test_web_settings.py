@@ -41,6 +41,7 @@ BAD_SETTINGS = [  # (environment, what stderr must say)
     ({"STUDIO_EDIT_ROI_CHUNK": "-1"}, "STUDIO_EDIT_ROI_CHUNK must be ≥ 0"),
     ({"DATABASE_POOL_MAX_SIZE": "-1"}, "DATABASE_POOL_MAX_SIZE must be ≥ 0"),
     ({"STUDIO_EDIT_PRECISION": "fp16"}, "STUDIO_EDIT_PRECISION='fp16': use one of float32, bfloat16, float16"),
+    ({"STUDIO_EDIT_COMPILE": "fast"}, "STUDIO_EDIT_COMPILE='fast': use one of default, reduce-overhead"),
     ({"STUDIO_JOB_STALE_SECONDS": "0.5"}, "STUDIO_JOB_STALE_SECONDS=0.5 must be at least four heartbeats"),
     ({"STUDIO_JOB_STALE_SECONDS": "nan"}, "STUDIO_JOB_STALE_SECONDS=nan must be at least four heartbeats"),
     ({"STUDIO_JOB_MAX_ATTEMPTS": "0"}, "STUDIO_JOB_MAX_ATTEMPTS=0 must be at least 1"),
@@ -63,3 +64,11 @@ def test_the_allowed_edit_precisions_are_the_engines():
     from editor_core.editing import _AUTOCAST_DTYPES
 
     assert set(settings.STUDIO_EDIT_PRECISION_CHOICES) == set(_AUTOCAST_DTYPES)
+
+
+def test_the_allowed_compile_modes_are_the_engines():
+    from django.conf import settings
+
+    from editor_core.editing import COMPILE_MODES
+
+    assert settings.STUDIO_EDIT_COMPILE_CHOICES == COMPILE_MODES

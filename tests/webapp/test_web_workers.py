@@ -74,21 +74,25 @@ def test_mode1_requests_that_arrive_together_share_one_forward_pass(studio, cele
 
     with transaction.atomic():  # the jobs reach the broker together, when this commits
         sessions = [start_edit(studio.users.artist, sample, 1, vectors=[(studio.vector.pk, scale)],
-                               with_mask=with_mask)
-                    for sample, scale, with_mask in zip(studio.samples, (1.0, -1.0, 2.0, 0.0),
-                                                        (True, False, True, False))]
+                               with_mask=with_mask, image_format=image_format)
+                    for sample, scale, with_mask, image_format in zip(studio.samples, (1.0, -1.0, 2.0, 0.0),
+                                                                      (True, False, True, False),
+                                                                      ("png", "jpeg", "png", "png"))]
     jobs = [wait_for_job(s.job_id, worker=celery_worker) for s in sessions]
     assert [j.status for j in jobs] == ["succeeded"] * 4, [j.error for j in jobs]
     batches = {(j.result["metrics"]["batch_leader"], j.result["metrics"]["batch_size"]) for j in jobs}
     assert len(batches) == 1 and batches.pop()[1] == 4  # one leader rendered all four
     # Each got what it asked for: a slider's image alone, or the image and its segmentation.
     assert [bool(j.result["mask_url"]) for j in jobs] == [True, False, True, False]
+    assert [j.result["image_url"].rsplit(".", 1)[1] for j in jobs] == ["png", "jpg", "png", "png"]
 
     artist = client_for(studio.users.artist)
     edit = artist.get(f"/api/edits/{sessions[3].pk}").json()
     assert edit["result"]["image_url"] and edit["result"]["has_vector"] is False
     unchanged = artist.get(edit["result"]["image_url"]).getvalue()  # scale 0: the sample itself
     assert unchanged == artist.get(f"/api/samples/{studio.samples[3].pk}/image.png").content
+    preview = artist.get(artist.get(f"/api/edits/{sessions[1].pk}").json()["result"]["image_url"])
+    assert preview["Content-Type"] == "image/jpeg" and preview.getvalue()[:3] == b"\xff\xd8\xff"
 
 
 def test_mode1_requests_of_one_slider_coalesce_to_the_newest_position(studio, celery_worker):

@@ -39,7 +39,7 @@ def start_edit(request, payload: EditIn):
     session = services.start_edit(
         request.user, sample, payload.mode, vectors=[(v.vector_id, v.scale) for v in payload.vectors],
         composition=composition, edited_classes=payload.edited_classes, steps=payload.steps,
-        stop_follow=payload.stop_follow, with_mask=payload.with_mask,
+        stop_follow=payload.stop_follow, with_mask=payload.with_mask, image_format=payload.image_format,
         target_mask_png=_b64(payload.target_mask_png, "target_mask_png") if payload.target_mask_png else b"",
         roi_png=_b64(payload.roi_png, "roi_png") if payload.roi_png else b"")
     return Status(202, services.session_out(session))

@@ -37,6 +37,9 @@ class EditIn(Schema):
     with_mask: bool = Field(True, description=(
         "mode 1: also segment the result (false: the image alone, sooner — the segmentation is most of a CPU's "
         "mode-1 time; the result's mask_url is then null)"))
+    image_format: Literal["png", "jpeg"] = Field("png", description=(
+        "mode 1: the result image's format. png (default) is lossless; jpeg (quality 92) encodes a 1024² image "
+        "some 15× sooner, for a slider's preview"))
 
 
 class EditResultOut(Schema):

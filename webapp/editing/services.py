@@ -54,18 +54,29 @@ def _vectors_for(generator: Checkpoint, items: Sequence[tuple[int, float]]) -> l
     return chosen
 
 
+# A result image's format → its file suffix. PNG is lossless; JPEG is for mode 1's slider previews.
+IMAGE_FORMATS = {"png": "png", "jpeg": "jpg"}
+
+
 def start_edit(user, sample: Sample, mode: int, *, vectors: Sequence[tuple[int, float]] = (),
                composition: Optional[Composition] = None, target_mask_png: bytes = b"",
                edited_classes: Sequence[int] = (), steps: Optional[int] = None, roi_png: bytes = b"",
-               stop_follow: Optional[float] = None, with_mask: bool = True) -> EditSession:
+               stop_follow: Optional[float] = None, with_mask: bool = True, image_format: str = "png"
+               ) -> EditSession:
     """Create an edit session and queue its job; the result arrives on the session's websocket and in the DB.
 
     Mode 3 optimises inside ``roi_png`` (greyscale PNG, 1 inside, 0 outside) when it is given, else inside the
     changed pixels plus the pixels of ``edited_classes``, dilated; it stops early once ``stop_follow`` of that region
-    follows the painted mask. A mode-1 edit with ``with_mask=False`` renders the image alone (a slider's preview)."""
+    follows the painted mask. A mode-1 edit with ``with_mask=False`` renders the image alone, and with
+    ``image_format="jpeg"`` stores it as a JPEG (a slider's preview)."""
     if not with_mask and mode != EditSession.Mode.APPLY:
         raise ValidationError("with_mask=false is for mode 1: modes 2 and 3 optimise the segmentation, which their "
                               "result always shows")
+    if image_format not in IMAGE_FORMATS:
+        raise ValidationError(f"image_format {image_format!r}: use one of {', '.join(IMAGE_FORMATS)}")
+    if image_format != "png" and mode != EditSession.Mode.APPLY:
+        raise ValidationError("image_format is for mode 1 (a slider's preview): the results of modes 2 and 3 are "
+                              "stored losslessly as PNG")
     if not sample.latent:
         raise ValidationError(f"sample #{sample.pk} has no latent yet: embed the uploaded image first")
     generator = sample.dataset.generator
@@ -79,6 +90,8 @@ def start_edit(user, sample: Sample, mode: int, *, vectors: Sequence[tuple[int, 
         params["vectors"] = _vectors_for(generator, vectors)
         if not with_mask:
             params["with_mask"] = False
+        if image_format != "png":
+            params["image_format"] = image_format
     else:
         if not target_mask_png:
             raise ValidationError("mode 3 needs target_mask_png: the mask with your repainted region")
@@ -149,14 +162,15 @@ def visible_results(user):
     return EditResult.objects.filter(session__in=visible_sessions(user))
 
 
-def store_result(session: EditSession, *, image_png: bytes, mask_png: Optional[bytes], latent: bytes,
-                 delta: bytes = b"", edited_classes: Sequence[int] = (), metrics: Optional[dict] = None) -> EditResult:
+def store_result(session: EditSession, *, image: bytes, mask_png: Optional[bytes], latent: bytes,
+                 delta: bytes = b"", edited_classes: Sequence[int] = (), metrics: Optional[dict] = None,
+                 image_format: str = "png") -> EditResult:
     """Called by the worker when an edit finished: store its files and row and announce ``edit.result`` on the
-    edit's websocket, with what ``GET /edits/{id}`` gives as its ``result`` (``result_out``). ``mask_png`` None: a
-    mode-1 edit asked for without its mask."""
+    edit's websocket, with what ``GET /edits/{id}`` gives as its ``result`` (``result_out``). ``image``: encoded in
+    ``image_format`` (``IMAGE_FORMATS``); ``mask_png`` None: a mode-1 edit asked for without its mask."""
     result = EditResult(session=session, edited_classes=list(edited_classes), metrics=metrics or {})
     with files_removed_on_error():  # a result that cannot be recorded leaves no files behind
-        result.image.name = save_bytes("edits/image.png", image_png)
+        result.image.name = save_bytes(f"edits/image.{IMAGE_FORMATS[image_format]}", image)
         if mask_png is not None:
             result.mask.name = save_bytes("edits/mask.png", mask_png)
         result.latent.name = save_bytes("edits/latent.safetensors", latent)

@@ -90,8 +90,10 @@ export class LibraryView {
           button('Save composition…', { title: 'Save these vectors and scales', onclick: () => this.saveComposition() })),
         h('h3', {}, 'Saved compositions'), this.compositions));
     this.applier = new LatestOnly(
-      // The sliders show the image alone: no segmentation, about half of a CPU worker's mode-1 time.
-      (items) => runEdit({ sample_id: this.sample.id, mode: 1, vectors: items, with_mask: false }),
+      // The sliders show the image alone (no segmentation: about half of a CPU worker's mode-1 time), as a JPEG
+      // (a 1024² PNG takes ~150 ms to encode, more than a GPU slider move's whole budget).
+      (items) => runEdit({ sample_id: this.sample.id, mode: 1, vectors: items, with_mask: false,
+        image_format: 'jpeg' }),
       (edit) => this.showResult(edit, 'applied'),
       (error) => showError(error, 'Apply failed'));
     bindKey('/', 'Search the library', () => this.search.focus(), 'library');
