@@ -146,16 +146,18 @@ class Artist:
 
 
 def slider_moves(artist: Artist, sample_id: int, vector_id: int, moves: int, seed: int,
-                 image_format: str = "jpeg") -> list[float]:
+                 image_format: str = "jpeg", job_ids: list | None = None) -> list[float]:
     """``moves`` slider positions, each timed from the request to the result's bytes in hand (the image alone,
-    in ``image_format``: the library view asks for a JPEG)."""
+    in ``image_format``: the library view asks for a JPEG); their jobs' ids are appended to ``job_ids``."""
     times = []
     for move in range(moves):
         scale = round(((move * 7 + seed * 3) % 17) / 4 - 2, 2)
         start = time.perf_counter()
-        artist.edit({"sample_id": sample_id, "mode": 1, "with_mask": False, "image_format": image_format,
-                     "vectors": [{"vector_id": vector_id, "scale": scale}]})
+        edit = artist.edit({"sample_id": sample_id, "mode": 1, "with_mask": False, "image_format": image_format,
+                            "vectors": [{"vector_id": vector_id, "scale": scale}]})
         times.append(time.perf_counter() - start)
+        if job_ids is not None:
+            job_ids.append(edit["job_id"])
     return times
 
 
@@ -164,6 +166,13 @@ def latency(times: list[float]) -> dict:
     return {"moves": len(times), "p50_ms": 1000 * statistics.median(ordered),
             "p95_ms": 1000 * ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
             "max_ms": 1000 * ordered[-1]}
+
+
+def job_parts(api: StudioApi, job_ids: list[int]) -> dict:
+    """Where the moves' time went on the server: the median queue wait and run of their jobs, in ms."""
+    parts = [job_times(api.call("GET", f"/api/jobs/{job_id}")) for job_id in job_ids]
+    return {"job_queue_wait_p50_ms": 1000 * statistics.median(wait for wait, _ in parts),
+            "job_run_p50_ms": 1000 * statistics.median(run for _, run in parts)}
 
 
 def concurrent_sliders(artists: list[Artist], sample_ids: list[int], vector_id: int, moves: int) -> dict:
@@ -281,8 +290,9 @@ def run(args) -> dict:
             sample_ids = [sample["id"] for sample in samples]
             slider_moves(artists[0], sample_ids[0], vector_id, 3, seed=99)  # warm the worker's caches
             for image_format in args.image_formats:
-                report[f"slider_1_user_{image_format}"] = latency(
-                    slider_moves(artists[0], sample_ids[0], vector_id, args.moves, 0, image_format))
+                job_ids: list[int] = []
+                times = slider_moves(artists[0], sample_ids[0], vector_id, args.moves, 0, image_format, job_ids)
+                report[f"slider_1_user_{image_format}"] = {**latency(times), **job_parts(api, job_ids)}
             report[f"slider_{args.users}_users"] = concurrent_sliders(artists, sample_ids, vector_id, args.moves)
             if args.no_training:
                 return report

@@ -71,18 +71,20 @@ class Studio:
 
 
 async def one_move(studio: Studio, sample_id: int, vector_id: int, scale: float, with_mask: bool = False) -> dict:
-    """One slider position: POST (the image alone, as the library view asks, unless ``with_mask``), then the edit's
-    websocket until its image is there. ``{latency_s, status, …}``"""
+    """One slider position: POST (the image alone as a JPEG, as the library view asks, unless ``with_mask``), then
+    the edit's websocket until its image is there. ``{latency_s, status, …}``"""
     start = time.perf_counter()
     session = studio.request("POST", "/api/edits", {"sample_id": sample_id, "mode": 1, "with_mask": with_mask,
+                                                    "image_format": "png" if with_mask else "jpeg",
                                                     "vectors": [{"vector_id": vector_id, "scale": scale}]})
+    posted = time.perf_counter() - start
     ws_url = studio.url.replace("http", "ws", 1) + f"/ws/edits/{session['id']}/"
-    status, image_url = None, None
+    status, image_url, result_at = None, None, None
     async with websockets.connect(ws_url, additional_headers=studio.socket_headers(), origin=studio.url) as socket:
         while status not in FINISHED:
             message = json.loads(await asyncio.wait_for(socket.recv(), 300))
             if message["type"] == "edit.result":
-                image_url = message["image_url"]
+                image_url, result_at = message["image_url"], time.perf_counter() - start
             elif message["type"] == "edit.state" and message.get("job_status") in FINISHED:
                 status = message["job_status"]
             elif message["type"] == "job.status" and message["status"] in FINISHED:
@@ -93,8 +95,11 @@ async def one_move(studio: Studio, sample_id: int, vector_id: int, scale: float,
         image_url = studio.request("GET", f"/api/edits/{session['id']}")["result"]["image_url"]
     if status == "succeeded":
         studio.request("GET", image_url)  # the library view's <img> loads it
-    return {"latency_s": time.perf_counter() - start, "status": status, "session": session["id"],
-            "job": session["job_id"]}
+    latency = time.perf_counter() - start
+    # Where the time went (asked after the move, outside its latency): the job's queue wait and run.
+    queue_wait, run = job_times(studio.request("GET", f"/api/jobs/{session['job_id']}"))
+    return {"latency_s": latency, "status": status, "session": session["id"], "job": session["job_id"],
+            "posted_s": posted, "result_message_s": result_at, "job_queue_wait_s": queue_wait, "job_run_s": run}
 
 
 async def drive(studio: Studio, sample_id: int, vector_id: int, moves: int, burst: int,
@@ -277,7 +282,9 @@ def main() -> None:
     latencies = [r["latency_s"] for r in rows if r["status"] == "succeeded"]
     summary = {"date": started[0], "load_average_at_start": started[1], "load_average_at_end": os.getloadavg(),
                "moves": len(rows), "succeeded": len(latencies), "burst": args.burst, "with_mask": args.with_mask,
-               "p50_s": statistics.median(latencies), "p95_s": percentile(latencies, 0.95), "max_s": max(latencies)}
+               "p50_s": statistics.median(latencies), "p95_s": percentile(latencies, 0.95), "max_s": max(latencies),
+               "p50_parts_s": {part: statistics.median(r[part] for r in rows if r[part] is not None)
+                               for part in ("posted_s", "job_queue_wait_s", "job_run_s", "result_message_s")}}
     if retraining is not None:
         summary["retraining"] = retraining
     if edit is not None:

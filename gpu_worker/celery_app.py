@@ -49,3 +49,11 @@ def _use_the_planned_threads(**_kwargs) -> None:
         import torch
 
         torch.set_num_threads(settings.STUDIO_WORKER_THREADS)
+
+
+@worker_process_init.connect
+def _publish_on_one_loop(**_kwargs) -> None:
+    """Job events leave on one event loop per pool process: one Redis connection, not one per message."""
+    from webapp.realtime.groups import publish_from_one_loop
+
+    publish_from_one_loop()

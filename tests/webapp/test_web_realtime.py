@@ -333,6 +333,45 @@ def test_an_edit_finished_while_its_socket_joins_is_reported_finished(studio):
     assert sent[0]["type"] == "edit.state" and sent[0]["job_status"] == "succeeded", sent
 
 
+def test_a_worker_process_publishes_in_order_over_one_connection(studio, monkeypatch):
+    """A Celery pool process has no event loop: ``async_to_sync`` would run each message on a fresh loop, and the
+    Redis layer would open a connection for each. On the publisher's one loop, eight messages (from two threads)
+    take a connection per concurrent sender at most and arrive in the order each thread sent them."""
+    from threading import Thread
+
+    import redis
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+    from django.conf import settings
+
+    from webapp.realtime import groups
+
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)("test.publisher", channel)
+    server = redis.Redis.from_url(settings.REDIS_URL)
+
+    def connections_made() -> int:
+        return server.info("stats")["total_connections_received"]
+
+    monkeypatch.setattr(groups, "_publisher", groups._Publisher())
+    before = connections_made()
+    senders = [Thread(target=lambda name=name: [groups.publish("test.publisher", {"type": "t", "from": name, "n": n})
+                                                 for n in range(4)]) for name in ("a", "b")]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+    assert connections_made() - before <= 2  # one per thread sending at the same moment, at most
+
+    async def receive_eight() -> list[dict]:  # one loop: the layer's receive buffer belongs to it
+        return [await asyncio.wait_for(layer.receive(channel), TIMEOUT) for _ in range(8)]
+
+    received = async_to_sync(receive_eight)()
+    for name in ("a", "b"):
+        assert [m["n"] for m in received if m["from"] == name] == [0, 1, 2, 3]
+
+
 def test_dataset_presence_lists_who_is_in_each_live_room(studio, daphne_url, client_for):
     """``GET /datasets/{id}/presence`` follows joins and leaves of the dataset's annotation rooms (Redis state that
     every Daphne process shares); another dataset's rooms stay out of it."""
