@@ -135,13 +135,26 @@ class Artist:
                     return message
 
     def edit(self, body: dict, on_message=None) -> dict:
-        """Start an edit, follow it to the end, fetch its result image: the edit row with ``image_bytes``."""
+        """Start an edit, follow it to the end and take its result image as the edit views do (``jobs.js``'s
+        ``finishedEdit``): the ``edit.result`` message's inline JPEG, or its image URL; the edit is fetched only
+        when the socket missed that message. The edit row with ``image_bytes``."""
         edit = self.api.call("POST", "/api/edits", body)
-        final = self.watch(edit["id"], on_message)
+        results = []
+
+        def on_each(message):
+            if message["type"] == "edit.result":
+                results.append(message)
+            if on_message:
+                on_message(message)
+
+        final = self.watch(edit["id"], on_each)
         if final["status"] != "succeeded":
             raise RuntimeError(f"edit {edit['id']} ended {final}")
-        edit = self.api.call("GET", f"/api/edits/{edit['id']}")
-        edit["image_bytes"] = self.api.get_bytes(edit["result"]["image_url"])
+        result = results[0] if results else self.api.call("GET", f"/api/edits/{edit['id']}")["result"]
+        inline = result.get("image")
+        edit["result"] = result
+        edit["image_bytes"] = (base64.b64decode(inline.split(",", 1)[1]) if inline
+                               else self.api.get_bytes(result["image_url"]))
         return edit
 
 

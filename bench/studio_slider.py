@@ -7,9 +7,9 @@
 ``bin/studio`` and stops it afterwards; ``--url`` measures a studio that is already running. The bench logs in, takes
 a demo sample with a latent and a library vector, and moves that vector's slider ``--moves`` times as
 ``frontend/js/views/library.js`` does (``LatestOnly``: one request in flight, the next position sent when the answer
-is there): ``POST /api/edits`` (mode 1, the image alone unless ``--with-mask``), the edit's websocket
-``/ws/edits/<id>/`` until ``edit.result`` names the image, then that image URL (when the job ended before the socket joined, ``GET /api/edits/<id>`` first). Latency is
-from the POST to the image in hand; the report gives p50/p95/max and the jobs' own batch sizes. ``--burst N`` also
+is there): ``POST /api/edits`` (mode 1, the image alone as a JPEG unless ``--with-mask``), the edit's websocket
+``/ws/edits/<id>/`` until ``edit.result`` brings the image (a JPEG inline, else its URL to fetch; when the job ended
+before the socket joined, ``GET /api/edits/<id>`` first). Latency is from the POST to the image in hand; the report gives p50/p95/max and the jobs' own batch sizes. ``--burst N`` also
 sends N positions at once per move (several tabs, or a client without LatestOnly): the older ones must come back
 superseded. ``--retrain`` then times the admin page's default segmentation retraining from its request to its
 end, through the studio's training worker. ``--edit STEPS`` times a mode-3 edit as the edit view sends it (the
@@ -79,12 +79,12 @@ async def one_move(studio: Studio, sample_id: int, vector_id: int, scale: float,
                                                     "vectors": [{"vector_id": vector_id, "scale": scale}]})
     posted = time.perf_counter() - start
     ws_url = studio.url.replace("http", "ws", 1) + f"/ws/edits/{session['id']}/"
-    status, image_url, result_at = None, None, None
+    status, image_url, inline, result_at = None, None, None, None
     async with websockets.connect(ws_url, additional_headers=studio.socket_headers(), origin=studio.url) as socket:
         while status not in FINISHED:
             message = json.loads(await asyncio.wait_for(socket.recv(), 300))
             if message["type"] == "edit.result":
-                image_url, result_at = message["image_url"], time.perf_counter() - start
+                image_url, inline, result_at = message["image_url"], message.get("image"), time.perf_counter() - start
             elif message["type"] == "edit.state" and message.get("job_status") in FINISHED:
                 status = message["job_status"]
             elif message["type"] == "job.status" and message["status"] in FINISHED:
@@ -93,8 +93,8 @@ async def one_move(studio: Studio, sample_id: int, vector_id: int, scale: float,
                 status = "succeeded"  # the image is what the user waits for; the job's own end follows
     if status == "succeeded" and image_url is None:  # ended before the socket joined: as the browser does
         image_url = studio.request("GET", f"/api/edits/{session['id']}")["result"]["image_url"]
-    if status == "succeeded":
-        studio.request("GET", image_url)  # the library view's <img> loads it
+    if status == "succeeded" and inline is None:
+        studio.request("GET", image_url)  # the library view's <img> loads it (a JPEG came inline: nothing to load)
     latency = time.perf_counter() - start
     # Where the time went (asked after the move, outside its latency): the job's queue wait and run.
     queue_wait, run = job_times(studio.request("GET", f"/api/jobs/{session['job_id']}"))

@@ -1,6 +1,7 @@
 """REST API behaviour (in-process Django test client): data flows, optimistic versions, validation, exports."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -315,6 +316,42 @@ def test_a_vector_from_an_edit_under_a_taken_name_leaves_no_thumbnails(shared_st
                                     content_type="application/json")
     assert taken.status_code == 409 and "already has a vector named 'bigger hair'" in taken.json()["detail"]
     assert stored_files() == before
+
+
+def test_a_slider_jpeg_travels_in_its_result_message(shared_studio):
+    """A JPEG result (a slider's preview) is in the edit.result message as a data URL, the very bytes stored; a PNG
+    result is only linked."""
+    from asgiref.sync import async_to_sync, sync_to_async
+    from channels.layers import get_channel_layer
+
+    from webapp.editing import services as editing
+    from webapp.editing.models import EditSession
+    from webapp.realtime.groups import edit_group
+    from webapp.storage import read_bytes
+
+    sample, artist = shared_studio.samples[0], shared_studio.users.artist
+    layer = get_channel_layer()
+
+    async def result_message(image_format: str, picture: bytes) -> tuple[dict, object]:
+        # The ORM runs in this test's thread (sync_to_async hands it back here), the layer on the loop.
+        session = await sync_to_async(EditSession.objects.create)(
+            sample=sample, generator=shared_studio.generator, segmentation=shared_studio.segmentation,
+            mode=EditSession.Mode.APPLY, user=artist)
+        channel = await layer.new_channel()
+        await layer.group_add(edit_group(session.pk), channel)
+        result = await sync_to_async(editing.store_result)(session, image=picture, image_format=image_format,
+                                                           mask_png=None, latent=b"latent")
+        return await asyncio.wait_for(layer.receive(channel), 10), result
+
+    jpeg = io.BytesIO()
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(jpeg, format="JPEG")
+    message, result = async_to_sync(result_message)("jpeg", jpeg.getvalue())
+    assert message["type"] == "edit.result" and message["image_url"].endswith(".jpg")
+    prefix = "data:image/jpeg;base64,"
+    assert message["image"].startswith(prefix)
+    assert base64.b64decode(message["image"][len(prefix):]) == read_bytes(result.image.name) == jpeg.getvalue()
+    message, _ = async_to_sync(result_message)("png", png_bytes(np.zeros((32, 32, 3), np.uint8), mode="RGB"))
+    assert message["image_url"].endswith(".png") and "image" not in message
 
 
 def test_replaced_results_and_thumbnails_leave_no_files_but_those_the_library_uses(

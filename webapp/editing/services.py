@@ -21,7 +21,7 @@ from webapp.editing.models import Composition, CompositionItem, EditResult, Edit
 from webapp.errors import Conflict, readable
 from webapp.jobs import services as jobs
 from webapp.jobs.models import Job
-from webapp.realtime.groups import edit_group, png_data_url, publish
+from webapp.realtime.groups import data_url, edit_group, publish
 from webapp.registry.models import Checkpoint
 from webapp.registry.services import active_segmentation
 from webapp.storage import atomic_with_files, delete_on_commit, files_removed_on_error, read_bytes, save_bytes
@@ -167,7 +167,9 @@ def store_result(session: EditSession, *, image: bytes, mask_png: Optional[bytes
                  image_format: str = "png") -> EditResult:
     """Called by the worker when an edit finished: store its files and row and announce ``edit.result`` on the
     edit's websocket, with what ``GET /edits/{id}`` gives as its ``result`` (``result_out``). ``image``: encoded in
-    ``image_format`` (``IMAGE_FORMATS``); ``mask_png`` None: a mode-1 edit asked for without its mask."""
+    ``image_format`` (``IMAGE_FORMATS``); a JPEG (a slider's preview) also travels in the message itself, as
+    ``image`` (a data URL), so the slider shows it without another request. ``mask_png`` None: a mode-1 edit asked
+    for without its mask."""
     result = EditResult(session=session, edited_classes=list(edited_classes), metrics=metrics or {})
     with files_removed_on_error():  # a result that cannot be recorded leaves no files behind
         result.image.name = save_bytes(f"edits/image.{IMAGE_FORMATS[image_format]}", image)
@@ -182,7 +184,10 @@ def store_result(session: EditSession, *, image: bytes, mask_png: Optional[bytes
                                             (old.image.name, old.mask.name, old.latent.name, old.delta.name)])
             earlier.delete()
             result.save()
-    publish(edit_group(session.pk), {"type": "edit.result", "session": session.pk, **result_out(result)})
+    message = {"type": "edit.result", "session": session.pk, **result_out(result)}
+    if image_format == "jpeg":
+        message["image"] = data_url(image, "image/jpeg")
+    publish(edit_group(session.pk), message)
     return result
 
 
@@ -190,9 +195,9 @@ def publish_preview(session: EditSession, job_id: int, step: int, total: int, im
                     mask_png: Optional[bytes] = None) -> None:
     """An intermediate picture of a running mode 2/3 edit (and its segmentation) for the edit's websocket; nothing
     is stored."""
-    message = {"type": "edit.preview", "job": job_id, "step": step, "total": total, "image": png_data_url(image_png)}
+    message = {"type": "edit.preview", "job": job_id, "step": step, "total": total, "image": data_url(image_png)}
     if mask_png is not None:
-        message["mask"] = png_data_url(mask_png)
+        message["mask"] = data_url(mask_png)
     publish(edit_group(session.pk), message)
 
 

@@ -22,9 +22,9 @@ def annotation_group(sample_id: int) -> str:
     return f"annotate.{sample_id}"
 
 
-def png_data_url(png: bytes) -> str:
-    """PNG bytes as a ``data:`` URL, for pictures sent in a message and not stored (edit previews)."""
-    return "data:image/png;base64," + base64.b64encode(png).decode()
+def data_url(picture: bytes, media_type: str = "image/png") -> str:
+    """Picture bytes as a ``data:`` URL, for pictures sent in a message (edit previews, a slider's JPEG)."""
+    return f"data:{media_type};base64," + base64.b64encode(picture).decode()
 
 
 def publish(group: str, event: dict) -> None:

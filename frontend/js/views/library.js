@@ -244,7 +244,8 @@ export class LibraryView {
   }
 
   showResult(edit, how) {
-    if (edit.result) this.compare.setAfter(edit.result.image_url);
+    // A slider's JPEG came inline in its edit.result message: shown without another request.
+    if (edit.result) this.compare.setAfter(edit.result.image ?? edit.result.image_url);
     // A newer slider position may already be waiting: then this result is only a step on the way.
     this.applyState.textContent = this.applier.waiting ? 'applying…' : `${how} (${edit.params.vectors?.length ?? 0} vectors)`;
   }
