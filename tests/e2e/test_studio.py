@@ -161,6 +161,8 @@ def test_artist_samples_edits_saves_applies_and_composes(open_as, live_studio, b
     page.locator(".card").filter(has_text=shipped).get_by_role("button", name="Apply").click()
     page.get_by_label(f"Scale of {shipped}").fill("-1")
     page.locator(".apply-state").filter(has_text="applied (2 vectors)").wait_for(timeout=0)
+    # The slider's picture came inside its edit.result message: a JPEG shown without another request.
+    assert page.locator(".library-view .compare img.after").get_attribute("src").startswith("data:image/jpeg;base64,")
     page.get_by_role("button", name="Save composition…").click()
     page.get_by_label("Name").fill("hair mix")
     page.get_by_role("button", name="Save", exact=True).click()
