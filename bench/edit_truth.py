@@ -55,7 +55,7 @@ from editor_core.bundle import BundleLayout, ModelBundle, load_bundle, load_vect
 from editor_core.domains import toonface  # noqa: E402
 from editor_core.domains.toonface import PARAM_SCHEMA, ToonFaceParams  # noqa: E402
 from editor_core.editing import (EditConfig, EditingModels, apply_vectors, changed_classes, edit_roi,  # noqa
-                                 optimize_edit, render_and_segment, resize_mask)
+                                 optimize_edit, refine_config, refine_vectors, render_and_segment, resize_mask)
 from editor_core.inversion import EmbedConfig, embed_image  # noqa: E402
 from editor_core.metrics import class_iou, image_distances, masked_psnr, mean_iou, psnr  # noqa: E402
 from editor_core.perceptual import get_perceptual_loss  # noqa: E402
@@ -138,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--edit-steps", type=int, default=None, help="mode-3 steps of every variant (default: theirs)")
     parser.add_argument("--embed-steps", type=int, default=None, help=f"default: EmbedConfig ({EmbedConfig.steps})")
     parser.add_argument("--vector-faces", type=int, default=32, help="held-out faces for the library vectors (0: skip)")
+    parser.add_argument("--vector-refine", type=int, default=0, metavar="STEPS",
+                        help="also measure each vector applied and refined this many steps (mode 2; 0: mode 1 only)")
     parser.add_argument("--vector-pti", default=None, metavar="VARIANT",
                         help="also measure the vectors on each vector face's generator tuned as this pti variant "
                              "tunes")
@@ -162,7 +164,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     for name in ("faces", "edit_batch", "sheet_rows"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be ≥ 1")
-    for name in ("vector_faces", "spread_faces"):
+    for name in ("vector_faces", "spread_faces", "vector_refine"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must be ≥ 0")
     if args.spread_faces > args.faces:
@@ -327,8 +329,9 @@ def summary(values: Sequence[float]) -> dict[str, Optional[float]]:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     if not finite:
         return {"median": None, "mean": None, "n": 0}
+    spread = {"p10": round(statistics.quantiles(finite, n=10)[0], 4)} if len(finite) >= 2 else {}
     return {"median": round(statistics.median(finite), 4), "mean": round(statistics.fmean(finite), 4),
-            "n": len(finite)}
+            **spread, "n": len(finite)}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -419,7 +422,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.vector_faces:
         vector_faces = embed_vector_faces(bundle, args, size, device)
         base_models = EditingModels(bundle.generator, bundle.segmenter, torch.nn.Identity(), bundle.generator_id)
-        report["vectors"] = measure_vectors(bundle, reader, vector_faces, [base_models] * args.vector_faces, size)
+        refining = EditingModels(bundle.generator, bundle.segmenter, perceptual, bundle.generator_id)
+        report["vectors"] = measure_vectors(bundle, reader, vector_faces, [base_models] * args.vector_faces, size,
+                                            refine=(refining, args.vector_refine) if args.vector_refine else None)
         log("vectors: " + ", ".join(f"{k} {v['share_statistic_at_least_0.7']}" for k, v in report["vectors"].items()
                                     if isinstance(v, dict)))
         for folder in args.vectors_from:
@@ -648,12 +653,14 @@ def face_runs(face_models: Sequence[EditingModels], size: int) -> list[tuple[int
 
 
 def measure_vectors(bundle: ModelBundle, reader: ParamReader, faces: dict[str, Any],
-                    face_models: Sequence[EditingModels], size: int) -> dict[str, Any]:
+                    face_models: Sequence[EditingModels], size: int,
+                    refine: Optional[tuple[EditingModels, int]] = None) -> dict[str, Any]:
     """Each shipped vector at scale 1 (mode 1) on held-out faces (``embed_vector_faces``), with each face's models:
     how much of the renderer's edit (``after − before``) it makes. Read two ways: on the vector's mask statistic
     (``GroundTruthEdit.effect``: mouth width, eye area, eyebrow height, …) of the segmentation, against the
     statistic's change between the true masks (``statistic_ratio``); and by the parameter regressor (``moved``,
-    bounded by what the regressor reads of the true edit, ``regressor_reads``)."""
+    bounded by what the regressor reads of the true edit, ``regressor_reads``). ``refine``: ``(models with LPIPS,
+    steps)`` also reads each vector applied and refined that many steps (mode 2), under ``"refined"``."""
     params, images, true_masks, ws = faces["params"], faces["images"], faces["true_masks"], faces["ws"]
     runs = face_runs(face_models, 8)
     inverted, labels = (torch.cat(parts) for parts in zip(*(render_and_segment(face_models[a], ws[a:b])
@@ -663,24 +670,35 @@ def measure_vectors(bundle: ModelBundle, reader: ParamReader, faces: dict[str, A
     for edit in DEMO_EDITS:
         if edit.name not in bundle.vectors:
             continue
+        vector = bundle.vectors[edit.name]
         truth, truth_masks = toonface.render(edit.applied_to(params), size)
-        applied = [apply_vectors(face_models[a], ws[a:b], [bundle.vectors[edit.name]], [1.0]) for a, b in runs]
-        moved_images = torch.cat([a.image for a in applied])
         true_change = (edit.effect(resize_mask(truth_masks, seg_size))
                        - edit.effect(resize_mask(true_masks, seg_size)))
-        ratio = (edit.effect(torch.cat([a.mask for a in applied])) - edit.effect(labels)) / true_change
         scale = reader.scaled(edit.param, edit.delta)
-        moved = (reader.read(moved_images, edit.param) - reader.read(inverted, edit.param)) / scale
+
         readable = (reader.read(truth, edit.param) - reader.read(images, edit.param)) / scale
+
+        def reading(edited_images: torch.Tensor, edited_masks: torch.Tensor) -> dict[str, Any]:
+            ratio = (edit.effect(edited_masks) - edit.effect(labels)) / true_change
+            moved = (reader.read(edited_images, edit.param) - reader.read(inverted, edit.param)) / scale
+            return {"statistic_ratio": summary(ratio.tolist()),
+                    "share_statistic_at_least_0.7": round(float((ratio >= 0.7).float().mean()), 4),
+                    "moved": summary(moved.tolist()),
+                    "share_right_direction": round(float((moved > 0).float().mean()), 4),
+                    "share_at_least_0.7": round(float((moved >= 0.7).float().mean()), 4),
+                    "share_at_least_0.7_of_readable": round(float((moved >= 0.7 * readable).float().mean()), 4)}
+
+        applied = [apply_vectors(face_models[a], ws[a:b], [vector], [1.0]) for a, b in runs]
         figures[edit.name] = {"param": edit.param, "renderer_delta": edit.delta,
                               "statistic": f"{edit.statistic} of {len(edit.measured_classes)} classes",
-                              "statistic_ratio": summary(ratio.tolist()),
-                              "share_statistic_at_least_0.7": round(float((ratio >= 0.7).float().mean()), 4),
-                              "moved": summary(moved.tolist()), "regressor_reads": summary(readable.tolist()),
-                              "share_right_direction": round(float((moved > 0).float().mean()), 4),
-                              "share_at_least_0.7": round(float((moved >= 0.7).float().mean()), 4),
-                              "share_at_least_0.7_of_readable": round(float((moved >= 0.7 * readable).float().mean()),
-                                                                      4)}
+                              "regressor_reads": summary(readable.tolist()),
+                              **reading(torch.cat([a.image for a in applied]), torch.cat([a.mask for a in applied]))}
+        if refine is not None:
+            models, steps = refine
+            refined = [refine_vectors(models, ws[i:i + 1], [vector], [1.0], refine_config(steps))
+                       for i in range(len(ws))]
+            figures[edit.name]["refined"] = {"steps": steps, **reading(torch.cat([r.image for r in refined]),
+                                                                          torch.cat([r.mask for r in refined]))}
     return figures
 
 

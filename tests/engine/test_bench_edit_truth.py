@@ -23,7 +23,7 @@ def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("edit_truth")
     edit_truth.main(["--bundle", str(DEMO_BUNDLE), "--device", "cpu", "--faces", "1", "--params", "hair_length",
                      "--magnitudes", "0.4", "--edit-steps", "6", "--embed-steps", "2", "--vector-faces", "1",
-                     "--vector-pti", "pti", "--spread-faces", "0", "--edit-batch", "2", "--sheet-rows", "2",
+                     "--vector-refine", "2", "--vector-pti", "pti", "--spread-faces", "0", "--edit-batch", "2", "--sheet-rows", "2",
                      "--sheet-dir", str(out), "--variant", "studio", "--variant", "pti:pti_steps=3",
                      "--json", str(out / "report.json")])
     return out, json.loads((out / "report.json").read_text())
@@ -67,6 +67,14 @@ def test_the_pivotal_variant_edits_on_the_tuned_generator(report):
     assert shipped and all(on_tuned[name]["moved"]["n"] == 1 for name in shipped)
 
 
+def test_the_vectors_are_also_read_after_a_mode_2_refinement(report):
+    _out, figures = report
+    vectors = {name: entry for name, entry in figures["vectors"].items() if isinstance(entry, dict)}
+    assert vectors and all(entry["refined"]["steps"] == 2 and entry["refined"]["moved"]["n"] == 1
+                           and 0 <= entry["refined"]["share_statistic_at_least_0.7"] <= 1
+                           for entry in vectors.values())
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--faces", "0"], "--faces must be ≥ 1"),
     (["--params", "iris_hue"], "not shape parameters"),
@@ -81,6 +89,7 @@ def test_the_pivotal_variant_edits_on_the_tuned_generator(report):
     (["--variant", "a", "--vector-pti", "a"], "--vector-pti must name a variant with pti=1"),
     (["--vectors-from", "/nonexistent-vectors"], "--vectors-from: no *.safetensors"),
     (["--vectors-from", str(DEMO_BUNDLE / "vectors"), "--vector-faces", "0"], "give at least one"),
+    (["--vector-refine", "-1"], "--vector-refine must be ≥ 0"),
 ])
 def test_bad_arguments_are_refused_with_the_reason(argv, message, capsys):
     with pytest.raises(SystemExit):
