@@ -386,3 +386,5 @@ def test_compiled_passes_give_the_eager_results(models, latent):
         assert float(compiled_step.history[0][name]) == pytest.approx(float(eager.history[0][name]), rel=1e-4, abs=1e-7)
     difference = (compiled_step.ws.grad - eager.ws.grad).norm() / eager.ws.grad.norm()
     assert difference < 1e-3
+    # Each of the four passes ran compiled: synthesis, full-map labels, ROI logits, LPIPS.
+    assert len(compiled._compiled) == 4 and not models._compiled
