@@ -9,10 +9,11 @@ a demo sample with a latent and a library vector, and moves that vector's slider
 ``frontend/js/views/library.js`` does (``LatestOnly``: one request in flight, the next position sent when the answer
 is there): ``POST /api/edits`` (mode 1, the image alone as a JPEG unless ``--with-mask``), the edit's websocket
 ``/ws/edits/<id>/`` until ``edit.result`` brings the image (a JPEG inline, else its URL to fetch; when the job ended
-before the socket joined, ``GET /api/edits/<id>`` first). Latency is from the POST to the image in hand; the report gives p50/p95/max and the jobs' own batch sizes. ``--burst N`` also
-sends N positions at once per move (several tabs, or a client without LatestOnly): the older ones must come back
-superseded. ``--retrain`` then times the admin page's default segmentation retraining from its request to its
-end, through the studio's training worker. ``--edit STEPS`` times a mode-3 edit as the edit view sends it (the
+before the socket joined, ``GET /api/edits/<id>`` first). Latency is from the POST to the image in hand; the report
+gives p50/p95/max and the jobs' own batch sizes. ``--burst N`` also sends N positions at once per move (several
+tabs, or a client without LatestOnly): the older ones must come back superseded. ``--retrain`` then times the admin
+page's default segmentation retraining from its request to its end, through the studio's training worker.
+``--edit STEPS`` times a mode-3 edit as the edit view sends it (the
 sample's eye whites painted larger, ``STEPS`` steps): from the request to the first ``edit.preview`` on its
 websocket, the previews' cadence, and the result.
 """

@@ -23,9 +23,9 @@ def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("edit_truth")
     edit_truth.main(["--bundle", str(DEMO_BUNDLE), "--device", "cpu", "--faces", "1", "--params", "hair_length",
                      "--magnitudes", "0.4", "--edit-steps", "6", "--embed-steps", "2", "--vector-faces", "1",
-                     "--vector-refine", "2", "--vector-pti", "pti", "--spread-faces", "0", "--edit-batch", "2", "--sheet-rows", "2",
-                     "--sheet-dir", str(out), "--variant", "studio", "--variant", "pti:pti_steps=3",
-                     "--json", str(out / "report.json")])
+                     "--vector-refine", "2", "--vector-pti", "pti", "--spread-faces", "0", "--edit-batch", "2",
+                     "--sheet-rows", "2", "--sheet-dir", str(out), "--variant", "studio",
+                     "--variant", "pti:pti_steps=3", "--json", str(out / "report.json")])
     return out, json.loads((out / "report.json").read_text())
 
 

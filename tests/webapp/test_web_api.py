@@ -880,7 +880,8 @@ def test_only_mode_1_may_ask_for_a_jpeg(shared_studio, client_for):
     assert EditSession.objects.count() == sessions
     slider = artist.post("/api/edits", {"sample_id": sample.pk, "mode": 1, "image_format": "jpeg", "vectors": [
         {"vector_id": shared_studio.vector.pk, "scale": 0.5}]}, content_type="application/json")
-    assert slider.status_code == 202 and EditSession.objects.get(pk=slider.json()["id"]).params["image_format"] == "jpeg"
+    assert slider.status_code == 202
+    assert EditSession.objects.get(pk=slider.json()["id"]).params["image_format"] == "jpeg"
 
 
 def test_a_queued_job_says_how_many_jobs_of_its_queue_are_ahead(shared_studio, client_for):
