@@ -5,8 +5,9 @@ job, a 34-class face-schema segmentation branch the same way, then:
 
 - a mode-3 edit of ``--edit-steps`` steps from the request to the final result, with the first preview's delay
   (``edit.preview`` on ``ws/edits/<id>/``), saved to the library as the vector the sliders move;
-- slider round trips (mode 1: ``POST /api/edits`` → the edit's websocket says the job finished → the result PNG's
-  bytes, exactly the library view's path) for 1 and for ``--users`` concurrent users, ``--moves`` each;
+- slider round trips for 1 and for ``--users`` concurrent users, ``--moves`` each: on the library view's live-apply
+  socket (``ws/apply/<sample>/``: a position out, its JPEG back), and for one user also a mode-1 edit per position
+  (``POST /api/edits`` → the edit's websocket → ``edit.result`` with the image);
 - a segmentation retraining on the generated samples (annotated with the branch's own prediction) while the
   ``--users`` slider users keep going: the training queue must not starve the interactive one;
 - every GPU process's peak memory (``nvidia-smi``, sampled) and whether a second interactive worker would fit.
@@ -158,19 +159,43 @@ class Artist:
         return edit
 
 
-def slider_moves(artist: Artist, sample_id: int, vector_id: int, moves: int, seed: int,
+def slider_scale(move: int, seed: int) -> float:
+    return round(((move * 7 + seed * 3) % 17) / 4 - 2, 2)
+
+
+def slider_moves(artist: Artist, sample_id: int, vector_id: int, moves: int, seed: int, path: str = "socket",
                  image_format: str = "jpeg", job_ids: list | None = None) -> list[float]:
-    """``moves`` slider positions, each timed from the request to the result's bytes in hand (the image alone,
-    in ``image_format``: the library view asks for a JPEG); their jobs' ids are appended to ``job_ids``."""
+    """``moves`` slider positions, each timed from sending it to its picture in hand. ``path`` "socket": the
+    library view's live-apply socket (``ws/apply/<sample>/``, one connection, a JPEG per position); "job": a mode-1
+    edit per position (the image alone in ``image_format``; the jobs' ids are appended to ``job_ids``)."""
+    if path == "socket":
+        return live_moves(artist, sample_id, vector_id, moves, seed)
     times = []
     for move in range(moves):
-        scale = round(((move * 7 + seed * 3) % 17) / 4 - 2, 2)
         start = time.perf_counter()
         edit = artist.edit({"sample_id": sample_id, "mode": 1, "with_mask": False, "image_format": image_format,
-                            "vectors": [{"vector_id": vector_id, "scale": scale}]})
+                            "vectors": [{"vector_id": vector_id, "scale": slider_scale(move, seed)}]})
         times.append(time.perf_counter() - start)
         if job_ids is not None:
             job_ids.append(edit["job_id"])
+    return times
+
+
+def live_moves(artist: Artist, sample_id: int, vector_id: int, moves: int, seed: int) -> list[float]:
+    from websockets.sync.client import connect
+
+    times = []
+    with connect(f"{artist.ws_base}/ws/apply/{sample_id}/", max_size=None,
+                 additional_headers={"Authorization": f"Bearer {artist.token}"}) as socket:
+        for move in range(moves):
+            start = time.perf_counter()
+            socket.send(json.dumps({"type": "apply", "seq": move, "vectors": [
+                {"vector_id": vector_id, "scale": slider_scale(move, seed)}]}))
+            while (answer := json.loads(socket.recv(timeout=300))).get("seq") != move:
+                pass
+            if answer["type"] != "apply.image":
+                raise RuntimeError(f"slider position {move} was answered {answer}")
+            times.append(time.perf_counter() - start)
     return times
 
 
@@ -188,10 +213,11 @@ def job_parts(api: StudioApi, job_ids: list[int]) -> dict:
             "job_run_p50_ms": 1000 * statistics.median(run for _, run in parts)}
 
 
-def concurrent_sliders(artists: list[Artist], sample_ids: list[int], vector_id: int, moves: int) -> dict:
+def concurrent_sliders(artists: list[Artist], sample_ids: list[int], vector_id: int, moves: int,
+                       path: str) -> dict:
     with ThreadPoolExecutor(len(artists)) as pool:
-        runs = pool.map(lambda i: slider_moves(artists[i], sample_ids[i % len(sample_ids)], vector_id, moves, i),
-                        range(len(artists)))
+        runs = pool.map(lambda i: slider_moves(artists[i], sample_ids[i % len(sample_ids)], vector_id, moves, i,
+                                               path), range(len(artists)))
         return latency([t for run in runs for t in run])
 
 
@@ -301,19 +327,25 @@ def run(args) -> dict:
                        for i in range(args.users)]
             report["mode3"], vector_id = mode3_edit(artists[0], samples[0], args.edit_steps)
             sample_ids = [sample["id"] for sample in samples]
-            slider_moves(artists[0], sample_ids[0], vector_id, 3, seed=99)  # warm the worker's caches
-            for image_format in args.image_formats:
+            path = args.slider_paths[0]  # the one the users below move
+            slider_moves(artists[0], sample_ids[0], vector_id, 3, 99, path)  # warm the worker's caches
+            if "socket" in args.slider_paths:
+                report["slider_1_user_socket"] = latency(slider_moves(artists[0], sample_ids[0], vector_id,
+                                                                      args.moves, 0, "socket"))
+            for image_format in args.image_formats if "job" in args.slider_paths else ():
                 job_ids: list[int] = []
-                times = slider_moves(artists[0], sample_ids[0], vector_id, args.moves, 0, image_format, job_ids)
-                report[f"slider_1_user_{image_format}"] = {**latency(times), **job_parts(api, job_ids)}
-            report[f"slider_{args.users}_users"] = concurrent_sliders(artists, sample_ids, vector_id, args.moves)
+                times = slider_moves(artists[0], sample_ids[0], vector_id, args.moves, 0, "job", image_format,
+                                     job_ids)
+                report[f"slider_1_user_job_{image_format}"] = {**latency(times), **job_parts(api, job_ids)}
+            report[f"slider_{args.users}_users_{path}"] = concurrent_sliders(artists, sample_ids, vector_id,
+                                                                             args.moves, path)
             if args.no_training:
                 return report
             training = api.call("POST", "/api/train/segmentation", {"dataset_id": dataset["id"], "activate": False})
             api.wait_for_job(training["id"], statuses=("running",) + FINISHED, timeout=600)
-            during = concurrent_sliders(artists, sample_ids, vector_id, args.moves)
+            during = concurrent_sliders(artists, sample_ids, vector_id, args.moves, path)
             during["training_still_running_after"] = api.call("GET", f"/api/jobs/{training['id']}")["status"]
-            report[f"slider_{args.users}_users_during_training"] = during
+            report[f"slider_{args.users}_users_{path}_during_training"] = during
             trained = api.wait_for_job(training["id"], timeout=1800)
             report["training"] = {"status": trained["status"], "seconds": job_times(trained)[1],
                                   "mean_iou": (trained.get("result") or {}).get("metrics", {}).get("mean_iou")}
@@ -336,8 +368,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--users", type=int, default=8)
     parser.add_argument("--moves", type=int, default=100, help="slider moves per user")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--slider-paths", nargs="+", default=["socket", "job"], choices=["socket", "job"],
+                        help="time the one-user slider on each path: socket, the library view's live-apply socket; "
+                             "job, a mode-1 edit per position. The first one is also the concurrent users' path")
     parser.add_argument("--image-formats", nargs="+", default=["jpeg"], choices=["jpeg", "png"],
-                        help="time the one-user slider with each result format (default: jpeg, as the library asks)")
+                        help="the job path's result formats (default: jpeg)")
     parser.add_argument("--no-training", action="store_true",
                         help="stop after the sliders: no retraining beside them")
     args = parser.parse_args(argv)

@@ -1,21 +1,23 @@
 """Mode-1 slider latency through the running studio, driven the way the browser's library view drives it.
 
-    .venv/bin/python bench/studio_slider.py --start [--moves 60] [--json out.json]
+    .venv/bin/python bench/studio_slider.py --start [--moves 60] [--path socket|job] [--json out.json]
     .venv/bin/python bench/studio_slider.py --url http://127.0.0.1:8000 --username admin --password … [--moves 60]
 
 ``--start`` runs ``manage.py studio`` (demo bundle, its own var folder, Redis key prefix and port, on loopback) like
 ``bin/studio`` and stops it afterwards; ``--url`` measures a studio that is already running. The bench logs in, takes
 a demo sample with a latent and a library vector, and moves that vector's slider ``--moves`` times as
 ``frontend/js/views/library.js`` does (``LatestOnly``: one request in flight, the next position sent when the answer
-is there): ``POST /api/edits`` (mode 1, the image alone as a JPEG unless ``--with-mask``), the edit's websocket
+is there). ``--path socket`` (the default, what the library view does): every position on one open live-apply
+socket, ``/ws/apply/<sample>/``, until its ``apply.image`` (a JPEG data URL) comes back. ``--path job``: the stored
+path, ``POST /api/edits`` (mode 1, the image alone as a JPEG unless ``--with-mask``), the edit's websocket
 ``/ws/edits/<id>/`` until ``edit.result`` brings the image (a JPEG inline, else its URL to fetch; when the job ended
-before the socket joined, ``GET /api/edits/<id>`` first). Latency is from the POST to the image in hand; the report
-gives p50/p95/max and the jobs' own batch sizes. ``--burst N`` also sends N positions at once per move (several
-tabs, or a client without LatestOnly): the older ones must come back superseded. ``--retrain`` then times the admin
-page's default segmentation retraining from its request to its end, through the studio's training worker.
-``--edit STEPS`` times a mode-3 edit as the edit view sends it (the
-sample's eye whites painted larger, ``STEPS`` steps): from the request to the first ``edit.preview`` on its
-websocket, the previews' cadence, and the result.
+before the socket joined, ``GET /api/edits/<id>`` first). Latency is from sending the position to the image in hand;
+the report gives p50/p95/max and where the time went (the worker's render, or the job's queue wait and run).
+``--burst N`` also sends N-1 older positions at once per move (several tabs, or a client without LatestOnly): they
+must come back superseded. ``--retrain`` then times the admin page's default segmentation retraining from its
+request to its end, through the studio's training worker. ``--edit STEPS`` times a mode-3 edit as the edit view
+sends it (the sample's eye whites painted larger, ``STEPS`` steps): from the request to the first ``edit.preview``
+on its websocket, the previews' cadence, and the result.
 """
 from __future__ import annotations
 
@@ -103,11 +105,45 @@ async def one_move(studio: Studio, sample_id: int, vector_id: int, scale: float,
             "posted_s": posted, "result_message_s": result_at, "job_queue_wait_s": queue_wait, "job_run_s": run}
 
 
+def slider_scale(index: int) -> float:
+    return round(-2 + 4 * (index % 21) / 20, 2)  # back and forth across the vector's range
+
+
+async def drive_socket(studio: Studio, sample_id: int, vector_id: int, moves: int, burst: int) -> list[dict]:
+    """The library view's sliders: one live-apply socket, each position sent when the previous one's picture is in
+    (``burst`` > 1: that many positions at once, the older ones superseded)."""
+    url = studio.url.replace("http", "ws", 1) + f"/ws/apply/{sample_id}/"
+    rows, seq = [], 0
+    async with websockets.connect(url, additional_headers=studio.socket_headers(), origin=studio.url,
+                                  max_size=None) as socket:
+        for index in range(moves):
+            start = time.perf_counter()
+            for older in range(burst):
+                seq += 1
+                await socket.send(json.dumps({"type": "apply", "seq": seq, "vectors": [
+                    {"vector_id": vector_id, "scale": slider_scale(index) - 0.01 * (burst - 1 - older)}]}))
+            answers = {}
+            while seq not in answers:
+                message = json.loads(await asyncio.wait_for(socket.recv(), 300))
+                if "seq" in message:
+                    answers[message["seq"]] = message
+            newest = answers[seq]
+            row = {"latency_s": time.perf_counter() - start,
+                   "status": "succeeded" if newest["type"] == "apply.image" else newest.get("error", newest["type"]),
+                   "render_s": newest.get("render_ms", 0) / 1000,
+                   "older_answers": [answers[s]["type"] for s in range(seq - burst + 1, seq) if s in answers]}
+            rows.append(row)
+            print(json.dumps({"move": index, **{k: (round(v, 3) if isinstance(v, float) else v)
+                                                for k, v in row.items()}}), flush=True)
+    return rows
+
+
 async def drive(studio: Studio, sample_id: int, vector_id: int, moves: int, burst: int,
                 with_mask: bool = False) -> list[dict]:
+    """The stored path: a mode-1 edit (session and job row) per position."""
     rows = []
     for index in range(moves):
-        scale = round(-2 + 4 * (index % 21) / 20, 2)  # back and forth across the vector's range
+        scale = slider_scale(index)
         if burst > 1:
             older = [studio.request("POST", "/api/edits", {"sample_id": sample_id, "mode": 1, "vectors": [
                 {"vector_id": vector_id, "scale": scale - 0.01 * (k + 1)}]}) for k in range(burst - 1)]
@@ -251,8 +287,11 @@ def main() -> None:
     parser.add_argument("--moves", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=3, help="moves before the timed ones (models load)")
     parser.add_argument("--burst", type=int, default=1, help="positions sent at once per move (coalescing)")
+    parser.add_argument("--path", choices=("socket", "job"), default="socket",
+                        help="socket: the live-apply socket the library view uses; job: a mode-1 edit per position")
     parser.add_argument("--with-mask", action="store_true",
-                        help="ask for each move's segmentation too (the library view asks for the image alone)")
+                        help="--path job: ask for each move's segmentation too (the library view asks for the image "
+                             "alone)")
     parser.add_argument("--retrain", action="store_true",
                         help="also time the admin page's default segmentation retraining, from its request to its end")
     parser.add_argument("--edit", type=int, default=0, metavar="STEPS",
@@ -262,6 +301,8 @@ def main() -> None:
     for name in ("moves", "warmup", "burst", "edit"):
         if getattr(args, name) < (1 if name in ("moves", "burst") else 0):
             parser.error(f"--{name} must be ≥ {1 if name in ('moves', 'burst') else 0}")
+    if args.with_mask and args.path == "socket":
+        parser.error("--with-mask is for --path job: the live-apply socket sends the image alone")
     child = None
     with tempfile.TemporaryDirectory(prefix="bench-studio-") as tmp:
         try:
@@ -271,9 +312,15 @@ def main() -> None:
             studio = Studio(args.url)
             studio.login(args.username, args.password)
             sample_id, vector_id = pick_sample_and_vector(studio)
-            asyncio.run(drive(studio, sample_id, vector_id, args.warmup, 1, args.with_mask))
+            if args.path == "socket":
+                def moving(moves, burst):
+                    return drive_socket(studio, sample_id, vector_id, moves, burst)
+            else:
+                def moving(moves, burst):
+                    return drive(studio, sample_id, vector_id, moves, burst, args.with_mask)
+            asyncio.run(moving(args.warmup, 1))
             started = time.strftime("%Y-%m-%d %H:%M:%S"), os.getloadavg()
-            rows = asyncio.run(drive(studio, sample_id, vector_id, args.moves, args.burst, args.with_mask))
+            rows = asyncio.run(moving(args.moves, args.burst))
             edit = asyncio.run(mode3_edit(studio, sample_id, args.edit)) if args.edit else None
             retraining = retrain(studio) if args.retrain else None
         finally:
@@ -281,18 +328,22 @@ def main() -> None:
                 child.terminate()
                 child.wait(60)
     latencies = [r["latency_s"] for r in rows if r["status"] == "succeeded"]
+    parts = ("render_s",) if args.path == "socket" else ("posted_s", "job_queue_wait_s", "job_run_s",
+                                                         "result_message_s")
     summary = {"date": started[0], "load_average_at_start": started[1], "load_average_at_end": os.getloadavg(),
-               "moves": len(rows), "succeeded": len(latencies), "burst": args.burst, "with_mask": args.with_mask,
-               "p50_s": statistics.median(latencies), "p95_s": percentile(latencies, 0.95), "max_s": max(latencies),
+               "path": args.path, "moves": len(rows), "succeeded": len(latencies), "burst": args.burst,
+               "with_mask": args.with_mask, "p50_s": statistics.median(latencies),
+               "p95_s": percentile(latencies, 0.95), "max_s": max(latencies),
                "p50_parts_s": {part: statistics.median(r[part] for r in rows if r[part] is not None)
-                               for part in ("posted_s", "job_queue_wait_s", "job_run_s", "result_message_s")}}
+                               for part in parts}}
     if retraining is not None:
         summary["retraining"] = retraining
     if edit is not None:
         summary["mode3_edit"] = edit
     if args.burst > 1:
-        summary["older_superseded"] = sum(s == "cancelled" for r in rows for s in r["older_statuses"])
-        summary["older_sent"] = sum(len(r["older_statuses"]) for r in rows)
+        older = [answer for r in rows for answer in r.get("older_statuses", r.get("older_answers", []))]
+        summary["older_superseded"] = sum(answer in ("cancelled", "apply.superseded") for answer in older)
+        summary["older_sent"] = (args.burst - 1) * len(rows)
     print(json.dumps(summary))
     if args.json:
         Path(args.json).write_text(json.dumps({"summary": summary, "moves": rows}, indent=2))

@@ -58,6 +58,15 @@ def store(session, image: torch.Tensor, mask: torch.Tensor | None, ws: torch.Ten
     return {"session_id": session.pk, **editing.result_out(result)}
 
 
+def live_apply(request: dict) -> bytes:
+    """A live-apply socket's slider position (``editing.live_apply_request``): mode 1, the image alone, as a JPEG."""
+    sample, segmentation, vectors = edit_rows.live_apply_inputs(request)
+    models = engine_cache.editing_models(sample.dataset.generator, segmentation, sample)
+    applied = apply_vectors(models, samples.latent(sample), [engine_cache.vector(row) for row, _ in vectors],
+                            [scale for _, scale in vectors], with_mask=False)
+    return image_jpeg(applied.image[0])
+
+
 @dataclass
 class Mode1Request:
     job: object

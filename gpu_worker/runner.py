@@ -47,17 +47,23 @@ def end_with(job, exc: Exception) -> str:
     if isinstance(exc, Cancelled):
         jobs.end_cancelled(job)
         return "cancelled"
-    if isinstance(exc, SoftTimeLimitExceeded):
-        error = f"ran past the {jobs.time_limit(job.queue)} s time limit"
-    elif isinstance(exc, ValidationError):
-        error = " ".join(exc.messages)
-    elif isinstance(exc, Conflict):
-        error = exc.detail
-    elif isinstance(exc, (ValueError, FileNotFoundError)):  # the engine refused the input: no traceback
-        error = str(exc)
-    else:
+    error, foreseen = failure_text(exc, jobs.time_limit(job.queue))
+    if not foreseen:
         log.error("job %s (%s) failed", job.pk, job.kind, exc_info=exc)
         jobs.append_log(job, "".join(traceback.format_exception(exc)))
-        error = f"{type(exc).__name__}: {exc}"
     jobs.fail(job, error)
     return "failed"
+
+
+def failure_text(exc: Exception, time_limit: float) -> tuple[str, bool]:
+    """What a user reads of a task's exception, and whether it was foreseen: a refused input or the time limit need
+    no traceback, anything else does."""
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return f"ran past the {time_limit:g} s time limit", True
+    if isinstance(exc, ValidationError):
+        return " ".join(exc.messages), True
+    if isinstance(exc, Conflict):
+        return exc.detail, True
+    if isinstance(exc, (ValueError, FileNotFoundError)):  # the engine refused the input
+        return str(exc), True
+    return f"{type(exc).__name__}: {exc}", False

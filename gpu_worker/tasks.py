@@ -7,6 +7,7 @@ redelivery) is harmless: ``jobs.claim`` lets exactly one live worker run a job.
 """
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 
@@ -25,11 +26,13 @@ from editor_core.vectors import combined_delta
 from gpu_worker import edits, engine_cache, samples, training
 from gpu_worker.celery_app import app
 from gpu_worker.progress import JobReporter
-from gpu_worker.runner import end_with, run_job, worker_name
+from gpu_worker.runner import end_with, failure_text, run_job, worker_name
 from webapp.datasets import selectors as dataset_rows, services as datasets
 from webapp.editing import selectors as edit_rows, services as editing
 from webapp.jobs import services as jobs
 from webapp.registry import selectors as checkpoints, services as registry
+
+log = logging.getLogger(__name__)
 
 
 # --- datasets ---------------------------------------------------------------------------------------------------------
@@ -233,6 +236,24 @@ def _apply(leader, reporter: JobReporter) -> dict:
         jobs.succeed(request.job, result)
         reporter.batch.remove(request.job)
     return results[0]
+
+
+@app.task(name="gpu_worker.live_apply", acks_late=False, ignore_result=True)
+def live_apply(request: dict) -> str:
+    """A slider position from a live-apply socket (``ws/apply/<sample>/``): mode 1, the image alone, answered to that
+    socket and stored nowhere, so no job row. Its consumer keeps one position in flight and answers it with an error
+    when no answer comes in time; a message lost with its worker is not run again."""
+    start = time.perf_counter()
+    try:
+        image = edits.live_apply(request)
+    except Exception as exc:
+        error, foreseen = failure_text(exc, settings.STUDIO_LIVE_APPLY_TIMEOUT_SECONDS)
+        if not foreseen:
+            log.error("live apply for sample %s failed", request.get("sample_id"), exc_info=exc)
+        editing.reply_live_apply_failed(request, error)
+        return "failed"
+    editing.reply_live_apply(request, image, 1000 * (time.perf_counter() - start))
+    return "succeeded"
 
 
 @app.task(name="gpu_worker.refine")

@@ -286,6 +286,12 @@ if STUDIO_JOB_MAX_ATTEMPTS < 1:
 STUDIO_PROGRESS_DB_SECONDS = 1.0  # progress reaches the database at most this often (the channel layer: always)
 STUDIO_AUTOSAVE_SECONDS = env_int("STUDIO_AUTOSAVE_SECONDS", 1)  # live strokes reach the database within 2 s
 STUDIO_MODE1_MAX_BATCH = env_int("STUDIO_MODE1_MAX_BATCH", 16)
+# A slider position sent on a live-apply socket (ws/apply/<sample>/) that no worker has answered after this long is
+# answered with an error (its worker died, or the interactive queue is that far behind), and the socket sends the next.
+STUDIO_LIVE_APPLY_TIMEOUT_SECONDS = env_float("STUDIO_LIVE_APPLY_TIMEOUT_SECONDS", 60.0)
+if not 0 < STUDIO_LIVE_APPLY_TIMEOUT_SECONDS < float("inf"):
+    raise ValueError(f"STUDIO_LIVE_APPLY_TIMEOUT_SECONDS={STUDIO_LIVE_APPLY_TIMEOUT_SECONDS} must be a positive "
+                     "number of seconds")
 # A live annotation room lists a user while the Daphne process holding their socket renews the entry (every third of
 # this); a crashed Daphne renews nothing, so its users drop out of every room within this + a third of it.
 STUDIO_PRESENCE_TTL_SECONDS = env_float("STUDIO_PRESENCE_TTL_SECONDS", 30.0)

@@ -128,9 +128,8 @@ export function watchEdit(sessionId, handlers = {}) {
  */
 export function finishedEdit(session, message) {
   if (!message) return api.getEdit(session.id);
-  const { image_url, mask_url, has_vector, edited_classes, metrics, image } = message;
-  return { ...session, job_status: 'succeeded',
-    result: { image_url, mask_url, has_vector, edited_classes, metrics, ...(image ? { image } : {}) } };
+  const { image_url, mask_url, has_vector, edited_classes, metrics } = message;
+  return { ...session, job_status: 'succeeded', result: { image_url, mask_url, has_vector, edited_classes, metrics } };
 }
 
 /** Resolves like `promise`, or with a failed status after `ms` (a job whose worker died never reports). */

@@ -19,6 +19,12 @@ class ScaledVectorIn(Schema):
     scale: Scale
 
 
+class LiveApplyIn(Schema):
+    """A slider position on a live-apply socket (``ws/apply/<sample_id>/``, message type ``apply``)."""
+    seq: int = Field(ge=0, le=2 ** 53, description="the client's number for this position; its answer carries it")
+    vectors: list[ScaledVectorIn] = Field(min_length=1, max_length=32)
+
+
 class EditIn(Schema):
     sample_id: RowId
     mode: Literal[1, 2, 3]

@@ -7,7 +7,9 @@ import numpy as np
 from django.core.exceptions import ValidationError
 
 from webapp.datasets import services as datasets
+from webapp.datasets.models import Sample
 from webapp.editing.models import EditSession, EditVector
+from webapp.registry.models import Checkpoint
 from webapp.storage import read_bytes
 
 
@@ -21,12 +23,25 @@ def session(session_id: int) -> EditSession:
 
 def session_vectors(session: EditSession) -> list[tuple[EditVector, float]]:
     """``(library row, scale)`` for each vector of a mode 1/2 edit, in the order it asked for them."""
-    wanted = session.params["vectors"]
+    return _scaled_vectors(session.params["vectors"], "the edit was requested")
+
+
+def _scaled_vectors(wanted: list[dict], since: str) -> list[tuple[EditVector, float]]:
     rows = {row.pk: row for row in EditVector.objects.filter(pk__in=[v["vector_id"] for v in wanted])}
     missing = [v["vector_id"] for v in wanted if v["vector_id"] not in rows]
     if missing:
-        raise ValidationError(f"edit vectors {missing} were deleted after the edit was requested")
+        raise ValidationError(f"edit vectors {missing} were deleted after {since}")
     return [(rows[v["vector_id"]], float(v["scale"])) for v in wanted]
+
+
+def live_apply_inputs(request: dict) -> tuple[Sample, Checkpoint, list[tuple[EditVector, float]]]:
+    """A live-apply request's sample (with its generator), segmentation branch and ``(library row, scale)`` of its
+    vectors, in its order (``services.live_apply_request`` checked them when the position came in)."""
+    sample = Sample.objects.select_related("dataset__generator").filter(pk=request["sample_id"]).first()
+    segmentation = Checkpoint.objects.filter(pk=request["segmentation_id"]).first()
+    if sample is None or segmentation is None:
+        raise ValidationError("the sample or its segmentation branch was deleted after the slider moved")
+    return sample, segmentation, _scaled_vectors(request["vectors"], "the slider moved")
 
 
 def vector(vector_id: int) -> EditVector:

@@ -21,7 +21,7 @@ from webapp.editing.models import Composition, CompositionItem, EditResult, Edit
 from webapp.errors import Conflict, readable
 from webapp.jobs import services as jobs
 from webapp.jobs.models import Job
-from webapp.realtime.groups import data_url, edit_group, publish
+from webapp.realtime.groups import data_url, edit_group, publish, reply
 from webapp.registry.models import Checkpoint
 from webapp.registry.services import active_segmentation
 from webapp.storage import atomic_with_files, delete_on_commit, files_removed_on_error, read_bytes, save_bytes
@@ -145,6 +145,44 @@ def _supersede_queued_applies(session: EditSession) -> None:
         if Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
                 status=Job.Status.CANCELLED, cancel_requested=True, finished=timezone.now(), message=message):
             transaction.on_commit(lambda job_id=job_id: jobs.publish_status(Job.objects.get(pk=job_id)))
+
+
+# --- live apply: slider positions on one open socket ------------------------------------------------------------------
+LIVE_APPLY_TASK = "gpu_worker.live_apply"
+
+
+def live_apply_request(sample_id: int, vectors: Sequence[tuple[int, float]], seq: int) -> dict:
+    """A slider position of a live-apply socket, checked as ``start_edit`` checks a mode-1 edit, as the worker's
+    request: the image alone, as a JPEG, answered on the socket and stored nowhere (no session, no job row)."""
+    sample = Sample.objects.select_related("dataset__generator", "dataset__schema").get(pk=sample_id)
+    if not sample.latent:
+        raise ValidationError(f"sample #{sample.pk} has no latent yet: embed the uploaded image first")
+    generator = sample.dataset.generator
+    segmentation = active_segmentation(generator, sample.dataset.schema)
+    return {"sample_id": sample.pk, "segmentation_id": segmentation.pk, "seq": seq,
+            "vectors": _vectors_for(generator, vectors)}
+
+
+def send_live_apply(request: dict, reply_to: str) -> None:
+    """Queue a live-apply request on the interactive queue; the worker answers the consumer at ``reply_to`` (its
+    channel name). A message still queued when the socket gives up on it expires unread."""
+    from gpu_worker.celery_app import app  # the Celery app only: the webapp never imports the engine's tasks
+
+    limit = settings.STUDIO_LIVE_APPLY_TIMEOUT_SECONDS
+    app.send_task(LIVE_APPLY_TASK, args=[{**request, "reply_to": reply_to}], queue=jobs.INTERACTIVE, expires=limit,
+                  soft_time_limit=limit, time_limit=limit + 30)
+
+
+def reply_live_apply(request: dict, image_jpeg: bytes, render_ms: float) -> None:
+    """The worker's answer to a live-apply request: its picture, inline."""
+    reply(request["reply_to"], {"type": "apply.image", "ticket": request["ticket"], "seq": request["seq"],
+                                "sample": request["sample_id"], "image": data_url(image_jpeg, "image/jpeg"),
+                                "render_ms": round(render_ms, 1)})
+
+
+def reply_live_apply_failed(request: dict, error: str) -> None:
+    reply(request["reply_to"], {"type": "apply.failed", "ticket": request["ticket"], "seq": request["seq"],
+                                "error": readable(error)})
 
 
 def follow_retry(sender, old, new, **_kwargs) -> None:

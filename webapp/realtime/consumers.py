@@ -373,3 +373,105 @@ class EditConsumer(StudioConsumer):
         await database_sync_to_async(cancel)(self.session.job, self.user)
 
     edit_preview = edit_result = job_status = job_progress = StudioConsumer.forward
+
+
+class LiveApplyConsumer(StudioConsumer):
+    """``ws/apply/<sample_id>/``: library vectors applied to one sample as its sliders move (mode 1, the image alone
+    as a JPEG, stored nowhere), with no edit session or job row per position.
+
+    Client → server: ``apply`` {seq, vectors: [{vector_id, scale}]}, ``ping``.
+    Server → client, one answer per ``apply``: ``apply.image`` {seq, sample, image (a JPEG data URL), render_ms},
+    ``apply.superseded`` {seq} (a newer position came while it waited), or ``error`` {request: "apply", seq, error}.
+    One position per socket is with a worker at a time; while it renders, the newest waits and supersedes any older
+    one, so no worker renders a position the user has moved past. A position no worker answers within
+    ``STUDIO_LIVE_APPLY_TIMEOUT_SECONDS`` gets an error, and the socket goes on with the newest.
+    """
+
+    permission = roles.EDIT_IMAGES
+
+    def authorize(self) -> list[str]:
+        from webapp.datasets.services import visible_samples
+
+        self.sample_id = visible_samples(self.user).values_list("pk", flat=True).get(
+            pk=int(self.scope["url_route"]["kwargs"]["sample_id"]))
+        self.tickets = 0
+        self.in_flight: dict | None = None  # the request a worker has
+        self.waiting: dict | None = None  # the newest position that came while it renders
+        self.deadline: asyncio.Task | None = None
+        return []  # answers come to this socket's own channel
+
+    async def release(self):
+        if self.deadline is not None:
+            self.deadline.cancel()
+
+    async def on_apply(self, message):
+        from pydantic import ValidationError as SchemaError
+
+        from webapp.editing.schemas import LiveApplyIn
+        from webapp.editing.services import live_apply_request
+
+        seq = message.get("seq")
+        try:
+            position = LiveApplyIn.model_validate(message)
+            request = await database_sync_to_async(live_apply_request)(
+                self.sample_id, [(item.vector_id, item.scale) for item in position.vectors], position.seq)
+        except SchemaError as exc:
+            return await self.error(schema_error_text(exc), request="apply", seq=seq)
+        except (ValidationError, ObjectDoesNotExist) as exc:
+            text = " ".join(exc.messages) if isinstance(exc, ValidationError) else "the sample was deleted"
+            return await self.error(text, request="apply", seq=seq)
+        self.tickets += 1
+        request["ticket"] = self.tickets
+        if self.in_flight is None:
+            return await self._send(request)
+        if self.waiting is not None:
+            await self.send_json({"type": "apply.superseded", "seq": self.waiting["seq"]})
+        self.waiting = request
+
+    async def _send(self, request: dict) -> None:
+        from webapp.editing.services import send_live_apply
+
+        self.in_flight = request
+        self.deadline = asyncio.create_task(self._answer_late(request["ticket"]))
+        try:
+            await database_sync_to_async(send_live_apply)(request, self.channel_name)
+        except Exception:  # the broker away: this position fails, the next one tries again
+            log.exception("queueing a live apply failed")
+            await self._answered(request["ticket"], {"type": "error", "request": "apply", "seq": request["seq"],
+                                                     "error": "the studio could not reach its workers' queue"})
+
+    async def _answer_late(self, ticket: int) -> None:
+        timeout = settings.STUDIO_LIVE_APPLY_TIMEOUT_SECONDS
+        await asyncio.sleep(timeout)
+        seq = self.in_flight["seq"] if self.in_flight else None
+        self.deadline = None  # this task ends here: nothing must cancel it
+        await self._answered(ticket, {"type": "error", "request": "apply", "seq": seq,
+                                      "error": f"no worker answered within {timeout:g} s: the interactive queue is "
+                                               "busy or its worker stopped"})
+
+    async def _answered(self, ticket: int, answer: dict) -> None:
+        """Send the answer of the position with ``ticket`` if it is the one in flight (a late one was answered
+        already), once the waiting position is with a worker (it starts rendering while this answer travels)."""
+        if self.in_flight is None or self.in_flight["ticket"] != ticket:
+            return
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        self.in_flight = None
+        if self.waiting is not None:
+            request, self.waiting = self.waiting, None
+            await self._send(request)
+        await self.send_json(answer)
+
+    async def apply_image(self, event):
+        await self._answered(event.pop("ticket"), event)
+
+    async def apply_failed(self, event):
+        await self._answered(event["ticket"], {"type": "error", "request": "apply", "seq": event["seq"],
+                                               "error": event["error"]})
+
+
+def schema_error_text(exc) -> str:
+    """A pydantic ValidationError as one line: ``where: what`` for each refused field."""
+    return "; ".join(f"{'.'.join(str(part) for part in error['loc']) or 'message'}: {error['msg']}"
+                     for error in exc.errors())

@@ -30,10 +30,20 @@ def data_url(picture: bytes, media_type: str = "image/png") -> str:
 def publish(group: str, event: dict) -> None:
     """Send ``event`` to every socket in ``group``; ``event['type']`` names the consumer handler (dots → _).
     Returns once the layer has it: messages keep their order, and a failure raises here."""
+    _run(get_channel_layer().group_send, group, event)
+
+
+def reply(channel: str, event: dict) -> None:
+    """Send ``event`` to the one socket whose consumer listens on ``channel`` (its ``channel_name``), like
+    ``publish``."""
+    _run(get_channel_layer().send, channel, event)
+
+
+def _run(send, address: str, event: dict) -> None:
     if _publisher is not None:
-        _publisher.send(group, event)
+        _publisher.run(send(address, event))
     else:
-        async_to_sync(get_channel_layer().group_send)(group, event)
+        async_to_sync(send)(address, event)
 
 
 class _Publisher:
@@ -45,8 +55,8 @@ class _Publisher:
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="channel-publisher", daemon=True).start()
 
-    def send(self, group: str, event: dict) -> None:
-        asyncio.run_coroutine_threadsafe(get_channel_layer().group_send(group, event), self.loop).result()
+    def run(self, sending) -> None:
+        asyncio.run_coroutine_threadsafe(sending, self.loop).result()
 
 
 _publisher: Optional[_Publisher] = None

@@ -1,6 +1,6 @@
 // The vector library: a filterable grid of shared edit vectors with before/after thumbnails, a detail view, and
-// applying vectors to an image picked here (or the one open in Edit) with one slider each (mode 1, newest slider position wins), refining the
-// composition (mode 2, 10 or 30 steps) and saving it.
+// applying vectors to an image picked here (or the one open in Edit) with one slider each (mode 1 on a live-apply
+// socket, newest slider position wins), refining the composition (mode 2, 10 or 30 steps) and saving it.
 
 import * as api from '../api.js';
 import { h, button, replaceChildren, formatTime } from '../ui/dom.js';
@@ -8,6 +8,7 @@ import { bindKey } from '../ui/keyboard.js';
 import { showError, toast } from '../ui/toast.js';
 import { askForm } from '../ui/modal.js';
 import { LatestOnly } from '../latest.js';
+import { LiveApply, Superseded } from '../live-apply.js';
 import { describeJob, finishedEdit, orTimeout, watchEdit } from '../jobs.js';
 
 const EDIT_TIMEOUT_MS = 120_000;
@@ -16,7 +17,7 @@ import { matchesFilters } from '../library-filter.js';
 import { ImagePicker } from '../panels/image-picker.js';
 
 /**
- * Runs one edit (mode 1 or 2) to its end and returns the finished EditOut, from its `edit.result` message
+ * Runs one edit (mode 2) to its end and returns the finished EditOut, from its `edit.result` message
  * (`finishedEdit`). A job that waits for a worker (behind background work) is not lost: the clock for "no answer"
  * starts when a worker runs it.
  */
@@ -89,13 +90,13 @@ export class LibraryView {
           button('Refine 30', { title: 'Apply and optimise 30 steps (mode 2)', onclick: () => this.refine(30) }),
           button('Save composition…', { title: 'Save these vectors and scales', onclick: () => this.saveComposition() })),
         h('h3', {}, 'Saved compositions'), this.compositions));
+    this.live = null; // the sample's live-apply socket, open while this view is
     this.applier = new LatestOnly(
-      // The sliders show the image alone (no segmentation: about half of a CPU worker's mode-1 time), as a JPEG
-      // (a 1024² PNG takes ~150 ms to encode, more than a GPU slider move's whole budget).
-      (items) => runEdit({ sample_id: this.sample.id, mode: 1, vectors: items, with_mask: false,
-        image_format: 'jpeg' }),
-      (edit) => this.showResult(edit, 'applied'),
-      (error) => showError(error, 'Apply failed'));
+      // The image alone (no segmentation: about half of a CPU worker's mode-1 time), as a JPEG (a 1024² PNG takes
+      // ~150 ms to encode), on one open socket: no edit session, job or request per position.
+      (items) => this.liveFor(this.sample).apply(items),
+      (answer, items) => this.showApplied(answer, items),
+      (error) => { if (!(error instanceof Superseded)) showError(error, 'Apply failed'); });
     bindKey('/', 'Search the library', () => this.search.focus(), 'library');
   }
 
@@ -103,6 +104,20 @@ export class LibraryView {
     const opened = this.context.currentSample ?? null; // the image open in Edit, if any
     if (opened && opened.id !== this.sample?.id) await this.setSample(opened);
     await Promise.all([this.load(), this.picker.load(this.sample?.id ?? null)]);
+  }
+
+  deactivate() {
+    this.live?.close();
+    this.live = null;
+  }
+
+  /** The socket the sliders' positions go on: one for the sample they apply to, opened when first needed. */
+  liveFor(sample) {
+    if (this.live?.sampleId !== sample.id) {
+      this.live?.close();
+      this.live = new LiveApply(sample.id);
+    }
+    return this.live;
   }
 
   /** The image the vectors apply to (picked here or opened in Edit); the chosen sliders apply to it at once. */
@@ -243,11 +258,19 @@ export class LibraryView {
     this.applier.request(items);
   }
 
+  showApplied(answer, items) {
+    this.compare.setAfter(answer.image);
+    this.showState(`applied (${items.length} vectors)`);
+  }
+
   showResult(edit, how) {
-    // A slider's JPEG came inline in its edit.result message: shown without another request.
-    if (edit.result) this.compare.setAfter(edit.result.image ?? edit.result.image_url);
-    // A newer slider position may already be waiting: then this result is only a step on the way.
-    this.applyState.textContent = this.applier.waiting ? 'applying…' : `${how} (${edit.params.vectors?.length ?? 0} vectors)`;
+    if (edit.result) this.compare.setAfter(edit.result.image_url);
+    this.showState(`${how} (${edit.params.vectors?.length ?? 0} vectors)`);
+  }
+
+  /** A newer slider position may already be waiting: then what is shown is only a step on the way. */
+  showState(done) {
+    this.applyState.textContent = this.applier.waiting ? 'applying…' : done;
   }
 
   async refine(steps) {

@@ -1,0 +1,221 @@
+"""The library's sliders on a live-apply socket (``ws/apply/<sample>/``): each position comes back as the engine's
+picture, with no edit session or job row; positions coalesce to the newest; bad ones are refused, and a lost one
+times out, without closing the socket."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from test_web_realtime import next_of, open_socket, session_headers
+
+pytestmark = pytest.mark.django_db(transaction=True)
+TIMEOUT = 120
+
+
+def jpeg_pixels(data_url: str) -> np.ndarray:
+    prefix = "data:image/jpeg;base64,"
+    assert data_url.startswith(prefix), data_url[:40]
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data_url[len(prefix):]))).convert("RGB"), np.float32)
+
+
+def engine_picture(studio, tiny_models, sample, scale: float) -> np.ndarray:
+    """The sample with the studio's vector at ``scale``, drawn by the engine directly, as 8-bit RGB."""
+    from editor_core.bundle import latents_from_bytes
+    from editor_core.vectors import EditVector
+    from webapp.storage import read_bytes
+
+    ws = latents_from_bytes(read_bytes(sample.latent.name), tiny_models.fingerprint)
+    delta = EditVector.load(tiny_models.folder / "vector.safetensors").delta
+    with torch.no_grad():
+        image = tiny_models.generator.synthesis(ws + scale * delta, noise_mode="const")[0]
+    return ((image.permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().numpy()
+
+
+def test_a_slider_position_comes_back_as_the_engines_picture(studio, tiny_models, celery_worker, daphne_url,
+                                                             client_for):
+    from webapp.editing.models import EditSession
+    from webapp.jobs.models import Job
+
+    sample, vector = studio.samples[1], studio.vector
+    headers = session_headers(client_for, studio.users.artist)
+    rows_before = EditSession.objects.count(), Job.objects.count()
+
+    async def slide():
+        async with open_socket(daphne_url, f"/ws/apply/{sample.pk}/", headers) as socket:
+            await socket.send(json.dumps({"type": "apply", "seq": 7, "vectors": [
+                {"vector_id": vector.pk, "scale": 2.0}]}))
+            moved = await next_of(socket, "apply.image", timeout=TIMEOUT)
+            await socket.send(json.dumps({"type": "apply", "seq": 8, "vectors": [
+                {"vector_id": vector.pk + 1000, "scale": 1.0}]}))
+            refused = await next_of(socket, "error", timeout=TIMEOUT)
+            await socket.send(json.dumps({"type": "apply", "seq": 9, "vectors": [
+                {"vector_id": vector.pk, "scale": -2.0}]}))
+            return moved, refused, await next_of(socket, "apply.image", timeout=TIMEOUT)
+
+    moved, refused, back = asyncio.run(slide())
+    assert moved["seq"] == 7 and moved["sample"] == sample.pk and moved["render_ms"] > 0
+    assert refused["seq"] == 8 and f"no edit vector #{vector.pk + 1000}" in refused["error"]
+    assert back["seq"] == 9  # the socket stayed open after the refusal
+    for answer, scale in ((moved, 2.0), (back, -2.0)):
+        got, want = jpeg_pixels(answer["image"]), engine_picture(studio, tiny_models, sample, scale)
+        other = engine_picture(studio, tiny_models, sample, -scale)
+        # JPEG's loss on a grainy 32² picture is ~5 levels; the opposite scale's picture is ~78 levels away.
+        assert np.abs(got - want).mean() < 15 < np.abs(got - other).mean()
+    assert (EditSession.objects.count(), Job.objects.count()) == rows_before  # nothing stored per position
+
+
+class Broker:
+    """Stands in for the broker hop only: records the requests the consumer queues; the test then runs the real
+    worker task on one (``deliver``), as the worker would."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+
+    def send(self, request: dict, reply_to: str) -> None:
+        self.requests.append({**request, "reply_to": reply_to})
+
+    async def deliver(self, index: int) -> None:
+        from gpu_worker.tasks import live_apply
+
+        assert await asyncio.to_thread(live_apply, self.requests[index]) == "succeeded"
+
+
+async def connected(user, sample_id: int):
+    from channels.testing import WebsocketCommunicator
+
+    from webapp.realtime.consumers import LiveApplyConsumer
+
+    communicator = WebsocketCommunicator(LiveApplyConsumer.as_asgi(), f"/ws/apply/{sample_id}/")
+    communicator.scope["user"] = user
+    communicator.scope["url_route"] = {"args": (), "kwargs": {"sample_id": sample_id}}
+    opened, code = await communicator.connect(timeout=10)
+    return communicator, opened, code
+
+
+def position(seq: int, vector_id: int, scale: float) -> dict:
+    return {"type": "apply", "seq": seq, "vectors": [{"vector_id": vector_id, "scale": scale}]}
+
+
+def test_positions_that_come_while_one_renders_coalesce_to_the_newest(studio, monkeypatch, settings):
+    from webapp.editing import services
+
+    broker = Broker()
+    monkeypatch.setattr(services, "send_live_apply", broker.send)
+    settings.STUDIO_LIVE_APPLY_TIMEOUT_SECONDS = 30
+    sample, vector = studio.samples[0], studio.vector
+
+    async def scenario():
+        socket, opened, _code = await connected(studio.users.artist, sample.pk)
+        assert opened
+        for seq in (1, 2, 3, 4):
+            await socket.send_json_to(position(seq, vector.pk, seq / 2))
+        superseded = [await socket.receive_json_from(10) for _ in (2, 3)]  # 2 by 3, 3 by 4
+        queued_while_rendering = len(broker.requests)
+        await broker.deliver(0)
+        first = await socket.receive_json_from(30)
+        await broker.deliver(1)
+        newest = await socket.receive_json_from(30)
+        await socket.disconnect()
+        return superseded, queued_while_rendering, first, newest
+
+    superseded, queued_while_rendering, first, newest = asyncio.run(scenario())
+    assert [(m["type"], m["seq"]) for m in superseded] == [("apply.superseded", 2), ("apply.superseded", 3)]
+    assert queued_while_rendering == 1  # one position with a worker at a time
+    assert (first["type"], first["seq"]) == ("apply.image", 1)
+    assert (newest["type"], newest["seq"]) == ("apply.image", 4)
+    assert [r["seq"] for r in broker.requests] == [1, 4] and broker.requests[1]["vectors"][0]["scale"] == 2.0
+
+
+def test_a_position_no_worker_answers_times_out_and_the_next_goes(studio, monkeypatch, settings):
+    from webapp.editing import services
+
+    broker = Broker()
+    monkeypatch.setattr(services, "send_live_apply", broker.send)
+    settings.STUDIO_LIVE_APPLY_TIMEOUT_SECONDS = 0.5
+    sample, vector = studio.samples[0], studio.vector
+
+    async def scenario():
+        socket, _opened, _code = await connected(studio.users.artist, sample.pk)
+        await socket.send_json_to(position(1, vector.pk, 1.0))
+        await socket.send_json_to(position(2, vector.pk, 1.5))  # waits behind 1
+        timed_out = await socket.receive_json_from(10)
+        await broker.deliver(0)  # the lost position's answer comes after all: already answered, dropped
+        await broker.deliver(1)
+        answer = await socket.receive_json_from(30)
+        nothing_else = await socket.receive_nothing(0.5)
+        await socket.disconnect()
+        return timed_out, answer, nothing_else
+
+    timed_out, answer, nothing_else = asyncio.run(scenario())
+    assert timed_out["type"] == "error" and timed_out["seq"] == 1 and "no worker answered" in timed_out["error"]
+    assert (answer["type"], answer["seq"]) == ("apply.image", 2) and nothing_else
+
+
+@pytest.mark.parametrize("message, reason", [
+    ({"type": "apply", "vectors": [{"vector_id": 1, "scale": 1}]}, "seq: Field required"),
+    ({"type": "apply", "seq": -1, "vectors": [{"vector_id": 1, "scale": 1}]}, "seq: Input should be greater"),
+    ({"type": "apply", "seq": 1, "vectors": []}, "vectors: List should have at least 1 item"),
+    ({"type": "apply", "seq": 1, "vectors": "all"}, "vectors: Input should be a valid list"),
+    ({"type": "apply", "seq": 1, "vectors": [{"vector_id": 1, "scale": 1e6}]}, "vectors.0.scale: Input should be less"),
+    ({"type": "apply", "seq": 1, "vectors": [{"vector_id": 0, "scale": 1}]}, "vectors.0.vector_id"),
+    ({"type": "apply", "seq": 1, "vectors": [{"vector_id": 1, "scale": 1}] * 33}, "vectors: List should have at most"),
+    ({"type": "apply", "seq": 1, "vectors": [{"vector_id": 999999, "scale": 1}]}, "there is no edit vector #999999"),
+])
+def test_bad_positions_are_refused_with_their_seq_and_the_socket_stays(studio, monkeypatch, message, reason):
+    from webapp.editing import services
+
+    broker = Broker()
+    monkeypatch.setattr(services, "send_live_apply", broker.send)
+
+    async def scenario():
+        socket, _opened, _code = await connected(studio.users.artist, studio.samples[0].pk)
+        await socket.send_json_to(message)
+        refused = await socket.receive_json_from(10)
+        await socket.send_json_to({"type": "ping"})
+        pong = await socket.receive_json_from(10)
+        await socket.disconnect()
+        return refused, pong
+
+    refused, pong = asyncio.run(scenario())
+    assert refused["type"] == "error" and refused["request"] == "apply" and reason in refused["error"], refused
+    assert refused["seq"] == message.get("seq") and pong["type"] == "pong" and broker.requests == []
+
+
+def test_a_sample_without_a_latent_is_refused(studio, monkeypatch):
+    from editor_core.images import image_png
+    from webapp.datasets import services as datasets
+    from webapp.datasets.models import Sample
+    from webapp.editing import services
+
+    broker = Broker()
+    monkeypatch.setattr(services, "send_live_apply", broker.send)
+    photo = datasets.add_sample(studio.dataset, source=Sample.Source.UPLOADED, image_png=image_png(torch.zeros(3, 32, 32)))
+
+    async def scenario():
+        socket, _opened, _code = await connected(studio.users.artist, photo.pk)
+        await socket.send_json_to(position(3, studio.vector.pk, 1.0))
+        reply = await socket.receive_json_from(10)
+        await socket.disconnect()
+        return reply
+
+    refused = asyncio.run(scenario())
+    assert refused["seq"] == 3 and "has no latent yet: embed" in refused["error"] and broker.requests == []
+
+
+def test_only_those_who_edit_may_open_a_live_apply_socket(studio):
+    async def code_for(user, sample_id):
+        socket, opened, code = await connected(user, sample_id)
+        if opened:
+            await socket.disconnect()
+        return opened, code
+
+    assert asyncio.run(code_for(studio.users.annotator, studio.samples[0].pk)) == (False, 4403)
+    assert asyncio.run(code_for(studio.users.artist, 999999)) == (False, 4404)
+    assert asyncio.run(code_for(studio.users.artist, studio.samples[0].pk))[0]
