@@ -220,7 +220,8 @@ def predicted_mask(studio: Studio, sample_id: int) -> bytes:
 
 def enlarged_eye_whites(studio: Studio, sample_id: int) -> tuple[bytes, list[int]]:
     """The sample's segmentation with its eye-white classes grown by 3 pixels over the skin (the new user's "much
-    larger eyes" of issue #21), as the edit view's painted target PNG, and those classes."""
+    larger eyes" of issue #21), as the edit view's painted target PNG, and the classes the paint changed (the eye
+    whites and the skin)."""
     import io
 
     import numpy as np
@@ -239,21 +240,25 @@ def enlarged_eye_whites(studio: Studio, sample_id: int) -> tuple[bytes, list[int
         for _ in range(3):
             grown = grown | np.roll(grown, 1, 0) | np.roll(grown, -1, 0) | np.roll(grown, 1, 1) | np.roll(grown, -1, 1)
         mask[grown & np.isin(mask, skin)] = white
+    changed = sorted({*whites, *skin})
     painted = Image.fromarray(mask, mode="P")
     painted.putpalette(image.getpalette() or [])
     out = io.BytesIO()
     painted.save(out, format="PNG")
-    return out.getvalue(), whites
+    return out.getvalue(), changed
 
 
-async def mode3_edit(studio: Studio, sample_id: int, steps: int) -> dict:
-    """A mode-3 edit as the edit view starts and follows it: ``{first_preview_s, preview_gap_s, …, total_s}``."""
+async def mode3_edit(studio: Studio, sample_id: int, steps: int, roi: str = "changed") -> dict:
+    """A mode-3 edit as the edit view starts and follows it: ``{first_preview_s, preview_gap_s, …, total_s}``.
+    ``roi`` "changed": the edit view's request (the changed pixels, dilated); "classes": every pixel of the changed
+    classes too (the ROI every edit had before issue #21)."""
     import base64
 
     target, classes = enlarged_eye_whites(studio, sample_id)
     start = time.perf_counter()
     session = studio.request("POST", "/api/edits", {"sample_id": sample_id, "mode": 3, "steps": steps,
-                                                    "target_mask_png": base64.b64encode(target).decode()})
+                                                    "target_mask_png": base64.b64encode(target).decode(),
+                                                    "edited_classes": classes if roi == "classes" else []})
     ws_url = studio.url.replace("http", "ws", 1) + f"/ws/edits/{session['id']}/"
     previews, result_at, status = [], None, None
     async with websockets.connect(ws_url, additional_headers=studio.socket_headers(), origin=studio.url) as socket:
@@ -269,7 +274,7 @@ async def mode3_edit(studio: Studio, sample_id: int, steps: int) -> dict:
                 status = message["status"]
     gaps = [b[0] - a[0] for a, b in zip(previews, previews[1:])]
     queue_wait, run = job_times(studio.request("GET", f"/api/jobs/{session['job_id']}"))
-    return {"steps": steps, "edited_classes": classes, "status": status,
+    return {"steps": steps, "roi": roi, "changed_classes": classes, "status": status,
             "first_preview_s": previews[0][0] if previews else None,
             "first_preview_step": previews[0][1] if previews else None, "previews": len(previews),
             "previews_with_mask": sum(p[2] for p in previews),
@@ -296,6 +301,9 @@ def main() -> None:
                         help="also time the admin page's default segmentation retraining, from its request to its end")
     parser.add_argument("--edit", type=int, default=0, metavar="STEPS",
                         help="also time a mode-3 edit of STEPS steps as the edit view runs it (0: none)")
+    parser.add_argument("--edit-roi", nargs="+", choices=("changed", "classes"), default=["changed"],
+                        help="--edit's regions of interest, one edit each: changed (the edit view's), classes (every "
+                             "pixel of the changed classes, as before issue #21)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
     for name in ("moves", "warmup", "burst", "edit"):
@@ -321,7 +329,8 @@ def main() -> None:
             asyncio.run(moving(args.warmup, 1))
             started = time.strftime("%Y-%m-%d %H:%M:%S"), os.getloadavg()
             rows = asyncio.run(moving(args.moves, args.burst))
-            edit = asyncio.run(mode3_edit(studio, sample_id, args.edit)) if args.edit else None
+            edits = [asyncio.run(mode3_edit(studio, sample_id, args.edit, roi)) for roi in args.edit_roi
+                     ] if args.edit else None
             retraining = retrain(studio) if args.retrain else None
         finally:
             if child is not None:
@@ -338,8 +347,8 @@ def main() -> None:
                                for part in parts}}
     if retraining is not None:
         summary["retraining"] = retraining
-    if edit is not None:
-        summary["mode3_edit"] = edit
+    if edits is not None:
+        summary["mode3_edits"] = edits
     if args.burst > 1:
         older = [answer for r in rows for answer in r.get("older_statuses", r.get("older_answers", []))]
         summary["older_superseded"] = sum(answer in ("cancelled", "apply.superseded") for answer in older)

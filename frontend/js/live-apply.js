@@ -20,7 +20,10 @@ export class LiveApply {
     this.socket = openSocket(`/ws/apply/${sampleId}/`, {
       onMessage: (message) => this.answer(message),
       onOpen: (isReconnect) => { if (isReconnect) this.resend(); },
-      onFatal: (reason) => this.failAll(new Error(reason)),
+      onFatal: (reason) => {
+        this.refusal = new Error(reason);
+        this.failAll(this.refusal);
+      },
     });
   }
 
@@ -30,6 +33,7 @@ export class LiveApply {
    *   with Superseded
    */
   apply(vectors) {
+    if (this.refusal) return Promise.reject(this.refusal); // the server closed the socket for good
     const message = { type: 'apply', seq: ++this.seq, vectors };
     return new Promise((resolve, reject) => {
       this.unanswered.set(message.seq, { message, resolve, reject });

@@ -55,8 +55,11 @@ test('a refused socket fails what waits; closing supersedes it', async () => {
   const refused = live.apply([{ vector_id: 1, scale: 1 }]);
   socket.handlers.onFatal('the server closed the live connection (code 4403)');
   await assert.rejects(refused, /4403/);
-  const left = live.apply([{ vector_id: 1, scale: 1 }]);
-  live.close();
+  await assert.rejects(live.apply([{ vector_id: 1, scale: 2 }]), /4403/); // at once: no socket will answer it
+  const other = scriptedSocket();
+  const leaving = new LiveApply(6, other.open);
+  const left = leaving.apply([{ vector_id: 1, scale: 1 }]);
+  leaving.close();
   await assert.rejects(left, Superseded);
-  assert.ok(socket.closed);
+  assert.ok(other.socket.closed);
 });

@@ -87,6 +87,15 @@ class Broker:
         assert await asyncio.to_thread(live_apply, self.requests[index]) == "succeeded"
 
 
+@pytest.fixture
+def broker(monkeypatch) -> Broker:
+    from webapp.editing import services
+
+    recorder = Broker()
+    monkeypatch.setattr(services, "send_live_apply", recorder.send)
+    return recorder
+
+
 async def connected(user, sample_id: int):
     from channels.testing import WebsocketCommunicator
 
@@ -103,11 +112,7 @@ def position(seq: int, vector_id: int, scale: float) -> dict:
     return {"type": "apply", "seq": seq, "vectors": [{"vector_id": vector_id, "scale": scale}]}
 
 
-def test_positions_that_come_while_one_renders_coalesce_to_the_newest(studio, monkeypatch, settings):
-    from webapp.editing import services
-
-    broker = Broker()
-    monkeypatch.setattr(services, "send_live_apply", broker.send)
+def test_positions_that_come_while_one_renders_coalesce_to_the_newest(studio, broker, settings):
     settings.STUDIO_LIVE_APPLY_TIMEOUT_SECONDS = 30
     sample, vector = studio.samples[0], studio.vector
 
@@ -133,11 +138,7 @@ def test_positions_that_come_while_one_renders_coalesce_to_the_newest(studio, mo
     assert [r["seq"] for r in broker.requests] == [1, 4] and broker.requests[1]["vectors"][0]["scale"] == 2.0
 
 
-def test_a_position_no_worker_answers_times_out_and_the_next_goes(studio, monkeypatch, settings):
-    from webapp.editing import services
-
-    broker = Broker()
-    monkeypatch.setattr(services, "send_live_apply", broker.send)
+def test_a_position_no_worker_answers_times_out_and_the_next_goes(studio, broker, settings):
     settings.STUDIO_LIVE_APPLY_TIMEOUT_SECONDS = 0.5
     sample, vector = studio.samples[0], studio.vector
 
@@ -168,12 +169,7 @@ def test_a_position_no_worker_answers_times_out_and_the_next_goes(studio, monkey
     ({"type": "apply", "seq": 1, "vectors": [{"vector_id": 1, "scale": 1}] * 33}, "vectors: List should have at most"),
     ({"type": "apply", "seq": 1, "vectors": [{"vector_id": 999999, "scale": 1}]}, "there is no edit vector #999999"),
 ])
-def test_bad_positions_are_refused_with_their_seq_and_the_socket_stays(studio, monkeypatch, message, reason):
-    from webapp.editing import services
-
-    broker = Broker()
-    monkeypatch.setattr(services, "send_live_apply", broker.send)
-
+def test_bad_positions_are_refused_with_their_seq_and_the_socket_stays(studio, broker, message, reason):
     async def scenario():
         socket, _opened, _code = await connected(studio.users.artist, studio.samples[0].pk)
         await socket.send_json_to(message)
@@ -188,15 +184,13 @@ def test_bad_positions_are_refused_with_their_seq_and_the_socket_stays(studio, m
     assert refused["seq"] == message.get("seq") and pong["type"] == "pong" and broker.requests == []
 
 
-def test_a_sample_without_a_latent_is_refused(studio, monkeypatch):
+def test_a_sample_without_a_latent_is_refused(studio, broker):
     from editor_core.images import image_png
     from webapp.datasets import services as datasets
     from webapp.datasets.models import Sample
-    from webapp.editing import services
 
-    broker = Broker()
-    monkeypatch.setattr(services, "send_live_apply", broker.send)
-    photo = datasets.add_sample(studio.dataset, source=Sample.Source.UPLOADED, image_png=image_png(torch.zeros(3, 32, 32)))
+    photo = datasets.add_sample(studio.dataset, source=Sample.Source.UPLOADED,
+                                image_png=image_png(torch.zeros(3, 32, 32)))
 
     async def scenario():
         socket, _opened, _code = await connected(studio.users.artist, photo.pk)
