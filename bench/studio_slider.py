@@ -130,7 +130,7 @@ async def drive_socket(studio: Studio, sample_id: int, vector_id: int, moves: in
             newest = answers[seq]
             row = {"latency_s": time.perf_counter() - start,
                    "status": "succeeded" if newest["type"] == "apply.image" else newest.get("error", newest["type"]),
-                   "render_s": newest.get("render_ms", 0) / 1000,
+                   "worker_s": newest.get("worker_ms", 0) / 1000,
                    "older_answers": [answers[s]["type"] for s in range(seq - burst + 1, seq) if s in answers]}
             rows.append(row)
             print(json.dumps({"move": index, **{k: (round(v, 3) if isinstance(v, float) else v)
@@ -337,7 +337,7 @@ def main() -> None:
                 child.terminate()
                 child.wait(60)
     latencies = [r["latency_s"] for r in rows if r["status"] == "succeeded"]
-    parts = ("render_s",) if args.path == "socket" else ("posted_s", "job_queue_wait_s", "job_run_s",
+    parts = ("worker_s",) if args.path == "socket" else ("posted_s", "job_queue_wait_s", "job_run_s",
                                                          "result_message_s")
     summary = {"date": started[0], "load_average_at_start": started[1], "load_average_at_end": os.getloadavg(),
                "path": args.path, "moves": len(rows), "succeeded": len(latencies), "burst": args.burst,

@@ -29,7 +29,7 @@ export class LiveApply {
 
   /**
    * Applies `vectors` ([{vector_id, scale}]) to the sample.
-   * @returns {Promise<{seq: number, image: string, render_ms: number}>} rejects with the server's reason, or
+   * @returns {Promise<{seq: number, image: string, worker_ms: number}>} rejects with the server's reason, or
    *   with Superseded
    */
   apply(vectors) {

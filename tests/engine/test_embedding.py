@@ -262,6 +262,20 @@ def test_embed_with_encoder_keeps_best_step_and_only_moves_the_latent(G):
     assert all(p.grad is None for p in [*G.parameters(), *encoder.parameters()])
 
 
+def test_the_same_image_embeds_to_the_same_latent(G):
+    """Issue #21's "the same render embeds to the same latent": the embedding draws no random numbers, so two runs
+    from one encoder guess end at the same W+, whatever the global random state did between them."""
+    encoder = tiny_encoder(G)
+    target, _ = samples(G, 1, seed=13)
+    config = EmbedConfig(steps=12)
+    torch.manual_seed(1)
+    first = embed_image(G, encoder, target, config)
+    torch.manual_seed(2)
+    torch.randn(100)
+    second = embed_image(G, encoder, target, config)
+    assert torch.equal(first.ws, second.ws) and torch.equal(first.best_step, second.best_step)
+
+
 @pytest.mark.usefixtures("perceptual_vgg")  # skips without LPIPS weights
 def test_embed_optimises_noise_on_copies(G):
     noisy = copy.deepcopy(G)

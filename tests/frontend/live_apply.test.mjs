@@ -27,7 +27,7 @@ test('each position is answered by its own seq: a picture, a refusal, or superse
   socket.handlers.onMessage({ type: 'apply.superseded', seq: 2 });
   socket.handlers.onMessage({ type: 'error', request: 'apply', seq: 3, error: 'there is no edit vector #99' });
   socket.handlers.onMessage({ type: 'error', request: 'cursor', seq: 1, error: 'not about apply' });
-  socket.handlers.onMessage({ type: 'apply.image', seq: 1, image: 'data:image/jpeg;base64,/9j/', render_ms: 4 });
+  socket.handlers.onMessage({ type: 'apply.image', seq: 1, image: 'data:image/jpeg;base64,/9j/', worker_ms: 4 });
   assert.equal((await first).image, 'data:image/jpeg;base64,/9j/');
   await assert.rejects(second, Superseded);
   await assert.rejects(third, /no edit vector #99/);

@@ -60,7 +60,7 @@ def test_a_slider_position_comes_back_as_the_engines_picture(studio, tiny_models
             return moved, refused, await next_of(socket, "apply.image", timeout=TIMEOUT)
 
     moved, refused, back = asyncio.run(slide())
-    assert moved["seq"] == 7 and moved["sample"] == sample.pk and moved["render_ms"] > 0
+    assert moved["seq"] == 7 and moved["sample"] == sample.pk and moved["worker_ms"] > 0
     assert refused["seq"] == 8 and f"no edit vector #{vector.pk + 1000}" in refused["error"]
     assert back["seq"] == 9  # the socket stayed open after the refusal
     for answer, scale in ((moved, 2.0), (back, -2.0)):

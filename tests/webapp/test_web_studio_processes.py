@@ -207,13 +207,16 @@ def test_the_supervisor_backs_off_while_a_process_keeps_dying_and_forgives_one_t
 
 
 def test_only_background_work_goes_to_the_training_queue():
-    """Every task is a job kind with a queue; the training queue has no job a person waits for."""
+    """Every task is a job kind with a queue, or the live-apply task (no job: the interactive queue); the training
+    queue has no job a person waits for."""
     import gpu_worker.tasks  # noqa: F401  (registers the tasks)
     from gpu_worker.celery_app import app
+    from webapp.editing.services import LIVE_APPLY_TASK
     from webapp.jobs.models import Job
     from webapp.jobs.services import QUEUE_OF_KIND, TRAINING, task_name
 
-    assert {name for name in app.tasks if name.startswith("gpu_worker.")} == {task_name(kind) for kind in Job.Kind}
+    assert {name for name in app.tasks if name.startswith("gpu_worker.")} == {
+        *(task_name(kind) for kind in Job.Kind), LIVE_APPLY_TASK}
     assert set(QUEUE_OF_KIND) == set(Job.Kind)
     assert {kind for kind, queue in QUEUE_OF_KIND.items() if queue == TRAINING} == {
         Job.Kind.RANK, Job.Kind.TRAIN_SEGMENTATION, Job.Kind.TRAIN_ENCODER, Job.Kind.IMPORT_CHECKPOINT}

@@ -173,11 +173,11 @@ def send_live_apply(request: dict, reply_to: str) -> None:
                   soft_time_limit=limit, time_limit=limit + 30)
 
 
-def reply_live_apply(request: dict, image_jpeg: bytes, render_ms: float) -> None:
+def reply_live_apply(request: dict, image_jpeg: bytes, worker_ms: float) -> None:
     """The worker's answer to a live-apply request: its picture, inline."""
     reply(request["reply_to"], {"type": "apply.image", "ticket": request["ticket"], "seq": request["seq"],
                                 "sample": request["sample_id"], "image": data_url(image_jpeg, "image/jpeg"),
-                                "render_ms": round(render_ms, 1)})
+                                "worker_ms": round(worker_ms, 1)})
 
 
 def reply_live_apply_failed(request: dict, error: str) -> None:

@@ -96,7 +96,11 @@ export class LibraryView {
       // ~150 ms to encode), on one open socket: no edit session, job or request per position.
       (items) => this.liveFor(this.sample).apply(items),
       (answer, items) => this.showApplied(answer, items),
-      (error) => { if (!(error instanceof Superseded)) showError(error, 'Apply failed'); });
+      (error) => {
+        if (error instanceof Superseded) return;
+        this.showState('');
+        showError(error, 'Apply failed');
+      });
     bindKey('/', 'Search the library', () => this.search.focus(), 'library');
   }
 
