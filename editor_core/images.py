@@ -167,8 +167,10 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
         image = image[0]
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"expected an image tensor [3, H, W] or [1, 3, H, W], got {tuple(image.shape)}")
-    pixels = ((image.detach().float().cpu() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    return Image.fromarray(pixels.permute(1, 2, 0).numpy())
+    # 8 bits and height × width × channels on the image's own device, in place after the first copy: a 1024² GPU
+    # image then crosses as 3 MB of bytes instead of 12 MB of floats, and on a CPU the chain costs a third.
+    pixels = image.detach().float().add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
+    return Image.fromarray(pixels.permute(1, 2, 0).contiguous().cpu().numpy())
 
 
 def image_png(image: torch.Tensor) -> bytes:

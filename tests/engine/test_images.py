@@ -230,3 +230,12 @@ def test_image_png_and_mask_array_are_what_the_studio_stores():
     stored = mask_array(labels, 4)
     assert stored.dtype == np.uint8 and stored.shape == (4, 4)
     assert np.array_equal(stored, np.kron(labels.numpy(), np.ones((2, 2), dtype=np.int64)))  # nearest
+
+
+def test_tensor_to_pil_rounds_and_clips_each_value_and_leaves_the_tensor_alone():
+    values = torch.tensor([-1.5, -1.0, -0.5, -1 / 255, 0.0, 1 / 255, 0.5, 1.0, 2.0, 0.3, -0.7, 0.999])
+    image = values.repeat(3, 4, 1) * torch.tensor([1.0, -1.0, 0.5])[:, None, None]  # [3, 4, 12]
+    kept = image.clone()
+    expected = np.clip(np.round((image.numpy().astype(np.float64) + 1) * 127.5), 0, 255).astype(np.uint8)
+    assert np.array_equal(np.asarray(tensor_to_pil(image)), expected.transpose(1, 2, 0))
+    assert torch.equal(image, kept)  # the conversion works on its own copy
