@@ -7,6 +7,7 @@ import asyncio
 import base64
 import io
 import json
+import time
 
 import numpy as np
 import pytest
@@ -81,10 +82,17 @@ class Broker:
     def send(self, request: dict, reply_to: str) -> None:
         self.requests.append({**request, "reply_to": reply_to})
 
-    async def deliver(self, index: int) -> None:
+    async def queued(self, count: int, timeout: float = 10) -> None:
+        """Wait until the consumer has queued ``count`` requests (it queues from a thread of its own)."""
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < count:
+            assert time.monotonic() < deadline, f"{len(self.requests)} requests queued, not {count}"
+            await asyncio.sleep(0.01)
+
+    async def deliver(self, index: int, outcome: str = "succeeded") -> None:
         from gpu_worker.tasks import live_apply
 
-        assert await asyncio.to_thread(live_apply, self.requests[index]) == "succeeded"
+        assert await asyncio.to_thread(live_apply, self.requests[index]) == outcome
 
 
 @pytest.fixture
@@ -182,6 +190,50 @@ def test_bad_positions_are_refused_with_their_seq_and_the_socket_stays(studio, b
     refused, pong = asyncio.run(scenario())
     assert refused["type"] == "error" and refused["request"] == "apply" and reason in refused["error"], refused
     assert refused["seq"] == message.get("seq") and pong["type"] == "pong" and broker.requests == []
+
+
+def test_a_sockets_checks_are_remembered_for_its_vectors_and_renewed(studio, django_assert_num_queries,
+                                                                       monkeypatch):
+    from django.core.exceptions import ValidationError
+
+    from webapp.editing import services
+
+    checks, vector = services.LiveApplyChecks(studio.samples[0].pk), studio.vector.pk
+    assert checks.known([(vector, 1.0)], 1) is None
+    first = checks.check([(vector, 1.0)], 1)
+    with django_assert_num_queries(0):
+        second = checks.known([(vector, 2.0)], 2)
+    assert second == {**first, "seq": 2, "vectors": [{"vector_id": vector, "scale": 2.0}]}
+    assert checks.known([(vector, 1.0), (vector + 1000, 1.0)], 3) is None  # a vector not checked yet
+    with pytest.raises(ValidationError, match=f"no edit vector #{vector + 1000}"):
+        checks.check([(vector + 1000, 1.0)], 3)
+    assert checks.known([(vector, 1.0)], 4) is not None  # a refused check forgets nothing
+    monkeypatch.setattr(services, "LIVE_APPLY_RECHECK_SECONDS", 0.0)
+    assert checks.known([(vector, 1.0)], 5) is None  # too old: checked again
+
+
+def test_a_vector_deleted_while_its_slider_moves_is_refused_by_the_worker(studio, broker):
+    """The socket builds the second position from what it checked for the first; the worker reads the rows again."""
+    from webapp.editing.models import EditVector
+
+    async def scenario():
+        socket, _opened, _code = await connected(studio.users.artist, studio.samples[0].pk)
+        await socket.send_json_to(position(1, studio.vector.pk, 1.0))
+        await broker.queued(1)
+        await broker.deliver(0)
+        shown = await socket.receive_json_from(30)
+        await asyncio.to_thread(EditVector.objects.filter(pk=studio.vector.pk).delete)
+        await socket.send_json_to(position(2, studio.vector.pk, 1.5))
+        await broker.queued(2)
+        await broker.deliver(1, outcome="failed")
+        refused = await socket.receive_json_from(30)
+        await socket.disconnect()
+        return shown, refused
+
+    shown, refused = asyncio.run(scenario())
+    assert (shown["type"], shown["seq"]) == ("apply.image", 1)
+    assert (refused["type"], refused["seq"]) == ("error", 2)
+    assert f"edit vectors [{studio.vector.pk}] were deleted after the slider moved" in refused["error"]
 
 
 def test_a_sample_without_a_latent_is_refused(studio, broker):

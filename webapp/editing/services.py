@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -161,6 +162,41 @@ def live_apply_request(sample_id: int, vectors: Sequence[tuple[int, float]], seq
     segmentation = active_segmentation(generator, sample.dataset.schema)
     return {"sample_id": sample.pk, "segmentation_id": segmentation.pk, "seq": seq,
             "vectors": _vectors_for(generator, vectors)}
+
+
+LIVE_APPLY_RECHECK_SECONDS = 5.0
+
+
+class LiveApplyChecks:
+    """``live_apply_request`` for the positions of one live-apply socket, remembered: a slider sends many positions a
+    second for the same sample and vectors, and the worker reads their rows again anyway (a vector or branch deleted
+    meanwhile fails there, with its reason). A position whose vectors were all checked within the last
+    ``LIVE_APPLY_RECHECK_SECONDS`` is built without a query (``known``); any other is checked (``check``)."""
+
+    def __init__(self, sample_id: int):
+        self.sample_id = sample_id
+        self.checked: Optional[dict] = None  # the last checked request
+        self.vector_ids: set[int] = set()  # the vectors checked since checked_at
+        self.checked_at = float("-inf")
+
+    def _fresh(self) -> bool:
+        return time.monotonic() - self.checked_at <= LIVE_APPLY_RECHECK_SECONDS
+
+    def known(self, vectors: Sequence[tuple[int, float]], seq: int) -> Optional[dict]:
+        if self.checked is None or not self._fresh() or not {pk for pk, _ in vectors} <= self.vector_ids:
+            return None
+        return {**self.checked, "seq": seq, "vectors": [{"vector_id": pk, "scale": float(scale)}
+                                                        for pk, scale in vectors]}
+
+    def check(self, vectors: Sequence[tuple[int, float]], seq: int) -> dict:
+        request = live_apply_request(self.sample_id, vectors, seq)
+        ids = {item["vector_id"] for item in request["vectors"]}
+        if self._fresh():
+            self.vector_ids |= ids
+        else:
+            self.vector_ids, self.checked_at = ids, time.monotonic()
+        self.checked = request
+        return request
 
 
 def send_live_apply(request: dict, reply_to: str) -> None:

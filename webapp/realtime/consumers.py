@@ -13,6 +13,7 @@ import logging
 import math
 import time
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
@@ -392,8 +393,11 @@ class LiveApplyConsumer(StudioConsumer):
     def authorize(self) -> list[str]:
         from webapp.datasets.services import visible_samples
 
+        from webapp.editing.services import LiveApplyChecks
+
         self.sample_id = visible_samples(self.user).values_list("pk", flat=True).get(
             pk=int(self.scope["url_route"]["kwargs"]["sample_id"]))
+        self.checks = LiveApplyChecks(self.sample_id)
         self.tickets = 0
         self.in_flight: dict | None = None  # the request a worker has
         self.waiting: dict | None = None  # the newest position that came while it renders
@@ -408,13 +412,13 @@ class LiveApplyConsumer(StudioConsumer):
         from pydantic import ValidationError as SchemaError
 
         from webapp.editing.schemas import LiveApplyIn
-        from webapp.editing.services import live_apply_request
 
         seq = message.get("seq")
         try:
             position = LiveApplyIn.model_validate(message)
-            request = await database_sync_to_async(live_apply_request)(
-                self.sample_id, [(item.vector_id, item.scale) for item in position.vectors], position.seq)
+            vectors = [(item.vector_id, item.scale) for item in position.vectors]
+            request = (self.checks.known(vectors, position.seq)
+                       or await database_sync_to_async(self.checks.check)(vectors, position.seq))
         except SchemaError as exc:
             return await self.error(schema_error_text(exc), request="apply", seq=seq)
         except (ValidationError, ObjectDoesNotExist) as exc:
@@ -434,7 +438,8 @@ class LiveApplyConsumer(StudioConsumer):
         self.in_flight = request
         self.deadline = asyncio.create_task(self._answer_late(request["ticket"]))
         try:
-            await database_sync_to_async(send_live_apply)(request, self.channel_name)
+            # No database here: a thread of the pool, not the one that Django's connections are kept for.
+            await sync_to_async(send_live_apply, thread_sensitive=False)(request, self.channel_name)
         except Exception:  # the broker away: this position fails, the next one tries again
             log.exception("queueing a live apply failed")
             await self._answered(request["ticket"], {"type": "error", "request": "apply", "seq": request["seq"],
