@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from django.core.exceptions import ValidationError
 
 from editor_core.bundle import latents_bytes
 from editor_core.editing import apply_vectors
@@ -58,13 +59,29 @@ def store(session, image: torch.Tensor, mask: torch.Tensor | None, ws: torch.Ten
     return {"session_id": session.pk, **editing.result_out(result)}
 
 
-def live_apply(request: dict) -> bytes:
-    """A live-apply socket's slider position (``editing.live_apply_request``): mode 1, the image alone, as a JPEG."""
-    sample, segmentation, vectors = edit_rows.live_apply_inputs(request)
-    models = engine_cache.editing_models(sample.dataset.generator, segmentation, sample)
-    applied = apply_vectors(models, samples.latent(sample), [engine_cache.vector(row) for row, _ in vectors],
-                            [scale for _, scale in vectors], with_mask=False)
-    return image_jpeg(applied.image[0])
+def live_apply(requests: list[dict]) -> list[bytes | Exception]:
+    """Live-apply positions (``editing.live_apply_request``, several users' sliders): mode 1, the image alone, as
+    JPEGs, in request order; one forward pass per sample tuning, as ``render_mode1`` draws them. A position whose rows
+    are gone gets its own error."""
+    outcomes: list[bytes | Exception | None] = [None] * len(requests)
+    by_tuning: dict[str, list[tuple[int, object, object, list]]] = {}
+    for index, request in enumerate(requests):
+        try:
+            sample, segmentation, vectors = edit_rows.live_apply_inputs(request)
+        except ValidationError as exc:
+            outcomes[index] = exc
+            continue
+        by_tuning.setdefault(sample.tuning_sha256, []).append((index, sample, segmentation, vectors))
+    for group in by_tuning.values():
+        _index, first, segmentation, _vectors = group[0]
+        vectors, scales = scale_rows([[(row.pk, engine_cache.vector(row), scale) for row, scale in chosen]
+                                      for *_rest, chosen in group])
+        applied = apply_vectors(engine_cache.editing_models(first.dataset.generator, segmentation, first),
+                                torch.cat([samples.latent(sample) for _index, sample, *_rest in group]), vectors,
+                                scales, with_mask=False)
+        for row, (index, *_rest) in enumerate(group):
+            outcomes[index] = image_jpeg(applied.image[row])
+    return outcomes
 
 
 @dataclass

@@ -239,21 +239,32 @@ def _apply(leader, reporter: JobReporter) -> dict:
 
 
 @app.task(name="gpu_worker.live_apply", acks_late=False, ignore_result=True)
-def live_apply(request: dict) -> str:
-    """A slider position from a live-apply socket (``ws/apply/<sample>/``): mode 1, the image alone, answered to that
-    socket and stored nowhere, so no job row. Its consumer keeps one position in flight and answers it with an error
-    when no answer comes in time; a message lost with its worker is not run again."""
+def live_apply(batch_key: str) -> str:
+    """Slider positions from live-apply sockets (``ws/apply/<sample>/``): every one waiting in ``batch_key``'s list,
+    in one forward pass (mode 1, the image alone), each answered to its socket and stored nowhere, so no job row.
+    Each socket keeps one position in flight and answers it with an error when no answer comes in time; positions
+    lost with their worker are not run again. The message only wakes a worker: another may have taken its position
+    in a batch already."""
+    requests = edit_rows.live_apply_batch(batch_key, settings.STUDIO_MODE1_MAX_BATCH)
+    if not requests:
+        return "none waiting"
     start = time.perf_counter()
     try:
-        image = edits.live_apply(request)
-    except Exception as exc:
-        error, foreseen = failure_text(exc, settings.STUDIO_LIVE_APPLY_TIMEOUT_SECONDS)
-        if not foreseen:
-            log.error("live apply for sample %s failed", request.get("sample_id"), exc_info=exc)
+        outcomes = edits.live_apply(requests)
+    except Exception as exc:  # the batch's pass failed: each position hears why
+        outcomes = [exc] * len(requests)
+    worker_ms = 1000 * (time.perf_counter() - start)
+    logged = set()
+    for request, outcome in zip(requests, outcomes):
+        if isinstance(outcome, bytes):
+            editing.reply_live_apply(request, outcome, worker_ms, len(requests))
+            continue
+        error, foreseen = failure_text(outcome, settings.STUDIO_LIVE_APPLY_TIMEOUT_SECONDS)
+        if not foreseen and id(outcome) not in logged:
+            logged.add(id(outcome))
+            log.error("live apply for sample %s failed", request["sample_id"], exc_info=outcome)
         editing.reply_live_apply_failed(request, error)
-        return "failed"
-    editing.reply_live_apply(request, image, 1000 * (time.perf_counter() - start))
-    return "succeeded"
+    return f"{len(requests)} answered"
 
 
 @app.task(name="gpu_worker.refine")

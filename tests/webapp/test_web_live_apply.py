@@ -73,35 +73,54 @@ def test_a_slider_position_comes_back_as_the_engines_picture(studio, tiny_models
 
 
 class Broker:
-    """Stands in for the broker hop only: records the requests the consumer queues; the test then runs the real
-    worker task on one (``deliver``), as the worker would."""
+    """Stands in for the Celery hop only: positions go onto their Redis lists as in the studio, and the message that
+    would wake a worker is recorded with the position it was sent for; the test then runs the real worker task for
+    one (``deliver``), as the worker would."""
 
     def __init__(self):
-        self.requests: list[dict] = []
+        self.keys: list[str] = []
+        self.requests: list[dict] = []  # the position each wake-up was sent for
 
-    def send(self, request: dict, reply_to: str) -> None:
-        self.requests.append({**request, "reply_to": reply_to})
+    def wake(self, batch_key: str) -> None:
+        from webapp.editing.services import live_queue
+
+        self.keys.append(batch_key)
+        self.requests.append(json.loads(live_queue().lrange(batch_key, -1, -1)[0]))
 
     async def queued(self, count: int, timeout: float = 10) -> None:
-        """Wait until the consumer has queued ``count`` requests (it queues from a thread of its own)."""
+        """Wait until the consumer has queued ``count`` positions (it queues from a thread of its own)."""
         deadline = time.monotonic() + timeout
         while len(self.requests) < count:
-            assert time.monotonic() < deadline, f"{len(self.requests)} requests queued, not {count}"
+            assert time.monotonic() < deadline, f"{len(self.requests)} positions queued, not {count}"
             await asyncio.sleep(0.01)
 
-    async def deliver(self, index: int, outcome: str = "succeeded") -> None:
+    async def deliver(self, index: int) -> str:
+        """Run the worker task that the ``index``-th wake-up message would run."""
         from gpu_worker.tasks import live_apply
 
-        assert await asyncio.to_thread(live_apply, self.requests[index]) == outcome
+        return await asyncio.to_thread(live_apply, self.keys[index])
+
+
+def forget_live_positions() -> None:
+    from django.conf import settings
+
+    from webapp.editing.services import live_queue
+
+    client = live_queue()
+    for key in client.scan_iter(f"{settings.STUDIO_KEY_PREFIX}:live-apply:*"):
+        client.delete(key)
 
 
 @pytest.fixture
 def broker(monkeypatch) -> Broker:
+    """Row ids repeat from test to test: no position of another test may wait in a list."""
     from webapp.editing import services
 
     recorder = Broker()
-    monkeypatch.setattr(services, "send_live_apply", recorder.send)
-    return recorder
+    monkeypatch.setattr(services, "wake_live_worker", recorder.wake)
+    forget_live_positions()
+    yield recorder
+    forget_live_positions()
 
 
 async def connected(user, sample_id: int):
@@ -131,9 +150,9 @@ def test_positions_that_come_while_one_renders_coalesce_to_the_newest(studio, br
             await socket.send_json_to(position(seq, vector.pk, seq / 2))
         superseded = [await socket.receive_json_from(10) for _ in (2, 3)]  # 2 by 3, 3 by 4
         queued_while_rendering = len(broker.requests)
-        await broker.deliver(0)
+        assert await broker.deliver(0) == "1 answered"
         first = await socket.receive_json_from(30)
-        await broker.deliver(1)
+        assert await broker.deliver(1) == "1 answered"
         newest = await socket.receive_json_from(30)
         await socket.disconnect()
         return superseded, queued_while_rendering, first, newest
@@ -147,7 +166,10 @@ def test_positions_that_come_while_one_renders_coalesce_to_the_newest(studio, br
 
 
 def test_a_position_no_worker_answers_times_out_and_the_next_goes(studio, broker, settings):
-    settings.STUDIO_LIVE_APPLY_TIMEOUT_SECONDS = 0.5
+    from webapp.realtime.groups import reply
+
+    # Long enough for the test to hand the next position to the worker before it is too old to render as well.
+    settings.STUDIO_LIVE_APPLY_TIMEOUT_SECONDS = 2
     sample, vector = studio.samples[0], studio.vector
 
     async def scenario():
@@ -155,16 +177,43 @@ def test_a_position_no_worker_answers_times_out_and_the_next_goes(studio, broker
         await socket.send_json_to(position(1, vector.pk, 1.0))
         await socket.send_json_to(position(2, vector.pk, 1.5))  # waits behind 1
         timed_out = await socket.receive_json_from(10)
-        await broker.deliver(0)  # the lost position's answer comes after all: already answered, dropped
-        await broker.deliver(1)
+        await broker.queued(2)  # the socket went on with 2
+        lost = broker.requests[0]  # its worker answers after all: the socket answered it already, and drops it
+        await asyncio.to_thread(reply, lost["reply_to"], {"type": "apply.image", "ticket": lost["ticket"],
+                                                          "seq": 1, "image": "data:,"})
+        taken = await broker.deliver(1)  # 1 is still in the list, too old to render
         answer = await socket.receive_json_from(30)
         nothing_else = await socket.receive_nothing(0.5)
         await socket.disconnect()
-        return timed_out, answer, nothing_else
+        return timed_out, taken, answer, nothing_else
 
-    timed_out, answer, nothing_else = asyncio.run(scenario())
+    timed_out, taken, answer, nothing_else = asyncio.run(scenario())
     assert timed_out["type"] == "error" and timed_out["seq"] == 1 and "no worker answered" in timed_out["error"]
-    assert (answer["type"], answer["seq"]) == ("apply.image", 2) and nothing_else
+    assert taken == "1 answered" and (answer["type"], answer["seq"]) == ("apply.image", 2) and nothing_else
+
+
+def test_positions_of_several_sliders_share_one_forward_pass(studio, tiny_models, broker):
+    """Two users' sliders (two samples) waiting at once: the first wake-up renders both, the second finds none."""
+
+    async def scenario():
+        first, _opened, _code = await connected(studio.users.artist, studio.samples[0].pk)
+        second, _opened, _code = await connected(studio.users.admin, studio.samples[1].pk)
+        await first.send_json_to(position(1, studio.vector.pk, 2.0))
+        await second.send_json_to(position(1, studio.vector.pk, -2.0))
+        await broker.queued(2)
+        taken = [await broker.deliver(0), await broker.deliver(1)]
+        answers = [await first.receive_json_from(30), await second.receive_json_from(30)]
+        for socket in (first, second):
+            await socket.disconnect()
+        return taken, answers
+
+    taken, answers = asyncio.run(scenario())
+    assert taken == ["2 answered", "none waiting"]
+    assert [(a["type"], a["batch_size"]) for a in answers] == [("apply.image", 2), ("apply.image", 2)]
+    for answer, sample, scale in zip(answers, studio.samples, (2.0, -2.0)):  # each its own picture, in one pass
+        got = jpeg_pixels(answer["image"])
+        assert np.abs(got - engine_picture(studio, tiny_models, sample, scale)).mean() < 15
+        assert np.abs(got - engine_picture(studio, tiny_models, sample, -scale)).mean() > 15
 
 
 @pytest.mark.parametrize("message, reason", [
@@ -220,12 +269,12 @@ def test_a_vector_deleted_while_its_slider_moves_is_refused_by_the_worker(studio
         socket, _opened, _code = await connected(studio.users.artist, studio.samples[0].pk)
         await socket.send_json_to(position(1, studio.vector.pk, 1.0))
         await broker.queued(1)
-        await broker.deliver(0)
+        assert await broker.deliver(0) == "1 answered"
         shown = await socket.receive_json_from(30)
         await asyncio.to_thread(EditVector.objects.filter(pk=studio.vector.pk).delete)
         await socket.send_json_to(position(2, studio.vector.pk, 1.5))
         await broker.queued(2)
-        await broker.deliver(1, outcome="failed")
+        assert await broker.deliver(1) == "1 answered"
         refused = await socket.receive_json_from(30)
         await socket.disconnect()
         return shown, refused

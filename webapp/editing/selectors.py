@@ -1,9 +1,12 @@
 """Read functions that hand an edit or vector-library task its inputs: the session, its vectors, its masks."""
 from __future__ import annotations
 
+import json
+import time
 from typing import Optional
 
 import numpy as np
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from webapp.datasets import services as datasets
@@ -42,6 +45,17 @@ def live_apply_inputs(request: dict) -> tuple[Sample, Checkpoint, list[tuple[Edi
     if sample is None or segmentation is None:
         raise ValidationError("the sample or its segmentation branch was deleted after the slider moved")
     return sample, segmentation, _scaled_vectors(request["vectors"], "the slider moved")
+
+
+def live_apply_batch(batch_key: str, limit: int) -> list[dict]:
+    """Take up to ``limit`` live-apply positions waiting in ``batch_key``'s list (``services.send_live_apply``), in
+    the order they came; those older than ``STUDIO_LIVE_APPLY_TIMEOUT_SECONDS`` are dropped, their sockets have
+    answered them already."""
+    from webapp.editing.services import live_queue
+
+    taken = live_queue().lpop(batch_key, limit) or []
+    oldest = time.time() - settings.STUDIO_LIVE_APPLY_TIMEOUT_SECONDS
+    return [request for request in map(json.loads, taken) if request["queued_at"] >= oldest]
 
 
 def vector(vector_id: int) -> EditVector:

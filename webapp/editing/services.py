@@ -1,7 +1,10 @@
 """Edits (modes 1–3), the shared vector library and saved compositions."""
 from __future__ import annotations
 
+import functools
 import io
+import json
+import math
 import re
 import tempfile
 import time
@@ -160,7 +163,7 @@ def live_apply_request(sample_id: int, vectors: Sequence[tuple[int, float]], seq
         raise ValidationError(f"sample #{sample.pk} has no latent yet: embed the uploaded image first")
     generator = sample.dataset.generator
     segmentation = active_segmentation(generator, sample.dataset.schema)
-    return {"sample_id": sample.pk, "segmentation_id": segmentation.pk, "seq": seq,
+    return {"sample_id": sample.pk, "generator_id": generator.pk, "segmentation_id": segmentation.pk, "seq": seq,
             "vectors": _vectors_for(generator, vectors)}
 
 
@@ -199,21 +202,45 @@ class LiveApplyChecks:
         return request
 
 
+def live_batch_key(request: dict) -> str:
+    """The Redis list where live-apply positions wait for a worker: one per generator and branch, the networks a
+    forward pass shares (samples of other tunings in one batch are drawn apart by the worker)."""
+    return f"{settings.STUDIO_KEY_PREFIX}:live-apply:{request['generator_id']}:{request['segmentation_id']}"
+
+
+@functools.lru_cache(maxsize=1)
+def live_queue():
+    """This process's Redis client for the live-apply lists (``REDIS_URL``: the channel layer's Redis)."""
+    import redis
+
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
 def send_live_apply(request: dict, reply_to: str) -> None:
-    """Queue a live-apply request on the interactive queue; the worker answers the consumer at ``reply_to`` (its
-    channel name). A message still queued when the socket gives up on it expires unread."""
+    """Queue a live-apply position for a worker, to be answered at ``reply_to`` (its consumer's channel name): onto
+    its batch's list in Redis, where a worker takes every position waiting in one forward pass (several users'
+    sliders), then a message on the interactive queue that wakes a worker for it. A position still waiting when its
+    socket gave up on it is dropped unread, and so is the message."""
+    limit = settings.STUDIO_LIVE_APPLY_TIMEOUT_SECONDS
+    key = live_batch_key(request)
+    entry = json.dumps({**request, "reply_to": reply_to, "queued_at": time.time()})
+    live_queue().pipeline().rpush(key, entry).expire(key, math.ceil(limit)).execute()
+    wake_live_worker(key)
+
+
+def wake_live_worker(batch_key: str) -> None:
     from gpu_worker.celery_app import app  # the Celery app only: the webapp never imports the engine's tasks
 
     limit = settings.STUDIO_LIVE_APPLY_TIMEOUT_SECONDS
-    app.send_task(LIVE_APPLY_TASK, args=[{**request, "reply_to": reply_to}], queue=jobs.INTERACTIVE, expires=limit,
-                  soft_time_limit=limit, time_limit=limit + 30)
+    app.send_task(LIVE_APPLY_TASK, args=[batch_key], queue=jobs.INTERACTIVE, expires=limit, soft_time_limit=limit,
+                  time_limit=limit + 30)
 
 
-def reply_live_apply(request: dict, image_jpeg: bytes, worker_ms: float) -> None:
+def reply_live_apply(request: dict, image_jpeg: bytes, worker_ms: float, batch_size: int) -> None:
     """The worker's answer to a live-apply request: its picture, inline."""
     reply(request["reply_to"], {"type": "apply.image", "ticket": request["ticket"], "seq": request["seq"],
                                 "sample": request["sample_id"], "image": data_url(image_jpeg, "image/jpeg"),
-                                "worker_ms": round(worker_ms, 1)})
+                                "worker_ms": round(worker_ms, 1), "batch_size": batch_size})
 
 
 def reply_live_apply_failed(request: dict, error: str) -> None:

@@ -381,8 +381,9 @@ class LiveApplyConsumer(StudioConsumer):
     as a JPEG, stored nowhere), with no edit session or job row per position.
 
     Client → server: ``apply`` {seq, vectors: [{vector_id, scale}]}, ``ping``.
-    Server → client, one answer per ``apply``: ``apply.image`` {seq, sample, image (a JPEG data URL), worker_ms},
-    ``apply.superseded`` {seq} (a newer position came while it waited), or ``error`` {request: "apply", seq, error}.
+    Server → client, one answer per ``apply``: ``apply.image`` {seq, sample, image (a JPEG data URL), worker_ms,
+    batch_size}, ``apply.superseded`` {seq} (a newer position came while it waited), or ``error`` {request: "apply",
+    seq, error}.
     One position per socket is with a worker at a time; while it renders, the newest waits and supersedes any older
     one, so no worker renders a position the user has moved past. A position no worker answers within
     ``STUDIO_LIVE_APPLY_TIMEOUT_SECONDS`` gets an error, and the socket goes on with the newest.
