@@ -98,7 +98,21 @@ class Broker:
         """Run the worker task that the ``index``-th wake-up message would run."""
         from gpu_worker.tasks import live_apply
 
-        return await asyncio.to_thread(live_apply, self.keys[index])
+        return await in_thread(live_apply, self.keys[index])
+
+
+async def in_thread(function, *args):
+    """``function(*args)`` in a thread, as a worker or another process would run it, closing the database
+    connection it opened (PostgreSQL keeps the test database while one is open)."""
+    from django.db import connection
+
+    def run():
+        try:
+            return function(*args)
+        finally:
+            connection.close()
+
+    return await asyncio.to_thread(run)
 
 
 def forget_live_positions() -> None:
@@ -271,7 +285,7 @@ def test_a_vector_deleted_while_its_slider_moves_is_refused_by_the_worker(studio
         await broker.queued(1)
         assert await broker.deliver(0) == "1 answered"
         shown = await socket.receive_json_from(30)
-        await asyncio.to_thread(EditVector.objects.filter(pk=studio.vector.pk).delete)
+        await in_thread(EditVector.objects.filter(pk=studio.vector.pk).delete)
         await socket.send_json_to(position(2, studio.vector.pk, 1.5))
         await broker.queued(2)
         assert await broker.deliver(1) == "1 answered"
