@@ -147,6 +147,9 @@ def test_artist_samples_edits_saves_applies_and_composes(open_as, live_studio, b
     page.get_by_role("button", name="Save", exact=True).click()
     page.locator(".toast-success").filter(has_text="taller hair").wait_for()
 
+    edit_posts, sockets = [], []  # the sliders below: one live-apply socket, no edit per position
+    page.on("request", lambda r: edit_posts.append(r.url) if r.method == "POST" and "/api/edits" in r.url else None)
+    page.on("websocket", lambda socket: sockets.append(socket.url))
     page.get_by_role("link", name="Library").click()
     card = page.locator(".card").filter(has_text="taller hair")
     card.wait_for()
@@ -161,8 +164,9 @@ def test_artist_samples_edits_saves_applies_and_composes(open_as, live_studio, b
     page.locator(".card").filter(has_text=shipped).get_by_role("button", name="Apply").click()
     page.get_by_label(f"Scale of {shipped}").fill("-1")
     page.locator(".apply-state").filter(has_text="applied (2 vectors)").wait_for(timeout=0)
-    # The slider's picture came inside its edit.result message: a JPEG shown without another request.
+    # The slider's picture came on its live-apply socket: a JPEG shown without another request.
     assert page.locator(".library-view .compare img.after").get_attribute("src").startswith("data:image/jpeg;base64,")
+    assert edit_posts == [] and any("/ws/apply/" in url for url in sockets), (edit_posts, sockets)
     page.get_by_role("button", name="Save composition…").click()
     page.get_by_label("Name").fill("hair mix")
     page.get_by_role("button", name="Save", exact=True).click()
