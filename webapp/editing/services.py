@@ -198,7 +198,7 @@ class LiveApplyChecks:
             self.vector_ids |= ids
         else:
             self.vector_ids, self.checked_at = ids, time.monotonic()
-        self.checked = request
+        self.checked = dict(request)  # the consumer numbers the request it gets: not this one
         return request
 
 
