@@ -164,12 +164,14 @@ def slider_scale(move: int, seed: int) -> float:
 
 
 def slider_moves(artist: Artist, sample_id: int, vector_id: int, moves: int, seed: int, path: str = "socket",
-                 image_format: str = "jpeg", job_ids: list | None = None) -> list[float]:
+                 image_format: str = "jpeg", job_ids: list | None = None, batch_sizes: list | None = None
+                 ) -> list[float]:
     """``moves`` slider positions, each timed from sending it to its picture in hand. ``path`` "socket": the
     library view's live-apply socket (``ws/apply/<sample>/``, one connection, a JPEG per position); "job": a mode-1
-    edit per position (the image alone in ``image_format``; the jobs' ids are appended to ``job_ids``)."""
+    edit per position (the image alone in ``image_format``; the jobs' ids are appended to ``job_ids``). The socket's
+    answers' batch sizes are appended to ``batch_sizes``."""
     if path == "socket":
-        return live_moves(artist, sample_id, vector_id, moves, seed)
+        return live_moves(artist, sample_id, vector_id, moves, seed, batch_sizes)
     times = []
     for move in range(moves):
         start = time.perf_counter()
@@ -181,7 +183,8 @@ def slider_moves(artist: Artist, sample_id: int, vector_id: int, moves: int, see
     return times
 
 
-def live_moves(artist: Artist, sample_id: int, vector_id: int, moves: int, seed: int) -> list[float]:
+def live_moves(artist: Artist, sample_id: int, vector_id: int, moves: int, seed: int,
+               batch_sizes: list | None = None) -> list[float]:
     from websockets.sync.client import connect
 
     times = []
@@ -196,6 +199,8 @@ def live_moves(artist: Artist, sample_id: int, vector_id: int, moves: int, seed:
             if answer["type"] != "apply.image":
                 raise RuntimeError(f"slider position {move} was answered {answer}")
             times.append(time.perf_counter() - start)
+            if batch_sizes is not None:
+                batch_sizes.append(answer["batch_size"])
     return times
 
 
@@ -215,10 +220,14 @@ def job_parts(api: StudioApi, job_ids: list[int]) -> dict:
 
 def concurrent_sliders(artists: list[Artist], sample_ids: list[int], vector_id: int, moves: int,
                        path: str) -> dict:
+    batch_sizes: list[int] = []  # the socket's: how many positions each answer's forward pass drew
     with ThreadPoolExecutor(len(artists)) as pool:
         runs = pool.map(lambda i: slider_moves(artists[i], sample_ids[i % len(sample_ids)], vector_id, moves, i,
-                                               path), range(len(artists)))
-        return latency([t for run in runs for t in run])
+                                               path, batch_sizes=batch_sizes), range(len(artists)))
+        figures = latency([t for run in runs for t in run])
+    if batch_sizes:
+        figures["batch_size_mean"] = statistics.mean(batch_sizes)
+    return figures
 
 
 def repainted_mask(png: bytes, new_class: int) -> bytes:
