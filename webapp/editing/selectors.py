@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from webapp.datasets import services as datasets
 from webapp.datasets.models import Sample
 from webapp.editing.models import EditSession, EditVector
+from webapp.editing.services import live_queue
 from webapp.registry.models import Checkpoint
 from webapp.storage import read_bytes
 
@@ -51,8 +52,6 @@ def live_apply_batch(batch_key: str, limit: int) -> list[dict]:
     """Take up to ``limit`` live-apply positions waiting in ``batch_key``'s list (``services.send_live_apply``), in
     the order they came; those older than ``STUDIO_LIVE_APPLY_TIMEOUT_SECONDS`` are dropped, their sockets have
     answered them already."""
-    from webapp.editing.services import live_queue
-
     taken = live_queue().lpop(batch_key, limit) or []
     oldest = time.time() - settings.STUDIO_LIVE_APPLY_TIMEOUT_SECONDS
     return [request for request in map(json.loads, taken) if request["queued_at"] >= oldest]
