@@ -393,7 +393,6 @@ class LiveApplyConsumer(StudioConsumer):
 
     def authorize(self) -> list[str]:
         from webapp.datasets.services import visible_samples
-
         from webapp.editing.services import LiveApplyChecks
 
         self.sample_id = visible_samples(self.user).values_list("pk", flat=True).get(
