@@ -59,28 +59,58 @@ def store(session, image: torch.Tensor, mask: torch.Tensor | None, ws: torch.Ten
     return {"session_id": session.pk, **editing.result_out(result)}
 
 
+@dataclass
+class Mode1Item:
+    """One mode-1 request as the engine draws it: its sample (whose pivotal tuning picks the generator), networks,
+    ``(library id, vector, scale)`` list and latent, and whether it wants the segmentation too."""
+    sample: object
+    generator: object
+    segmentation: object
+    vectors: list[tuple[int, EditVector, float]]
+    ws: torch.Tensor
+    with_mask: bool
+
+
+def draw_mode1(items: list[Mode1Item]) -> list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, int]]:
+    """Mode 1 for several requests, in their order: ``(image, mask or None, edited latent, batch size)`` each, from
+    one forward pass per sample tuning. Requests are batched by their tuning when queued, but a sample tuned after
+    that brings its new tuning along and must not be drawn with its batch-mates' generator. A group is segmented when
+    one of its items wants the mask, and only those get it."""
+    by_tuning: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        by_tuning.setdefault(item.sample.tuning_sha256, []).append(index)
+    drawn: list = [None] * len(items)
+    for indices in by_tuning.values():
+        group = [items[index] for index in indices]
+        first = group[0]
+        vectors, scales = scale_rows([item.vectors for item in group])
+        applied = apply_vectors(engine_cache.editing_models(first.generator, first.segmentation, first.sample),
+                                torch.cat([item.ws for item in group]), vectors, scales,
+                                mask_members=engine_cache.mode1_mask_members(),
+                                with_mask=any(item.with_mask for item in group))
+        for row, index in enumerate(indices):
+            mask = applied.mask[row] if items[index].with_mask else None
+            drawn[index] = (applied.image[row], mask, applied.ws[row], len(group))
+    return drawn
+
+
 def live_apply(requests: list[dict]) -> list[bytes | Exception]:
     """Live-apply positions (``editing.live_apply_request``, several users' sliders): mode 1, the image alone, as
-    JPEGs, in request order; one forward pass per sample tuning, as ``render_mode1`` draws them. A position whose rows
-    are gone gets its own error."""
+    JPEGs, in request order (``draw_mode1``). A position whose rows are gone gets its own error."""
     outcomes: list[bytes | Exception | None] = [None] * len(requests)
-    by_tuning: dict[str, list[tuple[int, object, object, list]]] = {}
+    items, placed = [], []
     for index, request in enumerate(requests):
         try:
             sample, segmentation, vectors = edit_rows.live_apply_inputs(request)
         except ValidationError as exc:
             outcomes[index] = exc
             continue
-        by_tuning.setdefault(sample.tuning_sha256, []).append((index, sample, segmentation, vectors))
-    for group in by_tuning.values():
-        _index, first, segmentation, _vectors = group[0]
-        vectors, scales = scale_rows([[(row.pk, engine_cache.vector(row), scale) for row, scale in chosen]
-                                      for *_rest, chosen in group])
-        applied = apply_vectors(engine_cache.editing_models(first.dataset.generator, segmentation, first),
-                                torch.cat([samples.latent(sample) for _index, sample, *_rest in group]), vectors,
-                                scales, with_mask=False)
-        for row, (index, *_rest) in enumerate(group):
-            outcomes[index] = image_jpeg(applied.image[row])
+        items.append(Mode1Item(sample, sample.dataset.generator, segmentation,
+                               [(row.pk, engine_cache.vector(row), scale) for row, scale in vectors],
+                               samples.latent(sample), with_mask=False))
+        placed.append(index)
+    for index, (image, _mask, _ws, _size) in zip(placed, draw_mode1(items)):
+        outcomes[index] = image_jpeg(image)
     return outcomes
 
 
@@ -98,24 +128,9 @@ def mode1_request(job) -> Mode1Request:
 
 
 def render_mode1(leader, requests: list[Mode1Request]) -> list[dict]:
-    """Apply each request's vectors to its latent and store the results (request order): one forward pass per
-    sample tuning. ``batch_key`` groups requests of one tuning, but a sample tuned after its request was keyed
-    brings its new tuning along, and must not be drawn with its batch-mates' generator. A group is segmented when
-    one of its requests wants the mask, and only those get it."""
-    by_tuning: dict[str, list[int]] = {}
-    for index, request in enumerate(requests):
-        by_tuning.setdefault(request.session.sample.tuning_sha256, []).append(index)
-    results: dict[int, dict] = {}
-    for indices in by_tuning.values():
-        group = [requests[index] for index in indices]
-        vectors, scales = scale_rows([request.vectors for request in group])
-        first = group[0].session
-        wants_mask = [request.session.params.get("with_mask", True) for request in group]
-        applied = apply_vectors(engine_cache.editing_models(first.generator, first.segmentation, first.sample),
-                                torch.cat([request.ws for request in group]), vectors, scales,
-                                mask_members=engine_cache.mode1_mask_members(), with_mask=any(wants_mask))
-        for row, index in enumerate(indices):
-            mask = applied.mask[row] if wants_mask[row] else None
-            results[index] = store(requests[index].session, applied.image[row], mask, applied.ws[row],
-                                   metrics={"batch_size": len(group), "batch_leader": leader.pk})
-    return [results[index] for index in range(len(requests))]
+    """Apply each request's vectors to its latent and store the results (request order), drawn by ``draw_mode1``."""
+    drawn = draw_mode1([Mode1Item(request.session.sample, request.session.generator, request.session.segmentation,
+                                  request.vectors, request.ws, request.session.params.get("with_mask", True))
+                        for request in requests])
+    return [store(request.session, image, mask, ws, metrics={"batch_size": size, "batch_leader": leader.pk})
+            for request, (image, mask, ws, size) in zip(requests, drawn)]

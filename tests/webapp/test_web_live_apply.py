@@ -82,10 +82,10 @@ class Broker:
         self.requests: list[dict] = []  # the position each wake-up was sent for
 
     def wake(self, batch_key: str) -> None:
-        from webapp.editing.services import live_queue
+        from webapp.realtime.rooms import sync_redis
 
         self.keys.append(batch_key)
-        self.requests.append(json.loads(live_queue().lrange(batch_key, -1, -1)[0]))
+        self.requests.append(json.loads(sync_redis().lrange(batch_key, -1, -1)[0]))
 
     async def queued(self, count: int, timeout: float = 10) -> None:
         """Wait until the consumer has queued ``count`` positions (it queues from a thread of its own)."""
@@ -118,9 +118,9 @@ async def in_thread(function, *args):
 def forget_live_positions() -> None:
     from django.conf import settings
 
-    from webapp.editing.services import live_queue
+    from webapp.realtime.rooms import sync_redis
 
-    client = live_queue()
+    client = sync_redis()
     for key in client.scan_iter(f"{settings.STUDIO_KEY_PREFIX}:live-apply:*"):
         client.delete(key)
 

@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from webapp.datasets import services as datasets
 from webapp.datasets.models import Sample
 from webapp.editing.models import EditSession, EditVector
-from webapp.editing.services import live_queue
+from webapp.realtime.rooms import sync_redis
 from webapp.registry.models import Checkpoint
 from webapp.storage import read_bytes
 
@@ -52,7 +52,7 @@ def live_apply_batch(batch_key: str, limit: int) -> list[dict]:
     """Take up to ``limit`` live-apply positions waiting in ``batch_key``'s list (``services.send_live_apply``), in
     the order they came; those older than ``STUDIO_LIVE_APPLY_TIMEOUT_SECONDS`` are dropped, their sockets have
     answered them already."""
-    taken = live_queue().lpop(batch_key, limit) or []
+    taken = sync_redis().lpop(batch_key, limit) or []
     oldest = time.time() - settings.STUDIO_LIVE_APPLY_TIMEOUT_SECONDS
     return [request for request in map(json.loads, taken) if request["queued_at"] >= oldest]
 

@@ -1,7 +1,6 @@
 """Edits (modes 1–3), the shared vector library and saved compositions."""
 from __future__ import annotations
 
-import functools
 import io
 import json
 import math
@@ -26,6 +25,7 @@ from webapp.errors import Conflict, readable
 from webapp.jobs import services as jobs
 from webapp.jobs.models import Job
 from webapp.realtime.groups import data_url, edit_group, publish, reply
+from webapp.realtime.rooms import sync_redis
 from webapp.registry.models import Checkpoint
 from webapp.registry.services import active_segmentation
 from webapp.storage import atomic_with_files, delete_on_commit, files_removed_on_error, read_bytes, save_bytes
@@ -208,23 +208,15 @@ def live_batch_key(request: dict) -> str:
     return f"{settings.STUDIO_KEY_PREFIX}:live-apply:{request['generator_id']}:{request['segmentation_id']}"
 
 
-@functools.lru_cache(maxsize=1)
-def live_queue():
-    """This process's Redis client for the live-apply lists (``REDIS_URL``: the channel layer's Redis)."""
-    import redis
-
-    return redis.Redis.from_url(settings.REDIS_URL)
-
-
 def send_live_apply(request: dict, reply_to: str) -> None:
     """Queue a live-apply position for a worker, to be answered at ``reply_to`` (its consumer's channel name): onto
-    its batch's list in Redis, where a worker takes every position waiting in one forward pass (several users'
+    its batch's list in the channel layer's Redis (``REDIS_URL``), where a worker takes every position waiting in one forward pass (several users'
     sliders), then a message on the interactive queue that wakes a worker for it. A position still waiting when its
     socket gave up on it is dropped unread, and so is the message."""
     limit = settings.STUDIO_LIVE_APPLY_TIMEOUT_SECONDS
     key = live_batch_key(request)
     entry = json.dumps({**request, "reply_to": reply_to, "queued_at": time.time()})
-    live_queue().pipeline().rpush(key, entry).expire(key, math.ceil(limit)).execute()
+    sync_redis().pipeline().rpush(key, entry).expire(key, math.ceil(limit)).execute()
     wake_live_worker(key)
 
 
