@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.suite import Suite, SuiteConfig, environment, header, write_json  # noqa: E402
-from editor_core.editing import COMPILE_MODES  # noqa: E402
+from editor_core.compiled import COMPILE_MODES  # noqa: E402
 
 
 # The encoder size the embedding module recommends for 512²/1024² generators (pSp-like, 81 M parameters).

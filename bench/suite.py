@@ -54,7 +54,7 @@ class SuiteConfig:
     num_fp16_res: int = 0
     precision: str = "float32"          # EditingModels.precision of the editing items
     roi_pixel_chunk: Optional[int] = None  # EditingModels.roi_pixel_chunk of the editing items
-    compile_mode: Optional[str] = None  # EditingModels.compile_mode of the editing items
+    compile_mode: Optional[str] = None  # compile_mode of the editing items and the embedding
     warmup: int = 3
     repeats: int = 10
     long_repeats: int = 3
@@ -202,6 +202,10 @@ class Suite:
             "mode 3, 30 steps": (lambda: optimize_edit(self.models, ws, original, edited, EditConfig()), "long"),
             "embedding (encoder + 100 steps)": (self._embedding(), "long"),
             "segmentation training, 16 samples": (self._segmentation_training, "once"),
+            # The default 1 GiB feature cache holds 16 samples' features only below 512² config-f (1.96 GiB in fp16):
+            # there every step re-synthesises its samples. The same training with every feature kept:
+            "segmentation training, 16 samples, features cached": (
+                lambda: self._segmentation_training(feature_cache_bytes=4 << 30), "once"),
         }
         return {name: item for name, item in items.items()
                 if not self.config.items or any(name.startswith(prefix) for prefix in self.config.items)}
@@ -222,9 +226,9 @@ class Suite:
         encoder = Encoder(encoder_config).to(self.device).eval().requires_grad_(False)
         with torch.no_grad():
             target = G.synthesis(G.mapping(torch.randn(1, G.w_dim, device=self.device), truncation_psi=0.7))
-        return lambda: embed_image(G, encoder, target, EmbedConfig(steps=100))
+        return lambda: embed_image(G, encoder, target, EmbedConfig(steps=100, compile_mode=self.config.compile_mode))
 
-    def _segmentation_training(self):
+    def _segmentation_training(self, **options):
         G = self.generator
         with torch.no_grad():
             ws = G.mapping(torch.randn(16, G.w_dim, device=self.device), truncation_psi=0.7)
@@ -234,7 +238,7 @@ class Suite:
         edges = torch.quantile(luminance.flatten(1).float(), torch.tensor([0.33, 0.66], device=self.device), dim=1).T
         masks = (luminance[..., None] > edges[:, None, None, :]).sum(-1)
         ensemble = SegmentationEnsemble(self.segmenter.config).to(self.device)
-        return train_segmentation(G, ensemble, ws, masks, SegTrainConfig(seed=0))
+        return train_segmentation(G, ensemble, ws, masks, SegTrainConfig(seed=0, **options))
 
     def run(self, log: Callable[[str], None] = print) -> list[Measurement]:
         results = []

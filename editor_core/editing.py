@@ -13,19 +13,17 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, ContextManager, Optional, Sequence
+from typing import ContextManager, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from editor_core.compiled import CompiledPasses
 from editor_core.progress import ProgressCallback, ProgressEvent, report
 from editor_core.vectors import EditVector, combined_delta
 
 
 _AUTOCAST_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# torch.compile modes an edit's passes may run under; the CUDA-graph one replays recorded kernels (GPU only).
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
-_CUDA_GRAPH_MODES = {"reduce-overhead"}
 
 
 @dataclass
@@ -55,15 +53,14 @@ class EditingModels:
     roi_pixel_chunk: Optional[int] = None
     compile_mode: Optional[str] = None
     _subsets: dict = field(default_factory=dict, init=False, repr=False, compare=False)
-    _compiled: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _passes: CompiledPasses = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.precision not in _AUTOCAST_DTYPES:
             raise ValueError(f"precision must be one of {sorted(_AUTOCAST_DTYPES)}, got {self.precision!r}")
         if self.roi_pixel_chunk is not None and self.roi_pixel_chunk < 1:
             raise ValueError(f"roi_pixel_chunk must be ≥ 1 or None, got {self.roi_pixel_chunk}")
-        if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:
-            raise ValueError(f"compile_mode must be one of {COMPILE_MODES} or None, got {self.compile_mode!r}")
+        self._passes = CompiledPasses(self.compile_mode)
         for module in (self.generator, self.segmenter, self.perceptual, self.encoder):
             if module is not None:
                 module.eval().requires_grad_(False)
@@ -81,37 +78,28 @@ class EditingModels:
 
     def synthesize(self, ws: torch.Tensor, return_features: bool = False):
         """``generator.synthesis(ws, noise_mode="const")``: the image ``[B,3,H,W]`` (and the feature maps)."""
-        return self._run(self.generator.synthesis, ws, noise_mode="const", return_features=return_features)
+        return self._passes(self.generator.synthesis, ws, noise_mode="const", return_features=return_features)
 
     def labels(self, segmenter: torch.nn.Module, features: list[torch.Tensor]) -> torch.Tensor:
         """Full-map labels ``[B, h, w]`` of ``segmenter`` (the ensemble or a sub-ensemble): the argmax of the
         members' mean softmax. Compiled as one function, so the member logits never leave it."""
-        return self._run(_ensemble_labels, segmenter, features)
+        return self._passes(_ensemble_labels, segmenter, features)
 
     def segment_pixels(self, segmenter: torch.nn.Module, features: list[torch.Tensor],
                        pixels: torch.Tensor) -> torch.Tensor:
         """Member logits ``[B, E, K, P]`` at flat pixels ``[B, P]`` that are valid by construction (no range check,
         whose device → host read would stall a GPU queue)."""
-        return self._run(segmenter.forward_pixels, features, pixels, pixel_chunk=self.roi_pixel_chunk,
+        return self._passes(segmenter.forward_pixels, features, pixels, pixel_chunk=self.roi_pixel_chunk,
                          check_pixels=False)
 
     def lpips(self, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``perceptual(image, target)``: LPIPS ``[B]`` (``target`` may be its precomputed ``reference``)."""
-        return self._run(self.perceptual, image, target)
+        return self._passes(self.perceptual, image, target)
 
     def begin_iteration(self) -> None:
         """Mark the start of one request's or one step's passes: CUDA-graph replays of the previous iteration may
         then reuse their output memory (their outputs are cloned, so nothing a caller holds is overwritten)."""
-        if self.compile_mode in _CUDA_GRAPH_MODES:
-            torch.compiler.cudagraph_mark_step_begin()
-
-    def _run(self, fn: Callable, *args, **kwargs) -> Any:
-        if self.compile_mode is None:
-            return fn(*args, **kwargs)
-        if fn not in self._compiled:
-            self._compiled[fn] = torch.compile(fn, mode=self.compile_mode)
-        outputs = self._compiled[fn](*args, **kwargs)
-        return _cloned(outputs) if self.compile_mode in _CUDA_GRAPH_MODES else outputs
+        self._passes.begin_iteration()
 
     def segmenter_members(self, members: Optional[int]) -> torch.nn.Module:
         """The segmentation ensemble, or (``members`` < E) the sub-ensemble of its first ``members`` members,
@@ -579,12 +567,3 @@ def _edit_losses(models: EditingModels, ws: torch.Tensor, image: torch.Tensor, f
     losses["total"] = total
     losses["follow"] = follow
     return losses
-
-
-def _cloned(outputs: Any) -> Any:
-    """Tensors (also inside lists and tuples) copied out of a CUDA graph's memory, which its next replay reuses."""
-    if isinstance(outputs, torch.Tensor):
-        return outputs.clone()
-    if isinstance(outputs, (list, tuple)):
-        return type(outputs)(_cloned(o) for o in outputs)
-    return outputs

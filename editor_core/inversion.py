@@ -10,6 +10,7 @@ Shapes: images ``[B, 3, R, R]`` in ``[-1, 1]`` at the generator's resolution ``R
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Optional
@@ -17,6 +18,7 @@ from typing import Iterable, Iterator, Optional
 import torch
 import torch.nn.functional as F
 
+from editor_core.compiled import CompiledPasses, check_compile_mode
 from editor_core.encoder import Encoder, check_encoder_fits
 from editor_core.metrics import LPIPS_RESOLUTION, image_distances, lpips_sized, psnr
 from editor_core.networks import Generator
@@ -39,7 +41,8 @@ class EmbedConfig:
     ``learning_rate_schedule`` (linear ramp-up over the first ``lr_rampup`` of the steps, cosine ramp-down over
     the last ``lr_rampdown``). ``steps``: ``EMBED_STEPS`` (300) in the studio and the command line,
     ``BATCH_EMBED_STEPS`` (500) for the bundle's annotations. A preview image is reported every ``preview_every``
-    steps.
+    steps. ``compile_mode``: run the synthesis, LPIPS and encoder passes through ``torch.compile`` in this mode
+    (``editor_core.compiled.COMPILE_MODES``; the first embedding pays the compilation); ``None``: eager.
     """
 
     steps: int = EMBED_STEPS
@@ -54,8 +57,10 @@ class EmbedConfig:
     lpips_net: str = "vgg"
     lpips_resolution: int = LPIPS_RESOLUTION
     preview_every: int = 10
+    compile_mode: Optional[str] = None
 
     def __post_init__(self) -> None:
+        check_compile_mode(self.compile_mode)
         for name in ("steps", "preview_every", "lpips_resolution"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -164,6 +169,7 @@ def embed_image(generator: Generator, encoder: Optional[Encoder], image: torch.T
     device = generator.mapping.w_avg.device
     target = image.to(device, torch.float32)
     perceptual = get_perceptual_loss(config.lpips_net, device)
+    passes = CompiledPasses(config.compile_mode)
     with torch.no_grad():
         start = (encoder(target) if encoder is not None
                  else generator.mapping.w_avg.expand(target.shape[0], generator.num_ws, -1))
@@ -182,8 +188,9 @@ def embed_image(generator: Generator, encoder: Optional[Encoder], image: torch.T
     history: list[dict[str, float]] = []
     with swapped_noise(generator, noise):
         for step in range(config.steps + 1):
-            generated = generator.synthesis(ws, noise_mode="const")
-            terms = _embedding_terms(perceptual, encoder, generated, target, ws, noise, config, lpips_target)
+            passes.begin_iteration()
+            generated = passes(generator.synthesis, ws, noise_mode="const")
+            terms = _embedding_terms(passes, perceptual, encoder, generated, target, ws, noise, config, lpips_target)
             loss = sum(weights[name] * value for name, value in terms.items())
             best.update(step, loss, ws, generated, terms, noise)
             history.append({"loss": loss.mean().item(), **{name: value.mean().item() for name, value in terms.items()}})
@@ -205,15 +212,17 @@ def embed_image(generator: Generator, encoder: Optional[Encoder], image: torch.T
                        psnr=psnr(best.l2), noise=best.noise if noise else None)
 
 
-def _embedding_terms(perceptual: PerceptualLoss, encoder: Optional[Encoder], generated: torch.Tensor,
-                     target: torch.Tensor, ws: torch.Tensor, noise: dict[str, torch.Tensor],
+def _embedding_terms(passes: CompiledPasses, perceptual: PerceptualLoss, encoder: Optional[Encoder],
+                     generated: torch.Tensor, target: torch.Tensor, ws: torch.Tensor, noise: dict[str, torch.Tensor],
                      config: EmbedConfig, lpips_target=None) -> dict[str, torch.Tensor]:
-    """Unweighted per-image loss terms ``[B]``: ``lpips``, ``l2``, and ``encoder`` / ``noise`` when they apply."""
-    lpips, l2 = image_distances(perceptual, generated, target, config.lpips_resolution, lpips_target)
+    """Unweighted per-image loss terms ``[B]``: ``lpips``, ``l2``, and ``encoder`` / ``noise`` when they apply; the
+    networks run through ``passes``."""
+    lpips, l2 = image_distances(functools.partial(passes, perceptual), generated, target, config.lpips_resolution,
+                                lpips_target)
     terms = {"lpips": lpips, "l2": l2}
     if encoder is not None:
         with torch.no_grad():  # a fixed target per step, as in the release: E(G(w)) is not differentiated
-            reencoded = encoder(generated)
+            reencoded = passes(encoder, generated)
         terms["encoder"] = (ws - reencoded).square().mean(dim=(1, 2))
     if noise:
         terms["noise"] = noise_regularizer(noise.values()).expand(target.shape[0])

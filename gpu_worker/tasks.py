@@ -116,7 +116,7 @@ def _embed(job, reporter: JobReporter) -> dict:
     encoder_row = checkpoints.active_encoder(generator_row)
     encoder = engine_cache.encoder(encoder_row) if encoder_row else None
     config = EmbedConfig(steps=int(job.params.get("steps") or engine_cache.embed_steps()),
-                         lpips_net=engine_cache.lpips_net())
+                         lpips_net=engine_cache.lpips_net(), compile_mode=settings.STUDIO_EDIT_COMPILE or None)
     result = embed_image(generator, encoder, image.to(engine_cache.device()), config, progress=reporter)
     datasets.set_sample_latent(sample_row, latents_bytes(result.ws[0], generator_row.fingerprint))
     outcome = {"sample_id": sample_row.pk, "lpips": float(result.lpips[0]), "psnr": float(result.psnr[0]),

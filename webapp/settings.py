@@ -232,7 +232,7 @@ STUDIO_EDIT_PRECISION = os.environ.get("STUDIO_EDIT_PRECISION", "float32")
 if STUDIO_EDIT_PRECISION not in STUDIO_EDIT_PRECISION_CHOICES:
     raise ValueError(f"STUDIO_EDIT_PRECISION={STUDIO_EDIT_PRECISION!r}: use one of "
                      f"{', '.join(STUDIO_EDIT_PRECISION_CHOICES)}")
-# Workers: run edit passes through torch.compile in this mode (editor_core EditingModels.compile_mode; "" = eager).
+# Workers: run edit and embedding passes through torch.compile in this mode (editor_core.compiled; "" = eager).
 # Each network compiles on its first request (a minute or more), then runs faster: docs/benchmarks.md.
 STUDIO_EDIT_COMPILE_CHOICES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
 STUDIO_EDIT_COMPILE = os.environ.get("STUDIO_EDIT_COMPILE", "")

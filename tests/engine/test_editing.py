@@ -387,4 +387,4 @@ def test_compiled_passes_give_the_eager_results(models, latent):
     difference = (compiled_step.ws.grad - eager.ws.grad).norm() / eager.ws.grad.norm()
     assert difference < 1e-3
     # Each of the four passes ran compiled: synthesis, full-map labels, ROI logits, LPIPS.
-    assert len(compiled._compiled) == 4 and not models._compiled
+    assert len(compiled._passes.compiled) == 4 and not models._passes.compiled

@@ -9,6 +9,7 @@ import copy
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from editor_core.encoder import Encoder, EncoderConfig, EncoderMismatchError, load_encoder, save_encoder
 from editor_core.encoder_training import EncoderTrainConfig, train_encoder
@@ -274,6 +275,26 @@ def test_the_same_image_embeds_to_the_same_latent(G):
     torch.randn(100)
     second = embed_image(G, encoder, target, config)
     assert torch.equal(first.ws, second.ws) and torch.equal(first.best_step, second.best_step)
+
+
+@pytest.mark.usefixtures("perceptual_vgg")  # skips without LPIPS weights
+def test_compiled_embedding_computes_the_eager_losses(G):
+    """``compile_mode`` (Inductor on this CPU) changes how the synthesis, LPIPS and encoder passes run, not what they
+    compute: the losses before and after an update agree with eager, and the update moved them (so gradients flowed
+    through the compiled passes)."""
+    encoder = tiny_encoder(G)
+    target, _ = samples(G, 1, seed=14)
+    torch._dynamo.reset()  # what other tests compiled (LPIPS) would be reused, and not counted below
+    graphs_before = counters["stats"]["unique_graphs"]
+    eager, compiled = (embed_image(G, encoder, target, EmbedConfig(steps=2, compile_mode=mode))
+                       for mode in (None, "default"))
+    assert counters["stats"]["unique_graphs"] - graphs_before >= 3  # synthesis, LPIPS, encoder
+    for step in (0, 1):
+        for name in ("loss", "lpips", "l2", "encoder"):
+            assert compiled.history[step][name] == pytest.approx(eager.history[step][name], rel=1e-3, abs=1e-6)
+    assert eager.history[1]["loss"] < 0.9 * eager.history[0]["loss"]
+    with pytest.raises(ValueError, match="compile_mode must be one of"):
+        EmbedConfig(compile_mode="fast")
 
 
 @pytest.mark.usefixtures("perceptual_vgg")  # skips without LPIPS weights

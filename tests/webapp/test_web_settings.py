@@ -69,6 +69,6 @@ def test_the_allowed_edit_precisions_are_the_engines():
 def test_the_allowed_compile_modes_are_the_engines():
     from django.conf import settings
 
-    from editor_core.editing import COMPILE_MODES
+    from editor_core.compiled import COMPILE_MODES
 
     assert settings.STUDIO_EDIT_COMPILE_CHOICES == COMPILE_MODES
