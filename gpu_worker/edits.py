@@ -99,12 +99,11 @@ def live_apply(requests: list[dict]) -> list[bytes | Exception]:
     JPEGs, in request order (``draw_mode1``). A position whose rows are gone gets its own error."""
     outcomes: list[bytes | Exception | None] = [None] * len(requests)
     items, placed = [], []
-    for index, request in enumerate(requests):
-        try:
-            sample, segmentation, vectors = edit_rows.live_apply_inputs(request)
-        except ValidationError as exc:
-            outcomes[index] = exc
+    for index, inputs in enumerate(edit_rows.live_apply_inputs(requests)):
+        if isinstance(inputs, ValidationError):
+            outcomes[index] = inputs
             continue
+        sample, segmentation, vectors = inputs
         items.append(Mode1Item(sample, sample.dataset.generator, segmentation,
                                [(row.pk, engine_cache.vector(row), scale) for row, scale in vectors],
                                samples.latent(sample), with_mask=False))

@@ -299,6 +299,28 @@ def test_a_vector_deleted_while_its_slider_moves_is_refused_by_the_worker(studio
     assert f"edit vectors [{studio.vector.pk}] were deleted after the slider moved" in refused["error"]
 
 
+@pytest.mark.parametrize("waiting", [1, 6])
+def test_a_batch_of_positions_is_read_in_three_queries(studio, django_assert_num_queries, waiting):
+    """However many positions a worker takes at once: one query for their samples, one for their branches, one for
+    their vectors. A position whose vector is gone gets its own error; the others are drawn."""
+    from django.core.exceptions import ValidationError
+
+    from webapp.editing.selectors import live_apply_inputs
+
+    segmentation = studio.segmentation.pk
+    requests = [{"sample_id": studio.samples[i % 2].pk, "segmentation_id": segmentation,
+                 "vectors": [{"vector_id": studio.vector.pk, "scale": 0.5 * i}]} for i in range(waiting)]
+    requests.append({**requests[0], "vectors": [{"vector_id": studio.vector.pk + 1000, "scale": 1.0}]})
+    with django_assert_num_queries(3):
+        inputs = live_apply_inputs(requests)
+        drawn = [(sample.dataset.generator.pk, [(row.pk, scale) for row, scale in vectors])
+                 for sample, _segmentation, vectors in inputs[:-1]]
+    assert drawn == [(studio.samples[0].dataset.generator.pk, [(studio.vector.pk, 0.5 * i)]) for i in range(waiting)]
+    assert [sample.pk for sample, _s, _v in inputs[:-1]] == [studio.samples[i % 2].pk for i in range(waiting)]
+    assert isinstance(inputs[-1], ValidationError)
+    assert f"edit vectors [{studio.vector.pk + 1000}] were deleted after the slider moved" in str(inputs[-1])
+
+
 def test_a_sample_without_a_latent_is_refused(studio, broker):
     from editor_core.images import image_png
     from webapp.datasets import services as datasets
