@@ -210,9 +210,9 @@ def live_batch_key(request: dict) -> str:
 
 def send_live_apply(request: dict, reply_to: str) -> None:
     """Queue a live-apply position for a worker, to be answered at ``reply_to`` (its consumer's channel name): onto
-    its batch's list in the channel layer's Redis (``REDIS_URL``), where a worker takes every position waiting in one forward pass (several users'
-    sliders), then a message on the interactive queue that wakes a worker for it. A position still waiting when its
-    socket gave up on it is dropped unread, and so is the message."""
+    its batch's list in the channel layer's Redis (``REDIS_URL``), where a worker takes every position waiting in one
+    forward pass (several users' sliders), then a message on the interactive queue that wakes a worker for it. A
+    position still waiting when its socket gave up on it is dropped unread, and so is the message."""
     limit = settings.STUDIO_LIVE_APPLY_TIMEOUT_SECONDS
     key = live_batch_key(request)
     entry = json.dumps({**request, "reply_to": reply_to, "queued_at": time.time()})
