@@ -26,8 +26,9 @@ edited classes), ``encoder=1`` (the encoder-consistency term), ``embed_steps=N``
 edits are measured on the tuned copies, whose features the segmentation branch reads) with ``pti_<field>=value``
 for ``PivotalConfig`` fields (``pti_steps``, ``pti_lr``, ``pti_locality_weight``, …; any of them implies ``pti=1``).
 All variants of a run share the inversions. ``--vector-pti NAME`` measures the library vectors a second time, on
-each vector face's generator tuned as variant NAME tunes (vectors apply in the base's W+). Writes one JSON report (``--json``) and a contact sheet per variant (``--sheet-dir``): rows are edits;
-columns x, x′, x̂, x_e, m, m′, ŝ, target, s_e, ROI over x̂.
+each vector face's generator tuned as variant NAME tunes (vectors apply in the base's W+). Writes one JSON report
+(``--json``) and a contact sheet per variant (``--sheet-dir``): rows are edits; columns x, x′, x̂, x_e, m, m′, ŝ,
+target, s_e, ROI over x̂.
 
     python3 bench/edit_truth.py --json $OUT/edit_truth.json --sheet-dir $OUT            # GPU: 8 faces × 48 edits
     python3 bench/edit_truth.py --faces 1 --params hair_length eye_size --magnitudes 0.4 --edit-steps 10 \\
@@ -363,7 +364,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "bundle": str(args.bundle), "generator": bundle.generator_id,
         "faces": args.faces, "params": args.params, "magnitudes": args.magnitudes, "edits": len(edits),
-        "seeds": {"edit_faces": EDIT_FACES_SEED + 1000 * args.seed, "vector_faces": VECTOR_FACES_SEED + 1000 * args.seed},
+        "seeds": {"edit_faces": EDIT_FACES_SEED + 1000 * args.seed,
+                  "vector_faces": VECTOR_FACES_SEED + 1000 * args.seed},
         "variants": {}}
 
     inversions: dict[int, dict[str, Any]] = {}

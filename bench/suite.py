@@ -312,4 +312,5 @@ def environment(device: torch.device) -> dict:
 
 def write_json(path: str, sections: list[dict]) -> None:
     with open(path, "w") as handle:
-        json.dump(sections, handle, indent=2, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o))
+        json.dump(sections, handle, indent=2,
+                  default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o))

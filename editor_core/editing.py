@@ -351,7 +351,8 @@ def prepare_edit(models: EditingModels, ws: torch.Tensor, original_mask: torch.T
     given = None if edited_classes is None else sorted({int(c) for c in edited_classes})
     classes = changed_classes(original, edited) if given is None else given
     if not classes:
-        raise ValueError("the edited mask is identical to the original and no edited classes were given: nothing to edit")
+        raise ValueError("the edited mask is identical to the original and no edited classes were given: "
+                         "nothing to edit")
     if roi is None:
         roi = edit_roi(original, edited, given, config.dilation_kernel, config.dilation_iterations)
     else:

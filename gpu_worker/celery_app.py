@@ -1,6 +1,7 @@
 """The Celery app. Queues: ``interactive`` (edits, embedding one image, pre-labels, samples, vector thumbnails,
 segmenting a sample: a person waits for them) and ``training`` (segmentation branch, ranking, encoder, checkpoint
-import; ``webapp.jobs.services.QUEUE_OF_KIND`` routes each kind). ``manage.py studio`` runs one worker per queue; docs/deploy.md has the production units::
+import; ``webapp.jobs.services.QUEUE_OF_KIND`` routes each kind). ``manage.py studio`` runs one worker per queue;
+docs/deploy.md has the production units::
 
     celery -A gpu_worker.celery_app worker -Q interactive -c 1 -n interactive@%h
     celery -A gpu_worker.celery_app worker -Q training -c 1 -n training@%h

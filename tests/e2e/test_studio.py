@@ -111,7 +111,8 @@ def test_prelabel_fills_the_mask_from_the_model(open_as, live_studio, client_for
     wait_ready(page)
     job_id = started_job(page, "/prelabel", page.get_by_role("button", name="Pre-label").click)
     # While the job waits for the worker (the studio's ranking may run first) the status bar says so.
-    page.locator(".annotate-view .job-state").filter(has_text=re.compile("pre-label: (queued|prelabel|done|1)")).wait_for()
+    prelabel_state = re.compile("pre-label: (queued|prelabel|done|1)")
+    page.locator(".annotate-view .job-state").filter(has_text=prelabel_state).wait_for()
     assert finished_job(job_id)["status"] == "succeeded"
     page.locator(".toast-success").filter(has_text="Pre-label ready").wait_for()
     wait_ready(page)
@@ -192,7 +193,8 @@ def test_help_panel_lists_the_keyboard_shortcuts(open_as, live_studio, screensho
     page.keyboard.press("?")
     help_panel = page.get_by_role("dialog", name="Keyboard shortcuts")
     help_panel.wait_for()
-    for text in ("Undo my last change", "ctrl+shift+z", "Brush tool", "Pre-label with the model", "Zoom around the cursor"):
+    for text in ("Undo my last change", "ctrl+shift+z", "Brush tool", "Pre-label with the model",
+                 "Zoom around the cursor"):
         assert text in help_panel.inner_text(), text
     last = live_studio.schema.classes.count() - 1  # the number keys pick classes 1 … last of the active schema
     assert f"two digits quickly: 11–{last}" in help_panel.inner_text()

@@ -137,7 +137,8 @@ def test_encoder_stage_starts_from_an_earlier_encoder(built, tmp_path):
     for name, tensor in earlier.state_dict().items():
         assert torch.equal(initialised.state_dict()[name], tensor.float()), name
     started.encoder_stage()
-    assert read_checkpoint(out / "encoder.safetensors")[2]["initialised_from"] == str(pipeline.out / "encoder.safetensors")
+    encoder_meta = read_checkpoint(out / "encoder.safetensors")[2]
+    assert encoder_meta["initialised_from"] == str(pipeline.out / "encoder.safetensors")
     assert any(line.startswith("encoder: starting from") for line in lines)
 
     narrower = Encoder(EncoderConfig.for_generator(pipeline.generator, channel_max=8))

@@ -321,7 +321,7 @@ def test_embed_optimises_noise_on_copies(G):
         torch.testing.assert_close(noisy.synthesis(result.ws), result.image)
 
 
-# -- the studio's encoder training: time budget and evaluation ----------------------------------------------------------
+# -- the studio's encoder training: time budget and evaluation ---------------------------------------------------------
 
 
 def test_a_time_budget_stops_at_a_chunk_boundary_with_the_start_of_the_uninterrupted_run(G):

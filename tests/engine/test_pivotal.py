@@ -87,7 +87,8 @@ def test_save_and_load_round_trip_and_the_fingerprint_check(tuning, tiny_generat
     stored = tmp_path / "stored.safetensors"  # the bytes the studio stores load like the file save writes
     stored.write_bytes(delta.to_bytes())
     from_bytes = WeightDelta.load(stored, delta.generator_id)
-    assert from_bytes.meta == delta.meta and all(torch.equal(from_bytes.tensors[n], t) for n, t in delta.tensors.items())
+    assert from_bytes.meta == delta.meta
+    assert all(torch.equal(from_bytes.tensors[n], t) for n, t in delta.tensors.items())
     half = WeightDelta.load(delta.save(tmp_path / "half.safetensors", dtype=torch.float16), delta.generator_id)
     assert all(half.tensors[n].dtype == torch.float32 for n in half.tensors)
     save_checkpoint(tmp_path / "vector.safetensors", "edit_vector", {"delta": torch.zeros(2)}, config={})
