@@ -195,6 +195,8 @@ class Suite:
             "mode 1, one vector [naive]": (mode1(1, naive=True), "short"),
             "mode 1, four vectors": (mode1(4), "short"),
             "mode 1, eight users batched (B=8)": (self._mode1_batch(8), "short"),
+            # What a studio worker meets first: the live sliders' batches come in every size, each compiled or not.
+            "mode 1, batch sizes 1 to 8, first call of each": (self._mode1_batch_sizes(8), "once"),
             "mode 2, 10 steps": (lambda: refine_vectors(self.models, ws, self.vectors[:1], [1.0],
                                                         refine_config(10)), "long"),
             "mode 2, 30 steps": (lambda: refine_vectors(self.models, ws, self.vectors[:1], [1.0],
@@ -216,6 +218,12 @@ class Suite:
             ws = self.generator.mapping(torch.randn(users, self.config.w_dim, device=self.device), truncation_psi=0.7)
         scales = torch.linspace(-2, 2, users, device=self.device)[:, None]
         return lambda: apply_vectors(self.models, ws, self.vectors[:1], scales)
+
+    def _mode1_batch_sizes(self, users: int):
+        """One batched mode-1 request of each size from 1 to ``users``, in turn: with ``--compile``, its time holds
+        every compilation a worker pays before it has served each batch size once."""
+        batches = [self._mode1_batch(size) for size in range(1, users + 1)]
+        return lambda: [batch() for batch in batches]
 
     def _embedding(self):
         from editor_core.encoder import Encoder, EncoderConfig

@@ -77,8 +77,14 @@ class EditingModels:
     # -- the networks' passes, compiled when compile_mode asks -------------------------------------------------------
 
     def synthesize(self, ws: torch.Tensor, return_features: bool = False):
-        """``generator.synthesis(ws, noise_mode="const")``: the image ``[B,3,H,W]`` (and the feature maps)."""
-        return self._passes(self.generator.synthesis, ws, noise_mode="const", return_features=return_features)
+        """``generator.synthesis(ws, noise_mode="const")``: the image ``[B,3,H,W]`` (and the feature maps).
+
+        Compiled, it modulates activations rather than weights (``fused_modconv=False``, the same maths): the fused
+        path's grouped convolution has one group per image, a count Inductor specialises, so every new batch size
+        of the live sliders was a new compilation (26–35 s each at 1024² on an H100, docs/benchmarks.md)."""
+        fused_modconv = None if self._passes.mode is None else False
+        return self._passes(self.generator.synthesis, ws, noise_mode="const", return_features=return_features,
+                            fused_modconv=fused_modconv)
 
     def labels(self, segmenter: torch.nn.Module, features: list[torch.Tensor]) -> torch.Tensor:
         """Full-map labels ``[B, h, w]`` of ``segmenter`` (the ensemble or a sub-ensemble): the argmax of the

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from editor_core.checkpoints import generator_fingerprint
 from editor_core.editing import (EditConfig, EditingModels, apply_vectors, changed_classes, dilate, edit_roi,
@@ -388,3 +389,24 @@ def test_compiled_passes_give_the_eager_results(models, latent):
     assert difference < 1e-3
     # Each of the four passes ran compiled: synthesis, full-map labels, ROI logits, LPIPS.
     assert len(compiled._passes.compiled) == 4 and not models._passes.compiled
+
+
+def test_compiled_mode1_serves_every_batch_size_from_one_compilation(models, tiny_generator):
+    """The live sliders batch however many users are waiting. Compiled, batch sizes 2 and 3 compile the passes
+    (the second size makes the batch dimension dynamic); 4 and 5 reuse them, and give the eager results."""
+    compiled = EditingModels(models.generator, models.segmenter, models.perceptual, models.generator_id,
+                             compile_mode="default")
+    v = vector(models, 7)
+    with torch.no_grad():
+        ws = tiny_generator.mapping(torch.randn(5, tiny_generator.z_dim, generator=torch.Generator().manual_seed(3)))
+    scales = torch.linspace(-1, 1, 5)[:, None]
+    torch._dynamo.reset()
+    for batch in (2, 3):
+        apply_vectors(compiled, ws[:batch], [v], scales[:batch])
+    graphs = counters["stats"]["unique_graphs"]
+    for batch in (4, 5):
+        applied = apply_vectors(compiled, ws[:batch], [v], scales[:batch])
+    assert counters["stats"]["unique_graphs"] == graphs
+    eager = apply_vectors(models, ws, [v], scales)
+    torch.testing.assert_close(applied.image, eager.image, atol=1e-4, rtol=1e-4)
+    assert (applied.mask == eager.mask).float().mean() > 0.999
