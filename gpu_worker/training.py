@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from django.conf import settings
 
 from editor_core.editing import resize_mask
 from editor_core.encoder import Encoder, EncoderConfig, save_encoder
@@ -43,6 +44,7 @@ def segmentation_branch(job, progress, dataset):
     steps = int(job.params["steps"])
     config = SegTrainConfig(max_steps=steps, min_steps=min(200, steps), device=str(engine_cache.device()),
                             patience=SegTrainConfig.patience if job.params.get("early_stopping", True) else None,
+                            feature_cache_bytes=settings.STUDIO_SEG_FEATURE_CACHE_MB << 20,
                             **engine_cache.retrain_options(job.params.get("pixels_per_step")))
     outcome = train_segmentation(generator, ensemble, torch.cat([samples.latent(s) for s in training]),
                                  _stored_masks(training).to(engine_cache.device()), config, progress=progress)
@@ -54,6 +56,7 @@ def segmentation_branch(job, progress, dataset):
                "evaluated_on": split["evaluated_on"], "num_samples": len(training),
                "num_heldout": len(heldout), "train_mean_iou": outcome.mean_iou, "steps": outcome.steps,
                "stopped_early": outcome.stopped_early, "member_pixel_acc": outcome.member_pixel_acc,
+               "cached_features": outcome.cached_features,
                "sample_ids": [s.pk for s in training], "heldout_ids": [s.pk for s in heldout]}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "segmentation.safetensors"

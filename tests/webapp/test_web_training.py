@@ -170,6 +170,7 @@ def test_retraining_on_picked_samples_reports_held_out_per_class_iou(studio, cel
     assert not checkpoint.active and job.result["metrics"] == metrics  # the job reports what the checkpoint keeps
     assert metrics["evaluated_on"] == "held-out" and metrics["heldout_ids"] == [heldout.pk]
     assert metrics["sample_ids"] == picked and metrics["num_samples"] == 2 and metrics["num_heldout"] == 1
+    assert metrics["cached_features"]  # two tiny samples' features fit STUDIO_SEG_FEATURE_CACHE_MB
     classes = list(studio.schema.classes.order_by("index").values_list("name", "colour"))
     assert [(c["class"], c["name"], c["colour"]) for c in metrics["per_class_iou"]] == [
         (k, name, colour) for k, (name, colour) in enumerate(classes)]
