@@ -204,7 +204,7 @@ class Suite:
             "mode 3, 30 steps": (lambda: optimize_edit(self.models, ws, original, edited, EditConfig()), "long"),
             "embedding (encoder + 100 steps)": (self._embedding(), "long"),
             "segmentation training, 16 samples": (self._segmentation_training, "once"),
-            # The default 1 GiB feature cache holds 16 samples' features only below 512² config-f (1.96 GiB in fp16):
+            # The default 1 GiB feature cache holds 16 samples' features only below 512² config-f (1.92 GiB in fp16):
             # there every step re-synthesises its samples. The same training with every feature kept:
             "segmentation training, 16 samples, features cached": (
                 lambda: self._segmentation_training(feature_cache_bytes=4 << 30), "once"),

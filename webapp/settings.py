@@ -257,7 +257,7 @@ if min(STUDIO_EDIT_LOSS_MEMBERS, STUDIO_MODE1_MASK_MEMBERS, STUDIO_EMBED_STEPS) 
                      "(0 = auto)")
 # Training workers keep every sample's generator features for a segmentation retraining when they fit in this many
 # MiB (on the training device), instead of synthesising each step's samples again: at 512² config-f, 16 samples take
-# 1.96 GiB and the retraining 18 s instead of 61 s on an H100 (docs/benchmarks.md); 0 = never keep them
+# 1.92 GiB and the retraining 18 s instead of 61 s on an H100 (docs/benchmarks.md); 0 = never keep them
 STUDIO_SEG_FEATURE_CACHE_MB = env_int("STUDIO_SEG_FEATURE_CACHE_MB", 4096)
 if STUDIO_SEG_FEATURE_CACHE_MB < 0:
     raise ValueError(f"STUDIO_SEG_FEATURE_CACHE_MB must be ≥ 0 (0 = no cache), got {STUDIO_SEG_FEATURE_CACHE_MB}")
