@@ -201,7 +201,10 @@ class Suite:
                                                         refine_config(10)), "long"),
             "mode 2, 30 steps": (lambda: refine_vectors(self.models, ws, self.vectors[:1], [1.0],
                                                         refine_config(30)), "long"),
-            "mode 3, 30 steps": (lambda: optimize_edit(self.models, ws, original, edited, EditConfig()), "long"),
+            "mode 3, 30 steps": (lambda: optimize_edit(self.models, ws, original, edited, EditConfig(steps=30)),
+                                 "long"),
+            "mode 3, 60 steps (the default)": (
+                lambda: optimize_edit(self.models, ws, original, edited, EditConfig()), "long"),
             "embedding (encoder + 100 steps)": (self._embedding(), "long"),
             "segmentation training, 16 samples": (self._segmentation_training, "once"),
             # The default 1 GiB feature cache holds 16 samples' features only below 512² config-f (1.92 GiB in fp16):
