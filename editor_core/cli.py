@@ -342,6 +342,9 @@ def cmd_train_seg(args: argparse.Namespace) -> None:
     from editor_core.segmentation import (SegmentationConfig, SegmentationEnsemble, SegTrainConfig, save_segmentation,
                                           train_segmentation)
 
+    if args.feature_cache_mb < 0:
+        raise CommandError(f"--feature-cache-mb must be ≥ 0 (0: synthesise every step's samples), got "
+                           f"{args.feature_cache_mb}")
     models = Models(args)
     samples = AnnotatedSamples.load(args.annotations)
     G = models.generator
@@ -351,15 +354,17 @@ def cmd_train_seg(args: argparse.Namespace) -> None:
     ensemble = SegmentationEnsemble(config, seed=args.seed)
     bar = ProgressBar("train-seg")
     result = train_segmentation(G, ensemble, samples.latents.to(models.device), samples.masks.to(models.device),
-                                SegTrainConfig(max_steps=args.steps, seed=args.seed, val_fraction=args.val_fraction),
+                                SegTrainConfig(max_steps=args.steps, seed=args.seed, val_fraction=args.val_fraction,
+                                               feature_cache_bytes=args.feature_cache_mb << 20),
                                 progress=bar)
     bar.close()
     save_segmentation(args.out, ensemble, samples.schema,
                       {"generator_fingerprint": models.bundle.generator_id, "steps": result.steps,
                        "mean_iou": result.mean_iou, "evaluated_on": result.evaluated_on,
                        "annotated_samples": len(samples.latents)})
-    print(f"trained {result.steps} steps (early stop: {result.stopped_early}); mIoU {result.mean_iou:.3f} on "
-          f"{result.evaluated_on} → {args.out}")
+    features = "kept" if result.cached_features else "synthesised each step (raise --feature-cache-mb to keep them)"
+    print(f"trained {result.steps} steps (early stop: {result.stopped_early}; features {features}); mIoU "
+          f"{result.mean_iou:.3f} on {result.evaluated_on} → {args.out}")
 
 
 def cmd_train_encoder(args: argparse.Namespace) -> None:
@@ -483,6 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--steps", type=int, default=2000)
     sub.add_argument("--val-fraction", type=float, default=0.0)
     sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--feature-cache-mb", type=int, default=4096,
+                     help="keep every sample's generator features when they fit in this many MiB (default: "
+                          "%(default)s, as the studio's training workers; 512² config-f takes 123 MiB a sample)")
     sub.add_argument("--out", required=True)
 
     sub = command("train-encoder", cmd_train_encoder, "train an encoder (image → W+) for a generator")

@@ -73,10 +73,15 @@ def test_sample_segment_edit_apply_refine(bundle, tmp_path, capsys):
     assert (tmp_path / "r" / "refined.png").is_file()
 
 
-def test_train_seg_writes_a_loadable_branch(bundle, tmp_path):
+def test_train_seg_writes_a_loadable_branch(bundle, tmp_path, capsys):
     out = tmp_path / "seg.safetensors"
     assert run("train-seg", "--bundle", bundle, "--annotations", bundle / "annotations.safetensors",
                "--ensemble", "2", "--steps", "20", "--out", out) == 0
+    assert "features kept" in capsys.readouterr().out
+    assert run("train-seg", "--bundle", bundle, "--annotations", bundle / "annotations.safetensors",
+               "--ensemble", "2", "--steps", "2", "--feature-cache-mb", "0",
+               "--out", tmp_path / "uncached.safetensors") == 0
+    assert "features synthesised each step" in capsys.readouterr().out
     from editor_core.segmentation import load_segmentation
 
     ensemble, schema, meta = load_segmentation(out)
@@ -94,6 +99,9 @@ def test_errors_are_one_clear_line(bundle, tmp_path, capsys):
     torch.save({}, tmp_path / "dummy.pt")
     assert run("sample", "--bundle", tmp_path, "--out", tmp_path / "o") == 2
     assert "no generator.safetensors" in capsys.readouterr().err
+    assert run("train-seg", *models, "--annotations", bundle / "annotations.safetensors", "--feature-cache-mb", "-1",
+               "--out", tmp_path / "seg.safetensors") == 2
+    assert "--feature-cache-mb must be ≥ 0" in capsys.readouterr().err
 
 
 def test_module_entry_point_prints_help():
