@@ -79,10 +79,11 @@ class EditingModels:
     def synthesize(self, ws: torch.Tensor, return_features: bool = False):
         """``generator.synthesis(ws, noise_mode="const")``: the image ``[B,3,H,W]`` (and the feature maps).
 
-        Compiled, it modulates activations rather than weights (``fused_modconv=False``, the same maths): the fused
-        path's grouped convolution has one group per image, a count Inductor specialises, so every new batch size
-        of the live sliders was a new compilation (26–35 s each at 1024² on an H100, docs/benchmarks.md)."""
-        fused_modconv = None if self._passes.mode is None else False
+        Compiled, a batch of several images modulates activations rather than weights (``fused_modconv=False``, the
+        same maths): the fused path's grouped convolution has one group per image, a count Inductor specialises, so
+        every new batch size of the live sliders was a new compilation (26–35 s each at 1024² on an H100,
+        docs/benchmarks.md). One image keeps the fused path whose compiled speed round 3 measured."""
+        fused_modconv = None if self._passes.mode is None or ws.shape[0] == 1 else False
         return self._passes(self.generator.synthesis, ws, noise_mode="const", return_features=return_features,
                             fused_modconv=fused_modconv)
 
