@@ -391,7 +391,7 @@ def test_compiled_passes_give_the_eager_results(models, latent):
     assert len(compiled._passes.compiled) == 4 and not models._passes.compiled
 
 
-def test_compiled_mode1_serves_every_batch_size_from_one_compilation(models, tiny_generator):
+def test_compiled_mode1_stops_compiling_after_two_batch_sizes(models, tiny_generator):
     """The live sliders batch however many users are waiting. Compiled, one image and then two compile the passes
     (the second size makes the batch dimension dynamic); three to five reuse them, and give the eager results."""
     compiled = EditingModels(models.generator, models.segmenter, models.perceptual, models.generator_id,
