@@ -164,14 +164,14 @@ def slider_scale(move: int, seed: int) -> float:
 
 
 def slider_moves(artist: Artist, sample_id: int, vector_id: int, moves: int, seed: int, path: str = "socket",
-                 image_format: str = "jpeg", job_ids: list | None = None, batch_sizes: list | None = None
+                 image_format: str = "jpeg", job_ids: list | None = None, answers: list | None = None
                  ) -> list[float]:
     """``moves`` slider positions, each timed from sending it to its picture in hand. ``path`` "socket": the
     library view's live-apply socket (``ws/apply/<sample>/``, one connection, a JPEG per position); "job": a mode-1
     edit per position (the image alone in ``image_format``; the jobs' ids are appended to ``job_ids``). The socket's
-    answers' batch sizes are appended to ``batch_sizes``."""
+    answers (their ``batch_size`` and ``worker_ms``, the image left out) are appended to ``answers``."""
     if path == "socket":
-        return live_moves(artist, sample_id, vector_id, moves, seed, batch_sizes)
+        return live_moves(artist, sample_id, vector_id, moves, seed, answers)
     times = []
     for move in range(moves):
         start = time.perf_counter()
@@ -184,7 +184,7 @@ def slider_moves(artist: Artist, sample_id: int, vector_id: int, moves: int, see
 
 
 def live_moves(artist: Artist, sample_id: int, vector_id: int, moves: int, seed: int,
-               batch_sizes: list | None = None) -> list[float]:
+               answers: list | None = None) -> list[float]:
     from websockets.sync.client import connect
 
     times = []
@@ -199,8 +199,8 @@ def live_moves(artist: Artist, sample_id: int, vector_id: int, moves: int, seed:
             if answer["type"] != "apply.image":
                 raise RuntimeError(f"slider position {move} was answered {answer}")
             times.append(time.perf_counter() - start)
-            if batch_sizes is not None:
-                batch_sizes.append(answer["batch_size"])
+            if answers is not None:
+                answers.append({"batch_size": answer["batch_size"], "worker_ms": answer["worker_ms"]})
     return times
 
 
@@ -209,6 +209,15 @@ def latency(times: list[float]) -> dict:
     return {"moves": len(times), "p50_ms": 1000 * statistics.median(ordered),
             "p95_ms": 1000 * ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
             "max_ms": 1000 * ordered[-1]}
+
+
+def answer_parts(answers: list[dict]) -> dict:
+    """Where the socket's moves' time went: the worker's pass (its reads, the render and the JPEGs of every position
+    in it) p50 / p95 in ms, and how many positions a pass drew on average."""
+    worker = sorted(a["worker_ms"] for a in answers)
+    return {"worker_pass_p50_ms": statistics.median(worker),
+            "worker_pass_p95_ms": worker[min(len(worker) - 1, round(0.95 * (len(worker) - 1)))],
+            "batch_size_mean": statistics.mean(a["batch_size"] for a in answers)}
 
 
 def job_parts(api: StudioApi, job_ids: list[int]) -> dict:
@@ -220,14 +229,12 @@ def job_parts(api: StudioApi, job_ids: list[int]) -> dict:
 
 def concurrent_sliders(artists: list[Artist], sample_ids: list[int], vector_id: int, moves: int,
                        path: str) -> dict:
-    batch_sizes: list[int] = []  # the socket's: how many positions each answer's forward pass drew
+    answers: list[dict] = []  # the socket's
     with ThreadPoolExecutor(len(artists)) as pool:
         runs = pool.map(lambda i: slider_moves(artists[i], sample_ids[i % len(sample_ids)], vector_id, moves, i,
-                                               path, batch_sizes=batch_sizes), range(len(artists)))
+                                               path, answers=answers), range(len(artists)))
         figures = latency([t for run in runs for t in run])
-    if batch_sizes:
-        figures["batch_size_mean"] = statistics.mean(batch_sizes)
-    return figures
+    return {**figures, **answer_parts(answers)} if answers else figures
 
 
 def repainted_mask(png: bytes, new_class: int) -> bytes:
@@ -339,8 +346,9 @@ def run(args) -> dict:
             path = args.slider_paths[0]  # the one the users below move
             slider_moves(artists[0], sample_ids[0], vector_id, 3, 99, path)  # warm the worker's caches
             if "socket" in args.slider_paths:
-                report["slider_1_user_socket"] = latency(slider_moves(artists[0], sample_ids[0], vector_id,
-                                                                      args.moves, 0, "socket"))
+                answers: list[dict] = []
+                times = slider_moves(artists[0], sample_ids[0], vector_id, args.moves, 0, "socket", answers=answers)
+                report["slider_1_user_socket"] = {**latency(times), **answer_parts(answers)}
             for image_format in args.image_formats if "job" in args.slider_paths else ():
                 job_ids: list[int] = []
                 times = slider_moves(artists[0], sample_ids[0], vector_id, args.moves, 0, "job", image_format,
