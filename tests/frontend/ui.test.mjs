@@ -109,7 +109,7 @@ test('metrics: encoder quality next to the active encoder, better or worse per m
   assert.deepEqual(encoderQualityRows({}), []);
 });
 
-import { measuredOn } from '../../frontend/js/panels/iou-table.js';
+import { measuredOn, trainingSummary } from '../../frontend/js/panels/iou-table.js';
 
 test('iou table: says which samples measured the IoU', () => {
   assert.equal(measuredOn({ evaluated_on: 'held-out', num_heldout: 3, num_samples: 13 }),
@@ -119,6 +119,13 @@ test('iou table: says which samples measured the IoU', () => {
   assert.equal(measuredOn({ evaluated_on: 'training', num_heldout: 0, num_samples: 2 }),
     'on the 2 training samples (nothing was held out)');
   assert.equal(measuredOn({ mean_iou: 0.3 }), '');
+});
+
+test('iou table: the training summary says whether the features were kept, and leaves the IoU to its line', () => {
+  assert.deepEqual(trainingSummary({ num_samples: 16, steps: 400, stopped_early: true, cached_features: false,
+    mean_iou: 0.5, per_class_iou: [] }),
+  ['num samples 16', 'steps 400', 'stopped early true', 'cached features false']);
+  assert.deepEqual(trainingSummary(null), []);
 });
 
 test('the class-number help follows the schema: 18 classes pick 1–9, 0 and 11–17', async () => {

@@ -4,7 +4,14 @@
 import { h, replaceChildren } from '../ui/dom.js';
 import { classIouRows, scalarMetrics } from '../metrics.js';
 
-const SUMMARY_KEYS = ['num_samples', 'num_heldout', 'train_mean_iou', 'steps', 'stopped_early'];
+// cached_features: whether the retraining kept every sample's generator features (else it ran slower, re-rendering).
+const SUMMARY_KEYS = ['num_samples', 'num_heldout', 'train_mean_iou', 'steps', 'stopped_early', 'cached_features'];
+
+/** The training run's figures beside the IoU, as short "name value" phrases. */
+export function trainingSummary(metrics) {
+  const shown = SUMMARY_KEYS.filter((k) => k in (metrics ?? {}));
+  return scalarMetrics(Object.fromEntries(shown.map((k) => [k, metrics[k]])));
+}
 
 /** Where the IoU was measured, in words. */
 export function measuredOn(metrics) {
@@ -31,13 +38,12 @@ export class IouTable {
   /** @param {object} metrics a segmentation checkpoint's metrics; @param {{name, colour}[]} classes its schema's */
   show(metrics, classes = [], title = 'Per-class IoU') {
     const rows = classIouRows(metrics, classes);
-    const summary = Object.fromEntries(SUMMARY_KEYS.filter((k) => k in (metrics ?? {})).map((k) => [k, metrics[k]]));
     const mean = metrics?.mean_iou;
     replaceChildren(this.element,
       h('h3', {}, title),
       h('p', { class: 'iou-mean' }, 'mIoU ', h('strong', {}, Number.isFinite(mean) ? mean.toFixed(3) : '—'), ' ',
         measuredOn(metrics)),
-      h('p', { class: 'metrics-summary' }, scalarMetrics(summary).join(' · ')),
+      h('p', { class: 'metrics-summary' }, trainingSummary(metrics).join(' · ')),
       rows ? h('table', { class: 'data iou-table', 'aria-label': 'Per-class IoU' },
         h('tr', {}, ['', 'Class', 'IoU', '', 'Pixels'].map((t) => h('th', {}, t))),
         rows.map((row) => h('tr', { dataset: { classIndex: row.index } },
