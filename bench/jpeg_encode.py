@@ -5,6 +5,7 @@ on the studio's H100 run a pass of four or five positions took 61 ms compiled, a
 times, for ``--batch`` images on ``--device``: Pillow one after another (today's path, 8-bit conversion on the
 image's device included), Pillow in threads, and ``torchvision.io.encode_jpeg`` on the image's device (nvJPEG on a
 GPU, libjpeg on a CPU) for the whole batch at once. Median of ``--repeats`` after one warm-up, in ms.
+(torchvision 0.29 deprecates its image encoders in favour of TorchCodec's: a product path would go there.)
 
     python3 bench/jpeg_encode.py --device cuda --resolution 1024 --batch 8
 """
