@@ -189,6 +189,20 @@ def image_jpeg(image: torch.Tensor, quality: int = 92) -> bytes:
     return buffer.getvalue()
 
 
+def fit_within(image: torch.Tensor, max_side: int) -> torch.Tensor:
+    """``[3, H, W]`` scaled down (area averaging, on its own device) so that its longer side is at most ``max_side``,
+    keeping its aspect ratio; unchanged when it already fits. A preview shown in a 260-pixel box need not carry a
+    1024² picture: at 512² its JPEG encodes 3.6× faster and is 3.8× smaller (docs/benchmarks.md)."""
+    if max_side < 1:
+        raise ValueError(f"max_side must be ≥ 1, got {max_side}")
+    height, width = image.shape[-2:]
+    if max(height, width) <= max_side:
+        return image
+    scale = max_side / max(height, width)
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    return F.interpolate(image[None].float(), size=size, mode="area")[0]
+
+
 def save_image(image: torch.Tensor, path: Union[str, os.PathLike]) -> None:
     """Write ``[3, H, W]`` / ``[1, 3, H, W]`` in ``[-1, 1]`` to ``path``; the suffix picks the format."""
     tensor_to_pil(image).save(Path(path))

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from editor_core.bundle import latents_bytes
 from editor_core.editing import apply_vectors
-from editor_core.images import image_jpeg, image_png, mask_array
+from editor_core.images import fit_within, image_jpeg, image_png, mask_array
 from editor_core.progress import ProgressEvent
 from editor_core.vectors import EditVector, EditVectorInfo, scale_rows
 from gpu_worker import engine_cache, samples
@@ -96,7 +97,8 @@ def draw_mode1(items: list[Mode1Item]) -> list[tuple[torch.Tensor, torch.Tensor 
 
 def live_apply(requests: list[dict]) -> list[bytes | Exception]:
     """Live-apply positions (``editing.live_apply_request``, several users' sliders): mode 1, the image alone, as
-    JPEGs, in request order (``draw_mode1``). A position whose rows are gone gets its own error."""
+    JPEGs of at most ``STUDIO_LIVE_APPLY_MAX_SIZE`` pixels a side, in request order (``draw_mode1``). A position whose
+    rows are gone gets its own error."""
     outcomes: list[bytes | Exception | None] = [None] * len(requests)
     items, placed = [], []
     for index, inputs in enumerate(edit_rows.live_apply_inputs(requests)):
@@ -108,8 +110,9 @@ def live_apply(requests: list[dict]) -> list[bytes | Exception]:
                                [(row.pk, engine_cache.vector(row), scale) for row, scale in vectors],
                                samples.latent(sample), with_mask=False))
         placed.append(index)
+    preview_side = settings.STUDIO_LIVE_APPLY_MAX_SIZE
     for index, (image, _mask, _ws, _size) in zip(placed, draw_mode1(items)):
-        outcomes[index] = image_jpeg(image)
+        outcomes[index] = image_jpeg(fit_within(image, preview_side) if preview_side else image)
     return outcomes
 
 

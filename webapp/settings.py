@@ -298,6 +298,11 @@ STUDIO_LIVE_APPLY_TIMEOUT_SECONDS = env_float("STUDIO_LIVE_APPLY_TIMEOUT_SECONDS
 if not 0 < STUDIO_LIVE_APPLY_TIMEOUT_SECONDS < float("inf"):
     raise ValueError(f"STUDIO_LIVE_APPLY_TIMEOUT_SECONDS={STUDIO_LIVE_APPLY_TIMEOUT_SECONDS} must be a positive "
                      "number of seconds")
+# Live-apply answers are previews (the library shows them in a 260-pixel box): a picture larger than this many pixels on
+# its longer side is scaled down before its JPEG (1024² → 512²: 3.8× fewer bytes a slider move); 0 = full size
+STUDIO_LIVE_APPLY_MAX_SIZE = env_int("STUDIO_LIVE_APPLY_MAX_SIZE", 512)
+if STUDIO_LIVE_APPLY_MAX_SIZE < 0:
+    raise ValueError(f"STUDIO_LIVE_APPLY_MAX_SIZE must be ≥ 0 (0 = full size), got {STUDIO_LIVE_APPLY_MAX_SIZE}")
 # A live annotation room lists a user while the Daphne process holding their socket renews the entry (every third of
 # this); a crashed Daphne renews nothing, so its users drop out of every room within this + a third of it.
 STUDIO_PRESENCE_TTL_SECONDS = env_float("STUDIO_PRESENCE_TTL_SECONDS", 30.0)

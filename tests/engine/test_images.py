@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from editor_core.images import (ImageInputError, ImageTooLargeError, load_image, mask_to_png, png_to_mask,
-                                save_image, tensor_to_pil)
+from editor_core.images import (ImageInputError, ImageTooLargeError, fit_within, load_image, mask_to_png,
+                                png_to_mask, save_image, tensor_to_pil)
 from editor_core.schema import LabelSchema
 
 
@@ -239,3 +239,16 @@ def test_tensor_to_pil_rounds_and_clips_each_value_and_leaves_the_tensor_alone()
     expected = np.clip(np.round((image.numpy().astype(np.float64) + 1) * 127.5), 0, 255).astype(np.uint8)
     assert np.array_equal(np.asarray(tensor_to_pil(image)), expected.transpose(1, 2, 0))
     assert torch.equal(image, kept)  # the conversion works on its own copy
+
+
+def test_fit_within_scales_the_longer_side_down_and_keeps_the_aspect():
+    wide = torch.linspace(-1, 1, 3 * 40 * 80).reshape(3, 40, 80)
+    fitted = fit_within(wide, 20)
+    assert fitted.shape == (3, 10, 20)
+    # Area averaging: each output pixel is the mean of its 4×4 block, so the image's mean stays.
+    torch.testing.assert_close(fitted[:, 0, 0], wide[:, :4, :4].mean(dim=(1, 2)))
+    torch.testing.assert_close(fitted.mean(), wide.mean())
+    assert fit_within(wide, 80) is wide and fit_within(wide, 500) is wide  # already fits: untouched
+    assert fit_within(torch.zeros(3, 30, 7), 12).shape == (3, 12, 3)  # 7 × 12/30 = 2.8 → 3
+    with pytest.raises(ValueError, match="max_side must be ≥ 1"):
+        fit_within(wide, 0)

@@ -230,6 +230,28 @@ def test_positions_of_several_sliders_share_one_forward_pass(studio, tiny_models
         assert np.abs(got - engine_picture(studio, tiny_models, sample, -scale)).mean() > 15
 
 
+def test_a_live_picture_larger_than_the_preview_size_comes_scaled_down(studio, tiny_models, broker, settings):
+    """``STUDIO_LIVE_APPLY_MAX_SIZE`` below the tiny generator's 32²: the answer is the engine's picture, area-averaged
+    to 16²."""
+    settings.STUDIO_LIVE_APPLY_MAX_SIZE = 16
+    sample = studio.samples[0]
+
+    async def scenario():
+        socket, _opened, _code = await connected(studio.users.artist, sample.pk)
+        await socket.send_json_to(position(1, studio.vector.pk, 2.0))
+        await broker.queued(1)
+        await broker.deliver(0)
+        answer = await socket.receive_json_from(30)
+        await socket.disconnect()
+        return answer
+
+    answer = asyncio.run(scenario())
+    got = jpeg_pixels(answer["image"])
+    full = torch.from_numpy(engine_picture(studio, tiny_models, sample, 2.0)).permute(2, 0, 1)
+    want = torch.nn.functional.avg_pool2d(full[None], 2)[0].permute(1, 2, 0).numpy()
+    assert got.shape == (16, 16, 3) and np.abs(got - want).mean() < 15
+
+
 @pytest.mark.parametrize("message, reason", [
     ({"type": "apply", "vectors": [{"vector_id": 1, "scale": 1}]}, "seq: Field required"),
     ({"type": "apply", "seq": -1, "vectors": [{"vector_id": 1, "scale": 1}]}, "seq: Input should be greater"),

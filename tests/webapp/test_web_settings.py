@@ -40,6 +40,7 @@ BAD_SETTINGS = [  # (environment, what stderr must say)
     ({"STUDIO_WORKER_THREADS": "-2"}, "STUDIO_WORKER_THREADS must be ≥ 0"),
     ({"STUDIO_EDIT_ROI_CHUNK": "-1"}, "STUDIO_EDIT_ROI_CHUNK must be ≥ 0"),
     ({"STUDIO_SEG_FEATURE_CACHE_MB": "-1"}, "STUDIO_SEG_FEATURE_CACHE_MB must be ≥ 0 (0 = no cache)"),
+    ({"STUDIO_LIVE_APPLY_MAX_SIZE": "-512"}, "STUDIO_LIVE_APPLY_MAX_SIZE must be ≥ 0 (0 = full size)"),
     ({"DATABASE_POOL_MAX_SIZE": "-1"}, "DATABASE_POOL_MAX_SIZE must be ≥ 0"),
     ({"STUDIO_EDIT_PRECISION": "fp16"}, "STUDIO_EDIT_PRECISION='fp16': use one of float32, bfloat16, float16"),
     ({"STUDIO_EDIT_COMPILE": "fast"}, "STUDIO_EDIT_COMPILE='fast': use one of default, reduce-overhead"),
