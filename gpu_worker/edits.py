@@ -35,7 +35,7 @@ def stream_previews(reporter: JobReporter, session) -> None:
     def preview(event: ProgressEvent) -> None:
         mask = None if event.preview_mask is None else datasets.mask_png(
             sample, mask_array(event.preview_mask, sample.width))
-        editing.publish_preview(session, reporter.job.pk, event.step, event.total, image_png(event.preview_image),
+        editing.publish_preview(session, reporter.job.pk, event.step, event.total, image_jpeg(event.preview_image),
                                 mask)
 
     reporter.on_preview = preview

@@ -163,7 +163,7 @@ def test_cancel_reaches_a_running_job_and_mode3_streams_previews(studio, celery_
     state, preview, masked, progress, result = asyncio.run(watch())
     assert state["job_status"] == "queued"  # it waited behind the training job
     assert cancel_timing["status"] == "cancelled" and cancel_timing["seconds"] < 2.0, cancel_timing
-    assert preview["image"].startswith("data:image/png;base64,") and masked["mask"].startswith("data:image/png")
+    assert preview["image"].startswith("data:image/jpeg;base64,") and masked["mask"].startswith("data:image/png")
     assert progress["stage"] == "edit" and 0 < progress["progress"] <= 1
     assert result["has_vector"] and 2 in result["edited_classes"]
     job = wait_for_job(edit["job_id"])
