@@ -37,7 +37,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from bench import emit_report  # noqa: E402
+from bench import emit_report, percentile  # noqa: E402
 from bench.studio_queues import FINISHED, StudioApi, job_times, start_studio, wait_until_idle  # noqa: E402
 
 ADMIN_PASSWORD = "bench-gpu-admin-pass"
@@ -207,16 +207,15 @@ def live_moves(artist: Artist, sample_id: int, vector_id: int, moves: int, seed:
 def latency(times: list[float]) -> dict:
     ordered = sorted(times)
     return {"moves": len(times), "p50_ms": 1000 * statistics.median(ordered),
-            "p95_ms": 1000 * ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
+            "p95_ms": 1000 * percentile(ordered, 0.95),
             "max_ms": 1000 * ordered[-1]}
 
 
 def answer_parts(answers: list[dict]) -> dict:
     """Where the socket's moves' time went: the worker's pass (its reads, the render and the JPEGs of every position
     in it) p50 / p95 in ms, and how many positions a pass drew on average."""
-    worker = sorted(a["worker_ms"] for a in answers)
-    return {"worker_pass_p50_ms": statistics.median(worker),
-            "worker_pass_p95_ms": worker[min(len(worker) - 1, round(0.95 * (len(worker) - 1)))],
+    worker = [a["worker_ms"] for a in answers]
+    return {"worker_pass_p50_ms": statistics.median(worker), "worker_pass_p95_ms": percentile(worker, 0.95),
             "batch_size_mean": statistics.mean(a["batch_size"] for a in answers)}
 
 

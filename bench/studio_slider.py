@@ -40,6 +40,7 @@ import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench import percentile  # noqa: E402
 from bench.studio_queues import job_times  # noqa: E402
 from webapp.studio import processes  # noqa: E402  (standard library only)
 
@@ -154,11 +155,6 @@ async def drive(studio: Studio, sample_id: int, vector_id: int, moves: int, burs
         print(json.dumps({"move": index, **{k: (round(v, 3) if isinstance(v, float) else v)
                                             for k, v in row.items()}}), flush=True)
     return rows
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
 def start_studio(var: Path, password: str) -> tuple[subprocess.Popen, str]:
