@@ -193,13 +193,17 @@ STORAGES = {
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 # Every Redis key the studio writes starts with this, so that several studios (or test sessions) share one Redis.
 STUDIO_KEY_PREFIX = os.environ.get("STUDIO_KEY_PREFIX", "studio")
+# Options of the asyncio Redis clients (the channel layer's, the annotation rooms'). No socket timeout: with one,
+# redis-py wraps every write in asyncio.wait_for, and Python 3.11's wait_for swallows a cancellation that lands as
+# the write completes. A closed websocket's receive loop (or presence renewal) then never ends: the consumer polls
+# Redis forever and its socket never leaves its room. Keepalive finds a dead peer instead; channels_redis's
+# blocking reads return every 5 s on their own.
+ASYNC_REDIS_OPTIONS = {"socket_timeout": None, "socket_keepalive": True}
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            # channels_redis waits for messages with 5-second blocking reads: the socket timeout must be longer, or
-            # redis-py ends an idle websocket's receive loop with a TimeoutError.
-            "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+            "hosts": [{"address": REDIS_URL, **ASYNC_REDIS_OPTIONS}],
             "prefix": f"{STUDIO_KEY_PREFIX}:asgi", "capacity": 500, "expiry": 30,
         },
     },

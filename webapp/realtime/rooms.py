@@ -102,7 +102,7 @@ def sync_redis() -> redis.Redis:
 
 
 def async_redis() -> aioredis.Redis:
-    return aioredis.Redis.from_url(settings.REDIS_URL)
+    return aioredis.Redis.from_url(settings.REDIS_URL, **settings.ASYNC_REDIS_OPTIONS)
 
 
 async def append_op(client: aioredis.Redis, sample_id: int, entry: dict) -> int:
