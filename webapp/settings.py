@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from pathlib import Path
 
 import dj_database_url
@@ -196,9 +197,11 @@ STUDIO_KEY_PREFIX = os.environ.get("STUDIO_KEY_PREFIX", "studio")
 # Options of the asyncio Redis clients (the channel layer's, the annotation rooms'). No socket timeout: with one,
 # redis-py wraps every write in asyncio.wait_for, and Python 3.11's wait_for swallows a cancellation that lands as
 # the write completes. A closed websocket's receive loop (or presence renewal) then never ends: the consumer polls
-# Redis forever and its socket never leaves its room. Keepalive finds a dead peer instead; channels_redis's
-# blocking reads return every 5 s on their own.
-ASYNC_REDIS_OPTIONS = {"socket_timeout": None, "socket_keepalive": True}
+# Redis forever and its socket never leaves its room. Keepalive finds a dead peer instead (idle 10 s, then a probe
+# every 5 s, three missed: where the OS names these); channels_redis's blocking reads return every 5 s on their own.
+ASYNC_REDIS_OPTIONS = {"socket_timeout": None, "socket_keepalive": True, "socket_keepalive_options": {
+    getattr(socket, name): value for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
+    if hasattr(socket, name)}}
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
