@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench import percentile  # noqa: E402
 from bench.suite import Suite, SuiteConfig, environment  # noqa: E402
 from editor_core.editing import apply_vectors  # noqa: E402
 
@@ -55,9 +56,8 @@ def serve(suite: Suite, latents: torch.Tensor, requests: "queue.Queue[Mode1Reque
         ws = latents[[request.user for request in batch]]
         scales = torch.tensor([[request.scale] for request in batch], device=latents.device)
         applied = apply_vectors(suite.models, ws, suite.vectors[:1], scales)
-        image = ((applied.image.clamp(-1, 1) + 1) * 127.5).to(torch.uint8).cpu()
-        mask = applied.mask.to(torch.uint8).cpu()
-        del image, mask
+        ((applied.image.clamp(-1, 1) + 1) * 127.5).to(torch.uint8).cpu()  # on the host, as an answer needs them
+        applied.mask.to(torch.uint8).cpu()
         answered = time.perf_counter()
         for request in batch:
             request.latency_s, request.batch_size = answered - request.created, len(batch)
@@ -100,7 +100,7 @@ def session(suite: Suite, users: int, max_batch: int, seconds: float, think_s: f
     if not latencies:
         raise RuntimeError("no request finished after the warm-up: raise --seconds")
     return {"users": users, "max_batch": max_batch, "requests": len(latencies),
-            "p50_ms": statistics.median(latencies), "p95_ms": latencies[int(0.95 * (len(latencies) - 1))],
+            "p50_ms": statistics.median(latencies), "p95_ms": percentile(latencies, 0.95),
             "max_ms": latencies[-1], "mean_batch": statistics.fmean(r.batch_size for r in measured),
             "requests_per_s": len(latencies) / seconds}
 
