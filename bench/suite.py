@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from editor_core.checkpoints import generator_fingerprint
 from editor_core.editing import (EditConfig, EditingModels, apply_vectors, optimize_edit, prepare_edit,
-                                 refine_config, refine_vectors, render_and_segment)
+                                 refine_config, refine_vectors, render_and_segment, warm_up)
 from editor_core.networks import Generator, GeneratorConfig
 from editor_core.perceptual import get_perceptual_loss
 from editor_core.segmentation import SegmentationConfig, SegmentationEnsemble, SegTrainConfig, train_segmentation
@@ -195,6 +195,9 @@ class Suite:
             "mode 1, one vector [naive]": (mode1(1, naive=True), "short"),
             "mode 1, four vectors": (mode1(4), "short"),
             "mode 1, eight users batched (B=8)": (self._mode1_batch(8), "short"),
+            # What an interactive worker with STUDIO_EDIT_COMPILE compiles before its first request (the items after
+            # it then show whether anything still compiles on first use).
+            "warm-up, every pass of an edit session": (lambda: warm_up(self.models, ws), "once"),
             # What a studio worker meets first: the live sliders' batches come in every size, each compiled or not.
             "mode 1, batch sizes 1 to 8, first call of each": (self._mode1_batch_sizes(8), "once"),
             "mode 2, 10 steps": (lambda: refine_vectors(self.models, ws, self.vectors[:1], [1.0],

@@ -14,6 +14,10 @@ import torch
 # torch.compile modes a pass may run under; the CUDA-graph one replays recorded kernels (GPU only).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
 _CUDA_GRAPH_MODES = {"reduce-overhead"}
+# Dynamo compiles a function at most 8 times by default, then runs it eagerly without a word. An edit session needs
+# more: the synthesis alone has seven variants (one image or several, with features or not, with gradients or not)
+# and the ROI pass one per pixel-count range (``SegmentationEnsemble.pixel_count_thresholds``).
+RECOMPILE_LIMIT = 64
 
 
 def check_compile_mode(mode: Optional[str]) -> Optional[str]:
@@ -40,7 +44,8 @@ class CompiledPasses:
             return fn(*args, **kwargs)
         if fn not in self.compiled:
             self.compiled[fn] = torch.compile(fn, mode=self.mode)
-        outputs = self.compiled[fn](*args, **kwargs)
+        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+            outputs = self.compiled[fn](*args, **kwargs)
         return _cloned(outputs) if self.mode in _CUDA_GRAPH_MODES else outputs
 
     def begin_iteration(self) -> None:

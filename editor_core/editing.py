@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from editor_core.compiled import CompiledPasses
 from editor_core.progress import ProgressCallback, ProgressEvent, report
-from editor_core.vectors import EditVector, combined_delta
+from editor_core.vectors import EditVector, EditVectorInfo, combined_delta
 
 
 _AUTOCAST_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -487,6 +487,63 @@ class EditOptimizer:
         return EditResult(ws=ws, delta=ws - self.ws_original, image=image, mask=mask, roi=self.roi,
                           target_mask=self.target, edited_classes=self.classes,
                           history=[dict(zip(names, row)) for row in values])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Compiling before the first request
+
+
+def warm_up(models: EditingModels, ws: torch.Tensor, mask_members: Optional[int] = None, steps: int = 3,
+            **speed_options) -> None:
+    """Run every pass an edit session uses once per input shape it compiles for, so that a worker with
+    ``compile_mode`` compiles before its first request instead of during it (15–30 s a network and shape on a GPU:
+    the studio's first 1024² mode-3 edit took 146 s instead of 6 s, docs/benchmarks.md). Nothing to do when eager.
+
+    ``ws`` ``[1, num_ws, w_dim]``: any latent of the generator. A mode-3 edit of ``steps`` steps with previews, whose
+    vector then serves mode 1 with its mask (of ``mask_members`` members) and the image alone at batch sizes 1 and 2
+    (after which the batch is dynamic) and mode 2; then one edit per further ROI pixel-count range, smallest first
+    (the segmentation branch's plan changes at ``pixel_count_thresholds``; the second size makes the count dynamic),
+    so a ROI too large for the device fails last. ``speed_options``: the ``EditConfig`` speed options of the
+    worker's edits (another sub-ensemble is another compilation). ``steps`` ≥ 3: under CUDA graphs a pass records
+    on its second call and replays from the third.
+    """
+    if models.compile_mode is None:
+        return
+    ws = _check_latent(models, ws)[:1]
+    labels = render_and_segment(models, ws)[1]
+    painted = int(torch.bincount(labels.flatten(), minlength=models.num_classes).argmin())  # painting it changes pixels
+    config = EditConfig(steps=steps, **speed_options)
+
+    def edit(pixels: int) -> EditResult:
+        roi = torch.zeros_like(labels, dtype=torch.bool).flatten(1)
+        roi[:, :pixels] = True
+        roi = roi.view_as(labels)
+        return optimize_edit(models, ws, labels, labels.masked_fill(roi, painted), config, [painted],
+                             progress=_previews_unused, roi=roi)
+
+    first, *others = _roi_sizes(models)
+    vector = EditVector(edit(first).delta[0], EditVectorInfo(name="warm-up", generator_id=models.generator_id,
+                                                             edited_classes=[painted]))
+    for with_mask in (True, False):
+        for batch in (1, 2):
+            apply_vectors(models, ws.expand(batch, -1, -1), [vector], torch.ones(batch, 1),
+                          mask_members=mask_members, with_mask=with_mask)
+    refine_vectors(models, ws, [vector], [1.0], refine_config(steps, **speed_options), progress=_previews_unused)
+    for pixels in others:
+        edit(pixels)
+
+
+def _roi_sizes(models: EditingModels) -> list[int]:
+    """ROI pixel counts that reach every range of ``pixel_count_thresholds`` (two in the first, which makes the
+    count dynamic), up to the whole map."""
+    whole = models.seg_resolution ** 2
+    thresholds = [t for t in models.segmenter.pixel_count_thresholds if t <= whole]
+    first = thresholds[0] if thresholds else whole
+    return sorted({max(first // 2, 1), max(first - 1, 1), *thresholds})
+
+
+def _previews_unused(event: ProgressEvent) -> None:
+    """A warm-up's progress: asked for only so that its steps compute previews, as a person's edit does."""
 
 
 @torch.no_grad()

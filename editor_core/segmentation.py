@@ -295,6 +295,12 @@ class SegmentationEnsemble(nn.Module):
         batch = logits.shape[0]
         return logits.view(batch, self.config.ensemble_size, self.config.num_classes, *logits.shape[-2:])
 
+    @property
+    def pixel_count_thresholds(self) -> tuple[int, ...]:
+        """The pixel counts (ascending) at which ``forward_pixels`` changes how it computes: ``r²`` of each map
+        resolution that joins the top-down sum (``_coarse_projection``). Compiled, it compiles once per range."""
+        return tuple(r * r for r in self._top_down_resolutions)
+
     def forward_pixels(self, features: Sequence[torch.Tensor], pixels: torch.Tensor,
                        pixel_chunk: Optional[int] = None, check_pixels: bool = True) -> torch.Tensor:
         """Member logits ``[B, E, K, P]`` at flat output pixels ``pixels`` (int64 ``[B, P]``, ``y·S + x``).

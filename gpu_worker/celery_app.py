@@ -40,6 +40,24 @@ def _yield_the_cpu_to_people(sender, **_kwargs) -> None:
         os.nice(settings.STUDIO_CPU_WORKER_NICE)
 
 
+@worker_init.connect
+def _compile_before_serving_people(sender, **_kwargs) -> None:
+    """With ``STUDIO_EDIT_COMPILE``, each pool process of a worker that serves ``interactive`` compiles the edit
+    passes of the active branches before it takes work (``warm_up``; ``CELERY_WORKER_PROC_ALIVE_TIMEOUT``
+    gives it the time). Connected here, after Celery's Django fixup has connected its own process-init handler, so
+    the database connections a process inherits are closed before the warm-up reads."""
+    from django.conf import settings
+
+    if settings.STUDIO_EDIT_COMPILE and "interactive" in sender.app.amqp.queues.consume_from:
+        worker_process_init.connect(_warm_up, weak=False)
+
+
+def _warm_up(**_kwargs) -> None:
+    from gpu_worker.warm_up import warm_up_active_branches
+
+    warm_up_active_branches()
+
+
 @worker_process_init.connect
 def _use_the_planned_threads(**_kwargs) -> None:
     """``STUDIO_WORKER_THREADS`` torch threads in each pool process (``manage.py studio`` splits the cores between

@@ -240,12 +240,16 @@ if STUDIO_EDIT_PRECISION not in STUDIO_EDIT_PRECISION_CHOICES:
     raise ValueError(f"STUDIO_EDIT_PRECISION={STUDIO_EDIT_PRECISION!r}: use one of "
                      f"{', '.join(STUDIO_EDIT_PRECISION_CHOICES)}")
 # Workers: run edit and embedding passes through torch.compile in this mode (editor_core.compiled; "" = eager).
-# Each network compiles on its first request (a minute or more), then runs faster: docs/benchmarks.md.
+# Each network compiles once per input shape (a minute or more), then runs faster: docs/benchmarks.md. An interactive
+# worker's pool process compiles the active branches' edit passes before it takes work (gpu_worker.warm_up).
 STUDIO_EDIT_COMPILE_CHOICES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
 STUDIO_EDIT_COMPILE = os.environ.get("STUDIO_EDIT_COMPILE", "")
 if STUDIO_EDIT_COMPILE and STUDIO_EDIT_COMPILE not in STUDIO_EDIT_COMPILE_CHOICES:
     raise ValueError(f"STUDIO_EDIT_COMPILE={STUDIO_EDIT_COMPILE!r}: use one of "
                      f"{', '.join(STUDIO_EDIT_COMPILE_CHOICES)}, or leave it empty (eager)")
+# How long a Celery pool process may take to start before its worker kills it (Celery's default: 4 s): with
+# STUDIO_EDIT_COMPILE that start is the warm-up's compilation.
+CELERY_WORKER_PROC_ALIVE_TIMEOUT = env_positive_int("STUDIO_WARM_UP_TIMEOUT", 1800) if STUDIO_EDIT_COMPILE else 4.0
 # Workers: evaluate the segmentation branch at an edit's ROI pixels this many at a time, recomputing each chunk in
 # backward (editor_core EditingModels.roi_pixel_chunk), so a large 512² edit fits a small card; 0 = all at once
 STUDIO_EDIT_ROI_CHUNK = env_int("STUDIO_EDIT_ROI_CHUNK", 0)

@@ -6,9 +6,10 @@ import torch
 from torch._dynamo.utils import counters
 
 from editor_core.checkpoints import generator_fingerprint
+from editor_core.compiled import CompiledPasses
 from editor_core.editing import (EditConfig, EditingModels, apply_vectors, changed_classes, dilate, edit_roi,
                                  optimize_edit, prepare_edit, refine_config, refine_vectors, render_and_segment,
-                                 resize_mask)
+                                 resize_mask, warm_up)
 from editor_core.vectors import EditVector, EditVectorInfo, VectorGeneratorMismatch
 
 
@@ -410,3 +411,46 @@ def test_compiled_mode1_stops_compiling_after_two_batch_sizes(models, tiny_gener
     eager = apply_vectors(models, ws, [v], scales)
     torch.testing.assert_close(applied.image, eager.image, atol=1e-4, rtol=1e-4)
     assert (applied.mask == eager.mask).float().mean() > 0.999
+
+
+def test_a_warmed_up_worker_compiles_nothing_for_its_first_requests(models, latent, tiny_generator):
+    """``warm_up`` compiles what a session's requests need: after it, mode-3 edits with ROIs of their own sizes, a
+    small and a large one, sliders of three and four users, mode-1 jobs with the mask and a mode-2 refinement compile
+    nothing more."""
+    compiled = EditingModels(models.generator, models.segmenter, models.perceptual, models.generator_id,
+                             compile_mode="default")
+    speed = {"loss_members": 2, "preview_image_every": 1}
+    torch._dynamo.reset()
+    warm_up(compiled, latent, mask_members=2, **speed)
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs > 0
+    with torch.no_grad():
+        ws = tiny_generator.mapping(torch.randn(4, tiny_generator.z_dim, generator=torch.Generator().manual_seed(9)))
+    # A pass past Dynamo's limit would run eagerly and add no graph either: that fails here instead.
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        labels = render_and_segment(compiled, ws[:1])[1]
+        for side in (21, 3):
+            edit = optimize_edit(compiled, ws[:1], labels, square_edit(labels, 1, 3, 5, side),
+                                 EditConfig(steps=2, **speed), progress=lambda event: None)
+        v = EditVector(edit.delta[0], EditVectorInfo(name="e", generator_id=models.generator_id, edited_classes=[1]))
+        for batch in (3, 4):
+            for with_mask in (True, False):
+                apply_vectors(compiled, ws[:batch], [v], torch.ones(batch, 1), mask_members=2, with_mask=with_mask)
+        refine_vectors(compiled, ws[1:2], [v], [0.5], refine_config(2, **speed), progress=lambda event: None)
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_warm_up_leaves_eager_models_alone(models, latent):
+    warm_up(models, latent)
+    assert not models._passes.compiled
+
+
+def test_a_compiled_pass_compiles_past_dynamos_default_limit_of_eight():
+    """A session's passes take more than Dynamo's default 8 variants (the synthesis 7, the ROI pass one per pixel-count
+    range at 512²: 10); past the limit a pass would run eagerly without a word. Twelve input ranks, twelve graphs."""
+    passes = CompiledPasses("default")
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        for rank in range(1, 13):
+            assert float(passes(torch.square, torch.full((1,) * rank, 3.0))) == 9.0
+    assert counters["stats"]["unique_graphs"] >= 12

@@ -260,3 +260,33 @@ def test_a_worker_that_serves_interactive_keeps_the_web_servers_priority(celery_
 
     ours = os.getpriority(os.PRIO_PROCESS, 0)
     assert os.getpriority(os.PRIO_PROCESS, celery_worker.process.pid) == ours
+
+
+def test_a_compiling_worker_compiles_before_it_takes_the_first_edit(studio, celery_worker, client_for):
+    """With ``STUDIO_EDIT_COMPILE`` an interactive worker's pool process compiles the active branch's edit passes
+    before it takes work: the first mode-3 edit and the first slider position then trace nothing (Dynamo logs every
+    frame it starts to compile)."""
+    from webapp.datasets.services import read_mask
+
+    celery_worker.stop()
+    compiling = type(celery_worker)({**celery_worker.env, "STUDIO_EDIT_COMPILE": "default", "TORCH_LOGS": "dynamo"})
+    try:
+        compiling.start()
+        compiling.process.wait_for_log(f"warmed up the edit passes of segmentation branch #{studio.segmentation.pk}",
+                                       timeout=600)
+        warmed = compiling.process.log_path.stat().st_size
+        artist = client_for(studio.users.artist)
+        mask = read_mask(studio.samples[0])
+        mask[4:14, 6:20] = 2
+        edit = post(artist, "/api/edits", {"sample_id": studio.samples[0].pk, "mode": 3, "steps": 2,
+                                           "target_mask_png": base64.b64encode(png_bytes(mask)).decode()}).json()
+        applied = post(artist, "/api/edits", {"sample_id": studio.samples[1].pk, "mode": 1,
+                                              "vectors": [{"vector_id": studio.vector.pk, "scale": 0.5}]}).json()
+        for job_id in (edit["job_id"], applied["job_id"]):
+            job = wait_for_job(job_id, timeout=300, worker=compiling)
+            assert job.status == "succeeded", job.error
+        after = compiling.process.log_path.read_bytes()[warmed:].decode(errors="replace")
+        assert "start tracing" not in after, after[-3000:]
+    finally:
+        compiling.stop()
+        celery_worker.start()

@@ -42,6 +42,12 @@ def active_segmentation_or_none(dataset) -> Optional[Checkpoint]:
                                      schema=dataset.schema, active=True).first()
 
 
+def active_segmentations(limit: int) -> list[Checkpoint]:
+    """The ``limit`` most recently created active segmentation branches, with their generators."""
+    return list(Checkpoint.objects.filter(kind=Checkpoint.Kind.SEGMENTATION, active=True)
+                .select_related("generator").order_by("-created")[:limit])
+
+
 def import_source(params: dict) -> dict:
     """The keyword arguments of ``services.import_and_rank`` for an ``import_checkpoint`` job's ``params``: kind,
     name, the generator row (segmentation branches) and the stored upload's bytes or the server path."""
