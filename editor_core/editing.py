@@ -511,7 +511,9 @@ def warm_up(models: EditingModels, ws: torch.Tensor, mask_members: Optional[int]
         return
     ws = _check_latent(models, ws)[:1]
     labels = render_and_segment(models, ws)[1]
-    painted = int(torch.bincount(labels.flatten(), minlength=models.num_classes).argmin())  # painting it changes pixels
+    # The rarest class the picture shows: mode 2's ROI is where the vector's classes are, so it must be somewhere.
+    counts = torch.bincount(labels.flatten(), minlength=models.num_classes).float()
+    painted = int(counts.masked_fill(counts == 0, float("inf")).argmin())
     config = EditConfig(steps=steps, **speed_options)
 
     def edit(pixels: int) -> EditResult:

@@ -454,3 +454,18 @@ def test_a_compiled_pass_compiles_past_dynamos_default_limit_of_eight():
         for rank in range(1, 13):
             assert float(passes(torch.square, torch.full((1,) * rank, 3.0))) == 9.0
     assert counters["stats"]["unique_graphs"] >= 12
+
+
+
+def test_warm_up_runs_on_a_random_branch_that_sees_few_of_its_classes(models, latent):
+    """A freshly imported random-weight branch labels a picture with a few of its 34 classes. Mode 2's ROI is where
+    its vector's classes are, so a warm-up that painted an absent class would have nothing to refine and stop
+    there (the studio's worker then logged the failure and warmed nothing more)."""
+    from editor_core.segmentation import SegmentationConfig, SegmentationEnsemble
+
+    branch = SegmentationEnsemble(SegmentationConfig.from_generator(models.generator, num_classes=34, hidden=(16, 8),
+                                                                    ensemble_size=2), seed=3).eval()
+    compiled = EditingModels(models.generator, branch, models.perceptual, models.generator_id, compile_mode="default")
+    assert len(render_and_segment(compiled, latent)[1].unique()) < 34
+    warm_up(compiled, latent, steps=1)
+    assert set(compiled._passes.compiled) >= {compiled.generator.synthesis, branch.forward_pixels}
