@@ -131,10 +131,13 @@ def edit_speed_options() -> dict:
     return {"loss_members": members, "preview_image_every": 1 if _on_cpu() else None}
 
 
-def embed_steps() -> int:
-    """Embedding steps of a request that names none (``STUDIO_EMBED_STEPS``; 0: ``CPU_EMBED_STEPS`` on a CPU, the
-    engine's default on a GPU)."""
-    return settings.STUDIO_EMBED_STEPS or (CPU_EMBED_STEPS if _on_cpu() else EmbedConfig.steps)
+def embed_config(steps: int | None) -> EmbedConfig:
+    """``EmbedConfig`` of an embedding on this worker: ``steps`` as the request names them, else
+    ``STUDIO_EMBED_STEPS`` (0: ``CPU_EMBED_STEPS`` on a CPU, the engine's default on a GPU); the worker's LPIPS
+    backbone and ``STUDIO_EDIT_COMPILE``."""
+    default = settings.STUDIO_EMBED_STEPS or (CPU_EMBED_STEPS if _on_cpu() else EmbedConfig.steps)
+    return EmbedConfig(steps=int(steps or default), lpips_net=lpips_net(),
+                       compile_mode=settings.STUDIO_EDIT_COMPILE or None)
 
 
 def tune_config(steps: int | None) -> PivotalConfig:

@@ -18,7 +18,7 @@ from django.conf import settings
 from editor_core.bundle import latents_bytes
 from editor_core.editing import EditConfig, optimize_edit, refine_config, refine_vectors, render_and_segment
 from editor_core.images import image_png, load_image, mask_array
-from editor_core.inversion import EmbedConfig, embed_image
+from editor_core.inversion import embed_image
 from editor_core.metrics import psnr
 from editor_core.pivotal import tune_generator
 from editor_core.progress import ProgressEvent, report
@@ -115,9 +115,8 @@ def _embed(job, reporter: JobReporter) -> dict:
     image = load_image(dataset_rows.image_file(sample_row), size=generator.img_resolution)
     encoder_row = checkpoints.active_encoder(generator_row)
     encoder = engine_cache.encoder(encoder_row) if encoder_row else None
-    config = EmbedConfig(steps=int(job.params.get("steps") or engine_cache.embed_steps()),
-                         lpips_net=engine_cache.lpips_net(), compile_mode=settings.STUDIO_EDIT_COMPILE or None)
-    result = embed_image(generator, encoder, image.to(engine_cache.device()), config, progress=reporter)
+    result = embed_image(generator, encoder, image.to(engine_cache.device()),
+                         engine_cache.embed_config(job.params.get("steps")), progress=reporter)
     datasets.set_sample_latent(sample_row, latents_bytes(result.ws[0], generator_row.fingerprint))
     outcome = {"sample_id": sample_row.pk, "lpips": float(result.lpips[0]), "psnr": float(result.psnr[0]),
                "used_encoder": encoder is not None}

@@ -1,5 +1,6 @@
-"""Compiling before the first request: with ``STUDIO_EDIT_COMPILE``, an interactive worker's pool process runs
-``editor_core.editing.warm_up`` on the active branches before it takes work (``celery_app`` connects it)."""
+"""Compiling before the first request: with ``STUDIO_EDIT_COMPILE``, an interactive worker's pool process runs the
+edit passes (``editor_core.editing.warm_up``) and an embedding of each active branch's generator before it takes
+work (``celery_app`` connects it)."""
 from __future__ import annotations
 
 import logging
@@ -8,31 +9,42 @@ import time
 import torch
 from django.conf import settings
 
-from editor_core.editing import warm_up
+from editor_core.editing import render_image, warm_up
+from editor_core.inversion import embed_image
 from gpu_worker import engine_cache
 from webapp.registry import selectors as checkpoints
 
 log = logging.getLogger(__name__)
-SEED = 0  # of the latent a warm-up edits: any of the generator's will do
+SEED = 0  # of the latent a warm-up edits and embeds the picture of: any of the generator's will do
+EMBED_STEPS = 2  # an embedding compiles on its first step; the shapes do not depend on the count
 
 
 def warm_up_active_branches() -> None:
     """Compile the edit passes of the active segmentation branches (the ``engine_cache.GENERATORS_KEPT`` newest, on
-    their untuned generators) when ``STUDIO_EDIT_COMPILE`` asks for compiled passes, so that the first person's edit
-    runs at compiled speed instead of waiting minutes. A branch that fails to warm up is logged and left to compile
-    on first use."""
+    their untuned generators) and an embedding with their generators' active encoders, when ``STUDIO_EDIT_COMPILE``
+    asks for compiled passes: the first person's edit or upload then runs at compiled speed instead of waiting
+    minutes. A branch that fails to warm up is logged and left to compile on first use."""
     if not settings.STUDIO_EDIT_COMPILE:
         return
     for branch in checkpoints.active_segmentations(engine_cache.GENERATORS_KEPT):
         start = time.perf_counter()
         try:
-            models = engine_cache.editing_models(branch.generator, branch)
-            z = torch.randn(1, models.generator.z_dim, generator=torch.Generator().manual_seed(SEED))
-            with torch.no_grad():
-                ws = models.generator.mapping(z.to(engine_cache.device()), truncation_psi=0.7)
-            warm_up(models, ws, engine_cache.mode1_mask_members(), **engine_cache.edit_speed_options())
+            _warm_up(branch)
         except Exception:
-            log.exception("warming up segmentation branch #%s failed: its edits compile on first use", branch.pk)
+            log.exception("warming up segmentation branch #%s failed: what it had not reached compiles on first use",
+                          branch.pk)
             continue
-        log.info("warmed up the edit passes of segmentation branch #%s (generator #%s) in %.1f s", branch.pk,
-                 branch.generator_id, time.perf_counter() - start)
+        log.info("warmed up the edit passes of segmentation branch #%s (generator #%s) and an embedding in %.1f s",
+                 branch.pk, branch.generator_id, time.perf_counter() - start)
+
+
+def _warm_up(branch) -> None:
+    models = engine_cache.editing_models(branch.generator, branch)
+    z = torch.randn(1, models.generator.z_dim, generator=torch.Generator().manual_seed(SEED))
+    with torch.no_grad():
+        ws = models.generator.mapping(z.to(engine_cache.device()), truncation_psi=0.7)
+    warm_up(models, ws, engine_cache.mode1_mask_members(), **engine_cache.edit_speed_options())
+    encoder_row = checkpoints.active_encoder(branch.generator)
+    embed_image(engine_cache.generator(branch.generator), engine_cache.encoder(encoder_row) if encoder_row else None,
+                render_image(models, ws).clamp(-1, 1), engine_cache.embed_config(EMBED_STEPS),
+                progress=lambda event: None)

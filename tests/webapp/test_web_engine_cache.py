@@ -38,12 +38,14 @@ def test_cpu_workers_edit_with_the_interactive_defaults(shared_studio, settings)
     assert engine_cache.edit_speed_options() == {"loss_members": engine_cache.CPU_LOSS_MEMBERS,
                                                  "preview_image_every": 1}
     assert engine_cache.mode1_mask_members() == engine_cache.CPU_MODE1_MASK_MEMBERS
-    assert engine_cache.embed_steps() == engine_cache.CPU_EMBED_STEPS < EmbedConfig.steps
+    assert engine_cache.embed_config(None).steps == engine_cache.CPU_EMBED_STEPS < EmbedConfig.steps
+    assert engine_cache.embed_config(7).steps == 7 and engine_cache.embed_config(None).lpips_net == "alex"
     assert engine_cache.retrain_options(None) == engine_cache.CPU_RETRAIN
     assert engine_cache.retrain_options(4096) == {"pixels_per_step": 4096}
     settings.STUDIO_EDIT_LPIPS, settings.STUDIO_EDIT_LOSS_MEMBERS, settings.STUDIO_MODE1_MASK_MEMBERS = "vgg", 10, 10
-    settings.STUDIO_EMBED_STEPS = EmbedConfig.steps
-    assert engine_cache.embed_steps() == EmbedConfig.steps
+    settings.STUDIO_EMBED_STEPS, settings.STUDIO_EDIT_COMPILE = EmbedConfig.steps, "default"
+    assert engine_cache.embed_config(None).steps == EmbedConfig.steps
+    assert engine_cache.embed_config(None).compile_mode == "default"
     exact = engine_cache.editing_models(shared_studio.generator, shared_studio.segmentation)
     assert exact.perceptual.net == "vgg" and exact.segmenter is models.segmenter
     assert engine_cache.edit_speed_options()["loss_members"] == 10 and engine_cache.mode1_mask_members() == 10

@@ -264,15 +264,15 @@ def test_a_worker_that_serves_interactive_keeps_the_web_servers_priority(celery_
 
 def test_a_compiling_worker_compiles_before_it_takes_the_first_edit(studio, celery_worker, client_for):
     """With ``STUDIO_EDIT_COMPILE`` an interactive worker's pool process compiles the active branch's edit passes
-    before it takes work: the first mode-3 edit and the first slider position then trace nothing (Dynamo logs every
-    frame it starts to compile)."""
+    and an embedding before it takes work: the first mode-3 edit, mode-1 edit and photo embedding then trace nothing
+    (Dynamo logs every frame it starts to compile)."""
     from webapp.datasets.services import read_mask
 
     celery_worker.stop()
     compiling = type(celery_worker)({**celery_worker.env, "STUDIO_EDIT_COMPILE": "default", "TORCH_LOGS": "dynamo"})
     try:
         compiling.start()
-        compiling.process.wait_for_log(f"warmed up the edit passes of segmentation branch #{studio.segmentation.pk}",
+        compiling.process.wait_for_log(f"warmed up the edit passes of segmentation branch #{studio.segmentation.pk} ",
                                        timeout=600)
         warmed = compiling.process.log_path.stat().st_size
         artist = client_for(studio.users.artist)
@@ -282,7 +282,10 @@ def test_a_compiling_worker_compiles_before_it_takes_the_first_edit(studio, cele
                                            "target_mask_png": base64.b64encode(png_bytes(mask)).decode()}).json()
         applied = post(artist, "/api/edits", {"sample_id": studio.samples[1].pk, "mode": 1,
                                               "vectors": [{"vector_id": studio.vector.pk, "scale": 0.5}]}).json()
-        for job_id in (edit["job_id"], applied["job_id"]):
+        uploaded = artist.post(f"/api/datasets/{studio.dataset.pk}/samples/upload",
+                               {"file": photo_file((40, 48), (90, 140, 60), "JPEG")}).json()
+        embedded = post(artist, f"/api/samples/{uploaded['id']}/embed", {"steps": 2}).json()
+        for job_id in (edit["job_id"], applied["job_id"], embedded["id"]):
             job = wait_for_job(job_id, timeout=300, worker=compiling)
             assert job.status == "succeeded", job.error
         after = compiling.process.log_path.read_bytes()[warmed:].decode(errors="replace")
