@@ -26,7 +26,12 @@ def warm_up_active_branches() -> None:
     minutes. A branch that fails to warm up is logged and left to compile on first use."""
     if not settings.STUDIO_EDIT_COMPILE:
         return
-    for branch in checkpoints.active_segmentations(engine_cache.GENERATORS_KEPT):
+    branches = checkpoints.active_segmentations(engine_cache.GENERATORS_KEPT)
+    # Said before the minutes it takes, so that whoever reads the log knows why the worker takes no work yet.
+    log.info("STUDIO_EDIT_COMPILE=%s: %s", settings.STUDIO_EDIT_COMPILE,
+             f"compiling the edit passes of segmentation branches {', '.join(f'#{b.pk}' for b in branches)} before "
+             f"taking work" if branches else "no active segmentation branch to compile before taking work")
+    for branch in branches:
         start = time.perf_counter()
         try:
             _warm_up(branch)

@@ -275,6 +275,8 @@ def test_a_compiling_worker_compiles_before_it_takes_the_first_edit(studio, cele
         compiling.process.wait_for_log(f"warmed up the edit passes of segmentation branch #{studio.segmentation.pk} ",
                                        timeout=600)
         warmed = compiling.process.log_path.stat().st_size
+        assert f"compiling the edit passes of segmentation branches #{studio.segmentation.pk} before taking work" in (
+            compiling.process.log_path.read_text(errors="replace"))
         artist = client_for(studio.users.artist)
         mask = read_mask(studio.samples[0])
         mask[4:14, 6:20] = 2
