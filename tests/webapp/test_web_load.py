@@ -14,6 +14,8 @@ import psycopg
 import pytest
 from django.conf import settings
 
+from bench import percentile
+
 CLIENTS = 20
 REQUESTS_PER_CLIENT = 25
 APPLICATION_NAME = "studio-load-test"   # libpq's PGAPPNAME: tells the load-tested Daphne's connections apart
@@ -88,7 +90,7 @@ def test_a_burst_of_clients_stays_within_the_connection_pool(studio, start_daphn
 
     latencies = sorted(seconds for _status, seconds in results)
     print(f"\n{len(results)} GETs from {CLIENTS} clients in {elapsed:.1f} s ({len(results) / elapsed:.0f}/s): "
-          f"p50 {statistics.median(latencies) * 1000:.0f} ms, p95 {latencies[int(0.95 * len(latencies))] * 1000:.0f} "
+          f"p50 {statistics.median(latencies) * 1000:.0f} ms, p95 {percentile(latencies, 0.95) * 1000:.0f} "
           f"ms, max {latencies[-1] * 1000:.0f} ms; at most {most_connections} PostgreSQL connections "
           f"(pool max_size {settings.DATABASE_POOL_MAX_SIZE})")
     failed = [status for status, _seconds in results if status != 200]
