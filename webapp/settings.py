@@ -247,8 +247,8 @@ STUDIO_EDIT_COMPILE = os.environ.get("STUDIO_EDIT_COMPILE", "")
 if STUDIO_EDIT_COMPILE and STUDIO_EDIT_COMPILE not in STUDIO_EDIT_COMPILE_CHOICES:
     raise ValueError(f"STUDIO_EDIT_COMPILE={STUDIO_EDIT_COMPILE!r}: use one of "
                      f"{', '.join(STUDIO_EDIT_COMPILE_CHOICES)}, or leave it empty (eager)")
-# How long a Celery pool process may take to start before its worker kills it (Celery's default: 4 s): with
-# STUDIO_EDIT_COMPILE that start is the warm-up's compilation.
+# How long a pool process that replaces one that died may take to start before its worker kills it (Celery's
+# default: 4 s; a worker's first processes are not timed): with STUDIO_EDIT_COMPILE that start is the warm-up.
 CELERY_WORKER_PROC_ALIVE_TIMEOUT = env_positive_int("STUDIO_WARM_UP_TIMEOUT", 1800) if STUDIO_EDIT_COMPILE else 4.0
 # Workers: evaluate the segmentation branch at an edit's ROI pixels this many at a time, recomputing each chunk in
 # backward (editor_core EditingModels.roi_pixel_chunk), so a large 512² edit fits a small card; 0 = all at once

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import signal
+import subprocess
 import time
 
 import pytest
@@ -292,6 +295,13 @@ def test_a_compiling_worker_compiles_before_it_takes_the_first_edit(studio, cele
             assert job.status == "succeeded", job.error
         after = compiling.process.log_path.read_bytes()[warmed:].decode(errors="replace")
         assert "start tracing" not in after, after[-3000:]
+        # A pool process that dies (a GPU out of memory, say) is replaced, and the replacement warms up too. Celery
+        # gives a replacement 4 s to start unless the settings give it the warm-up's time: with 4 s it was killed 48
+        # times in 5 minutes.
+        children = subprocess.run(["pgrep", "-P", str(compiling.process.pid)], capture_output=True, text=True)
+        os.kill(int(children.stdout.split()[0]), signal.SIGKILL)
+        compiling.process.wait_for_log(f"warmed up the edit passes of segmentation branch #{studio.segmentation.pk} ",
+                                       timeout=600)
     finally:
         compiling.stop()
         celery_worker.start()
