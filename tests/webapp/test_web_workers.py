@@ -268,7 +268,7 @@ def test_a_worker_that_serves_interactive_keeps_the_web_servers_priority(celery_
 def test_a_compiling_worker_compiles_before_it_takes_the_first_edit(studio, celery_worker, client_for):
     """With ``STUDIO_EDIT_COMPILE`` an interactive worker's pool process compiles the active branch's edit passes
     and an embedding before it takes work: the first mode-3 edit, mode-1 edit and photo embedding then trace nothing
-    (Dynamo logs every frame it starts to compile)."""
+    (Dynamo logs every frame it starts to compile). A process that replaces a dead one warms up as well."""
     from webapp.datasets.services import read_mask
 
     celery_worker.stop()
