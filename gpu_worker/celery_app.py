@@ -44,8 +44,8 @@ def _yield_the_cpu_to_people(sender, **_kwargs) -> None:
 def _compile_before_serving_people(sender, **_kwargs) -> None:
     """With ``STUDIO_EDIT_COMPILE``, each pool process of a worker that serves ``interactive`` compiles the edit
     passes of the active branches before it takes work (``warm_up``; ``CELERY_WORKER_PROC_ALIVE_TIMEOUT`` gives a
-    process that replaces a dead one the time). Connected here, after Celery's Django fixup has connected its own process-init handler, so
-    the database connections a process inherits are closed before the warm-up reads."""
+    process that replaces a dead one the time). Connected here, after Celery's Django fixup has connected its own
+    process-init handler, so the database connections a process inherits are closed before the warm-up reads."""
     from django.conf import settings
 
     if settings.STUDIO_EDIT_COMPILE and "interactive" in sender.app.amqp.queues.consume_from:

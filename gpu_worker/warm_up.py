@@ -34,7 +34,7 @@ def warm_up_active_branches() -> None:
     for branch in branches:
         start = time.perf_counter()
         try:
-            _warm_up(branch)
+            _warm_up_branch(branch)
         except Exception:
             log.exception("warming up segmentation branch #%s failed: what it had not reached compiles on first use",
                           branch.pk)
@@ -43,7 +43,7 @@ def warm_up_active_branches() -> None:
                  branch.pk, branch.generator_id, time.perf_counter() - start)
 
 
-def _warm_up(branch) -> None:
+def _warm_up_branch(branch) -> None:
     models = engine_cache.editing_models(branch.generator, branch)
     z = torch.randn(1, models.generator.z_dim, generator=torch.Generator().manual_seed(SEED))
     with torch.no_grad():
