@@ -269,10 +269,11 @@ def test_the_demo_bundle_is_ranked_and_its_vectors_get_pictures_when_loaded(user
     assert vector["thumbnails_status"] == "ready" and vector["thumb_after_url"]
 
 
-def test_a_bundles_segmentation_branch_carries_the_bundles_evaluation(users, tiny_models, tmp_path):
+def test_a_bundles_segmentation_branch_carries_the_bundles_evaluation(users, tiny_models, celery_worker, tmp_path):
     """The shipped branch's file has no training metrics: the studio shows what the bundle measured instead."""
     import json
 
+    from webapp.jobs.models import Job
     from webapp.registry.models import Checkpoint
     from webapp.studio.services import load_bundle
 
@@ -287,3 +288,7 @@ def test_a_bundles_segmentation_branch_carries_the_bundles_evaluation(users, tin
     assert branch.metrics == {"mean_iou": 0.7, "per_class_iou": per_class, "evaluated_on": "bundle evaluation",
                               "num_heldout": 200, "num_samples": 16, "measured": "2026-12-03T01:17:09+00:00",
                               "mean_iou_encoder_only": 0.5}
+    # The jobs the load queued (ranking, thumbnails) end before the test database is flushed: on PostgreSQL a job's
+    # transaction beside the flush's TRUNCATE deadlocked it once (CI, 2026-12-05).
+    for job in Job.objects.all():
+        wait_for_job(job.pk, worker=celery_worker)
