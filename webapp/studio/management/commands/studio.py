@@ -152,10 +152,13 @@ class Command(BaseCommand):
 
         cores = processes.cpu_cores()
         for plan in processes.default_workers(cores):
+            log = logs / f"worker-{plan.name}.log"
             self.supervisor.add(processes.ManagedProcess(
-                f"celery worker {plan.name}", processes.worker_command(f"studio-{plan.name}@%h", plan.queues),
-                logs / f"worker-{plan.name}.log", env={**env, "STUDIO_WORKER_THREADS": str(plan.threads)},
-                cwd=settings.BASE_DIR))
+                f"celery worker {plan.name}", processes.worker_command(f"studio-{plan.name}@%h", plan.queues), log,
+                env={**env, "STUDIO_WORKER_THREADS": str(plan.threads)}, cwd=settings.BASE_DIR))
+            if settings.STUDIO_EDIT_COMPILE and "interactive" in plan.queues.split(","):  # edits wait: say why
+                self.say(f"STUDIO_EDIT_COMPILE={settings.STUDIO_EDIT_COMPILE}: the {plan.name} worker compiles the "
+                         f"active branches' edit passes before it takes work (minutes on a GPU; {log} says when)")
         self.say(f"Celery workers: interactive and training (device {env.get('STUDIO_DEVICE', 'auto')}, "
                  f"{cores} cores)")
         if app.conf.beat_schedule:
