@@ -538,9 +538,8 @@ def warm_up(models: EditingModels, ws: torch.Tensor, mask_members: Optional[int]
 def _roi_sizes(models: EditingModels) -> list[int]:
     """ROI pixel counts that reach every range of ``pixel_count_thresholds`` (two in the first, which makes the
     count dynamic), up to the whole map."""
-    whole = models.seg_resolution ** 2
-    thresholds = [t for t in models.segmenter.pixel_count_thresholds if t <= whole]
-    first = thresholds[0] if thresholds else whole
+    thresholds = models.segmenter.pixel_count_thresholds  # each r² of a map no finer than the output: ≤ the map
+    first = thresholds[0] if thresholds else models.seg_resolution ** 2
     return sorted({max(first // 2, 1), max(first - 1, 1), *thresholds})
 
 

@@ -456,7 +456,6 @@ def test_a_compiled_pass_compiles_past_dynamos_default_limit_of_eight():
     assert counters["stats"]["unique_graphs"] >= 12
 
 
-
 def test_warm_up_runs_on_a_random_branch_that_sees_few_of_its_classes(models, latent):
     """A freshly imported random-weight branch labels a picture with a few of its 34 classes. Mode 2's ROI is where
     its vector's classes are, so a warm-up that painted an absent class would have nothing to refine and stop
