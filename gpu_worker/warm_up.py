@@ -51,5 +51,4 @@ def _warm_up_branch(branch) -> None:
     warm_up(models, ws, engine_cache.mode1_mask_members(), **engine_cache.edit_speed_options())
     encoder_row = checkpoints.active_encoder(branch.generator)
     embed_image(models.generator, engine_cache.encoder(encoder_row) if encoder_row else None,
-                render_image(models, ws).clamp(-1, 1), engine_cache.embed_config(EMBED_STEPS),
-                progress=lambda event: None)
+                render_image(models, ws).clamp(-1, 1), engine_cache.embed_config(EMBED_STEPS))
