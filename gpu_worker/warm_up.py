@@ -4,9 +4,11 @@ work (``celery_app`` connects it)."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import torch
+from torch._dynamo.utils import counters
 from django.conf import settings
 
 from editor_core.editing import render_image, warm_up
@@ -30,17 +32,26 @@ def warm_up_active_branches() -> None:
     # Said before the minutes it takes, so that whoever reads the log knows why the worker takes no work yet.
     log.info("STUDIO_EDIT_COMPILE=%s: %s", settings.STUDIO_EDIT_COMPILE,
              f"compiling the edit passes of segmentation branches {', '.join(f'#{b.pk}' for b in branches)} before "
-             f"taking work" if branches else "no active segmentation branch to compile before taking work")
+             f"taking work (compile cache: {os.environ.get('TORCHINDUCTOR_CACHE_DIR', 'torch default')})"
+             if branches else "no active segmentation branch to compile before taking work")
     for branch in branches:
-        start = time.perf_counter()
+        start, graphs_before = time.perf_counter(), _graphs()
         try:
             _warm_up_branch(branch)
         except Exception:
             log.exception("warming up segmentation branch #%s failed: what it had not reached compiles on first use",
                           branch.pk)
             continue
-        log.info("warmed up the edit passes of segmentation branch #%s (generator #%s) and an embedding in %.1f s",
-                 branch.pk, branch.generator_id, time.perf_counter() - start)
+        compiled, cached = (now - before for now, before in zip(_graphs(), graphs_before))
+        log.info("warmed up the edit passes of segmentation branch #%s (generator #%s) and an embedding in %.1f s: "
+                 "%d graphs compiled, %d loaded from the compile cache", branch.pk, branch.generator_id,
+                 time.perf_counter() - start, compiled, cached)
+
+
+def _graphs() -> tuple[int, int]:
+    """Graphs this process's ``torch.compile`` has built so far: (compiled, loaded from the compile cache)."""
+    inductor = counters["inductor"]
+    return inductor["fxgraph_cache_miss"] + inductor["fxgraph_cache_bypass"], inductor["fxgraph_cache_hit"]
 
 
 def _warm_up_branch(branch) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -268,15 +270,19 @@ def test_a_worker_that_serves_interactive_keeps_the_web_servers_priority(celery_
 def test_a_compiling_worker_compiles_before_it_takes_the_first_edit(studio, celery_worker, client_for):
     """With ``STUDIO_EDIT_COMPILE`` an interactive worker's pool process compiles the active branch's edit passes
     and an embedding before it takes work: the first mode-3 edit, mode-1 edit and photo embedding then trace nothing
-    (Dynamo logs every frame it starts to compile). A process that replaces a dead one warms up as well."""
+    (Dynamo logs every frame it starts to compile). A process that replaces a dead one warms up as well, from the
+    graphs the first one left in the studio's compile cache."""
     from webapp.datasets.services import read_mask
 
     celery_worker.stop()
+    cache = Path(celery_worker.env["STUDIO_VAR_DIR"]) / "compile-cache"  # STUDIO_COMPILE_CACHE_DIR's default
     compiling = type(celery_worker)({**celery_worker.env, "STUDIO_EDIT_COMPILE": "default", "TORCH_LOGS": "dynamo"})
+    warmed_up = f"warmed up the edit passes of segmentation branch #{studio.segmentation.pk} "
     try:
         compiling.start()
-        compiling.process.wait_for_log(f"warmed up the edit passes of segmentation branch #{studio.segmentation.pk} ",
-                                       timeout=600)
+        compiling.process.wait_for_log(warmed_up, timeout=600)
+        assert warm_up_graphs(compiling.process.log_path.read_text(errors="replace"), warmed_up)[0] > 0
+        assert any(cache.iterdir())  # not torch's default under /tmp, which a container's restart empties
         warmed = compiling.process.log_path.stat().st_size
         assert f"compiling the edit passes of segmentation branches #{studio.segmentation.pk} before taking work" in (
             compiling.process.log_path.read_text(errors="replace"))
@@ -300,8 +306,18 @@ def test_a_compiling_worker_compiles_before_it_takes_the_first_edit(studio, cele
         # times in 5 minutes.
         children = subprocess.run(["pgrep", "-P", str(compiling.process.pid)], capture_output=True, text=True)
         os.kill(int(children.stdout.split()[0]), signal.SIGKILL)
-        compiling.process.wait_for_log(f"warmed up the edit passes of segmentation branch #{studio.segmentation.pk} ",
-                                       timeout=600)
+        compiling.process.wait_for_log(warmed_up, timeout=600)
+        compiled, cached = warm_up_graphs(compiling.process.log_path.read_bytes()[warmed:].decode(errors="replace"),
+                                          warmed_up)
+        assert compiled == 0 and cached > 0
     finally:
         compiling.stop()
         celery_worker.start()
+
+
+def warm_up_graphs(log: str, warmed_up: str) -> tuple[int, int]:
+    """(compiled, loaded from the compile cache) of the last warm-up ``log`` reports."""
+    line = [line for line in log.splitlines() if warmed_up in line][-1]
+    found = re.search(r"(\d+) graphs compiled, (\d+) loaded from the compile cache", line)
+    assert found, line
+    return int(found[1]), int(found[2])

@@ -158,7 +158,8 @@ class Command(BaseCommand):
                 env={**env, "STUDIO_WORKER_THREADS": str(plan.threads)}, cwd=settings.BASE_DIR))
             if settings.STUDIO_EDIT_COMPILE and "interactive" in plan.queues.split(","):  # edits wait: say why
                 self.say(f"STUDIO_EDIT_COMPILE={settings.STUDIO_EDIT_COMPILE}: the {plan.name} worker compiles the "
-                         f"active branches' edit passes before it takes work (minutes on a GPU; {log} says when)")
+                         f"active branches' edit passes before it takes work (minutes on a GPU, less once "
+                         f"{settings.STUDIO_COMPILE_CACHE_DIR} holds them; {log} says when)")
         self.say(f"Celery workers: interactive and training (device {env.get('STUDIO_DEVICE', 'auto')}, "
                  f"{cores} cores)")
         if app.conf.beat_schedule:
