@@ -81,11 +81,15 @@ def _use_the_planned_threads(**_kwargs) -> None:
 
 @worker_process_init.connect
 def _use_tensor_cores(**_kwargs) -> None:
-    """float32 matrix products on a GPU's TF32 tensor cores, as cuDNN's convolutions already are by torch's default
-    and as ``bench/gpu.py`` times the engine. Set before the warm-up, since a compiled graph keeps the choice."""
-    import torch
+    """A GPU worker's float32 matrix products on TF32 tensor cores, as cuDNN's convolutions already are by torch's
+    default and as ``bench/gpu.py`` times the engine. Set before the warm-up, since a compiled graph keeps the choice;
+    a CPU worker's precision is left alone."""
+    from gpu_worker.engine_cache import device
 
-    torch.backends.cuda.matmul.allow_tf32 = True
+    if device().type == "cuda":
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = True
 
 
 @worker_process_init.connect
