@@ -8,6 +8,7 @@ docs/deploy.md has the production units::
 
 Configuration comes from Django settings (``CELERY_*``): broker, acks_late, reject-on-worker-lost, prefetch 1.
 """
+import logging
 import os
 
 from celery import Celery
@@ -43,10 +44,21 @@ def _yield_the_cpu_to_people(sender, **_kwargs) -> None:
 @worker_init.connect
 def _keep_compiled_graphs(**_kwargs) -> None:
     """torch.compile's cache in ``STUDIO_COMPILE_CACHE_DIR``, set before the pool forks so that its processes inherit
-    it. Set, not defaulted: importing ``torch._dynamo`` has already put torch's default in the environment."""
+    it. Set, not defaulted: importing ``torch._dynamo`` has already put torch's default in the environment. A folder
+    that cannot be written is logged, and compiling goes on in torch's default."""
     from django.conf import settings
 
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(settings.STUDIO_COMPILE_CACHE_DIR)
+    folder = settings.STUDIO_COMPILE_CACHE_DIR
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError("not writable")
+    except OSError as error:
+        logging.getLogger(__name__).error(
+            "STUDIO_COMPILE_CACHE_DIR=%s cannot hold the compiled graphs (%s): they go to %s instead, which a restart "
+            "may empty", folder, error, os.environ.get("TORCHINDUCTOR_CACHE_DIR", "torch's default"))
+        return
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
 
 
 @worker_init.connect

@@ -323,3 +323,22 @@ def warm_up_graphs(log: str, warmed_up: str) -> tuple[int, int]:
     found = re.search(r"(\d+) graphs compiled, (\d+) loaded from the compile cache", line)
     assert found, line
     return int(found[1]), int(found[2])
+
+
+def test_a_compile_cache_folder_that_cannot_be_made_is_logged_and_torchs_kept(settings, tmp_path, monkeypatch,
+                                                                               caplog):
+    """A worker starts with a ``STUDIO_COMPILE_CACHE_DIR`` it cannot make: the log says so, and compiling goes on in
+    torch's cache rather than failing every compiled request."""
+    from gpu_worker.celery_app import _keep_compiled_graphs
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "torch-default"))
+    settings.STUDIO_COMPILE_CACHE_DIR = blocker / "compile-cache"
+    _keep_compiled_graphs()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "torch-default")
+    assert f"STUDIO_COMPILE_CACHE_DIR={blocker / 'compile-cache'} cannot hold the compiled graphs" in caplog.text
+    settings.STUDIO_COMPILE_CACHE_DIR = tmp_path / "studio" / "compile-cache"
+    _keep_compiled_graphs()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "studio" / "compile-cache")
+    assert (tmp_path / "studio" / "compile-cache").is_dir()
