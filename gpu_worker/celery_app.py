@@ -43,11 +43,13 @@ def _yield_the_cpu_to_people(sender, **_kwargs) -> None:
 
 @worker_init.connect
 def _keep_compiled_graphs(**_kwargs) -> None:
-    """torch.compile's cache in ``STUDIO_COMPILE_CACHE_DIR``, set before the pool forks so that its processes inherit
-    it. Set, not defaulted: importing ``torch._dynamo`` has already put torch's default in the environment. A folder
-    that cannot be written is logged, and compiling goes on in torch's default."""
+    """With ``STUDIO_EDIT_COMPILE``, torch.compile's cache in ``STUDIO_COMPILE_CACHE_DIR``, set before the pool forks
+    so that its processes inherit it. Set, not defaulted: importing ``torch._dynamo`` has already put torch's default
+    in the environment. A folder that cannot be written is logged, and compiling goes on in torch's default."""
     from django.conf import settings
 
+    if not settings.STUDIO_EDIT_COMPILE:
+        return
     folder = settings.STUDIO_COMPILE_CACHE_DIR
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -334,6 +334,7 @@ def test_a_compile_cache_folder_that_cannot_be_made_is_logged_and_torchs_kept(se
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "torch-default"))
+    settings.STUDIO_EDIT_COMPILE = "default"
     settings.STUDIO_COMPILE_CACHE_DIR = blocker / "compile-cache"
     _keep_compiled_graphs()
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "torch-default")
