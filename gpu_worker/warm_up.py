@@ -29,10 +29,11 @@ def warm_up_active_branches() -> None:
     if not settings.STUDIO_EDIT_COMPILE:
         return
     branches = checkpoints.active_segmentations(engine_cache.GENERATORS_KEPT)
-    # Said before the minutes it takes, so that whoever reads the log knows why the worker takes no work yet.
+    # Said before the minutes it takes, so that whoever reads the log knows why the worker takes no work yet. The
+    # cache folder is always in the environment: importing torch._dynamo puts torch's default there if no one did.
     log.info("STUDIO_EDIT_COMPILE=%s: %s", settings.STUDIO_EDIT_COMPILE,
              f"compiling the edit passes of segmentation branches {', '.join(f'#{b.pk}' for b in branches)} before "
-             f"taking work (compile cache: {os.environ.get('TORCHINDUCTOR_CACHE_DIR', 'torch default')})"
+             f"taking work (compile cache: {os.environ['TORCHINDUCTOR_CACHE_DIR']})"
              if branches else "no active segmentation branch to compile before taking work")
     for branch in branches:
         start, graphs_before = time.perf_counter(), _graphs()
